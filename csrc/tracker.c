@@ -14,6 +14,16 @@
 /* Values encoded on the stack before spilling to the heap. */
 #define XT_STACK_PAIRS 64
 
+/* Direct-mapped cache from key object identity to column id.  Loops log the same key
+ * objects again and again (literals are interned), so a pointer compare replaces a dict
+ * lookup.  Entries hold a strong reference, so an address is never reused while cached. */
+#define XT_KEY_CACHE 128
+
+typedef struct {
+    PyObject *key;
+    int col;
+} xt_key_slot;
+
 typedef struct {
     PyObject_HEAD
     xt_store *store;
@@ -33,6 +43,7 @@ typedef struct {
     int64_t last_ts;
     int64_t ts_cache_sec;
     char ts_cache_text[XT_TS_SIZE];
+    xt_key_slot key_cache[XT_KEY_CACHE];
 } TrackerCore;
 
 /* One encoded key/value while a row is being built. */
@@ -52,6 +63,9 @@ typedef struct {
     xt_pair stack[XT_STACK_PAIRS];
     uint64_t seen[(XT_MAX_COLUMNS + 63) / 64];
     size_t bytes; /* text and blob bytes to copy */
+    /* Every key is its own column name and every value is shown as given: the row dict
+     * is then params | data, built by copying instead of inserting key by key. */
+    int copyable;
 } xt_encoder;
 
 static xt_state *
@@ -277,16 +291,36 @@ done:
 }
 
 /* Column id for `key`, creating the column entry (typed by decl_type) if it is new. */
+static inline xt_key_slot *
+key_slot(TrackerCore *self, PyObject *key)
+{
+    return &self->key_cache[((uintptr_t)key >> 4) % XT_KEY_CACHE];
+}
+
+static void
+remember_key(TrackerCore *self, PyObject *key, int col)
+{
+    xt_key_slot *slot = key_slot(self, key);
+    Py_XSETREF(slot->key, Py_NewRef(key));
+    slot->col = col;
+}
+
 static int
 column_for_key(TrackerCore *self, PyObject *key, int decl_type)
 {
     PyObject *found, *name = NULL, *lower = NULL;
     int id = -1;
 
+    xt_key_slot *slot = key_slot(self, key);
+    if (slot->key == key) {
+        return slot->col;
+    }
     if (PyUnicode_CheckExact(key)) {
         found = PyDict_GetItemWithError(self->key_ids, key);
         if (found != NULL) {
-            return (int)PyLong_AsLong(found);
+            id = (int)PyLong_AsLong(found);
+            remember_key(self, key, id);
+            return id;
         }
         if (PyErr_Occurred()) {
             return -1;
@@ -317,6 +351,9 @@ column_for_key(TrackerCore *self, PyObject *key, int decl_type)
             id = -1;
         }
         Py_XDECREF(id_obj);
+        if (id >= 0) {
+            remember_key(self, key, id);
+        }
     }
 done:
     Py_XDECREF(name);
@@ -336,6 +373,7 @@ encoder_init(xt_encoder *enc)
     enc->cap = XT_STACK_PAIRS;
     memset(enc->seen, 0, sizeof(enc->seen));
     enc->bytes = 0;
+    enc->copyable = 1;
 }
 
 static void
@@ -347,11 +385,6 @@ encoder_clear(xt_encoder *enc)
     if (enc->pairs != enc->stack) {
         PyMem_Free(enc->pairs);
     }
-    enc->pairs = enc->stack;
-    enc->n = 0;
-    enc->cap = XT_STACK_PAIRS;
-    memset(enc->seen, 0, sizeof(enc->seen));
-    enc->bytes = 0;
 }
 
 /* Add one key/value; a later value for the same column replaces the earlier one in
@@ -370,6 +403,17 @@ encoder_add(TrackerCore *self, xt_state *st, xt_encoder *enc, PyObject *key, PyO
         return -1;
     }
     pair.col = col;
+    if (enc->copyable
+        && (pair.value != value || !PyUnicode_CheckExact(key)
+            || PyList_GET_ITEM(self->col_names, col) != key)) {
+        /* Fall back to key-by-key unless the key is the column's own name object. */
+        enc->copyable = pair.value == value && PyUnicode_CheckExact(key)
+                        && PyUnicode_Compare(PyList_GET_ITEM(self->col_names, col), key) == 0;
+        if (PyErr_Occurred()) {
+            Py_DECREF(pair.value);
+            return -1;
+        }
+    }
     uint64_t bit = (uint64_t)1 << (col & 63);
     if (enc->seen[col >> 6] & bit) {
         for (int i = 0; i < enc->n; i++) {
@@ -489,7 +533,20 @@ encode_row(TrackerCore *self, xt_state *st, PyObject *data, xt_row **row_out, Py
 
     size_t size = sizeof(xt_row) + sizeof(xt_value) * (size_t)enc.n + enc.bytes;
     row = malloc(size);
-    dict = PyDict_New();
+    if (enc.copyable) {
+        dict = PyDict_Copy(self->params);
+        if (dict != NULL && PyDict_Update(dict, data) < 0) {
+            Py_CLEAR(dict);
+        }
+        if (dict != NULL
+            && (PyDict_SetItem(dict, st->str_timestamp, ts_obj) < 0
+                || PyDict_SetItem(dict, st->str_track_id, self->track_id) < 0)) {
+            Py_CLEAR(dict);
+        }
+    }
+    else {
+        dict = PyDict_New();
+    }
     if (row == NULL || dict == NULL) {
         if (row == NULL) {
             PyErr_NoMemory();
@@ -522,7 +579,8 @@ encode_row(TrackerCore *self, xt_state *st, PyObject *data, xt_row **row_out, Py
             v->v.s.n = p->n;
             arena += p->n;
         }
-        if (PyDict_SetItem(dict, PyList_GET_ITEM(self->col_names, p->col), p->value) < 0) {
+        if (!enc.copyable
+            && PyDict_SetItem(dict, PyList_GET_ITEM(self->col_names, p->col), p->value) < 0) {
             goto done;
         }
     }
@@ -1118,7 +1176,7 @@ tracker_init(TrackerCore *self, PyObject *args, PyObject *kwargs)
     }
     self->latest = PyDict_New();
     self->key_ids = PyDict_New();
-    self->col_names = Py_BuildValue("[ss]", "track_id", "timestamp");
+    self->col_names = Py_BuildValue("[OO]", st->str_track_id, st->str_timestamp);
     if (self->params == NULL || self->latest == NULL || self->key_ids == NULL || self->col_names == NULL) {
         goto fail;
     }
@@ -1207,6 +1265,9 @@ tracker_dealloc(TrackerCore *self)
     Py_CLEAR(self->track_id);
     Py_CLEAR(self->key_ids);
     Py_CLEAR(self->col_names);
+    for (int i = 0; i < XT_KEY_CACHE; i++) {
+        Py_CLEAR(self->key_cache[i].key);
+    }
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }
