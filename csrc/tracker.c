@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "names.h"
+#include "reader.h"
 #include <structmember.h>
 
 /* Values encoded on the stack before spilling to the heap. */
@@ -1091,6 +1092,36 @@ tracker_execute(TrackerCore *self, PyObject *args)
     return run_statement(self, args, 1);
 }
 
+PyDoc_STRVAR(read_columns__doc__,
+    "_read_columns($self, sql, params=(), /)\n--\n\n"
+    "Run a SELECT on the tracker's connection (after flushing queued rows) and return\n"
+    "{column name: numpy array}, built by the columnar reader.");
+
+static PyObject *
+tracker_read_columns(TrackerCore *self, PyObject *args)
+{
+    xt_state *st = tracker_state(self);
+    const char *sql;
+    PyObject *params = NULL, *res = NULL;
+
+    if (!PyArg_ParseTuple(args, "s|O:_read_columns", &sql, &params)) {
+        return NULL;
+    }
+    if (st == NULL || check_usable(self, st) < 0 || flush_store(self, st) < 0) {
+        return NULL;
+    }
+    lock_store(self);
+    if (!xt_store_is_open(self->store)) {
+        PyErr_SetString(PyExc_ValueError, "I/O operation on a closed Tracker: create a new Tracker");
+    }
+    else {
+        res = xt_read_columns(st, xt_store_db(self->store), xt_store_path(self->store), sql,
+                              params == Py_None ? NULL : params);
+    }
+    xt_store_unlock(self->store);
+    return res;
+}
+
 /* ---------------------------------------------------------------------------------- */
 /* Type                                                                               */
 /* ---------------------------------------------------------------------------------- */
@@ -1373,6 +1404,7 @@ static PyMethodDef tracker_methods[] = {
     {"_ensure_columns", (PyCFunction)tracker_ensure_columns, METH_O, ensure_columns__doc__},
     {"_query", (PyCFunction)tracker_query, METH_VARARGS, query__doc__},
     {"_execute", (PyCFunction)tracker_execute, METH_VARARGS, execute__doc__},
+    {"_read_columns", (PyCFunction)tracker_read_columns, METH_VARARGS, read_columns__doc__},
     {NULL, NULL, 0, NULL},
 };
 

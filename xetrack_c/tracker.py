@@ -268,10 +268,9 @@ class Tracker(_core.TrackerCore):
 
     # ------------------------------------------------------------------ reading
     def _frame(self, sql: str, params: Iterable[Any] = ()):
-        import pandas as pd
+        from xetrack_c._dataframe import frame_from_columns
 
-        names, rows = self._query(sql, tuple(params))
-        return pd.DataFrame.from_records(rows, columns=list(names))
+        return frame_from_columns(self._read_columns(sql, tuple(params)))
 
     def to_df(self, all: bool = False):  # noqa: A002 - xetrack's name
         """This run's rows (every run's with ``all=True``) as a DataFrame."""
