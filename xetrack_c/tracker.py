@@ -302,7 +302,7 @@ class Tracker(_core.TrackerCore):
             names, rows = self._query(
                 f"SELECT * FROM {_quote(self.table_name)} LIMIT 1 OFFSET ?", (max(item - 1, 0),)
             )
-            return dict(zip(names, rows[0])) if rows else None
+            return dict(zip(names, rows[0], strict=True)) if rows else None
         raise TypeError(f"tracker[...] takes a column name or a row number, not {type(item).__name__}")
 
     def to_csv(self, path: str, all: bool = False) -> None:  # noqa: A002
