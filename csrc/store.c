@@ -618,9 +618,24 @@ retry_after_schema_change(xt_store *s, xt_row **rows, size_t n, xt_error *err)
 }
 
 static int
+columns_known(xt_store *s, const xt_row *row)
+{
+    for (int i = 0; i < row->n; i++) {
+        if (!s->columns.slots[row->vals[i].col]->in_db) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int
 write_locked(xt_store *s, xt_row **rows, size_t n, xt_error *err)
 {
-    if (write_rows_locked(s, rows, n, err) == 0) {
+    /* One row into known columns: a lone INSERT is its own transaction, taking the same
+     * write lock (with the same busy waiting) as BEGIN IMMEDIATE, in fewer steps. */
+    int rc = (n == 1 && columns_known(s, rows[0])) ? insert_row(s, rows[0], err)
+                                                   : write_rows_locked(s, rows, n, err);
+    if (rc == 0) {
         return 0;
     }
     if (schema_changed(err)) {
