@@ -107,18 +107,13 @@ classify(xt_state *st, PyObject *value, xt_pair *pair, int depth)
             return -1;
         }
         if (overflow) {
-            PyObject *digits = PyObject_Str(value);
-            if (digits == NULL) {
-                return -1;
-            }
-            pair->p = PyUnicode_AsUTF8AndSize(digits, &pair->n);
-            if (pair->p == NULL) {
-                Py_DECREF(digits);
-                return -1;
-            }
-            pair->type = XT_TEXT;
-            pair->value = digits;
-            return XT_INT;
+            /* SQLite has no wider integer, and its column affinity would turn the digits
+             * into a lossy REAL: refuse rather than store a different number. */
+            PyErr_Format(PyExc_OverflowError,
+                         "%R does not fit SQLite's 64-bit INTEGER; log str(value) to keep "
+                         "its digits or float(value) to keep its magnitude",
+                         value);
+            return -1;
         }
         pair->type = XT_INT;
         pair->i = v;
@@ -659,7 +654,15 @@ flush_store(TrackerCore *self, xt_state *st)
     return 0;
 }
 
-/* Write encoded rows; ownership of the rows passes to this function. */
+/* Rows go to the async queue, which then owns them. */
+static int
+rows_queued(TrackerCore *self)
+{
+    return xt_store_durability(self->store) == XT_DURABLE_ASYNC && !self->skip_insert;
+}
+
+/* Store encoded rows.  Queued rows pass to the store (see rows_queued); otherwise the
+ * caller keeps and frees them. */
 static int
 write_rows(TrackerCore *self, xt_state *st, xt_row **rows, size_t n)
 {
@@ -667,12 +670,9 @@ write_rows(TrackerCore *self, xt_state *st, xt_row **rows, size_t n)
     xt_error err = {0};
 
     if (self->skip_insert) {
-        for (size_t i = 0; i < n; i++) {
-            free(rows[i]);
-        }
         return 0;
     }
-    if (xt_store_durability(self->store) == XT_DURABLE_ASYNC) {
+    if (rows_queued(self)) {
         for (size_t i = 0; i < n; i++) {
             if (xt_store_enqueue(self->store, rows[i], 0) != 0) {
                 Py_BEGIN_ALLOW_THREADS
@@ -726,24 +726,15 @@ tracker_log(TrackerCore *self, PyObject *data)
         return NULL;
     }
     int64_t ts = row->ts_us;
-    int sync = xt_store_durability(self->store) != XT_DURABLE_ASYNC && !self->skip_insert;
-    if (sync) {
-        xt_error err = {0};
-        int rc;
-        Py_BEGIN_ALLOW_THREADS
-        rc = xt_store_write(self->store, &row, 1, &err);
-        Py_END_ALLOW_THREADS
-        if (rc < 0 || sync_timestamp(st, row, ts, dict) < 0) {
-            if (rc < 0) {
-                xt_raise_store_error(st, self->store, &err);
-            }
-            free(row);
-            Py_DECREF(dict);
-            return NULL;
-        }
+    int queued = rows_queued(self);
+    int rc = write_rows(self, st, &row, 1);
+    if (rc == 0 && !queued) {
+        rc = sync_timestamp(st, row, ts, dict);
+    }
+    if (!queued) {
         free(row);
     }
-    else if (write_rows(self, st, &row, 1) < 0) {
+    if (rc < 0) {
         Py_DECREF(dict);
         return NULL;
     }
@@ -790,13 +781,11 @@ tracker_log_batch(TrackerCore *self, PyObject *data)
         Py_XSETREF(last, dict);
         done_rows = i + 1;
     }
+    int queued = rows_queued(self);
     int rc = write_rows(self, st, rows, (size_t)n);
-    if (xt_store_durability(self->store) != XT_DURABLE_ASYNC || self->skip_insert) {
-        for (Py_ssize_t i = 0; i < n; i++) {
-            free(rows[i]);
-        }
+    if (queued) {
+        done_rows = 0; /* the queue owns them; the cleanup below frees the rest */
     }
-    done_rows = 0; /* freed or handed to the queue */
     if (rc < 0) {
         goto done;
     }

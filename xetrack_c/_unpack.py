@@ -19,6 +19,11 @@ def _is_model(value: Any) -> bool:
 def _fields(value: Any) -> Dict[str, Any]:
     if dataclasses.is_dataclass(value):
         return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    # Read pydantic fields as attributes so nested models stay models (and unpack);
+    # model_dump() would turn them into plain dicts.
+    names = getattr(type(value), "model_fields", None) or getattr(type(value), "__fields__", None)
+    if names:
+        return {name: getattr(value, name) for name in names}
     try:
         return dict(value.model_dump(mode="python"))
     except TypeError:  # pydantic v1 has no mode=
