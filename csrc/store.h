@@ -17,8 +17,12 @@ enum { XT_NULL = 0, XT_INT = 1, XT_REAL = 2, XT_TEXT = 3, XT_BLOB = 4 };
 /* Durability modes (DESIGN.md section 3). */
 enum { XT_DURABLE_COMMIT = 0, XT_DURABLE_FSYNC = 1, XT_DURABLE_ASYNC = 2 };
 
-/* SQLite's default SQLITE_MAX_COLUMN: no table can have more columns than this. */
+/* SQLite's default SQLITE_MAX_COLUMN: no table (or row) can have more columns. */
 #define XT_MAX_COLUMNS 2000
+
+/* Distinct column names one tracker can know.  Larger than XT_MAX_COLUMNS so names of
+ * rows that failed never stop later rows; past it, log() raises ValueError. */
+#define XT_REGISTRY_SIZE 8192
 
 /* Column ids 0 and 1 are always track_id and timestamp. */
 #define XT_COL_TRACK_ID 0
@@ -37,7 +41,7 @@ typedef struct {
  * reads a column it was handed without any lock; `count` is published with release
  * ordering after the slot is filled. */
 typedef struct {
-    xt_column *slots[XT_MAX_COLUMNS];
+    xt_column *slots[XT_REGISTRY_SIZE];
     atomic_int count;
 } xt_columns;
 

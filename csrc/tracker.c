@@ -62,7 +62,7 @@ typedef struct {
     xt_pair *pairs;
     int n, cap;
     xt_pair stack[XT_STACK_PAIRS];
-    uint64_t seen[(XT_MAX_COLUMNS + 63) / 64];
+    uint64_t seen[(XT_REGISTRY_SIZE + 63) / 64];
     size_t bytes; /* text and blob bytes to copy */
     /* Every key is its own column name and every value is shown as given: the row dict
      * is then params | data, built by copying instead of inserting key by key. */
@@ -240,11 +240,12 @@ new_column(TrackerCore *self, PyObject *name, int decl_type)
     xt_column *c = NULL;
     int res = -1;
 
-    if (id >= XT_MAX_COLUMNS) {
+    if (id >= XT_REGISTRY_SIZE) {
         PyErr_Format(PyExc_ValueError,
-                     "cannot add column %R: a table holds at most %d columns; log fewer "
-                     "distinct keys or split them across tables (table=...)",
-                     name, XT_MAX_COLUMNS);
+                     "cannot add column %R: this tracker has seen %d distinct keys; a table "
+                     "holds at most %d columns, so log fewer distinct keys or split them "
+                     "across tables (table=...)",
+                     name, XT_REGISTRY_SIZE, XT_MAX_COLUMNS);
         goto done;
     }
     Py_ssize_t len;
@@ -513,6 +514,14 @@ encode_row(TrackerCore *self, xt_state *st, PyObject *data, xt_row **row_out, Py
                      "log() takes a dict of column name -> value, not %.100s; wrap the value, "
                      "e.g. tracker.log({'value': x})",
                      Py_TYPE(data)->tp_name);
+        goto done;
+    }
+    Py_ssize_t width = PyDict_GET_SIZE(self->params) + PyDict_GET_SIZE(data) + 2;
+    if (width > XT_MAX_COLUMNS) {
+        PyErr_Format(PyExc_ValueError,
+                     "a row of %zd keys (with params, timestamp and track_id) is wider than "
+                     "the %d columns a SQLite table holds; split it across rows or tables",
+                     width, XT_MAX_COLUMNS);
         goto done;
     }
     if (encoder_add_dict(self, st, &enc, self->params) < 0
