@@ -2,6 +2,7 @@
 #include "seed.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---- output buffer ------------------------------------------------------------ */
@@ -206,7 +207,8 @@ write_escaped(char *p, Py_UCS4 c)
     return write_u_escape(p, c);
 }
 
-/* A quoted JSON string: one pass to size the output exactly, one to write it. */
+/* A quoted JSON string: one pass to size the output exactly, one to write it (a
+ * plain copy when nothing needs escaping, the common case for keys and ids). */
 static int
 encode_str(encoder *enc, PyObject *text)
 {
@@ -215,15 +217,29 @@ encode_str(encoder *enc, PyObject *text)
     const void *data = PyUnicode_DATA(text);
     size_t size = 2;
 
-    for (Py_ssize_t i = 0; i < n; i++) {
-        size += escaped_size(PyUnicode_READ(kind, data, i));
+    if (kind == PyUnicode_1BYTE_KIND) {
+        const Py_UCS1 *chars = (const Py_UCS1 *)data;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            size += escaped_size(chars[i]);
+        }
+    }
+    else {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            size += escaped_size(PyUnicode_READ(kind, data, i));
+        }
     }
     if (out_reserve(&enc->out, size) < 0) {
         return -1;
     }
     char *p = enc->out.data + enc->out.len;
     *p++ = '"';
-    if (kind == PyUnicode_1BYTE_KIND) {
+    if (size == (size_t)n + 2) {
+        /* Every character is printable ASCII, so the text is its own JSON form. */
+        assert(kind == PyUnicode_1BYTE_KIND);
+        memcpy(p, data, (size_t)n);
+        p += n;
+    }
+    else if (kind == PyUnicode_1BYTE_KIND) {
         const Py_UCS1 *chars = (const Py_UCS1 *)data;
         for (Py_ssize_t i = 0; i < n; i++) {
             p = write_escaped(p, chars[i]);
@@ -435,6 +451,87 @@ done:
     return res;
 }
 
+/* Dicts up to this size sort their entries on the C stack. */
+#define INLINE_ENTRIES 16
+
+typedef struct {
+    PyObject *key;
+    PyObject *value;
+} dict_entry;
+
+static int
+compare_entries(const void *a, const void *b)
+{
+    /* Exact str keys only: PyUnicode_Compare cannot fail, and keys are unique. */
+    return PyUnicode_Compare(((const dict_entry *)a)->key, ((const dict_entry *)b)->key);
+}
+
+/* Fast path for an exact dict whose keys are all exact str (seed payloads, configs):
+ * entries are gathered with strong references and sorted by code point in C, without
+ * building the items list.  Returns 1 when done, 0 when the dict does not qualify
+ * (nothing written), -1 on error. */
+static int
+encode_str_keyed_dict(encoder *enc, PyObject *dict)
+{
+    dict_entry inline_entries[INLINE_ENTRIES];
+    dict_entry *entries = inline_entries;
+    Py_ssize_t n = PyDict_GET_SIZE(dict), held = 0, pos = 0;
+    PyObject *key, *value;
+    int rc = -1;
+
+    for (Py_ssize_t i = 0; PyDict_Next(dict, &i, &key, &value);) {
+        if (!PyUnicode_CheckExact(key)) {
+            return 0;
+        }
+    }
+    if (n > INLINE_ENTRIES) {
+        entries = PyMem_Malloc((size_t)n * sizeof(dict_entry));
+        if (entries == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    /* No Python code runs while gathering, so the dict cannot change under us; the
+     * references keep every entry alive while values are encoded. */
+    while (held < n && PyDict_Next(dict, &pos, &key, &value)) {
+        entries[held].key = Py_NewRef(key);
+        entries[held].value = Py_NewRef(value);
+        held++;
+    }
+    if (held <= INLINE_ENTRIES) {
+        for (Py_ssize_t i = 1; i < held; i++) {
+            dict_entry entry = entries[i];
+            Py_ssize_t j = i;
+            for (; j > 0 && PyUnicode_Compare(entries[j - 1].key, entry.key) > 0; j--) {
+                entries[j] = entries[j - 1];
+            }
+            entries[j] = entry;
+        }
+    }
+    else {
+        qsort(entries, (size_t)held, sizeof(dict_entry), compare_entries);
+    }
+    if (out_char(&enc->out, '{') < 0) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < held; i++) {
+        if ((i > 0 && out_char(&enc->out, ',') < 0) || encode_str(enc, entries[i].key) < 0
+            || out_char(&enc->out, ':') < 0 || encode_value(enc, entries[i].value) < 0) {
+            goto done;
+        }
+    }
+    rc = out_char(&enc->out, '}') < 0 ? -1 : 1;
+done:
+    for (Py_ssize_t i = 0; i < held; i++) {
+        Py_DECREF(entries[i].key);
+        Py_DECREF(entries[i].value);
+    }
+    if (entries != inline_entries) {
+        PyMem_Free(entries);
+    }
+    return rc;
+}
+
 static int
 encode_dict(encoder *enc, PyObject *dict)
 {
@@ -448,6 +545,13 @@ encode_dict(encoder *enc, PyObject *dict)
         goto done;
     }
     pushed = 1;
+    if (PyDict_CheckExact(dict)) {
+        int fast = encode_str_keyed_dict(enc, dict);
+        if (fast != 0) {
+            rc = fast < 0 ? -1 : 0;
+            goto done;
+        }
+    }
     items = sorted_items(enc, dict);
     if (items == NULL || out_char(&enc->out, '{') < 0) {
         goto done;
@@ -603,6 +707,46 @@ xt_seed_from_payload(PyObject *payload, PyObject *default_fn, int str_keys, uint
     return 0;
 }
 
+/* Field names of a design-research-experiments seed payload, in sorted order, and
+ * where each value comes from in xt_policy_seed's argument list. */
+static const struct {
+    const char *json_key; /* `"name":` ready to copy */
+    int arg_index;        /* 0 base_seed, 1 strategy, 2 per_run_offset, 3 study_id,
+                             4 condition_id, 5 replicate, 6 salt */
+} policy_fields[7] = {
+    {"\"base_seed\":", 0},    {"\"condition_id\":", 4}, {"\"per_run_offset\":", 2},
+    {"\"replicate\":", 5},    {"\"salt\":", 6},         {"\"strategy\":", 1},
+    {"\"study_id\":", 3},
+};
+
+int
+xt_policy_seed(PyObject *const values[7], PyObject *default_fn, uint32_t *seed)
+{
+    encoder enc;
+    uint8_t digest[XT_SHA256_DIGEST_SIZE];
+    int rc = -1;
+
+    assert(!PyErr_Occurred());
+    encoder_init(&enc, default_fn, 1);
+    for (int i = 0; i < 7; i++) {
+        const char *key = policy_fields[i].json_key;
+        if (out_char(&enc.out, i == 0 ? '{' : ',') < 0
+            || out_write(&enc.out, key, strlen(key)) < 0
+            || encode_value(&enc, values[policy_fields[i].arg_index]) < 0) {
+            goto done;
+        }
+    }
+    if (out_char(&enc.out, '}') < 0) {
+        goto done;
+    }
+    xt_sha256(enc.out.data, enc.out.len, digest);
+    *seed = xt_seed_from_digest(digest);
+    rc = 0;
+done:
+    encoder_release(&enc);
+    return rc;
+}
+
 /* ---- Python bindings -------------------------------------------------------------- */
 
 /* Reads the shared optional arguments (default=None, str_keys=False, both positional). */
@@ -695,6 +839,39 @@ seed_from_payload_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromUnsignedLong(seed);
 }
 
+PyDoc_STRVAR(policy_seed__doc__,
+    "policy_seed(base_seed, strategy, per_run_offset, study_id, condition_id, replicate,\n"
+    "            salt, default=None, /)\n--\n\n"
+    "Return seed_from_payload of the dict of these seven fields (str_keys on), without\n"
+    "building the dict: the seed design-research-experiments' SeedPolicy derives.");
+
+static PyObject *
+policy_seed_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *default_fn = NULL;
+    uint32_t seed;
+
+    (void)module;
+    if (nargs != 7 && nargs != 8) {
+        PyErr_Format(PyExc_TypeError,
+                     "policy_seed() takes 7 or 8 positional arguments but %zd were given", nargs);
+        return NULL;
+    }
+    if (nargs == 8 && !Py_IsNone(args[7])) {
+        if (!PyCallable_Check(args[7])) {
+            PyErr_Format(PyExc_TypeError,
+                         "policy_seed(): default must be callable or None, not %.100s",
+                         Py_TYPE(args[7])->tp_name);
+            return NULL;
+        }
+        default_fn = args[7];
+    }
+    if (xt_policy_seed(args, default_fn, &seed) < 0) {
+        return NULL;
+    }
+    return PyLong_FromUnsignedLong(seed);
+}
+
 static PyMethodDef seed_methods[] = {
     {"canonical_json", (PyCFunction)(void (*)(void))canonical_json_py, METH_FASTCALL,
      canonical_json__doc__},
@@ -702,6 +879,8 @@ static PyMethodDef seed_methods[] = {
      canonical_sha256__doc__},
     {"seed_from_payload", (PyCFunction)(void (*)(void))seed_from_payload_py, METH_FASTCALL,
      seed_from_payload__doc__},
+    {"policy_seed", (PyCFunction)(void (*)(void))policy_seed_py, METH_FASTCALL,
+     policy_seed__doc__},
     {NULL, NULL, 0, NULL},
 };
 

@@ -40,4 +40,10 @@ uint32_t xt_seed_from_digest(const uint8_t digest[XT_SHA256_DIGEST_SIZE]);
 int xt_seed_from_payload(PyObject *payload, PyObject *default_fn, int str_keys,
                          uint32_t *seed);
 
+/* The seed design-research-experiments' SeedPolicy.derive_seed returns: that of the
+ * payload {base_seed, strategy, per_run_offset, study_id, condition_id, replicate,
+ * salt} with str_keys, written without building a dict.  `values` holds those seven
+ * in that order (borrowed). */
+int xt_policy_seed(PyObject *const values[7], PyObject *default_fn, uint32_t *seed);
+
 #endif

@@ -331,6 +331,48 @@ def test_str_keys_mode_stringifies_then_sorts():
     assert _core.canonical_json({1: "int", "1": "str"}, None, True) == '{"1":"str"}'
 
 
+def test_large_string_keyed_dicts_sort_by_code_point():
+    rng = random.Random(3)
+    value = {random_string(rng) + str(i): i for i in range(2000)}
+    value.update({"é": 1, "z": 2, "😀": 3, "\uffff": 4, "\ud800": 5, "": 6})
+    assert _core.canonical_json(value) == python_json(value)
+
+
+def test_default_hook_mutating_the_dict_being_encoded_is_safe():
+    def make() -> dict[str, Any]:
+        return {"a": object(), "b": [1, 2], "c": "kept"}
+
+    def clear_then_replace(target: dict[str, Any]) -> Any:
+        def hook(obj: Any) -> Any:
+            target.clear()
+            return "replaced"
+        return hook
+
+    mine = make()
+    theirs = make()
+    expected = json.dumps(theirs, sort_keys=True, separators=(",", ":"),
+                          default=clear_then_replace(theirs))
+    assert _core.canonical_json(mine, clear_then_replace(mine)) == expected
+    assert mine == {}
+
+
+def test_portable_sha256_matches_hashlib():
+    code = textwrap.dedent("""
+        import hashlib, os
+        from xetrack_c import _core
+        for n in list(range(300)) + [1 << 20]:
+            data = os.urandom(n)
+            assert _core.sha256(data) == hashlib.sha256(data).digest(), n
+            assert _core.sha256(data, 13) == hashlib.sha256(data).digest(), n
+        print("ok")
+    """)
+    env = dict(os.environ, XETRACK_SHA256_PORTABLE="1")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
 def test_canonical_json_keeps_reference_counts_balanced():
     marker = "a-string-only-this-test-uses"
     payload = {"k": [marker, (marker, 1.5)], marker: {marker: None}}
@@ -402,6 +444,21 @@ def test_seed_policy_converts_values_as_design_research_experiments_does():
         reference_jsonable(payload))
     assert policy.derive_seed(pathlib.Path("studies/a"), Colour.RED, np.int64(3)) == (
         reference_seed(reference_jsonable(payload)))
+
+
+def test_policy_seed_core_equals_the_dict_payload():
+    rng = random.Random(11)
+    for _ in range(300):
+        values = [rng.randint(0, 99), random_string(rng), rng.randint(0, 99),
+                  random_value(rng), random_value(rng), random_value(rng), random_string(rng)]
+        names = ["base_seed", "strategy", "per_run_offset", "study_id", "condition_id",
+                 "replicate", "salt"]
+        payload = dict(zip(names, values))
+        assert _core.policy_seed(*values) == _core.seed_from_payload(payload, None, True)
+    with pytest.raises(TypeError, match="7 or 8"):
+        _core.policy_seed(1, 2, 3)
+    with pytest.raises(TypeError, match="JSON serializable"):
+        _core.policy_seed(0, "s", 1, object(), "c", 1, "")
 
 
 def test_general_derive_seed_payload_and_range():

@@ -89,16 +89,10 @@ class SeedPolicy:
         Returns:
             The same seed design-research-experiments' ``SeedPolicy.derive_seed`` returns.
         """
-        payload = {
-            "base_seed": self.base_seed,
-            "strategy": self.strategy,
-            "per_run_offset": self.per_run_offset,
-            "study_id": study_id,
-            "condition_id": condition_id,
-            "replicate": replicate,
-            "salt": salt,
-        }
-        return _core.seed_from_payload(payload, _stable_fallback, True)
+        return _core.policy_seed(
+            self.base_seed, self.strategy, self.per_run_offset,
+            study_id, condition_id, replicate, salt, _stable_fallback,
+        )
 
 
 def derive_seed(*parts: Any, base_seed: int = 0) -> int:
