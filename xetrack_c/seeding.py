@@ -33,7 +33,7 @@ from typing import Any
 
 from xetrack_c import _core
 
-__all__ = ["SeedPolicy", "derive_seed", "hash_identifier", "reproducible_seed", "make_rng"]
+__all__ = ["SeedPolicy", "derive_seed", "hash_identifier", "make_rng", "reproducible_seed"]
 
 #: Derived seeds lie in ``[0, SEED_MODULUS - 1]``.
 SEED_MODULUS = 2**31 - 1
