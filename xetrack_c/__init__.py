@@ -7,6 +7,7 @@ asked for.
 from xetrack_c._core import CorruptDatabaseError, Error, StorageError
 from xetrack_c._dataframe import get_backend, set_backend
 from xetrack_c.reader import Reader
+from xetrack_c.seeding import SeedPolicy, derive_seed, hash_identifier, make_rng, reproducible_seed
 from xetrack_c.tracker import Tracker
 
 __all__ = [
@@ -14,6 +15,11 @@ __all__ = [
     "Reader",
     "set_backend",
     "get_backend",
+    "SeedPolicy",
+    "derive_seed",
+    "hash_identifier",
+    "reproducible_seed",
+    "make_rng",
     "Error",
     "StorageError",
     "CorruptDatabaseError",

@@ -104,6 +104,12 @@ class Reader:
     @classmethod
     def read_db(cls, db: Union[str, PathLike[str]], engine: str = ..., table: str = ..., track_id: Optional[str] = ..., head: Optional[int] = ..., tail: Optional[int] = ...) -> Any: ...
 
+from xetrack_c.seeding import SeedPolicy as SeedPolicy
+from xetrack_c.seeding import derive_seed as derive_seed
+from xetrack_c.seeding import hash_identifier as hash_identifier
+from xetrack_c.seeding import make_rng as make_rng
+from xetrack_c.seeding import reproducible_seed as reproducible_seed
+
 def set_backend(backend: str) -> None: ...
 def get_backend() -> str: ...
 
