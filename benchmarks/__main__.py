@@ -90,16 +90,16 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     total = time.perf_counter() - started
     print(f"_all groups took {total:.0f} s_", flush=True)
+    plot_path = Path(args.plot) if args.plot else None
+    if plot_path is not None:
+        from benchmarks.plot import plot_scaling
+
+        note(plot_scaling(ctx, plot_path))
     if args.report:
         from benchmarks.docs import write_report
 
-        write_report(Path(args.report), ctx, machine, command.strip(), reps, total)
+        write_report(Path(args.report), ctx, machine, command.strip(), reps, total, plot_path)
         note(f"report written to {args.report}")
-    if args.plot:
-        from benchmarks.plot import plot_scaling
-
-        message = plot_scaling(ctx, Path(args.plot))
-        note(message)
     failed = any(result_failed(table) for table in ctx.tables) or not ok
     return 1 if (args.strict and failed) else 0
 

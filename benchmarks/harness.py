@@ -125,9 +125,21 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:40] or "series"
 
 
+_SEEN_SKIPS: set[tuple[str, str]] = set()
+
+
 def note(message: str) -> None:
     """Print a line about what runs or is skipped (stdout, so it sits next to the tables)."""
     print(message, flush=True)
+
+
+def note_skip(group: str, label: str, reason: str) -> None:
+    """Print "skip: group: label: reason", once per group and reason (the same missing feature
+    would otherwise be reported for every size)."""
+    if (group, reason) in _SEEN_SKIPS:
+        return
+    _SEEN_SKIPS.add((group, reason))
+    note(f"skip: {group}: {label}: {reason}")
 
 
 def progress(message: str) -> None:
@@ -156,7 +168,7 @@ def measure(group: str, series: Sequence[Series | Result], reps: int, workdir: P
         if isinstance(entry, Result):
             results[entry.label] = entry
             if entry.status == SKIPPED:
-                note(f"skip: {group}: {entry.label}: {entry.reason}")
+                note_skip(group, entry.label, entry.reason)
             elif entry.status == FAILED:
                 note(f"FAILED: {group}: {entry.label}: {entry.reason}")
         else:
@@ -178,7 +190,7 @@ def measure(group: str, series: Sequence[Series | Result], reps: int, workdir: P
                 result.reason = describe_exception(exc)
                 if is_missing_feature(exc):
                     result.status = SKIPPED
-                    note(f"skip: {group}: {entry.label}: {result.reason}")
+                    note_skip(group, entry.label, result.reason)
                 else:
                     result.status = FAILED
                     note(f"FAILED: {group}: {entry.label}: {result.reason}")

@@ -26,8 +26,8 @@ def peer_version(module: str) -> str:
         from importlib.metadata import version
 
         return version(module)
-    except Exception:  # noqa: BLE001
-        return "?"
+    except Exception:  # noqa: BLE001 - any failure means it is not installed
+        return "(not installed)"
 
 
 def xetrack_c_module(name: str = "xetrack_c") -> ModuleType:

@@ -172,24 +172,25 @@ def _row_lines(row: Row) -> list[str]:
 def growth_note(what: str, points: Sequence[tuple[float, Result]], unit_name: str) -> str:
     """Say whether cost grows linearly in the size, from per-unit costs at each size.
 
-    ``points`` pairs a size (columns, rows, tasks) with a result whose ``ops`` count is the
-    number of runs of that size; the per-unit cost is the median time divided by the size.
-    Linear means the per-unit cost at the largest size is within 0.67x-1.5x of the smallest's.
+    ``points`` pairs a size (columns, rows, tasks) with a result whose per-op time is the cost
+    of one operation of that size; the per-unit cost is that time divided by the size. The
+    verdict compares the two largest sizes, where fixed costs weigh least: linear when the
+    per-unit cost stays within 0.67x-1.5x.
     """
-    usable = [(size, result) for size, result in points if result.ok]
+    usable = sorted(((size, result) for size, result in points if result.ok), key=lambda p: p[0])
     if len(usable) < 2:
         return f"{what}: not enough sizes measured to judge growth."
-    usable.sort(key=lambda item: item[0])
-    (small, small_result), (large, large_result) = usable[0], usable[-1]
-    small_unit = small_result.median_per_op / small
-    large_unit = large_result.median_per_op / large
-    factor = large_result.median_per_op / small_result.median_per_op
-    growth = large_unit / small_unit
+    per_unit = [(size, result.median_per_op / size) for size, result in usable]
+    (prev_size, prev_unit), (last_size, last_unit) = per_unit[-2], per_unit[-1]
+    growth = last_unit / prev_unit
     if growth > 1.5:
         verdict = "grows faster than linearly"
     elif growth < 0.67:
-        verdict = "grows less than linearly (fixed costs dominate the small size)"
+        verdict = "grows less than linearly (fixed costs still dominate)"
     else:
         verdict = "grows linearly"
-    return (f"{what}: {verdict}: x{large / small:g} {unit_name} costs x{factor:.3g} "
-            f"(per {unit_name.rstrip('s')}: {human_time(small_unit)} -> {human_time(large_unit)}).")
+    step = usable[-1][1].median_per_op / usable[-2][1].median_per_op
+    trail = " -> ".join(f"{human_time(unit)} at {size:,g}" for size, unit in per_unit)
+    singular = unit_name[:-1] if unit_name.endswith("s") else unit_name
+    return (f"{what}: {verdict} from {prev_size:,g} to {last_size:,g} {unit_name} "
+            f"(x{last_size / prev_size:g} {unit_name} costs x{step:.3g}); per {singular}: {trail}.")
