@@ -72,3 +72,1025 @@ done:
     assert(PyErr_Occurred());
     return NULL;
 }
+
+/* ------------------------------------------------------------------------------------ */
+/* Store internals                                                                      */
+/* ------------------------------------------------------------------------------------ */
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+/* Cached INSERT statements, one per ordered list of column ids. */
+#define XT_STMT_CACHE 32
+
+/* Rows written per transaction by the async writer. */
+#define XT_ASYNC_BATCH 65536
+
+typedef struct {
+    uint64_t hash;
+    int n;
+    int *cols;
+    sqlite3_stmt *stmt;
+    uint64_t used; /* LRU stamp */
+} xt_stmt_entry;
+
+struct xt_store {
+    sqlite3 *db;
+    char *path;
+    char *table;   /* as given */
+    char *qtable;  /* quoted identifier */
+    int durability;
+    int busy_timeout_ms;
+    int open;
+
+    /* Guards db, the statements and the columns' in_db flags. */
+    pthread_mutex_t lock;
+    xt_columns columns;
+    xt_stmt_entry stmts[XT_STMT_CACHE];
+    int last_stmt;
+    uint64_t stmt_clock;
+    sqlite3_stmt *begin_stmt, *commit_stmt, *rollback_stmt;
+    atomic_llong last_ts;
+
+    /* Async writer: a bounded queue drained by one thread in large transactions. */
+    pthread_mutex_t qlock;
+    pthread_cond_t q_nonempty; /* writer waits here */
+    pthread_cond_t q_space;    /* producers wait here when the queue is full */
+    pthread_cond_t q_idle;     /* flush waits here */
+    xt_row *qhead, *qtail;
+    size_t qlen, qcap;
+    int writer_busy, stopping, thread_started;
+    pthread_t thread;
+    xt_error deferred; /* first failure of the writer, reported by the next flush */
+    size_t rows_lost;
+
+    unsigned long fork_generation;
+};
+
+/* Process-wide count of fork()s, bumped in the child by a pthread_atfork handler.  A
+ * store compares it with the value seen at open to learn that its connection belongs to
+ * the parent.  It is process-wide because fork is. */
+static atomic_ulong fork_generation;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void
+on_fork_child(void)
+{
+    atomic_fetch_add(&fork_generation, 1);
+}
+
+static void
+register_atfork(void)
+{
+    (void)pthread_atfork(NULL, NULL, on_fork_child);
+}
+
+int64_t
+xt_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void
+xt_format_timestamp(int64_t us, char out[XT_TS_SIZE])
+{
+    time_t sec = (time_t)(us / 1000000);
+    int frac = (int)(us % 1000000);
+    struct tm tm;
+    if (frac < 0) {
+        frac += 1000000;
+        sec -= 1;
+    }
+    localtime_r(&sec, &tm);
+    snprintf(out, XT_TS_SIZE, "%04d-%02d-%02d %02d:%02d:%02d.%06d", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
+}
+
+static void
+set_error(xt_error *err, int rc, const char *msg, const char *sql)
+{
+    err->rc = rc;
+    snprintf(err->msg, sizeof(err->msg), "%s", msg ? msg : sqlite3_errstr(rc));
+    snprintf(err->sql, sizeof(err->sql), "%s", sql ? sql : "");
+}
+
+static void
+set_db_error(xt_store *s, xt_error *err, int rc, const char *sql)
+{
+    set_error(err, rc, s->db ? sqlite3_errmsg(s->db) : NULL, sql);
+}
+
+static char *
+dup_string(const char *text)
+{
+    size_t n = strlen(text) + 1;
+    char *copy = malloc(n);
+    if (copy) {
+        memcpy(copy, text, n);
+    }
+    return copy;
+}
+
+/* `"name"` with embedded quotes doubled. */
+static char *
+quote_ident(const char *name)
+{
+    size_t n = strlen(name), extra = 0;
+    for (size_t i = 0; i < n; i++) {
+        extra += name[i] == '"';
+    }
+    char *out = malloc(n + extra + 3);
+    if (out == NULL) {
+        return NULL;
+    }
+    char *p = out;
+    *p++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        if (name[i] == '"') {
+            *p++ = '"';
+        }
+        *p++ = name[i];
+    }
+    *p++ = '"';
+    *p = '\0';
+    return out;
+}
+
+static int
+exec_sql(xt_store *s, const char *sql, xt_error *err)
+{
+    int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        set_db_error(s, err, rc, sql);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+step_done(xt_store *s, sqlite3_stmt *stmt, xt_error *err)
+{
+    int rc = sqlite3_step(stmt);
+    sqlite3_reset(stmt);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        set_db_error(s, err, rc, sqlite3_sql(stmt));
+        return -1;
+    }
+    return 0;
+}
+
+static int
+begin(xt_store *s, xt_error *err)
+{
+    return step_done(s, s->begin_stmt, err);
+}
+
+static int
+commit(xt_store *s, xt_error *err)
+{
+    return step_done(s, s->commit_stmt, err);
+}
+
+static void
+rollback(xt_store *s)
+{
+    if (s->db && !sqlite3_get_autocommit(s->db)) {
+        sqlite3_step(s->rollback_stmt);
+        sqlite3_reset(s->rollback_stmt);
+    }
+}
+
+static const char *
+decl_name(int decl_type)
+{
+    switch (decl_type) {
+    case XT_INT:
+        return "INTEGER";
+    case XT_REAL:
+        return "REAL";
+    case XT_BLOB:
+        return "BLOB";
+    default:
+        return "TEXT";
+    }
+}
+
+/* Mark the registry's columns that the table has; called inside a write transaction, so
+ * the schema read here is the one our writes will see. */
+static int
+refresh_schema(xt_store *s, xt_error *err)
+{
+    char *sql = sqlite3_mprintf("SELECT name FROM pragma_table_info(%Q)", s->table);
+    sqlite3_stmt *stmt = NULL;
+    int rc, res = -1;
+    if (sql == NULL) {
+        set_error(err, SQLITE_NOMEM, NULL, NULL);
+        return -1;
+    }
+    rc = sqlite3_prepare_v2(s->db, sql, -1, &stmt, NULL);
+    if (rc != SQLITE_OK) {
+        set_db_error(s, err, rc, sql);
+        goto done;
+    }
+    int count = atomic_load_explicit(&s->columns.count, memory_order_acquire);
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(stmt, 0);
+        if (name == NULL) {
+            continue;
+        }
+        /* Registry lookups are linear; a refresh happens only when a column is new. */
+        for (int i = 0; i < count; i++) {
+            if (!s->columns.slots[i]->in_db && sqlite3_stricmp(s->columns.slots[i]->name, name) == 0) {
+                s->columns.slots[i]->in_db = 1;
+            }
+        }
+    }
+    if (rc != SQLITE_DONE) {
+        set_db_error(s, err, rc, sql);
+        goto done;
+    }
+    res = 0;
+done:
+    sqlite3_finalize(stmt);
+    sqlite3_free(sql);
+    return res;
+}
+
+/* Inside a write transaction: create the table's missing columns among `cols`. */
+static int
+add_missing_columns(xt_store *s, const int *cols, int n, xt_error *err)
+{
+    int missing = 0;
+    for (int i = 0; i < n; i++) {
+        missing |= !s->columns.slots[cols[i]]->in_db;
+    }
+    if (!missing) {
+        return 0;
+    }
+    if (refresh_schema(s, err) < 0) {
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        xt_column *c = s->columns.slots[cols[i]];
+        if (c->in_db) {
+            continue;
+        }
+        char *sql = sqlite3_mprintf("ALTER TABLE %s ADD COLUMN \"%w\" %s", s->qtable, c->name,
+                                    decl_name(c->decl_type));
+        if (sql == NULL) {
+            set_error(err, SQLITE_NOMEM, NULL, NULL);
+            return -1;
+        }
+        int rc = exec_sql(s, sql, err);
+        sqlite3_free(sql);
+        if (rc < 0) {
+            return -1;
+        }
+        c->in_db = 1;
+    }
+    return 0;
+}
+
+static uint64_t
+hash_cols(const xt_value *vals, int n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (int i = 0; i < n; i++) {
+        h = (h ^ (uint64_t)(unsigned)vals[i].col) * 1099511628211ULL;
+    }
+    return h ^ (uint64_t)n;
+}
+
+static int
+entry_matches(const xt_stmt_entry *e, uint64_t h, const xt_value *vals, int n)
+{
+    if (e->stmt == NULL || e->hash != h || e->n != n) {
+        return 0;
+    }
+    for (int i = 0; i < n; i++) {
+        if (e->cols[i] != vals[i].col) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void
+clear_entry(xt_stmt_entry *e)
+{
+    sqlite3_finalize(e->stmt);
+    free(e->cols);
+    memset(e, 0, sizeof(*e));
+}
+
+/* The cached INSERT for this row's ordered columns, preparing it on a miss. */
+static sqlite3_stmt *
+insert_stmt(xt_store *s, const xt_row *row, xt_error *err)
+{
+    uint64_t h = hash_cols(row->vals, row->n);
+    xt_stmt_entry *e = &s->stmts[s->last_stmt];
+    if (entry_matches(e, h, row->vals, row->n)) {
+        e->used = ++s->stmt_clock;
+        return e->stmt;
+    }
+    int victim = 0;
+    for (int i = 0; i < XT_STMT_CACHE; i++) {
+        if (entry_matches(&s->stmts[i], h, row->vals, row->n)) {
+            s->last_stmt = i;
+            s->stmts[i].used = ++s->stmt_clock;
+            return s->stmts[i].stmt;
+        }
+        if (s->stmts[i].used < s->stmts[victim].used) {
+            victim = i;
+        }
+    }
+    /* Build INSERT INTO "t" ("a","b",...) VALUES (?,?,...) */
+    size_t cap = strlen(s->qtable) + 64;
+    for (int i = 0; i < row->n; i++) {
+        cap += strlen(s->columns.slots[row->vals[i].col]->name) + 6;
+    }
+    char *sql = malloc(cap);
+    int *cols = malloc(sizeof(int) * (size_t)(row->n ? row->n : 1));
+    sqlite3_stmt *stmt = NULL;
+    if (sql == NULL || cols == NULL) {
+        set_error(err, SQLITE_NOMEM, NULL, NULL);
+        goto fail;
+    }
+    char *p = sql;
+    p += sprintf(p, "INSERT INTO %s (", s->qtable);
+    for (int i = 0; i < row->n; i++) {
+        p += sprintf(p, "%s\"%s\"", i ? "," : "", s->columns.slots[row->vals[i].col]->name);
+        cols[i] = row->vals[i].col;
+    }
+    p += sprintf(p, ") VALUES (");
+    for (int i = 0; i < row->n; i++) {
+        p += sprintf(p, i ? ",?" : "?");
+    }
+    sprintf(p, ")");
+    int rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, NULL);
+    if (rc != SQLITE_OK) {
+        set_db_error(s, err, rc, sql);
+        goto fail;
+    }
+    free(sql);
+    clear_entry(&s->stmts[victim]);
+    s->stmts[victim] = (xt_stmt_entry){h, row->n, cols, stmt, ++s->stmt_clock};
+    s->last_stmt = victim;
+    return stmt;
+fail:
+    free(sql);
+    free(cols);
+    sqlite3_finalize(stmt);
+    return NULL;
+}
+
+static void
+drop_statements(xt_store *s)
+{
+    for (int i = 0; i < XT_STMT_CACHE; i++) {
+        clear_entry(&s->stmts[i]);
+    }
+    s->last_stmt = 0;
+}
+
+static void
+bind_row(sqlite3_stmt *stmt, const xt_row *row)
+{
+    for (int i = 0; i < row->n; i++) {
+        const xt_value *v = &row->vals[i];
+        switch (v->type) {
+        case XT_INT:
+            sqlite3_bind_int64(stmt, i + 1, v->v.i);
+            break;
+        case XT_REAL:
+            sqlite3_bind_double(stmt, i + 1, v->v.d);
+            break;
+        case XT_TEXT:
+            sqlite3_bind_text64(stmt, i + 1, v->v.s.p, (sqlite3_uint64)v->v.s.n, SQLITE_STATIC,
+                                SQLITE_UTF8);
+            break;
+        case XT_BLOB:
+            sqlite3_bind_blob64(stmt, i + 1, v->v.s.p, (sqlite3_uint64)v->v.s.n, SQLITE_STATIC);
+            break;
+        default:
+            sqlite3_bind_null(stmt, i + 1);
+        }
+    }
+}
+
+static void
+note_last_ts(xt_store *s, int64_t ts)
+{
+    long long seen = atomic_load(&s->last_ts);
+    while (ts > seen && !atomic_compare_exchange_weak(&s->last_ts, &seen, ts)) {
+    }
+}
+
+/* Insert one row inside an open transaction.  Two writers that share a track id can pick
+ * the same microsecond; the row then moves to the next free microsecond instead of
+ * being lost. */
+static int
+insert_row(xt_store *s, xt_row *row, xt_error *err)
+{
+    int cols[XT_MAX_COLUMNS];
+    for (int i = 0; i < row->n; i++) {
+        cols[i] = row->vals[i].col;
+    }
+    if (add_missing_columns(s, cols, row->n, err) < 0) {
+        return -1;
+    }
+    sqlite3_stmt *stmt = insert_stmt(s, row, err);
+    if (stmt == NULL) {
+        return -1;
+    }
+    bind_row(stmt, row);
+    for (int attempt = 0;; attempt++) {
+        int rc = sqlite3_step(stmt);
+        sqlite3_reset(stmt);
+        if (rc == SQLITE_DONE) {
+            note_last_ts(s, row->ts_us);
+            return 0;
+        }
+        if (rc == SQLITE_CONSTRAINT_PRIMARYKEY && attempt < 100000) {
+            row->ts_us += 1;
+            xt_format_timestamp(row->ts_us, row->ts_text);
+            for (int i = 0; i < row->n; i++) {
+                if (row->vals[i].col == XT_COL_TIMESTAMP) {
+                    row->vals[i].v.s.n = (int64_t)strlen(row->ts_text);
+                    sqlite3_bind_text(stmt, i + 1, row->ts_text, (int)row->vals[i].v.s.n,
+                                      SQLITE_STATIC);
+                }
+            }
+            continue;
+        }
+        set_db_error(s, err, rc, sqlite3_sql(stmt));
+        return -1;
+    }
+}
+
+static int
+write_rows_locked(xt_store *s, xt_row **rows, size_t n, xt_error *err)
+{
+    if (begin(s, err) < 0) {
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (insert_row(s, rows[i], err) < 0) {
+            rollback(s);
+            return -1;
+        }
+    }
+    if (commit(s, err) < 0) {
+        rollback(s);
+        return -1;
+    }
+    return 0;
+}
+
+/* A write failed because the table changed under us (another tracker reset it or a
+ * column vanished): forget what we knew of the schema so the retry re-reads it. */
+static int
+schema_changed(const xt_error *err)
+{
+    return (err->rc & 0xff) == SQLITE_ERROR
+           && (strstr(err->msg, "no such table") || strstr(err->msg, "has no column named")
+               || strstr(err->msg, "no column named"));
+}
+
+static void
+forget_schema(xt_store *s)
+{
+    int count = atomic_load_explicit(&s->columns.count, memory_order_acquire);
+    for (int i = 0; i < count; i++) {
+        s->columns.slots[i]->in_db = 0;
+    }
+    drop_statements(s);
+}
+
+static int
+create_table(xt_store *s, int reset, xt_error *err)
+{
+    char *sql = NULL;
+    int res = -1;
+    if (begin(s, err) < 0) {
+        return -1;
+    }
+    if (reset) {
+        sql = sqlite3_mprintf("DROP TABLE IF EXISTS %s", s->qtable);
+        if (sql == NULL || exec_sql(s, sql, err) < 0) {
+            goto done;
+        }
+        sqlite3_free(sql);
+    }
+    sql = sqlite3_mprintf("CREATE TABLE IF NOT EXISTS %s (track_id TEXT, timestamp TEXT, "
+                          "PRIMARY KEY (track_id, timestamp))",
+                          s->qtable);
+    if (sql == NULL) {
+        set_error(err, SQLITE_NOMEM, NULL, NULL);
+        goto done;
+    }
+    if (exec_sql(s, sql, err) < 0 || refresh_schema(s, err) < 0 || commit(s, err) < 0) {
+        goto done;
+    }
+    res = 0;
+done:
+    if (res < 0) {
+        rollback(s);
+    }
+    sqlite3_free(sql);
+    return res;
+}
+
+static int
+retry_after_schema_change(xt_store *s, xt_row **rows, size_t n, xt_error *err)
+{
+    forget_schema(s);
+    if (create_table(s, 0, err) < 0) {
+        return -1;
+    }
+    return write_rows_locked(s, rows, n, err);
+}
+
+static int
+columns_known(xt_store *s, const xt_row *row)
+{
+    for (int i = 0; i < row->n; i++) {
+        if (!s->columns.slots[row->vals[i].col]->in_db) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int
+write_locked(xt_store *s, xt_row **rows, size_t n, xt_error *err)
+{
+    /* One row into known columns: a lone INSERT is its own transaction, taking the same
+     * write lock (with the same busy waiting) as BEGIN IMMEDIATE, in fewer steps. */
+    int rc = (n == 1 && columns_known(s, rows[0])) ? insert_row(s, rows[0], err)
+                                                   : write_rows_locked(s, rows, n, err);
+    if (rc == 0) {
+        return 0;
+    }
+    if (schema_changed(err)) {
+        return retry_after_schema_change(s, rows, n, err);
+    }
+    return -1;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Opening and closing                                                                  */
+/* ------------------------------------------------------------------------------------ */
+
+static int
+add_builtin_column(xt_store *s, const char *name)
+{
+    int i = atomic_load(&s->columns.count);
+    xt_column *c = calloc(1, sizeof(*c));
+    if (c == NULL || (c->name = dup_string(name)) == NULL) {
+        free(c);
+        return -1;
+    }
+    c->decl_type = XT_TEXT;
+    s->columns.slots[i] = c;
+    atomic_store_explicit(&s->columns.count, i + 1, memory_order_release);
+    return 0;
+}
+
+xt_store *
+xt_store_new(void)
+{
+    pthread_once(&atfork_once, register_atfork);
+    xt_store *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        return NULL;
+    }
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->qlock, NULL);
+    pthread_cond_init(&s->q_nonempty, NULL);
+    pthread_cond_init(&s->q_space, NULL);
+    pthread_cond_init(&s->q_idle, NULL);
+    if (add_builtin_column(s, "track_id") < 0 || add_builtin_column(s, "timestamp") < 0) {
+        xt_store_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+static int
+store_connect(xt_store *s, int reset, xt_error *err)
+{
+    int rc = sqlite3_open_v2(s->path, &s->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        set_db_error(s, err, rc, NULL);
+        sqlite3_close_v2(s->db);
+        s->db = NULL;
+        return -1;
+    }
+    sqlite3_extended_result_codes(s->db, 1);
+    sqlite3_busy_timeout(s->db, s->busy_timeout_ms);
+    /* WAL lets readers work while writers commit; NORMAL sync in WAL still makes each
+     * commit survive a crash of the process (not of the machine, which FULL adds). */
+    const char *sync = s->durability == XT_DURABLE_FSYNC ? "PRAGMA synchronous=FULL"
+                                                         : "PRAGMA synchronous=NORMAL";
+    if (exec_sql(s, "PRAGMA journal_mode=WAL", err) < 0 || exec_sql(s, sync, err) < 0) {
+        return -1;
+    }
+    rc = sqlite3_prepare_v3(s->db, "BEGIN IMMEDIATE", -1, SQLITE_PREPARE_PERSISTENT, &s->begin_stmt, NULL);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_prepare_v3(s->db, "COMMIT", -1, SQLITE_PREPARE_PERSISTENT, &s->commit_stmt, NULL);
+    }
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_prepare_v3(s->db, "ROLLBACK", -1, SQLITE_PREPARE_PERSISTENT, &s->rollback_stmt, NULL);
+    }
+    if (rc != SQLITE_OK) {
+        set_db_error(s, err, rc, NULL);
+        return -1;
+    }
+    forget_schema(s);
+    if (create_table(s, reset, err) < 0) {
+        return -1;
+    }
+    s->fork_generation = atomic_load(&fork_generation);
+    s->open = 1;
+    return 0;
+}
+
+static void
+store_disconnect(xt_store *s)
+{
+    drop_statements(s);
+    sqlite3_finalize(s->begin_stmt);
+    sqlite3_finalize(s->commit_stmt);
+    sqlite3_finalize(s->rollback_stmt);
+    s->begin_stmt = s->commit_stmt = s->rollback_stmt = NULL;
+    sqlite3_close_v2(s->db);
+    s->db = NULL;
+    s->open = 0;
+}
+
+int
+xt_store_open(xt_store *s, const char *path, const char *table, int durability, int reset,
+              int busy_timeout_ms, int queue_rows, xt_error *err)
+{
+    s->path = dup_string(path);
+    s->table = dup_string(table);
+    s->qtable = quote_ident(table);
+    if (s->path == NULL || s->table == NULL || s->qtable == NULL) {
+        set_error(err, SQLITE_NOMEM, NULL, NULL);
+        return -1;
+    }
+    s->durability = durability;
+    s->busy_timeout_ms = busy_timeout_ms;
+    s->qcap = queue_rows > 0 ? (size_t)queue_rows : 65536;
+    if (store_connect(s, reset, err) < 0) {
+        store_disconnect(s);
+        return -1;
+    }
+    return 0;
+}
+
+int
+xt_store_forked(xt_store *s)
+{
+    return s->fork_generation != atomic_load_explicit(&fork_generation, memory_order_relaxed);
+}
+
+int
+xt_store_reopen_after_fork(xt_store *s, xt_error *err)
+{
+    /* The parent's connection, statements, threads and lock states are not ours: leave
+     * the connection and statements untouched (closing them could disturb the parent's
+     * WAL), drop queued rows (the parent writes them), start over. */
+    xt_row *row = s->qhead;
+    while (row) {
+        xt_row *next = row->next;
+        free(row);
+        row = next;
+    }
+    s->qhead = s->qtail = NULL;
+    s->qlen = 0;
+    s->writer_busy = s->stopping = s->thread_started = 0;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->qlock, NULL);
+    pthread_cond_init(&s->q_nonempty, NULL);
+    pthread_cond_init(&s->q_space, NULL);
+    pthread_cond_init(&s->q_idle, NULL);
+    memset(s->stmts, 0, sizeof(s->stmts));
+    s->begin_stmt = s->commit_stmt = s->rollback_stmt = NULL;
+    s->db = NULL;
+    s->open = 0;
+    s->deferred.rc = 0;
+    if (store_connect(s, 0, err) < 0) {
+        store_disconnect(s);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Writing                                                                              */
+/* ------------------------------------------------------------------------------------ */
+
+void
+xt_store_lock(xt_store *s)
+{
+    pthread_mutex_lock(&s->lock);
+}
+
+int
+xt_store_trylock(xt_store *s)
+{
+    return pthread_mutex_trylock(&s->lock) == 0;
+}
+
+void
+xt_store_unlock(xt_store *s)
+{
+    pthread_mutex_unlock(&s->lock);
+}
+
+static int
+check_open(xt_store *s, xt_error *err)
+{
+    if (!s->open) {
+        set_error(err, SQLITE_MISUSE, "the tracker is closed", NULL);
+        return -1;
+    }
+    return 0;
+}
+
+int
+xt_store_write(xt_store *s, xt_row **rows, size_t n, xt_error *err)
+{
+    pthread_mutex_lock(&s->lock);
+    int res = check_open(s, err) < 0 ? -1 : write_locked(s, rows, n, err);
+    pthread_mutex_unlock(&s->lock);
+    return res;
+}
+
+int
+xt_store_ensure_columns(xt_store *s, const int *cols, int n, xt_error *err)
+{
+    int res = -1;
+    pthread_mutex_lock(&s->lock);
+    if (check_open(s, err) < 0 || begin(s, err) < 0) {
+        goto done;
+    }
+    if (add_missing_columns(s, cols, n, err) < 0 || commit(s, err) < 0) {
+        rollback(s);
+        goto done;
+    }
+    res = 0;
+done:
+    pthread_mutex_unlock(&s->lock);
+    return res;
+}
+
+static void
+free_rows(xt_row *row)
+{
+    while (row) {
+        xt_row *next = row->next;
+        free(row);
+        row = next;
+    }
+}
+
+/* Write a chain of rows from the queue, in transactions of at most XT_ASYNC_BATCH rows,
+ * and free them.  A failed batch is counted and reported by the next flush. */
+static void
+drain_chain(xt_store *s, xt_row *chain)
+{
+    xt_row **batch = malloc(sizeof(xt_row *) * XT_ASYNC_BATCH);
+    xt_error err = {0};
+    size_t lost = 0;
+
+    if (batch == NULL) {
+        for (xt_row *r = chain; r; r = r->next) {
+            lost++;
+        }
+        free_rows(chain);
+        set_error(&err, SQLITE_NOMEM, "out of memory in the async writer", NULL);
+        chain = NULL;
+    }
+    while (chain) {
+        size_t n = 0;
+        while (chain && n < XT_ASYNC_BATCH) {
+            batch[n++] = chain;
+            chain = chain->next;
+        }
+        pthread_mutex_lock(&s->lock);
+        int rc = -1;
+        if (check_open(s, &err) == 0) {
+            rc = write_locked(s, batch, n, &err);
+        }
+        pthread_mutex_unlock(&s->lock);
+        if (rc < 0) {
+            lost += n;
+        }
+        for (size_t i = 0; i < n; i++) {
+            free(batch[i]);
+        }
+    }
+    free(batch);
+    if (lost) {
+        pthread_mutex_lock(&s->qlock);
+        if (s->deferred.rc == 0) {
+            s->deferred = err;
+        }
+        s->rows_lost += lost;
+        pthread_mutex_unlock(&s->qlock);
+    }
+}
+
+static void *
+writer_main(void *arg)
+{
+    xt_store *s = arg;
+    pthread_mutex_lock(&s->qlock);
+    for (;;) {
+        while (s->qhead == NULL && !s->stopping) {
+            s->writer_busy = 0;
+            pthread_cond_broadcast(&s->q_idle);
+            pthread_cond_wait(&s->q_nonempty, &s->qlock);
+        }
+        if (s->qhead == NULL) {
+            break;
+        }
+        xt_row *chain = s->qhead;
+        s->qhead = s->qtail = NULL;
+        s->qlen = 0;
+        s->writer_busy = 1;
+        pthread_cond_broadcast(&s->q_space);
+        pthread_mutex_unlock(&s->qlock);
+        drain_chain(s, chain);
+        pthread_mutex_lock(&s->qlock);
+    }
+    s->writer_busy = 0;
+    pthread_cond_broadcast(&s->q_idle);
+    pthread_mutex_unlock(&s->qlock);
+    return NULL;
+}
+
+int
+xt_store_enqueue(xt_store *s, xt_row *row, int may_block)
+{
+    if (may_block) {
+        pthread_mutex_lock(&s->qlock);
+        while (s->qlen >= s->qcap && s->thread_started) {
+            pthread_cond_wait(&s->q_space, &s->qlock);
+        }
+    }
+    else {
+        if (pthread_mutex_trylock(&s->qlock) != 0) {
+            return 1;
+        }
+        if (s->qlen >= s->qcap && s->thread_started) {
+            pthread_mutex_unlock(&s->qlock);
+            return 1;
+        }
+    }
+    if (!s->thread_started) {
+        if (pthread_create(&s->thread, NULL, writer_main, s) != 0) {
+            /* No thread: write synchronously rather than lose the row. */
+            pthread_mutex_unlock(&s->qlock);
+            row->next = NULL;
+            drain_chain(s, row);
+            return 0;
+        }
+        s->thread_started = 1;
+    }
+    row->next = NULL;
+    if (s->qtail) {
+        s->qtail->next = row;
+    }
+    else {
+        s->qhead = row;
+    }
+    s->qtail = row;
+    s->qlen++;
+    if (s->qlen == 1) {
+        pthread_cond_signal(&s->q_nonempty);
+    }
+    pthread_mutex_unlock(&s->qlock);
+    return 0;
+}
+
+int
+xt_store_flush(xt_store *s, xt_error *err)
+{
+    int res = 0;
+    pthread_mutex_lock(&s->qlock);
+    while (s->qhead != NULL || s->writer_busy) {
+        pthread_cond_wait(&s->q_idle, &s->qlock);
+    }
+    if (s->deferred.rc != 0) {
+        *err = s->deferred;
+        snprintf(err->msg, sizeof(err->msg), "the async writer lost %zu row(s): %.400s",
+                 s->rows_lost, s->deferred.msg);
+        s->deferred.rc = 0;
+        s->rows_lost = 0;
+        res = -1;
+    }
+    pthread_mutex_unlock(&s->qlock);
+    return res;
+}
+
+int
+xt_store_close(xt_store *s, xt_error *err)
+{
+    int res = 0;
+    pthread_mutex_lock(&s->qlock);
+    int started = s->thread_started;
+    s->stopping = 1;
+    pthread_cond_broadcast(&s->q_nonempty);
+    pthread_mutex_unlock(&s->qlock);
+    if (started) {
+        pthread_join(s->thread, NULL);
+        s->thread_started = 0;
+    }
+    res = xt_store_flush(s, err);
+    pthread_mutex_lock(&s->lock);
+    if (s->open) {
+        store_disconnect(s);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return res;
+}
+
+void
+xt_store_free(xt_store *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    free_rows(s->qhead);
+    int count = atomic_load(&s->columns.count);
+    for (int i = 0; i < count; i++) {
+        free(s->columns.slots[i]->name);
+        free(s->columns.slots[i]);
+    }
+    free(s->path);
+    free(s->table);
+    free(s->qtable);
+    pthread_mutex_destroy(&s->lock);
+    pthread_mutex_destroy(&s->qlock);
+    pthread_cond_destroy(&s->q_nonempty);
+    pthread_cond_destroy(&s->q_space);
+    pthread_cond_destroy(&s->q_idle);
+    free(s);
+}
+
+xt_columns *
+xt_store_columns(xt_store *s)
+{
+    return &s->columns;
+}
+
+sqlite3 *
+xt_store_db(xt_store *s)
+{
+    return s->db;
+}
+
+const char *
+xt_store_path(xt_store *s)
+{
+    return s->path ? s->path : "";
+}
+
+int
+xt_store_is_open(xt_store *s)
+{
+    return s->open;
+}
+
+int
+xt_store_durability(xt_store *s)
+{
+    return s->durability;
+}
+
+int64_t
+xt_store_last_ts(xt_store *s)
+{
+    return atomic_load(&s->last_ts);
+}
+
+PyObject *
+xt_raise_store_error(xt_state *st, xt_store *s, const xt_error *err)
+{
+    if (err->rc == SQLITE_MISUSE && strcmp(err->msg, "the tracker is closed") == 0) {
+        PyErr_SetString(PyExc_ValueError, "I/O operation on a closed Tracker: create a new Tracker");
+        return NULL;
+    }
+    return xt_raise_sqlite(st, err->rc, err->msg, xt_store_path(s), err->sql[0] ? err->sql : NULL);
+}

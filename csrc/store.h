@@ -6,7 +6,116 @@
 
 #include "module.h"
 
+#include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+/* Storage classes of encoded values; also the declared type of a new column. */
+enum { XT_NULL = 0, XT_INT = 1, XT_REAL = 2, XT_TEXT = 3, XT_BLOB = 4 };
+
+/* Durability modes (DESIGN.md section 3). */
+enum { XT_DURABLE_COMMIT = 0, XT_DURABLE_FSYNC = 1, XT_DURABLE_ASYNC = 2 };
+
+/* SQLite's default SQLITE_MAX_COLUMN: no table can have more columns than this. */
+#define XT_MAX_COLUMNS 2000
+
+/* Column ids 0 and 1 are always track_id and timestamp. */
+#define XT_COL_TRACK_ID 0
+#define XT_COL_TIMESTAMP 1
+
+/* Longest timestamp text: "YYYY-MM-DD HH:MM:SS.ffffff" plus NUL, with room for 5-digit years. */
+#define XT_TS_SIZE 32
+
+typedef struct {
+    char *name;    /* sanitised ([A-Za-z0-9_]), NUL-terminated */
+    int decl_type; /* XT_INT, XT_REAL, XT_TEXT or XT_BLOB: the type used by ALTER TABLE */
+    int in_db;     /* the table is known to have this column; guarded by the store lock */
+} xt_column;
+
+/* Append-only column registry.  Slots never move once published, so the writer thread
+ * reads a column it was handed without any lock; `count` is published with release
+ * ordering after the slot is filled. */
+typedef struct {
+    xt_column *slots[XT_MAX_COLUMNS];
+    atomic_int count;
+} xt_columns;
+
+typedef struct {
+    int col;  /* column id */
+    int type; /* XT_NULL .. XT_BLOB */
+    union {
+        int64_t i;
+        double d;
+        struct {
+            const char *p;
+            int64_t n;
+        } s;
+    } v;
+} xt_value;
+
+/* One encoded row: header, `n` values, then the bytes of its text and blob values, in
+ * one allocation owned by whoever holds the row. */
+typedef struct xt_row {
+    struct xt_row *next;
+    int64_t ts_us;          /* timestamp, microseconds since the epoch */
+    int n;
+    char ts_text[XT_TS_SIZE]; /* the timestamp value points here, so it can be bumped */
+    xt_value vals[];
+} xt_row;
+
+/* A failure below the Python boundary, turned into an exception by the caller. */
+typedef struct {
+    int rc;
+    char msg[512];
+    char sql[256];
+} xt_error;
+
+typedef struct xt_store xt_store;
+
+/* Format `us` (microseconds since the epoch) as local time "%Y-%m-%d %H:%M:%S.%f". */
+void xt_format_timestamp(int64_t us, char out[XT_TS_SIZE]);
+int64_t xt_now_us(void);
+
+/* Everything below runs without the GIL and takes the store's own locks. */
+xt_store *xt_store_new(void);
+int xt_store_open(xt_store *s, const char *path, const char *table, int durability, int reset,
+                  int busy_timeout_ms, int queue_rows, xt_error *err);
+/* Write rows (sync modes) in one BEGIN IMMEDIATE transaction; creates missing columns.
+ * Rows stay owned by the caller; a primary-key collision bumps the row's timestamp. */
+int xt_store_write(xt_store *s, xt_row **rows, size_t n, xt_error *err);
+/* Async mode: queue a row (ownership passes to the store).  With may_block == 0, returns
+ * 1 without queueing if the queue is full or its lock is busy; 0 when queued. */
+int xt_store_enqueue(xt_store *s, xt_row *row, int may_block);
+/* Wait until every queued row is written; returns the writer's deferred error, if any. */
+int xt_store_flush(xt_store *s, xt_error *err);
+/* Make sure the columns exist in the table (typed by decl_type). */
+int xt_store_ensure_columns(xt_store *s, const int *cols, int n, xt_error *err);
+/* Stop the writer (after draining), finalise statements, close the connection. */
+int xt_store_close(xt_store *s, xt_error *err);
+void xt_store_free(xt_store *s);
+
+/* Accessors */
+xt_columns *xt_store_columns(xt_store *s);
+sqlite3 *xt_store_db(xt_store *s);
+const char *xt_store_path(xt_store *s);
+int xt_store_is_open(xt_store *s);
+int xt_store_durability(xt_store *s);
+/* Highest timestamp the store has written (after primary-key bumps). */
+int64_t xt_store_last_ts(xt_store *s);
+
+/* Lock the store for direct use of its connection.  Call with the GIL released. */
+void xt_store_lock(xt_store *s);
+int xt_store_trylock(xt_store *s);
+void xt_store_unlock(xt_store *s);
+
+/* True if the process forked since the store was opened: its connection belongs to the
+ * parent and must not be touched; xt_store_reopen_after_fork gives it a fresh one. */
+int xt_store_forked(xt_store *s);
+int xt_store_reopen_after_fork(xt_store *s, xt_error *err);
+
+/* Store error as a Python exception; returns NULL. */
+PyObject *xt_raise_store_error(xt_state *st, xt_store *s, const xt_error *err);
 
 /* Raise the exception for a failed SQLite call and return NULL.
  *   rc:       the SQLite result code (extended codes are fine)

@@ -1,0 +1,152 @@
+"""Shared fixtures for the Tracker tests.
+
+Everything that reads a database back does it with Python's own ``sqlite3`` module, so the
+tests check what is really in the file, not what the tracker believes it wrote.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+HELPERS = Path(__file__).resolve().parent / "helpers"
+
+
+def child_env(extra_path: Optional[List[str]] = None) -> Dict[str, str]:
+    """Environment for a child interpreter that imports this worktree's build of xetrack_c."""
+    env = dict(os.environ)
+    parts = [str(ROOT), str(HELPERS)] + list(extra_path or [])
+    if env.get("PYTHONPATH"):
+        parts.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(parts)
+    env.setdefault("PYTHONFAULTHANDLER", "1")
+    return env
+
+
+class PyRunner:
+    """Runs Python snippets in a fresh interpreter, failing the test on timeout.
+
+    The snippet is written to a file (so ``multiprocessing``'s spawn start method can
+    re-import it) and run with ``sys.executable`` unless another interpreter is given.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.count = 0
+
+    def script(self, code: str) -> Path:
+        self.count += 1
+        path = self.workdir / f"snippet_{self.count}.py"
+        path.write_text(textwrap.dedent(code))
+        return path
+
+    def __call__(
+        self,
+        code: str,
+        timeout: float = 60,
+        check: bool = True,
+        python: str = sys.executable,
+        args: Optional[List[str]] = None,
+        env: Optional[Dict[str, str]] = None,
+    ) -> subprocess.CompletedProcess:
+        path = self.script(code)
+        child = child_env()
+        child.update(env or {})
+        try:
+            proc = subprocess.run(
+                [python, str(path)] + list(args or []),
+                cwd=str(self.workdir),
+                env=child,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired as exc:
+            pytest.fail(
+                f"child interpreter did not finish within {timeout}s (deadlock or hang)\n"
+                f"--- stdout ---\n{_text(exc.stdout)}\n--- stderr ---\n{_text(exc.stderr)}"
+            )
+        if check and proc.returncode != 0:
+            pytest.fail(
+                f"child interpreter exited with {proc.returncode}\n"
+                f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
+            )
+        return proc
+
+
+def _text(data: Any) -> str:
+    if data is None:
+        return ""
+    return data.decode(errors="replace") if isinstance(data, bytes) else str(data)
+
+
+@pytest.fixture
+def run_py(tmp_path: Path) -> PyRunner:
+    """``run_py(code, timeout=60, check=True)``: run ``code`` in a child interpreter."""
+    workdir = tmp_path / "scripts"
+    workdir.mkdir()
+    return PyRunner(workdir)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> str:
+    """A path for a fresh database file (not created yet)."""
+    return str(tmp_path / "track.db")
+
+
+# ------------------------------------------------------------------ reading files back
+def connect(db: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(db, timeout=60)
+    return conn
+
+
+def read_rows(db: str, table: str = "default", where: str = "", params: tuple = ()) -> List[Dict[str, Any]]:
+    """Every row of ``table`` as a dict, in insertion (rowid) order."""
+    conn = connect(db)
+    try:
+        cur = conn.execute(f'SELECT * FROM "{table}" {where} ORDER BY rowid', params)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+def count_rows(db: str, table: str = "default", where: str = "", params: tuple = ()) -> int:
+    conn = connect(db)
+    try:
+        return conn.execute(f'SELECT count(*) FROM "{table}" {where}', params).fetchone()[0]
+    finally:
+        conn.close()
+
+
+def table_info(db: str, table: str = "default") -> Dict[str, str]:
+    """Column name -> declared SQL type, in table order."""
+    conn = connect(db)
+    try:
+        return {name: decl for _, name, decl, *_ in conn.execute(f'PRAGMA table_info("{table}")')}
+    finally:
+        conn.close()
+
+
+def table_names(db: str) -> List[str]:
+    conn = connect(db)
+    try:
+        return sorted(r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'"))
+    finally:
+        conn.close()
+
+
+def integrity_check(db: str) -> str:
+    conn = connect(db)
+    try:
+        return conn.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        conn.close()

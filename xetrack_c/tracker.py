@@ -1,0 +1,403 @@
+"""The Tracker: xetrack's API over the native write path in ``xetrack_c._core``."""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import os
+import re
+import threading
+import time
+import warnings as _warnings
+import weakref
+from datetime import datetime
+from typing import Any, Callable, Dict, Iterable, List, Optional, Union
+
+from xetrack_c import _core
+from xetrack_c._unpack import unpack_arguments
+
+TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
+_SQL_TYPES = {"INTEGER": int, "REAL": float, "TEXT": str, "BLOB": bytearray}
+_PRIMITIVES = (int, float, bool, str, bytes, bytearray)
+
+# Options xetrack accepts that need machinery xetrack_c does not have yet: refuse them
+# loudly rather than ignore them.
+_NOT_YET = {
+    "log_system_params": "system metrics",
+    "log_network_params": "network metrics",
+    "logs_path": "text log files",
+    "logs_stdout": "logging rows to stdout",
+    "jsonl": "JSONL log files",
+    "compress": "compressed assets",
+    "cache": "the result cache",
+}
+
+_open_trackers: "weakref.WeakSet[Tracker]" = weakref.WeakSet()
+_open_lock = threading.Lock()
+
+
+def _flush_all() -> None:
+    """Flush every async tracker (at exit and before fork), so queued rows are written."""
+    with _open_lock:
+        trackers = list(_open_trackers)
+    for tracker in trackers:
+        if tracker.durability == "async" and not tracker.closed:
+            try:
+                tracker.flush()
+            except Exception:  # noqa: BLE001 - at exit, report and go on
+                pass
+
+
+atexit.register(_flush_all)
+os.register_at_fork(before=_flush_all)
+
+
+def _validate_table(table: str) -> str:
+    if not isinstance(table, str):
+        raise TypeError(f"table must be a str, not {type(table).__name__}")
+    if table.startswith("db."):  # xetrack's duckdb-style name for the same table
+        table = table[3:]
+    if not _TABLE_NAME.match(table) or table.lower().startswith("sqlite_"):
+        raise ValueError(
+            f"invalid table name {table!r}: use 1-64 letters, digits, '_' or '-', starting "
+            "with a letter or '_' (and not 'sqlite_', which SQLite reserves)"
+        )
+    return table
+
+
+def _quote(name: str) -> str:
+    return _core.quote_identifier(name)
+
+
+class Tracker(_core.TrackerCore):
+    """Track experiments, benchmarks and function calls into a SQLite file.
+
+    Mirrors xetrack's ``Tracker``: every ``log()`` writes one row made of the tracker's
+    ``params``, the logged keys, ``timestamp`` and ``track_id``.
+
+    Args:
+        db: Path of the SQLite file, ``Tracker.IN_MEMORY`` or ``Tracker.SKIP_INSERT``.
+        params: Values added to every row.
+        reset: Drop the table first.
+        raise_on_error: Re-raise exceptions of tracked functions (after logging them).
+        track_id: Id of this run; a fresh ``adjective-noun-NNNN`` id by default.
+        warnings: Emit warnings (e.g. overridden keys in results).
+        git_root: Record the current commit of this repository as ``git_commit_hash``.
+        engine: ``"sqlite"`` or ``"duckdb"``; both write the same SQLite file.
+        table: Table name (letters, digits, ``_``, ``-``).
+        durability: ``"commit"`` (each row committed before ``log()`` returns),
+            ``"fsync"`` (also survives power loss) or ``"async"`` (queued, written by a
+            background thread; flushed by ``flush()``, ``close()``, reads, exit, fork).
+        busy_timeout: Seconds to wait for other writers before giving up.
+        queue_size: Rows the async queue holds before ``log()`` waits.
+    """
+
+    IN_MEMORY: str = ":memory:"
+    SKIP_INSERT: str = "SKIP_INSERT"
+
+    def __init__(
+        self,
+        db: Union[str, "os.PathLike[str]"] = "track.db",
+        params: Optional[Dict[str, Any]] = None,
+        reset: bool = False,
+        log_system_params: bool = False,
+        log_network_params: bool = False,
+        raise_on_error: bool = True,
+        measurement_interval: float = 1,
+        track_id: Optional[str] = None,
+        logs_path: Optional[str] = None,
+        logs_file_format: Optional[str] = None,
+        logs_stdout: bool = False,
+        jsonl: Optional[str] = None,
+        cache: Optional[str] = None,
+        compress: bool = False,
+        warnings: bool = True,
+        git_root: Optional[str] = None,
+        engine: str = "sqlite",
+        table: str = "default",
+        durability: str = "commit",
+        busy_timeout: float = 60.0,
+        queue_size: int = 65536,
+    ) -> None:
+        requested = {
+            "log_system_params": log_system_params,
+            "log_network_params": log_network_params,
+            "logs_path": logs_path,
+            "logs_stdout": logs_stdout,
+            "jsonl": jsonl,
+            "compress": compress,
+            "cache": cache,
+        }
+        for option, value in requested.items():
+            if value:
+                raise NotImplementedError(
+                    f"Tracker({option}=...) is not supported yet: xetrack_c does not have "
+                    f"{_NOT_YET[option]}; leave {option} unset"
+                )
+        if engine not in ("sqlite", "duckdb"):
+            raise ValueError(f"engine={engine!r} is not supported: use 'sqlite' or 'duckdb'")
+        if not isinstance(queue_size, int) or queue_size < 1:
+            raise ValueError(f"queue_size must be a positive int, got {queue_size!r}")
+        table = _validate_table(table)
+        db = os.fspath(db)
+        if not isinstance(db, str):
+            raise TypeError(f"db must be a str path, not {type(db).__name__}")
+        skip_insert = db == self.SKIP_INSERT
+        if skip_insert:
+            db = self.IN_MEMORY
+        elif db != self.IN_MEMORY:
+            if os.path.isdir(db):
+                raise IsADirectoryError(f"db={db!r} is a directory: pass a file path, e.g. {db}/track.db")
+            parent = os.path.dirname(db)
+            if parent:
+                os.makedirs(parent, exist_ok=True)
+        super().__init__(
+            db,
+            table,
+            track_id=track_id,
+            params=dict(params) if params else None,
+            durability=durability,
+            reset=reset,
+            busy_timeout=busy_timeout,
+            queue_size=queue_size,
+            skip_insert=skip_insert,
+        )
+        self.engine = engine
+        self.raise_on_error = raise_on_error
+        self.warnings = warnings
+        self.measurement_interval = measurement_interval
+        self.logs_file_format = logs_file_format
+        self.git_root = git_root
+        self.cache_path = cache
+        if self.params:
+            self._ensure_columns(self.params)
+        if git_root:
+            from xetrack_c._git import commit_hash
+
+            self.set_param("git_commit_hash", commit_hash(git_root))
+        with _open_lock:
+            _open_trackers.add(self)
+
+    # ------------------------------------------------------------------ pickling
+    def __reduce__(self):
+        """A tracker crosses process boundaries as its settings; the child reconnects."""
+        if self.db == self.IN_MEMORY:
+            raise TypeError("an in-memory Tracker cannot be sent to another process; use a file")
+        if self.durability == "async" and not self.closed:
+            self.flush()
+        settings = {
+            "db": self.db,
+            "params": dict(self.params),
+            "track_id": self.track_id,
+            "table": self.table_name,
+            "durability": self.durability,
+            "raise_on_error": self.raise_on_error,
+            "warnings": self.warnings,
+            "engine": self.engine,
+        }
+        return (_rebuild_tracker, (settings,))
+
+    # ------------------------------------------------------------------ context manager
+    def __enter__(self) -> "Tracker":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ params
+    def set_param(self, key: str, value: Any) -> str:
+        """Add ``key: value`` to every later row (the column is created now)."""
+        self.params[key] = value
+        self._ensure_columns({key: value})
+        return key
+
+    def set_params(self, params: Dict[str, Any]) -> None:
+        """Add several params at once."""
+        for key, value in params.items():
+            self.set_param(key, value)
+
+    # ------------------------------------------------------------------ back-filling
+    def set_value(self, key: str, value: Any) -> None:
+        """Set ``key`` to ``value`` on every row of this run (adding the column if new)."""
+        (column,) = self._ensure_columns({key: value})
+        self._execute(
+            f"UPDATE {_quote(self.table_name)} SET {_quote(column)} = ? WHERE track_id = ?",
+            (value, self.track_id),
+        )
+
+    def set_where(self, key: str, value: Any, where_key: str, where_value: Any) -> None:
+        """Set ``key`` to ``value`` on this run's rows where ``where_key == where_value``."""
+        (column,) = self._ensure_columns({key: value})
+        where_column = _core.sanitize_key(where_key)
+        if where_column.lower() not in {c.lower() for c in self.columns}:
+            raise KeyError(f"no column {where_key!r} in table {self.table_name!r}")
+        self._execute(
+            f"UPDATE {_quote(self.table_name)} SET {_quote(column)} = ? "
+            f"WHERE {_quote(where_column)} = ? AND track_id = ?",
+            (value, where_value, self.track_id),
+        )
+
+    # ------------------------------------------------------------------ schema
+    @property
+    def _table_info(self) -> List[tuple]:
+        return self._query("SELECT name, type FROM pragma_table_info(?)", (self.table_name,))[1]
+
+    @property
+    def columns(self) -> set:
+        """Column names of the table."""
+        return {name for name, _ in self._table_info}
+
+    @property
+    def dtypes(self) -> Dict[str, Any]:
+        """Column name -> Python type of the column's declared SQL type."""
+        return {name: _SQL_TYPES.get(sql_type.upper()) for name, sql_type in self._table_info}
+
+    # ------------------------------------------------------------------ counting
+    def __len__(self) -> int:
+        return self.count_run()
+
+    def count_run(self) -> int:
+        """Rows of this run."""
+        sql = f"SELECT count(*) FROM {_quote(self.table_name)} WHERE track_id = ?"
+        return self._query(sql, (self.track_id,))[1][0][0]
+
+    def count_all(self) -> int:
+        """Rows of every run in the table."""
+        return self._query(f"SELECT count(*) FROM {_quote(self.table_name)}")[1][0][0]
+
+    # ------------------------------------------------------------------ reading
+    def _frame(self, sql: str, params: Iterable[Any] = ()):
+        from xetrack_c._dataframe import frame_from_columns
+
+        return frame_from_columns(self._read_columns(sql, tuple(params)))
+
+    def to_df(self, all: bool = False):  # noqa: A002 - xetrack's name
+        """This run's rows (every run's with ``all=True``) as a DataFrame."""
+        table = _quote(self.table_name)
+        if all:
+            return self._frame(f"SELECT * FROM {table}")
+        return self._frame(f"SELECT * FROM {table} WHERE track_id = ?", (self.track_id,))
+
+    def head(self, n: int = 5):
+        """The first ``n`` rows of this run."""
+        sql = f"SELECT * FROM {_quote(self.table_name)} WHERE track_id = ? ORDER BY timestamp LIMIT ?"
+        return self._frame(sql, (self.track_id, int(n)))
+
+    def tail(self, n: int = 5):
+        """The last ``n`` rows of this run, newest first (as xetrack)."""
+        sql = f"SELECT * FROM {_quote(self.table_name)} WHERE track_id = ? ORDER BY timestamp DESC LIMIT ?"
+        return self._frame(sql, (self.track_id, int(n)))
+
+    def __getitem__(self, item: Union[str, int]) -> Any:
+        """``tracker["col"]``: that column of this run; ``tracker[i]``: the i-th row (1-based,
+        across the table, as xetrack) as a dict, or None."""
+        if isinstance(item, str):
+            column = _core.sanitize_key(item)
+            if column.lower() not in {c.lower() for c in self.columns}:
+                raise KeyError(f"no column {item!r} in table {self.table_name!r}")
+            sql = f"SELECT {_quote(column)} FROM {_quote(self.table_name)} WHERE track_id = ?"
+            return self._frame(sql, (self.track_id,))[column]
+        if isinstance(item, int) and not isinstance(item, bool):
+            names, rows = self._query(
+                f"SELECT * FROM {_quote(self.table_name)} LIMIT 1 OFFSET ?", (max(item - 1, 0),)
+            )
+            return dict(zip(names, rows[0], strict=True)) if rows else None
+        raise TypeError(f"tracker[...] takes a column name or a row number, not {type(item).__name__}")
+
+    def to_csv(self, path: str, all: bool = False) -> None:  # noqa: A002
+        """Write this run (or every run) to a CSV file."""
+        self.to_df(all).to_csv(path, index=False)
+
+    def to_parquet(self, path: str, all: bool = False) -> None:  # noqa: A002
+        """Write this run (or every run) to a Parquet file (needs pyarrow)."""
+        self.to_df(all).to_parquet(path, index=False)
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{self.durability}"
+        return f"Tracker(db={self.db!r}, table={self.table_name!r}, track_id={self.track_id!r}, {state})"
+
+    # ------------------------------------------------------------------ ids and time
+    @staticmethod
+    def generate_track_id() -> str:
+        """A fresh ``adjective-noun-NNNN`` id."""
+        return _core.generate_track_id()
+
+    @staticmethod
+    def get_timestamp() -> str:
+        """Local time in xetrack's format, ``%Y-%m-%d %H:%M:%S.%f``."""
+        return datetime.now().strftime(TIMESTAMP_FORMAT)
+
+    # ------------------------------------------------------------------ functions
+    def track(
+        self,
+        func: Callable[..., Any],
+        params: Optional[Dict[str, Any]] = None,
+        args: Optional[List[Any]] = None,
+        kwargs: Optional[Dict[str, Any]] = None,
+        cache_force: bool = False,
+    ) -> Any:
+        """Call ``func(*args, **kwargs)``, log a row describing the call, return its result.
+
+        The row holds ``function_name``, ``args``, ``kwargs``, ``error``,
+        ``function_time``, dataclass/pydantic argument fields as ``<param>_<field>``, the
+        result (a dict result merges into the row, anything else is ``function_result``)
+        and then ``params``.  An exception is logged and re-raised unless
+        ``raise_on_error=False``.
+        """
+        args = [] if args is None else list(args)
+        kwargs = {} if kwargs is None else kwargs
+        error, exception, result = "", None, None
+        start = time.perf_counter()
+        try:
+            result = func(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - logged, then re-raised below
+            exception, error = exc, str(exc)
+        elapsed = time.perf_counter() - start
+        row = {
+            "function_name": getattr(func, "__name__", type(func).__name__),
+            "args": str(args),
+            "kwargs": str(kwargs),
+            "error": error,
+            "function_time": elapsed,
+        }
+        fields = unpack_arguments(func, args, kwargs, self._warn)
+        if fields:
+            row.update(fields)
+        self._merge_result(row, result)
+        if params:
+            row.update(params)
+        self.log(row)
+        if exception is not None and self.raise_on_error:
+            raise exception
+        return result
+
+    def _merge_result(self, row: Dict[str, Any], result: Any) -> None:
+        if isinstance(result, dict):
+            if self.warnings:
+                for key in ("function_time", "function_result", "function_name"):
+                    if key in result:
+                        self._warn(f"the result's {key!r} overrides the tracked {key!r}")
+            row.update(result)
+        else:
+            row["function_result"] = result if isinstance(result, _PRIMITIVES) else str(result)
+
+    def wrap(self, params: Optional[Dict[str, Any]] = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """A decorator that tracks every call of the function (keeps its name and docstring)."""
+
+        def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
+            @functools.wraps(func)
+            def tracked(*args: Any, **kwargs: Any) -> Any:
+                return self.track(func, params=params, args=list(args), kwargs=kwargs)
+
+            return tracked
+
+        return decorator
+
+    def _warn(self, message: str) -> None:
+        if self.warnings:
+            _warnings.warn(message, stacklevel=3)
+
+
+def _rebuild_tracker(settings: Dict[str, Any]) -> Tracker:
+    return Tracker(**settings)
