@@ -36,6 +36,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="also write a Markdown report (machine, command, tables) to FILE")
     parser.add_argument("--plot", default=None, metavar="PNG",
                         help="also plot the scaling runs to PNG (needs matplotlib)")
+    parser.add_argument("--list", action="store_true", help="list the groups and exit")
     parser.add_argument("--strict", action="store_true",
                         help="exit with status 1 when a series failed (skips never count)")
     args = parser.parse_args(argv)
@@ -68,6 +69,11 @@ def run_group(name: str, ctx: Context) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Run the requested groups; return the exit status."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.list:
+        for name, module in GROUPS.items():
+            doc = (importlib.import_module(module).__doc__ or "").strip().splitlines()
+            print(f"{name:9} {doc[0] if doc else ''}")
+        return 0
     names = args.groups or list(GROUPS)
     reps = args.reps or (3 if args.quick else 5)
     temp_root = env.choose_temp_root(args.tmpdir)

@@ -1,7 +1,8 @@
 """Subprocess body of the async-memory benchmark: ``python -m benchmarks.memprobe DB N MARK``.
 
-Logs N rows of 10 keys with ``durability="async"``, reads the resident set size after MARK rows
-and at the end, and prints one JSON line (KiB figures, seconds). Runs in its own process so
+Logs N rows of 10 keys with ``durability="async"``, reads the resident set size after MARK rows,
+every MARK rows after that (to show whether it keeps growing) and at the end, and prints one
+JSON line (KiB figures, seconds). Runs in its own process so
 that ru_maxrss belongs to this workload alone.
 """
 
@@ -44,14 +45,18 @@ def main(argv: list[str]) -> int:
     start = time.perf_counter()
     log_rows(tracker.log, 0, mark)
     rss_mark = current_rss_kib()
-    log_rows(tracker.log, mark, total)
+    samples = []
+    for first in range(mark, total, mark):
+        log_rows(tracker.log, first, min(first + mark, total))
+        samples.append((min(first + mark, total), current_rss_kib()))
     tracker.flush()
     seconds = time.perf_counter() - start
     rss_end = current_rss_kib()
     tracker.close()
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     print(json.dumps({"rows": total, "seconds": seconds, "rss_start_kib": rss_start,
-                      "rss_mark_kib": rss_mark, "rss_end_kib": rss_end, "maxrss_kib": maxrss}))
+                      "rss_mark_kib": rss_mark, "rss_end_kib": rss_end, "maxrss_kib": maxrss,
+                      "samples": samples}))
     return 0
 
 

@@ -296,12 +296,18 @@ def _memory(ctx: Context) -> None:
         ctx.emit(table)
         return
     mib = 1024.0
+    samples = probe.get("samples") or [[mark, probe["rss_mark_kib"]]]
+    highest = max(samples, key=lambda item: item[1])
+    half = [kib for rows, kib in samples if rows > total // 2] or [samples[-1][1]]
     table.notes = [
         f"RSS after import and open: {probe['rss_start_kib'] / mib:.1f} MiB; after {mark:,} "
         f"rows: {probe['rss_mark_kib'] / mib:.1f} MiB; after all {total:,} rows and flush: "
         f"{probe['rss_end_kib'] / mib:.1f} MiB; peak (ru_maxrss): {probe['maxrss_kib'] / mib:.1f} MiB.",
         f"Peak minus RSS after {mark:,} rows: {(probe['maxrss_kib'] - probe['rss_mark_kib']) / mib:.1f} "
         f"MiB for {total / mark:g}x the rows.",
+        f"RSS sampled every {mark:,} rows: highest {highest[1] / mib:.1f} MiB (after "
+        f"{highest[0]:,} rows); over the second half of the run {min(half) / mib:.1f}-"
+        f"{max(half) / mib:.1f} MiB.",
         f"Throughput over the whole run: {human(total / probe['seconds'])} rows/s "
         f"({probe['seconds']:.1f} s including the final flush).",
     ]
