@@ -71,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.list:
         for name, module in GROUPS.items():
-            doc = (importlib.import_module(module).__doc__ or "").strip().splitlines()
-            print(f"{name:9} {doc[0] if doc else ''}")
+            doc = (importlib.import_module(module).__doc__ or "").strip().split("\n\n")[0]
+            summary = " ".join(doc.split()).removeprefix(f"{name}: ")
+            print(f"{name:9} {summary[:110]}{'...' if len(summary) > 110 else ''}")
         return 0
     names = args.groups or list(GROUPS)
     reps = args.reps or (3 if args.quick else 5)
