@@ -9,9 +9,9 @@ import re
 import sqlite3
 
 import pytest
+from conftest import count_rows, integrity_check, read_rows, table_info, table_names
 
 import xetrack_c
-from conftest import count_rows, integrity_check, read_rows, table_info, table_names
 from xetrack_c import Tracker
 
 

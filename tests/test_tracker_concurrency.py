@@ -7,13 +7,11 @@ back with sqlite3 and every row accounted for.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 
 import pytest
-
 from conftest import child_env, connect, count_rows, integrity_check, read_rows
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process semantics")

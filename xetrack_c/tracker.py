@@ -7,10 +7,10 @@ import functools
 import os
 import re
 import threading
-import time
 import warnings as _warnings
 import weakref
 from datetime import datetime
+from time import perf_counter as _perf_counter
 from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 from xetrack_c import _core
@@ -348,23 +348,27 @@ class Tracker(_core.TrackerCore):
         args = [] if args is None else list(args)
         kwargs = {} if kwargs is None else kwargs
         error, exception, result = "", None, None
-        start = time.perf_counter()
+        start = _perf_counter()
         try:
             result = func(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - logged, then re-raised below
             exception, error = exc, str(exc)
-        elapsed = time.perf_counter() - start
+        elapsed = _perf_counter() - start
         row = {
-            "function_name": getattr(func, "__name__", type(func).__name__),
+            "function_name": getattr(func, "__name__", None) or type(func).__name__,
             "args": str(args),
             "kwargs": str(kwargs),
             "error": error,
             "function_time": elapsed,
         }
-        fields = unpack_arguments(func, args, kwargs, self._warn)
-        if fields:
-            row.update(fields)
-        self._merge_result(row, result)
+        if args or kwargs:
+            fields = unpack_arguments(func, args, kwargs, self._warn)
+            if fields:
+                row.update(fields)
+        if type(result) is dict or isinstance(result, dict):
+            self._merge_result(row, result)
+        else:
+            row["function_result"] = result if isinstance(result, _PRIMITIVES) else str(result)
         if params:
             row.update(params)
         self.log(row)
@@ -372,15 +376,12 @@ class Tracker(_core.TrackerCore):
             raise exception
         return result
 
-    def _merge_result(self, row: Dict[str, Any], result: Any) -> None:
-        if isinstance(result, dict):
-            if self.warnings:
-                for key in ("function_time", "function_result", "function_name"):
-                    if key in result:
-                        self._warn(f"the result's {key!r} overrides the tracked {key!r}")
-            row.update(result)
-        else:
-            row["function_result"] = result if isinstance(result, _PRIMITIVES) else str(result)
+    def _merge_result(self, row: Dict[str, Any], result: Dict[str, Any]) -> None:
+        if self.warnings:
+            for key in ("function_time", "function_result", "function_name"):
+                if key in result:
+                    self._warn(f"the result's {key!r} overrides the tracked {key!r}")
+        row.update(result)
 
     def wrap(self, params: Optional[Dict[str, Any]] = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """A decorator that tracks every call of the function (keeps its name and docstring)."""
