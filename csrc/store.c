@@ -88,7 +88,7 @@ done:
 #define XT_STMT_CACHE 32
 
 /* Rows written per transaction by the async writer. */
-#define XT_ASYNC_BATCH 65536
+#define XT_ASYNC_BATCH 16384
 
 typedef struct {
     uint64_t hash;
@@ -749,7 +749,7 @@ xt_store_open(xt_store *s, const char *path, const char *table, int durability, 
     }
     s->durability = durability;
     s->busy_timeout_ms = busy_timeout_ms;
-    s->qcap = queue_rows > 0 ? (size_t)queue_rows : 65536;
+    s->qcap = queue_rows > 0 ? (size_t)queue_rows : 16384;
     if (store_connect(s, reset, err) < 0) {
         store_disconnect(s);
         return -1;

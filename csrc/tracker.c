@@ -1150,7 +1150,7 @@ tracker_init(TrackerCore *self, PyObject *args, PyObject *kwargs)
                              "busy_timeout", "queue_size", "skip_insert", NULL};
     PyObject *db = NULL, *table = NULL, *track_id = Py_None, *params = Py_None;
     PyObject *durability_obj = NULL, *path_bytes = NULL, *table_text = NULL;
-    int reset = 0, skip_insert = 0, queue_size = 65536;
+    int reset = 0, skip_insert = 0, queue_size = 16384;
     double busy_timeout = 60.0;
     xt_state *st = tracker_state(self);
 
@@ -1413,7 +1413,7 @@ static PyMemberDef tracker_members[] = {
 
 PyDoc_STRVAR(tracker_doc,
     "TrackerCore(db, table, track_id=None, params=None, durability='commit', reset=False,\n"
-    "            busy_timeout=60.0, queue_size=65536, skip_insert=False)\n--\n\n"
+    "            busy_timeout=60.0, queue_size=16384, skip_insert=False)\n--\n\n"
     "The native write path of xetrack_c.Tracker; use xetrack_c.Tracker.");
 
 static PyType_Slot tracker_slots[] = {

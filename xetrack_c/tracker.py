@@ -118,7 +118,7 @@ class Tracker(_core.TrackerCore):
         table: str = "default",
         durability: str = "commit",
         busy_timeout: float = 60.0,
-        queue_size: int = 65536,
+        queue_size: int = 16384,
     ) -> None:
         requested = {
             "log_system_params": log_system_params,
