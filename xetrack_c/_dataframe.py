@@ -127,4 +127,5 @@ def _polars_object_series(pl: Any, name: str, values: "numpy.ndarray") -> Any:
     try:
         return pl.Series(name, values, strict=True)
     except (TypeError, ValueError, pl.exceptions.PolarsError):
-        return pl.Series(name, values, dtype=pl.Object)
+        # Mixed storage classes: keep the Python values (polars cannot type them).
+        return pl.Series(name, values.tolist(), dtype=pl.Object)

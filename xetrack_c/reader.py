@@ -195,12 +195,14 @@ class Reader:
             return (f"SELECT * FROM {table} WHERE {_core.quote_identifier(TRACK_ID)} = ?{order}",
                     (_sql_value(track_id),))
         if head is not None:
-            # The first rows written (table order), then sorted, as xetrack's LIMIT does.
-            return f"SELECT * FROM (SELECT * FROM {table} LIMIT ?){order}", (head,)
+            # The first rows in table order (xetrack's plain LIMIT), then sorted.  The
+            # MATERIALIZED hint stops SQLite from moving the ORDER BY inside the LIMIT.
+            return (f"WITH head AS MATERIALIZED (SELECT * FROM {table} LIMIT ?) "
+                    f"SELECT * FROM head{order}", (head,))
         if tail is not None:
             if self._has_timestamp:
-                return (f"SELECT * FROM (SELECT * FROM {table}{order} DESC LIMIT ?){order}",
-                        (tail,))
+                return (f"WITH tail AS MATERIALIZED (SELECT * FROM {table}{order} DESC LIMIT ?) "
+                        f"SELECT * FROM tail{order}", (tail,))
             return (f"SELECT * FROM {table} LIMIT ? OFFSET "
                     f"(SELECT MAX(COUNT(*) - ?, 0) FROM {table})", (tail, tail))
         return f"SELECT * FROM {table}{order}", ()
