@@ -204,6 +204,28 @@ def test_sql_error_names_file_and_statement(tmp_path):
     assert info.value.filename == path and info.value.sql == "SELECT nope FROM nowhere"
 
 
+def test_sort_by_orders_like_order_by(tmp_path):
+    con = sqlite3.connect(tmp_path / "s.db")
+    con.execute("CREATE TABLE t (k, v INTEGER)")
+    keys = [3, None, "b", 2.5, b"\x01", "a", 3, None, -7, "ab", b"", 2**62, "b", 1.0, "", 3.0]
+    con.executemany("INSERT INTO t VALUES (?, ?)", [(k, i) for i, k in enumerate(keys)])
+    con.commit()
+    con.close()
+    path = str(tmp_path / "s.db")
+    got = _core.read_columns(path, "SELECT k, v FROM t", sort_by="k")
+    want = expected(path, "SELECT k, v FROM t ORDER BY k, rowid")
+    assert list(got["v"]) == list(want["v"])  # equal keys keep table order
+    assert [repr(x) for x in got["k"]] == [repr(x) for x in want["k"]]
+    buffers = _core.read_columns(path, "SELECT CAST(k AS TEXT) AS k, v FROM t WHERE k IS NOT NULL",
+                                 sort_by="k", text_buffers=True)
+    pdt.assert_frame_equal(frame_from_columns(buffers, "pandas"),
+                           expected(path, "SELECT CAST(k AS TEXT) AS k, v FROM t "
+                                          "WHERE k IS NOT NULL ORDER BY CAST(k AS TEXT), rowid"))
+    assert len(_core.read_columns(path, "SELECT k FROM t WHERE 0", sort_by="k")["k"]) == 0
+    with pytest.raises(ValueError, match="sort_by"):
+        _core.read_columns(path, "SELECT k FROM t", sort_by="nope")
+
+
 def test_read_rows_needs_no_numpy(tmp_path):
     path = make_db(tmp_path / "t.db", [("a", "INTEGER")], [("r", ts(1), 5), ("r", ts(2), None)])
     names, rows = _core.read_rows(path, 'SELECT a, track_id FROM "default" ORDER BY a')
@@ -457,15 +479,36 @@ def test_refcounts_of_returned_arrays(tmp_path):
         values = arrays[name]
         # held by the dict, by `values` and by getrefcount's argument: nothing else
         assert sys.getrefcount(values) == 3, name
-        assert values.base is None and values.flags.owndata
+        assert values.flags.c_contiguous and values.flags.writeable
     del values
     refs = [weakref.ref(values) for values in arrays.values()]
+    # numeric arrays own their C buffer through a capsule base held by the array alone
+    bases = [values.base for values in arrays.values() if values.base is not None]
+    # held by the array, the list, the loop variable and getrefcount's argument
+    assert bases and all(sys.getrefcount(base) == 4 for base in bases)
     text = arrays["s"][2]
     assert sys.getrefcount(text) == 3  # the array's slot, `text`, the argument
     del arrays
     gc.collect()
     assert all(ref() is None for ref in refs)
     assert sys.getrefcount(text) == 2
+    assert all(sys.getrefcount(base) == 3 for base in bases)  # the arrays let go
+
+
+def test_text_buffers_match_object_columns(tmp_path):
+    rows = [(f"run-{i % 2}", ts(i), ("é", None, "", "abc ✓")[i % 4], i) for i in range(37)]
+    path = make_db(tmp_path / "t.db", [("s", "TEXT"), ("i", "INTEGER")], rows)
+    sql = 'SELECT * FROM "default"'
+    plain = _core.read_columns(path, sql)
+    buffers = _core.read_columns(path, sql, text_buffers=True)
+    offsets, data, validity = buffers["s"]
+    assert offsets.dtype == np.int64 and len(offsets) == 38 and data.dtype == np.uint8
+    assert validity is not None and buffers["track_id"][2] is None
+    assert list(_dataframe._text_objects(buffers["s"])) == list(plain["s"])
+    for backend in ("pandas",):
+        pdt.assert_frame_equal(frame_from_columns(buffers, backend),
+                               frame_from_columns(plain, backend))
+    pdt.assert_frame_equal(frame_from_columns(buffers, "pandas"), expected(path, sql))
 
 
 def test_repeated_reads_do_not_leak(tmp_path):
