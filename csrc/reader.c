@@ -122,31 +122,36 @@ append_bytes(xt_column_buf *col, const void *bytes, size_t len)
     return 0;
 }
 
-/* Store column `c` of the current row at `row`; -1 when out of memory. */
+/* Store column `c` of the current row at `row`; -1 when out of memory.
+ * The cell is read through sqlite3_column_value() and the sqlite3_value_* accessors: one
+ * lookup per cell instead of one per call.  SQLite calls such a value "unprotected" and
+ * reading it is safe only while no other thread uses the connection -- which holds here:
+ * the connection is ours alone for the whole scan (xt_read_columns' contract). */
 static int
 store_cell(sqlite3_stmt *stmt, int c, xt_column_buf *col, size_t row)
 {
-    int tag = sqlite3_column_type(stmt, c);
+    sqlite3_value *value = sqlite3_column_value(stmt, c);
+    int tag = sqlite3_value_type(value);
     const void *bytes;
 
     switch (tag) {
     case SQLITE_INTEGER:
-        col->cells[row].i = sqlite3_column_int64(stmt, c);
+        col->cells[row].i = sqlite3_value_int64(value);
         break;
     case SQLITE_FLOAT:
-        col->cells[row].d = sqlite3_column_double(stmt, c);
+        col->cells[row].d = sqlite3_value_double(value);
         break;
     case SQLITE_TEXT:
     case SQLITE_BLOB:
         /* Zero-length BLOBs come back as NULL pointers; TEXT never does unless SQLite ran
          * out of memory. */
-        bytes = tag == SQLITE_TEXT ? (const void *)sqlite3_column_text(stmt, c)
-                                   : sqlite3_column_blob(stmt, c);
+        bytes = tag == SQLITE_TEXT ? (const void *)sqlite3_value_text(value)
+                                   : sqlite3_value_blob(value);
         if (bytes == NULL && tag == SQLITE_TEXT) {
             return -1;
         }
         col->cells[row].i = (int64_t)col->arena_len;
-        if (append_bytes(col, bytes, (size_t)sqlite3_column_bytes(stmt, c)) < 0) {
+        if (append_bytes(col, bytes, (size_t)sqlite3_value_bytes(value)) < 0) {
             return -1;
         }
         break;

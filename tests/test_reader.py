@@ -537,7 +537,8 @@ def test_repeated_reads_do_not_leak(tmp_path):
                  tracemalloc.take_snapshot().compare_to(snapshot_before, "filename"))
     tracemalloc.stop()
     assert growth < 256 * 1024
-    if sys.platform.startswith("linux"):
+    # AddressSanitizer keeps freed memory in quarantine, so RSS says nothing under it.
+    if sys.platform.startswith("linux") and "asan" not in os.environ.get("LD_PRELOAD", ""):
         assert rss_kib() - rss_before < 16 * 1024
 
 
