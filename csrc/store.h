@@ -88,10 +88,12 @@ int xt_store_open(xt_store *s, const char *path, const char *table, int durabili
 /* Write rows (sync modes) in one BEGIN IMMEDIATE transaction; creates missing columns.
  * Rows stay owned by the caller; a primary-key collision bumps the row's timestamp. */
 int xt_store_write(xt_store *s, xt_row **rows, size_t n, xt_error *err);
-/* Async mode: queue a row (ownership passes to the store).  With may_block == 0, returns
- * 1 without queueing if the queue is full or its lock is busy; 0 when queued. */
+/* Async mode: queue a row.  Returns 0 when queued (ownership passes to the store); -1 if
+ * the store is closed or closing (the caller keeps the row); with may_block == 0, 1
+ * without queueing if the queue is full or its lock is busy. */
 int xt_store_enqueue(xt_store *s, xt_row *row, int may_block);
-/* Wait until every queued row is written; returns the writer's deferred error, if any. */
+/* Wait until every row queued before this call is written (rows other threads queue
+ * meanwhile do not hold it up); returns the writer's deferred error, if any. */
 int xt_store_flush(xt_store *s, xt_error *err);
 /* Make sure the columns exist in the table (typed by decl_type). */
 int xt_store_ensure_columns(xt_store *s, const int *cols, int n, xt_error *err);

@@ -683,10 +683,22 @@ write_rows(TrackerCore *self, xt_state *st, xt_row **rows, size_t n)
     }
     if (rows_queued(self)) {
         for (size_t i = 0; i < n; i++) {
-            if (xt_store_enqueue(self->store, rows[i], 0) != 0) {
+            int queued = xt_store_enqueue(self->store, rows[i], 0);
+            if (queued == 1) {
                 Py_BEGIN_ALLOW_THREADS
-                (void)xt_store_enqueue(self->store, rows[i], 1);
+                queued = xt_store_enqueue(self->store, rows[i], 1);
                 Py_END_ALLOW_THREADS
+            }
+            if (queued < 0) {
+                /* Closed by another thread meanwhile: refuse the rest, keep nothing. */
+                for (size_t j = i; j < n; j++) {
+                    free(rows[j]);
+                }
+                PyErr_Format(PyExc_ValueError,
+                             "I/O operation on a closed Tracker: it was closed while logging; "
+                             "%zu of %zu row(s) were queued and are written",
+                             i, n);
+                return -1;
             }
         }
         return 0;

@@ -481,9 +481,7 @@ for round in range(ROUNDS):
     "durability",
     [
         "commit",
-        pytest.param("async", marks=pytest.mark.xfail(
-            reason="bug: rows that another thread logs while an async tracker is closing are "
-            "reported as logged by log() but never written (no error either)", strict=True)),
+        pytest.param("async"),
     ],
 )
 def test_every_row_logged_while_another_thread_closes_is_stored(run_py, db_path, durability):
@@ -529,10 +527,7 @@ print("close waited for the producer" if state["cap_reached_while_open"] else "c
     "durability",
     [
         "commit",
-        pytest.param("async", marks=pytest.mark.xfail(
-            reason="bug: close() of an async tracker waits until the queue is empty, which never "
-            "happens while another thread keeps logging: close() blocks until the producer stops",
-            strict=True)),
+        pytest.param("async"),
     ],
 )
 def test_close_does_not_wait_for_other_threads_to_stop_logging(run_py, db_path, durability):
@@ -540,12 +535,6 @@ def test_close_does_not_wait_for_other_threads_to_stop_logging(run_py, db_path, 
     assert proc.stdout.strip() == "close returned"
 
 
-@pytest.mark.xfail(
-    reason="bug: in async mode a log() that passes the open check before close() completes "
-    "is queued on the closed store (a new writer thread starts, finds it closed and drops "
-    "the row): log() returns the row as logged but it is never written and no error is raised",
-    strict=True,
-)
 def test_async_log_racing_close_is_either_stored_or_refused(run_py, db_path):
     proc = run_py(
         f"""
