@@ -1103,18 +1103,22 @@ tracker_execute(TrackerCore *self, PyObject *args)
 }
 
 PyDoc_STRVAR(read_columns__doc__,
-    "_read_columns($self, sql, params=(), /)\n--\n\n"
+    "_read_columns($self, sql, params=(), text_buffers=False)\n--\n\n"
     "Run a SELECT on the tracker's connection (after flushing queued rows) and return\n"
-    "{column name: numpy array}, built by the columnar reader.");
+    "{column name: numpy array}, built by the columnar reader; text_buffers=True hands\n"
+    "TEXT columns over as Arrow string buffers.");
 
 static PyObject *
-tracker_read_columns(TrackerCore *self, PyObject *args)
+tracker_read_columns(TrackerCore *self, PyObject *args, PyObject *kwargs)
 {
+    static char *kwlist[] = {"sql", "params", "text_buffers", NULL};
     xt_state *st = tracker_state(self);
     const char *sql;
     PyObject *params = NULL, *res = NULL;
+    int text_buffers = 0;
 
-    if (!PyArg_ParseTuple(args, "s|O:_read_columns", &sql, &params)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|Op:_read_columns", kwlist, &sql, &params,
+                                     &text_buffers)) {
         return NULL;
     }
     if (st == NULL || check_usable(self, st) < 0 || flush_store(self, st) < 0) {
@@ -1125,8 +1129,9 @@ tracker_read_columns(TrackerCore *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "I/O operation on a closed Tracker: create a new Tracker");
     }
     else {
-        res = xt_read_columns(st, xt_store_db(self->store), xt_store_path(self->store), sql,
-                              params == Py_None ? NULL : params);
+        res = xt_read_columns_ex(st, xt_store_db(self->store), xt_store_path(self->store), sql,
+                                 params == Py_None ? NULL : params,
+                                 text_buffers ? XT_READ_TEXT_BUFFERS : 0, NULL);
     }
     xt_store_unlock(self->store);
     return res;
@@ -1414,7 +1419,8 @@ static PyMethodDef tracker_methods[] = {
     {"_ensure_columns", (PyCFunction)tracker_ensure_columns, METH_O, ensure_columns__doc__},
     {"_query", (PyCFunction)tracker_query, METH_VARARGS, query__doc__},
     {"_execute", (PyCFunction)tracker_execute, METH_VARARGS, execute__doc__},
-    {"_read_columns", (PyCFunction)tracker_read_columns, METH_VARARGS, read_columns__doc__},
+    {"_read_columns", (PyCFunction)(void (*)(void))tracker_read_columns, METH_VARARGS | METH_KEYWORDS,
+     read_columns__doc__},
     {NULL, NULL, 0, NULL},
 };
 

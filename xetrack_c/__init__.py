@@ -6,7 +6,7 @@ asked for.
 
 from xetrack_c._core import CorruptDatabaseError, Error, StorageError
 from xetrack_c._dataframe import get_backend, set_backend
-from xetrack_c.reader import Reader
+from xetrack_c.reader import Reader, TableNotFoundError
 from xetrack_c.seeding import SeedPolicy, derive_seed, hash_identifier, make_rng, reproducible_seed
 from xetrack_c.tracker import Tracker
 
@@ -23,5 +23,6 @@ __all__ = [
     "Error",
     "StorageError",
     "CorruptDatabaseError",
+    "TableNotFoundError",
 ]
 __version__ = "0.1.0"

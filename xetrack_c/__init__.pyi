@@ -9,6 +9,7 @@ class StorageError(Error):
     filename: str
     sql: Optional[str]
 class CorruptDatabaseError(StorageError): ...
+class TableNotFoundError(StorageError, LookupError): ...
 
 class Tracker:
     IN_MEMORY: str

@@ -268,9 +268,10 @@ class Tracker(_core.TrackerCore):
 
     # ------------------------------------------------------------------ reading
     def _frame(self, sql: str, params: Iterable[Any] = ()):
-        from xetrack_c._dataframe import frame_from_columns
+        from xetrack_c._dataframe import frame_from_columns, text_buffers_usable
 
-        return frame_from_columns(self._read_columns(sql, tuple(params)))
+        columns = self._read_columns(sql, tuple(params), text_buffers=text_buffers_usable())
+        return frame_from_columns(columns)
 
     def to_df(self, all: bool = False):  # noqa: A002 - xetrack's name
         """This run's rows (every run's with ``all=True``) as a DataFrame."""
