@@ -18,8 +18,7 @@ import pandas.testing as pdt
 import pytest
 
 import xetrack_c
-from xetrack_c import _core
-from xetrack_c import _dataframe
+from xetrack_c import _core, _dataframe
 from xetrack_c._dataframe import frame_from_columns, get_backend, set_backend
 from xetrack_c.reader import Reader, TableNotFoundError
 

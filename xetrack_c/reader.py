@@ -366,15 +366,21 @@ class Reader:
         except Exception as exc:
             return (f"<p><b>Reader</b> <code>{html.escape(self.db)}</code>: "
                     f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))}</p>")
-        header = "".join(f"<th>{html.escape(name)}</th>" for name in columns)
-        nrows = len(next(iter(columns.values()))) if columns else 0
-        body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(_short(values[i]))}</td>"
-                             for values in columns.values()) + "</tr>"
-            for i in range(nrows))
-        return (f"<div><p><b>Reader</b> <code>{html.escape(self.db)}</code> table "
-                f"<code>{html.escape(self.table_name)}</code>: {html.escape(summary)}</p>"
-                f"<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table></div>")
+        title = (f"<b>Reader</b> <code>{html.escape(self.db)}</code> table "
+                 f"<code>{html.escape(self.table_name)}</code>")
+        return html_preview(title, summary, columns)
+
+
+def html_preview(title_html: str, summary: str, columns: Dict[str, Any]) -> str:
+    """A notebook preview: a title line with a summary, then the first rows as a table."""
+    header = "".join(f"<th>{html.escape(name)}</th>" for name in columns)
+    nrows = len(next(iter(columns.values()))) if columns else 0
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_short(values[i]))}</td>"
+                         for values in columns.values()) + "</tr>"
+        for i in range(nrows))
+    return (f"<div><p>{title_html}: {html.escape(summary)}</p>"
+            f"<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table></div>")
 
 
 def _short(value: Any, limit: int = 40) -> str:

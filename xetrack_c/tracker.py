@@ -314,6 +314,23 @@ class Tracker(_core.TrackerCore):
         """Write this run (or every run) to a Parquet file (needs pyarrow)."""
         self.to_df(all).to_parquet(path, index=False)
 
+    def _repr_html_(self) -> str:
+        """Notebook preview: this run's first rows and a summary line."""
+        import html
+
+        from xetrack_c.reader import html_preview
+
+        title = (
+            f"<b>Tracker</b> <code>{html.escape(self.db)}</code> table "
+            f"<code>{html.escape(self.table_name)}</code> run <code>{html.escape(self.track_id)}</code>"
+        )
+        if self.closed:
+            return f"<p>{title}: closed</p>"
+        sql = f"SELECT * FROM {_quote(self.table_name)} WHERE track_id = ? ORDER BY timestamp LIMIT 5"
+        columns = self._read_columns(sql, (self.track_id,))
+        summary = f"{self.count_run():,} rows in this run, {len(columns)} columns"
+        return html_preview(title, summary, columns)
+
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{self.durability}"
         return f"Tracker(db={self.db!r}, table={self.table_name!r}, track_id={self.track_id!r}, {state})"
