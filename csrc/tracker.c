@@ -39,6 +39,8 @@ typedef struct {
     char *track_id_utf8;
     Py_ssize_t track_id_len;
     int skip_insert;
+    char raise_on_error; /* track(): re-raise the function's exception after logging */
+    char warnings;
     /* Timestamps: strictly increasing per tracker.  Touched only with the GIL held, with
      * no Python call in between. */
     int64_t last_ts;
@@ -1102,6 +1104,222 @@ tracker_execute(TrackerCore *self, PyObject *args)
     return run_statement(self, args, 1);
 }
 
+
+/* ---------------------------------------------------------------------------------- */
+/* track()                                                                            */
+/* ---------------------------------------------------------------------------------- */
+
+/* Values that are never dataclasses or pydantic models: no unpacking hook needed. */
+static int
+is_plain(PyObject *value)
+{
+    return value == Py_None || PyLong_CheckExact(value) || PyFloat_CheckExact(value)
+           || PyUnicode_CheckExact(value) || PyBool_Check(value) || PyBytes_CheckExact(value)
+           || PyList_CheckExact(value) || PyTuple_CheckExact(value) || PyDict_CheckExact(value);
+}
+
+static int
+all_plain(PyObject *args, PyObject *kwargs)
+{
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(args); i++) {
+        if (!is_plain(PyList_GET_ITEM(args, i))) {
+            return 0;
+        }
+    }
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(kwargs, &pos, &key, &value)) {
+        if (!is_plain(value)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static PyObject *
+function_name(PyObject *func)
+{
+    PyObject *name = PyObject_GetAttrString(func, "__name__");
+    if (name != NULL && PyUnicode_Check(name) && PyUnicode_GET_LENGTH(name) > 0) {
+        return name;
+    }
+    Py_XDECREF(name);
+    PyErr_Clear();
+    return PyUnicode_FromString(Py_TYPE(func)->tp_name);
+}
+
+static int
+set_item_steal(PyObject *dict, const char *key, PyObject *value)
+{
+    if (value == NULL) {
+        return -1;
+    }
+    int rc = PyDict_SetItemString(dict, key, value);
+    Py_DECREF(value);
+    return rc;
+}
+
+PyDoc_STRVAR(track__doc__,
+    "track($self, func, params=None, args=None, kwargs=None, cache_force=False)\n--\n\n"
+    "Call func(*args, **kwargs), log a row describing the call and return its result.\n\n"
+    "The row holds function_name, args, kwargs, error, function_time, the fields of\n"
+    "dataclass/pydantic arguments as <param>_<field>, the result (a dict merges into the\n"
+    "row, anything else is function_result) and then params.  An exception is logged and\n"
+    "re-raised unless raise_on_error is False.");
+
+static PyObject *
+tracker_track(TrackerCore *self, PyObject *const *fargs, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"func", "params", "args", "kwargs", "cache_force"};
+    PyObject *given[5] = {NULL, Py_None, Py_None, Py_None, Py_False};
+    PyObject *args = NULL, *kwargs = NULL, *call_args = NULL, *result = NULL, *row = NULL;
+    PyObject *exc_type = NULL, *exc_value = NULL, *exc_tb = NULL, *logged = NULL, *res = NULL;
+    PyObject *error = NULL;
+
+    assert(!PyErr_Occurred());
+    if (nargs > 5) {
+        PyErr_Format(PyExc_TypeError, "track() takes at most 5 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        given[i] = fargs[i];
+    }
+    if (kwnames != NULL) {
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(kwnames); k++) {
+            PyObject *kw = PyTuple_GET_ITEM(kwnames, k);
+            int slot = -1;
+            for (int j = 0; j < 5; j++) {
+                if (PyUnicode_CompareWithASCIIString(kw, names[j]) == 0) {
+                    slot = j;
+                }
+            }
+            if (slot < 0 || slot < nargs) {
+                PyErr_Format(PyExc_TypeError, slot < 0 ? "track() got an unexpected keyword argument %R"
+                                                       : "track() got multiple values for argument %R",
+                             kw);
+                return NULL;
+            }
+            given[slot] = fargs[nargs + k];
+        }
+    }
+    PyObject *func = given[0], *params = given[1];
+    if (func == NULL) {
+        PyErr_SetString(PyExc_TypeError, "track() missing required argument 'func'");
+        return NULL;
+    }
+    if (!PyCallable_Check(func)) {
+        PyErr_Format(PyExc_TypeError, "track() needs a callable, not %.100s", Py_TYPE(func)->tp_name);
+        return NULL;
+    }
+    args = given[2] == Py_None ? PyList_New(0) : PySequence_List(given[2]);
+    if (args == NULL) {
+        goto done;
+    }
+    if (given[3] == Py_None) {
+        kwargs = PyDict_New();
+    }
+    else if (PyDict_Check(given[3])) {
+        kwargs = Py_NewRef(given[3]);
+    }
+    else {
+        PyErr_SetString(PyExc_TypeError, "track(kwargs=...) must be a dict");
+        goto done;
+    }
+    call_args = kwargs ? PyList_AsTuple(args) : NULL;
+    if (call_args == NULL) {
+        goto done;
+    }
+
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    result = PyObject_Call(func, call_args, PyDict_GET_SIZE(kwargs) ? kwargs : NULL);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double elapsed = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    if (result == NULL) {
+        /* As xetrack: Exceptions are logged; KeyboardInterrupt and SystemExit pass. */
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            goto done;
+        }
+        PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+        PyErr_NormalizeException(&exc_type, &exc_value, &exc_tb);
+        error = PyObject_Str(exc_value);
+        if (error == NULL) {
+            goto done;
+        }
+        result = Py_NewRef(Py_None);
+    }
+    else {
+        error = PyUnicode_FromStringAndSize(NULL, 0);
+        if (error == NULL) {
+            goto done;
+        }
+    }
+
+    row = PyDict_New();
+    if (row == NULL || set_item_steal(row, "function_name", function_name(func)) < 0
+        || set_item_steal(row, "args", PyObject_Str(args)) < 0
+        || set_item_steal(row, "kwargs", PyObject_Str(kwargs)) < 0
+        || PyDict_SetItemString(row, "error", error) < 0
+        || set_item_steal(row, "function_time", PyFloat_FromDouble(elapsed)) < 0) {
+        goto done;
+    }
+    if ((PyList_GET_SIZE(args) || PyDict_GET_SIZE(kwargs)) && !all_plain(args, kwargs)) {
+        PyObject *fields = PyObject_CallMethod((PyObject *)self, "_unpack", "OOO", func, args, kwargs);
+        if (fields == NULL) {
+            goto done;
+        }
+        int rc = PyDict_Check(fields) ? PyDict_Update(row, fields) : 0;
+        Py_DECREF(fields);
+        if (rc < 0) {
+            goto done;
+        }
+    }
+    if (PyDict_Check(result)) {
+        PyObject *merged = self->warnings
+                               ? PyObject_CallMethod((PyObject *)self, "_merge_result", "OO", row, result)
+                               : (PyDict_Update(row, result) < 0 ? NULL : Py_NewRef(Py_None));
+        if (merged == NULL) {
+            goto done;
+        }
+        Py_DECREF(merged);
+    }
+    else if (result == Py_None || !(PyLong_Check(result) || PyFloat_Check(result)
+                                     || PyUnicode_Check(result) || PyBytes_Check(result)
+                                     || PyByteArray_Check(result))) {
+        if (set_item_steal(row, "function_result", PyObject_Str(result)) < 0) {
+            goto done;
+        }
+    }
+    else if (PyDict_SetItemString(row, "function_result", result) < 0) {
+        goto done;
+    }
+    if (params != Py_None && PyDict_Check(params) && PyDict_Update(row, params) < 0) {
+        goto done;
+    }
+    logged = tracker_log(self, row);
+    if (logged == NULL) {
+        goto done;
+    }
+    if (exc_type != NULL && self->raise_on_error) {
+        PyErr_Restore(exc_type, exc_value, exc_tb);
+        exc_type = exc_value = exc_tb = NULL;
+        goto done;
+    }
+    res = Py_NewRef(result);
+done:
+    Py_XDECREF(exc_type);
+    Py_XDECREF(exc_value);
+    Py_XDECREF(exc_tb);
+    Py_XDECREF(args);
+    Py_XDECREF(kwargs);
+    Py_XDECREF(call_args);
+    Py_XDECREF(result);
+    Py_XDECREF(row);
+    Py_XDECREF(logged);
+    Py_XDECREF(error);
+    return res;
+}
+
 PyDoc_STRVAR(read_columns__doc__,
     "_read_columns($self, sql, params=(), text_buffers=False)\n--\n\n"
     "Run a SELECT on the tracker's connection (after flushing queued rows) and return\n"
@@ -1237,6 +1455,8 @@ tracker_init(TrackerCore *self, PyObject *args, PyObject *kwargs)
     self->path = Py_NewRef(db);
     self->table = Py_NewRef(table);
     self->skip_insert = skip_insert;
+    self->raise_on_error = 1;
+    self->warnings = 1;
     self->store = xt_store_new();
     if (self->store == NULL) {
         PyErr_NoMemory();
@@ -1414,6 +1634,7 @@ static PyGetSetDef tracker_getset[] = {
 static PyMethodDef tracker_methods[] = {
     {"log", (PyCFunction)tracker_log, METH_O, log__doc__},
     {"log_batch", (PyCFunction)tracker_log_batch, METH_O, log_batch__doc__},
+    {"track", (PyCFunction)(void (*)(void))tracker_track, METH_FASTCALL | METH_KEYWORDS, track__doc__},
     {"flush", (PyCFunction)tracker_flush, METH_NOARGS, flush__doc__},
     {"close", (PyCFunction)tracker_close, METH_NOARGS, close__doc__},
     {"_ensure_columns", (PyCFunction)tracker_ensure_columns, METH_O, ensure_columns__doc__},
@@ -1425,6 +1646,9 @@ static PyMethodDef tracker_methods[] = {
 };
 
 static PyMemberDef tracker_members[] = {
+    {"raise_on_error", T_BOOL, offsetof(TrackerCore, raise_on_error), 0,
+     "track() re-raises the function's exception after logging it."},
+    {"warnings", T_BOOL, offsetof(TrackerCore, warnings), 0, "Emit warnings."},
     {"__weaklistoffset__", T_PYSSIZET, offsetof(TrackerCore, weakreflist), READONLY, NULL},
     {NULL},
 };

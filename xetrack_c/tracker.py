@@ -10,7 +10,6 @@ import threading
 import warnings as _warnings
 import weakref
 from datetime import datetime
-from time import perf_counter as _perf_counter
 from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 from xetrack_c import _core
@@ -19,7 +18,6 @@ from xetrack_c._unpack import unpack_arguments
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
 _SQL_TYPES = {"INTEGER": int, "REAL": float, "TEXT": str, "BLOB": bytearray}
-_PRIMITIVES = (int, float, bool, str, bytes, bytearray)
 
 # Options xetrack accepts that need machinery xetrack_c does not have yet: refuse them
 # loudly rather than ignore them.
@@ -164,8 +162,8 @@ class Tracker(_core.TrackerCore):
             skip_insert=skip_insert,
         )
         self.engine = engine
-        self.raise_on_error = raise_on_error
-        self.warnings = warnings
+        self.raise_on_error = bool(raise_on_error)
+        self.warnings = bool(warnings)
         self.measurement_interval = measurement_interval
         self.logs_file_format = logs_file_format
         self.git_root = git_root
@@ -347,52 +345,12 @@ class Tracker(_core.TrackerCore):
         return datetime.now().strftime(TIMESTAMP_FORMAT)
 
     # ------------------------------------------------------------------ functions
-    def track(
-        self,
-        func: Callable[..., Any],
-        params: Optional[Dict[str, Any]] = None,
-        args: Optional[List[Any]] = None,
-        kwargs: Optional[Dict[str, Any]] = None,
-        cache_force: bool = False,
-    ) -> Any:
-        """Call ``func(*args, **kwargs)``, log a row describing the call, return its result.
+    # track(func, params=None, args=None, kwargs=None, cache_force=False) is implemented
+    # in C (TrackerCore.track); it calls back into _unpack and _merge_result only when an
+    # argument may be a dataclass/pydantic model or a dict result needs override warnings.
 
-        The row holds ``function_name``, ``args``, ``kwargs``, ``error``,
-        ``function_time``, dataclass/pydantic argument fields as ``<param>_<field>``, the
-        result (a dict result merges into the row, anything else is ``function_result``)
-        and then ``params``.  An exception is logged and re-raised unless
-        ``raise_on_error=False``.
-        """
-        args = [] if args is None else list(args)
-        kwargs = {} if kwargs is None else kwargs
-        error, exception, result = "", None, None
-        start = _perf_counter()
-        try:
-            result = func(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - logged, then re-raised below
-            exception, error = exc, str(exc)
-        elapsed = _perf_counter() - start
-        row = {
-            "function_name": getattr(func, "__name__", None) or type(func).__name__,
-            "args": str(args),
-            "kwargs": str(kwargs),
-            "error": error,
-            "function_time": elapsed,
-        }
-        if args or kwargs:
-            fields = unpack_arguments(func, args, kwargs, self._warn)
-            if fields:
-                row.update(fields)
-        if type(result) is dict or isinstance(result, dict):
-            self._merge_result(row, result)
-        else:
-            row["function_result"] = result if isinstance(result, _PRIMITIVES) else str(result)
-        if params:
-            row.update(params)
-        self.log(row)
-        if exception is not None and self.raise_on_error:
-            raise exception
-        return result
+    def _unpack(self, func: Callable[..., Any], args: List[Any], kwargs: Dict[str, Any]) -> Dict[str, Any]:
+        return unpack_arguments(func, args, kwargs, self._warn)
 
     def _merge_result(self, row: Dict[str, Any], result: Dict[str, Any]) -> None:
         if self.warnings:
