@@ -1,10 +1,1269 @@
-/* Placeholder: the reader concern adds its functions here. */
-#include "module.h"
+/* Reader: the columnar read path and the small file-level helpers the Python Reader uses.
+ *
+ * xt_read_columns() works in three phases:
+ *   1. prepare and bind (bind with the GIL held: it reads Python values);
+ *   2. scan: step through the result set once with the GIL released, appending every cell
+ *      to per-column C buffers (a storage-class tag, an 8-byte number or arena offset, and
+ *      an arena holding the bytes of TEXT and BLOB values);
+ *   3. build: with the GIL held, choose each column's dtype from the storage classes seen
+ *      and fill one NumPy array per column; str and bytes objects are created here, and a
+ *      value equal to the previous one in its column reuses the previous object. */
+#include "reader.h"
+
+#include "store.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* Only this file uses NumPy's C API, so PY_ARRAY_UNIQUE_SYMBOL is left undefined and the
+ * API table is the header's file-static `PyArray_API` pointer.  It is process-wide on
+ * purpose: NumPy's C API table is itself one per process (NumPy's extension module is
+ * never re-initialised), it is written once, on the first read, with the GIL held, and
+ * every later write would store the same value.  Importing it lazily keeps
+ * `import xetrack_c` free of NumPy. */
+#include <numpy/arrayobject.h>
+
+/* How long a connection opened here waits for another process's lock before failing. */
+#define XT_BUSY_TIMEOUT_MS 30000
+
+/* Rows reserved by the first allocation of a scan; capacity doubles after that. */
+#define XT_FIRST_ROWS 64
+
+#define XT_BIT(storage_class) (1u << (storage_class))
+#define XT_NUMERIC_OR_NULL (XT_BIT(SQLITE_INTEGER) | XT_BIT(SQLITE_FLOAT) | XT_BIT(SQLITE_NULL))
+
+typedef union {
+    int64_t i;
+    double d;
+} xt_cell;
+
+/* Everything read for one column.  The bytes of TEXT and BLOB values are appended to the
+ * column's arena; their cell holds the start offset, and a NULL cell holds the arena length
+ * at that row, so for a column of TEXT and NULL only, cells[0..n] (with cells[n] = arena
+ * length) are exactly the offsets of an Arrow large_string array over the arena.  A value's
+ * length is the next TEXT/BLOB/NULL cell's offset (or the arena length) minus its own. */
+typedef struct {
+    uint8_t *tags;   /* storage class of every row: SQLITE_INTEGER ... SQLITE_NULL */
+    xt_cell *cells;  /* the number, or an arena offset */
+    char *arena;
+    size_t arena_len;
+    size_t arena_cap;
+    unsigned seen;  /* XT_BIT(class) for every storage class seen */
+} xt_column_buf;
+
+/* One pass over a statement; owned by the calling thread, touched without the GIL. */
+typedef struct {
+    sqlite3_stmt *stmt;
+    int ncols;
+    xt_column_buf *cols;
+    size_t nrows;
+    size_t cap;         /* rows the tag and cell buffers hold; always > nrows once allocated */
+    int rc;             /* SQLITE_DONE when every row was read */
+    int out_of_memory;  /* a C allocation failed */
+    const char *sort_by;  /* result column to sort the rows by, or NULL */
+    int sort_missing;     /* sort_by names no result column */
+} xt_scan;
+
+/* ------------------------------------------------------------------------------------ */
+/* Scan: pure C, runs with the GIL released.                                            */
+
+static int
+grow_rows(xt_scan *scan)
+{
+    size_t cap = scan->cap ? scan->cap * 2 : XT_FIRST_ROWS;
+    if (cap > SIZE_MAX / sizeof(xt_cell)) {
+        return -1;
+    }
+    for (int c = 0; c < scan->ncols; c++) {
+        xt_column_buf *col = &scan->cols[c];
+        uint8_t *tags = realloc(col->tags, cap);
+        if (tags == NULL) {
+            return -1;
+        }
+        col->tags = tags;
+        xt_cell *cells = realloc(col->cells, cap * sizeof(xt_cell));
+        if (cells == NULL) {
+            return -1;
+        }
+        col->cells = cells;
+    }
+    scan->cap = cap;
+    return 0;
+}
+
+/* Append the bytes of a TEXT or BLOB value to the arena; -1 when out of memory. */
+static int
+append_bytes(xt_column_buf *col, const void *bytes, size_t len)
+{
+    size_t need = col->arena_len + len;
+    if (need > col->arena_cap) {
+        size_t cap = col->arena_cap ? col->arena_cap : 256;
+        while (cap < need) {
+            if (cap > SIZE_MAX / 2) {
+                return -1;
+            }
+            cap *= 2;
+        }
+        char *arena = realloc(col->arena, cap);
+        if (arena == NULL) {
+            return -1;
+        }
+        col->arena = arena;
+        col->arena_cap = cap;
+    }
+    if (len > 0) {
+        memcpy(col->arena + col->arena_len, bytes, len);
+    }
+    col->arena_len = need;
+    return 0;
+}
+
+/* Store column `c` of the current row at `row`; -1 when out of memory.
+ * The cell is read through sqlite3_column_value() and the sqlite3_value_* accessors: one
+ * lookup per cell instead of one per call.  SQLite calls such a value "unprotected" and
+ * reading it is safe only while no other thread uses the connection -- which holds here:
+ * the connection is ours alone for the whole scan (xt_read_columns' contract). */
+static int
+store_cell(sqlite3_stmt *stmt, int c, xt_column_buf *col, size_t row)
+{
+    sqlite3_value *value = sqlite3_column_value(stmt, c);
+    int tag = sqlite3_value_type(value);
+    const void *bytes;
+
+    switch (tag) {
+    case SQLITE_INTEGER:
+        col->cells[row].i = sqlite3_value_int64(value);
+        break;
+    case SQLITE_FLOAT:
+        col->cells[row].d = sqlite3_value_double(value);
+        break;
+    case SQLITE_TEXT:
+    case SQLITE_BLOB:
+        /* Zero-length BLOBs come back as NULL pointers; TEXT never does unless SQLite ran
+         * out of memory. */
+        bytes = tag == SQLITE_TEXT ? (const void *)sqlite3_value_text(value)
+                                   : sqlite3_value_blob(value);
+        if (bytes == NULL && tag == SQLITE_TEXT) {
+            return -1;
+        }
+        col->cells[row].i = (int64_t)col->arena_len;
+        if (append_bytes(col, bytes, (size_t)sqlite3_value_bytes(value)) < 0) {
+            return -1;
+        }
+        break;
+    default:
+        tag = SQLITE_NULL;
+        col->cells[row].i = (int64_t)col->arena_len;
+        break;
+    }
+    col->tags[row] = (uint8_t)tag;
+    col->seen |= XT_BIT(tag);
+    return 0;
+}
+
+/* Step through every row.  The column count is read after the first step because SQLite
+ * re-prepares a statement whose schema changed (another process adding a column) there. */
+static void
+scan_rows(xt_scan *scan)
+{
+    sqlite3_stmt *stmt = scan->stmt;
+    int rc = sqlite3_step(stmt);
+    int ncols = sqlite3_column_count(stmt);
+
+    scan->cols = calloc(ncols > 0 ? (size_t)ncols : 1, sizeof(xt_column_buf));
+    if (scan->cols == NULL) {
+        scan->out_of_memory = 1;
+        goto done;
+    }
+    scan->ncols = ncols;
+    if (grow_rows(scan) < 0) {
+        scan->out_of_memory = 1;
+        goto done;
+    }
+    while (rc == SQLITE_ROW) {
+        for (int c = 0; c < ncols; c++) {
+            if (store_cell(stmt, c, &scan->cols[c], scan->nrows) < 0) {
+                scan->out_of_memory = 1;
+                goto done;
+            }
+        }
+        scan->nrows++;
+        /* Keep one spare cell for the closing Arrow offset. */
+        if (scan->nrows == scan->cap && grow_rows(scan) < 0) {
+            scan->out_of_memory = 1;
+            goto done;
+        }
+        rc = sqlite3_step(stmt);
+    }
+done:
+    scan->rc = rc;
+}
+
+static void
+free_column_buf(xt_column_buf *col)
+{
+    free(col->tags);
+    free(col->cells);
+    free(col->arena);
+    memset(col, 0, sizeof(*col));
+}
+
+static void
+free_scan(xt_scan *scan)
+{
+    for (int c = 0; c < scan->ncols; c++) {
+        free_column_buf(&scan->cols[c]);
+    }
+    free(scan->cols);
+    scan->cols = NULL;
+    scan->ncols = 0;
+}
+
+/* True when bytes[0..len) is well-formed UTF-8 (no overlongs, surrogates or values past
+ * U+10FFFF), which Arrow string arrays require. */
+static int
+valid_utf8(const unsigned char *bytes, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        /* Eight ASCII bytes at a time: the common case for keys, ids and timestamps. */
+        if (len - i >= 8) {
+            uint64_t word;
+            memcpy(&word, bytes + i, sizeof(word));
+            if ((word & 0x8080808080808080ULL) == 0) {
+                i += 8;
+                continue;
+            }
+        }
+        unsigned char b = bytes[i];
+        if (b < 0x80) {
+            i++;
+            continue;
+        }
+        size_t extra;
+        unsigned char lo = 0x80, hi = 0xBF;
+        if (b >= 0xC2 && b <= 0xDF) {
+            extra = 1;
+        }
+        else if (b >= 0xE0 && b <= 0xEF) {
+            extra = 2;
+            lo = b == 0xE0 ? 0xA0 : 0x80;
+            hi = b == 0xED ? 0x9F : 0xBF;
+        }
+        else if (b >= 0xF0 && b <= 0xF4) {
+            extra = 3;
+            lo = b == 0xF0 ? 0x90 : 0x80;
+            hi = b == 0xF4 ? 0x8F : 0xBF;
+        }
+        else {
+            return 0;
+        }
+        if (len - i <= extra || bytes[i + 1] < lo || bytes[i + 1] > hi) {
+            return 0;
+        }
+        for (size_t k = 2; k <= extra; k++) {
+            if (bytes[i + k] < 0x80 || bytes[i + k] > 0xBF) {
+                return 0;
+            }
+        }
+        i += extra + 1;
+    }
+    return 1;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Sort: pure C, GIL released.  Rows are put in the order SQLite's ORDER BY would give for
+ * one column with the BINARY collation (NULL < numbers < TEXT < BLOB; text and blobs by
+ * memcmp, then length), keeping the scan order of equal keys.  Rows already in order -- the
+ * usual case, as rows are appended in time order -- cost one comparison each.           */
+
+/* Byte length of every TEXT/BLOB value (0 for other rows); NULL when out of memory. */
+static size_t *
+value_lengths(const xt_column_buf *col, size_t nrows)
+{
+    size_t *lens = malloc((nrows ? nrows : 1) * sizeof(size_t));
+    size_t next_start = col->arena_len;
+    if (lens == NULL) {
+        return NULL;
+    }
+    for (size_t i = nrows; i-- > 0;) {
+        uint8_t tag = col->tags[i];
+        lens[i] = 0;
+        if (tag == SQLITE_TEXT || tag == SQLITE_BLOB) {
+            lens[i] = next_start - (size_t)col->cells[i].i;
+            next_start = (size_t)col->cells[i].i;
+        }
+        else if (tag == SQLITE_NULL) {
+            next_start = (size_t)col->cells[i].i;
+        }
+    }
+    return lens;
+}
+
+typedef struct {
+    const xt_column_buf *col;
+    const size_t *lens;
+} xt_sort_key;
+
+static int
+class_rank(uint8_t tag)
+{
+    switch (tag) {
+    case SQLITE_NULL:
+        return 0;
+    case SQLITE_INTEGER:
+    case SQLITE_FLOAT:
+        return 1;
+    case SQLITE_TEXT:
+        return 2;
+    default:
+        return 3;
+    }
+}
+
+static int
+compare_rows(const xt_sort_key *key, size_t a, size_t b)
+{
+    const xt_column_buf *col = key->col;
+    uint8_t ta = col->tags[a], tb = col->tags[b];
+    int ra = class_rank(ta), rb = class_rank(tb);
+    if (ra != rb) {
+        return ra < rb ? -1 : 1;
+    }
+    if (ra == 0) {
+        return 0;
+    }
+    if (ra == 1) {
+        if (ta == SQLITE_INTEGER && tb == SQLITE_INTEGER) {
+            int64_t x = col->cells[a].i, y = col->cells[b].i;
+            return (x > y) - (x < y);
+        }
+        double x = ta == SQLITE_INTEGER ? (double)col->cells[a].i : col->cells[a].d;
+        double y = tb == SQLITE_INTEGER ? (double)col->cells[b].i : col->cells[b].d;
+        return (x > y) - (x < y);
+    }
+    size_t la = key->lens[a], lb = key->lens[b];
+    int c = memcmp(col->arena + col->cells[a].i, col->arena + col->cells[b].i, la < lb ? la : lb);
+    if (c != 0) {
+        return c;
+    }
+    return (la > lb) - (la < lb);
+}
+
+/* Stable bottom-up merge sort of the row numbers in `order` (n of them); `tmp` has room
+ * for n.  Returns the buffer holding the result (`order` or `tmp`). */
+static size_t *
+merge_sort(const xt_sort_key *key, size_t *order, size_t *tmp, size_t n)
+{
+    size_t *src = order, *dst = tmp;
+    for (size_t width = 1; width < n; width *= 2) {
+        for (size_t lo = 0; lo < n; lo += 2 * width) {
+            size_t mid = lo + width < n ? lo + width : n;
+            size_t hi = lo + 2 * width < n ? lo + 2 * width : n;
+            size_t i = lo, j = mid, k = lo;
+            while (i < mid && j < hi) {
+                dst[k++] = compare_rows(key, src[j], src[i]) < 0 ? src[j++] : src[i++];
+            }
+            while (i < mid) {
+                dst[k++] = src[i++];
+            }
+            while (j < hi) {
+                dst[k++] = src[j++];
+            }
+        }
+        size_t *swap = src;
+        src = dst;
+        dst = swap;
+    }
+    return src;
+}
+
+/* Reorder one column's rows to `order`; -1 when out of memory (the column is unchanged). */
+static int
+permute_column(xt_column_buf *col, const size_t *order, size_t nrows, size_t cap)
+{
+    uint8_t *tags = malloc(cap);
+    xt_cell *cells = malloc(cap * sizeof(xt_cell));
+    char *arena = NULL;
+    size_t *lens = NULL;
+    int res = -1;
+
+    if (tags == NULL || cells == NULL) {
+        goto done;
+    }
+    int has_bytes = (col->seen & (XT_BIT(SQLITE_TEXT) | XT_BIT(SQLITE_BLOB))) != 0;
+    if (has_bytes) {
+        lens = value_lengths(col, nrows);
+        arena = malloc(col->arena_len ? col->arena_len : 1);
+        if (lens == NULL || arena == NULL) {
+            goto done;
+        }
+    }
+    size_t arena_len = 0;
+    for (size_t j = 0; j < nrows; j++) {
+        size_t p = order[j];
+        uint8_t tag = col->tags[p];
+        tags[j] = tag;
+        if (tag == SQLITE_TEXT || tag == SQLITE_BLOB) {
+            memcpy(arena + arena_len, col->arena + col->cells[p].i, lens[p]);
+            cells[j].i = (int64_t)arena_len;
+            arena_len += lens[p];
+        }
+        else if (tag == SQLITE_NULL) {
+            cells[j].i = (int64_t)arena_len;
+        }
+        else {
+            cells[j] = col->cells[p];
+        }
+    }
+    free(col->tags);
+    free(col->cells);
+    col->tags = tags;
+    col->cells = cells;
+    tags = NULL;
+    cells = NULL;
+    if (has_bytes) {
+        free(col->arena);
+        col->arena = arena;
+        col->arena_cap = col->arena_len ? col->arena_len : 1;
+        arena = NULL;
+    }
+    res = 0;
+done:
+    free(tags);
+    free(cells);
+    free(arena);
+    free(lens);
+    return res;
+}
+
+/* Sort the scanned rows by the column named scan->sort_by. */
+static void
+sort_scan(xt_scan *scan)
+{
+    size_t n = scan->nrows, *order = NULL, *tmp = NULL, *lens = NULL;
+    int key_col = -1;
+
+    for (int c = 0; c < scan->ncols; c++) {
+        const char *name = sqlite3_column_name(scan->stmt, c);
+        if (name != NULL && strcmp(name, scan->sort_by) == 0) {
+            key_col = c;
+            break;
+        }
+    }
+    if (key_col < 0) {
+        scan->sort_missing = 1;
+        return;
+    }
+    xt_column_buf *col = &scan->cols[key_col];
+    lens = value_lengths(col, n);
+    if (lens == NULL) {
+        goto oom;
+    }
+    xt_sort_key key = {col, lens};
+    size_t i = 1;
+    while (i < n && compare_rows(&key, i - 1, i) <= 0) {
+        i++;
+    }
+    if (i >= n) {
+        goto done; /* already in order */
+    }
+    order = malloc(n * sizeof(size_t));
+    tmp = malloc(n * sizeof(size_t));
+    if (order == NULL || tmp == NULL) {
+        goto oom;
+    }
+    for (i = 0; i < n; i++) {
+        order[i] = i;
+    }
+    size_t *sorted = merge_sort(&key, order, tmp, n);
+    for (int c = 0; c < scan->ncols; c++) {
+        if (permute_column(&scan->cols[c], sorted, n, scan->cap) < 0) {
+            goto oom;
+        }
+    }
+    goto done;
+oom:
+    scan->out_of_memory = 1;
+done:
+    free(order);
+    free(tmp);
+    free(lens);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Build: GIL held.                                                                     */
+
+static void
+free_capsule_buffer(PyObject *capsule)
+{
+    free(PyCapsule_GetPointer(capsule, NULL));
+}
+
+/* A 1-d array of `n` items of `typenum` over the malloc'd buffer *buf, which the array
+ * then owns (through a capsule base that frees it).  *buf is consumed either way. */
+static PyObject *
+adopt_buffer(void **buf, npy_intp n, int typenum, size_t itemsize)
+{
+    PyObject *capsule = NULL, *arr = NULL;
+    void *data = *buf;
+
+    *buf = NULL;
+    if (n == 0 || data == NULL) {
+        free(data);
+        return PyArray_SimpleNew(1, &n, typenum);
+    }
+    void *exact = realloc(data, (size_t)n * itemsize); /* give back the growth slack */
+    if (exact != NULL) {
+        data = exact;
+    }
+    capsule = PyCapsule_New(data, NULL, free_capsule_buffer);
+    if (capsule == NULL) {
+        free(data);
+        return NULL;
+    }
+    arr = PyArray_SimpleNewFromData(1, &n, typenum, data);
+    if (arr == NULL) {
+        Py_DECREF(capsule);
+        return NULL;
+    }
+    if (PyArray_SetBaseObject((PyArrayObject *)arr, capsule) < 0) { /* steals capsule */
+        Py_DECREF(arr);
+        return NULL;
+    }
+    return arr;
+}
+
+static PyObject *
+value_object(const xt_column_buf *col, uint8_t tag, size_t start, size_t len)
+{
+    if (tag == SQLITE_TEXT) {
+        return PyUnicode_DecodeUTF8(col->arena + start, (Py_ssize_t)len, "replace");
+    }
+    return PyBytes_FromStringAndSize(col->arena + start, (Py_ssize_t)len);
+}
+
+/* Object array of the Python values, filled from the last row backwards: a value's length
+ * is where the following value starts.  A str/bytes equal to the following row's value
+ * reuses that object. */
+static PyObject *
+build_object_column(const xt_column_buf *col, npy_intp n)
+{
+    PyObject *arr = PyArray_SimpleNew(1, &n, NPY_OBJECT);
+    PyObject *res = NULL;
+    PyObject *next = NULL; /* borrowed from the array: the str/bytes of the following row */
+    size_t next_start = col->arena_len, next_len = 0;
+    uint8_t next_tag = 0;
+
+    if (arr == NULL) {
+        goto done;
+    }
+    /* NumPy zero-fills new object arrays, so a partly filled array is safe to free. */
+    PyObject **out = (PyObject **)PyArray_DATA((PyArrayObject *)arr);
+    for (npy_intp i = n - 1; i >= 0; i--) {
+        uint8_t tag = col->tags[i];
+        PyObject *value;
+        switch (tag) {
+        case SQLITE_INTEGER:
+            value = PyLong_FromLongLong(col->cells[i].i);
+            break;
+        case SQLITE_FLOAT:
+            value = PyFloat_FromDouble(col->cells[i].d);
+            break;
+        case SQLITE_TEXT:
+        case SQLITE_BLOB: {
+            size_t start = (size_t)col->cells[i].i, len = next_start - start;
+            if (next != NULL && tag == next_tag && len == next_len
+                && memcmp(col->arena + start, col->arena + next_start, len) == 0) {
+                value = Py_NewRef(next);
+            }
+            else {
+                value = value_object(col, tag, start, len);
+                next = value;
+                next_tag = tag;
+                next_len = len;
+            }
+            next_start = start;
+            break;
+        }
+        default:
+            value = Py_NewRef(Py_None);
+            break;
+        }
+        if (value == NULL) {
+            goto done;
+        }
+        out[i] = value;
+    }
+    res = Py_NewRef(arr);
+done:
+    Py_XDECREF(arr);
+    return res;
+}
+
+/* (offsets int64[n+1], data uint8[...], validity bitmap uint8[(n+7)/8] or None): the
+ * buffers of an Arrow large_string array, taken over from the column without copying. */
+static PyObject *
+build_text_buffers(xt_column_buf *col, size_t nrows)
+{
+    PyObject *offsets = NULL, *data = NULL, *validity = NULL, *res = NULL;
+    npy_intp n = (npy_intp)nrows;
+
+    col->cells[nrows].i = (int64_t)col->arena_len; /* grow_rows keeps this cell spare */
+    if (col->seen & XT_BIT(SQLITE_NULL)) {
+        npy_intp nbytes = (n + 7) / 8;
+        validity = PyArray_ZEROS(1, &nbytes, NPY_UINT8, 0);
+        if (validity == NULL) {
+            goto done;
+        }
+        uint8_t *bits = (uint8_t *)PyArray_DATA((PyArrayObject *)validity);
+        for (size_t i = 0; i < nrows; i++) {
+            if (col->tags[i] != SQLITE_NULL) {
+                bits[i >> 3] |= (uint8_t)(1u << (i & 7));
+            }
+        }
+    }
+    else {
+        validity = Py_NewRef(Py_None);
+    }
+    void *cells = col->cells;
+    col->cells = NULL;
+    offsets = adopt_buffer(&cells, n + 1, NPY_INT64, sizeof(int64_t));
+    if (offsets == NULL) {
+        goto done;
+    }
+    void *arena = col->arena;
+    col->arena = NULL;
+    data = adopt_buffer(&arena, (npy_intp)col->arena_len, NPY_UINT8, 1);
+    if (data == NULL) {
+        goto done;
+    }
+    res = PyTuple_Pack(3, offsets, data, validity);
+done:
+    Py_XDECREF(offsets);
+    Py_XDECREF(data);
+    Py_XDECREF(validity);
+    return res;
+}
+
+static PyObject *
+build_column(xt_column_buf *col, size_t nrows, int flags)
+{
+    npy_intp n = (npy_intp)nrows;
+    unsigned seen = col->seen;
+    void *cells;
+
+    if (n > 0 && seen == XT_BIT(SQLITE_INTEGER)) {
+        cells = col->cells;
+        col->cells = NULL;
+        return adopt_buffer(&cells, n, NPY_INT64, sizeof(int64_t));
+    }
+    if (n > 0 && (seen & ~XT_NUMERIC_OR_NULL) == 0
+        && (seen & (XT_BIT(SQLITE_INTEGER) | XT_BIT(SQLITE_FLOAT))) != 0) {
+        if (seen != XT_BIT(SQLITE_FLOAT)) { /* to doubles in place: both are 8 bytes */
+            for (size_t i = 0; i < nrows; i++) {
+                uint8_t tag = col->tags[i];
+                if (tag == SQLITE_INTEGER) {
+                    col->cells[i].d = (double)col->cells[i].i;
+                }
+                else if (tag == SQLITE_NULL) {
+                    col->cells[i].d = NAN;
+                }
+            }
+        }
+        cells = col->cells;
+        col->cells = NULL;
+        return adopt_buffer(&cells, n, NPY_FLOAT64, sizeof(double));
+    }
+    if ((flags & XT_READ_TEXT_BUFFERS) && n > 0 && (seen & XT_BIT(SQLITE_TEXT))
+        && (seen & ~(XT_BIT(SQLITE_TEXT) | XT_BIT(SQLITE_NULL))) == 0
+        && valid_utf8((const unsigned char *)col->arena, col->arena_len)) {
+        return build_text_buffers(col, nrows);
+    }
+    return build_object_column(col, n);
+}
+
+/* `name`, or name.1, name.2, ... if `columns` already holds it.  New reference. */
+static PyObject *
+unique_name(PyObject *columns, const char *utf8)
+{
+    PyObject *name = PyUnicode_DecodeUTF8(utf8, (Py_ssize_t)strlen(utf8), "replace");
+    for (long k = 1; name != NULL; k++) {
+        int taken = PyDict_Contains(columns, name);
+        if (taken <= 0) {
+            if (taken < 0) {
+                Py_CLEAR(name);
+            }
+            break;
+        }
+        Py_DECREF(name);
+        name = PyUnicode_FromFormat("%s.%ld", utf8, k);
+    }
+    return name;
+}
+
+static PyObject *
+build_columns(xt_scan *scan, int flags)
+{
+    PyObject *res = NULL, *columns = PyDict_New(), *name = NULL, *arr = NULL;
+
+    if (columns == NULL) {
+        goto done;
+    }
+    for (int c = 0; c < scan->ncols; c++) {
+        const char *utf8 = sqlite3_column_name(scan->stmt, c);
+        if (utf8 == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        name = unique_name(columns, utf8);
+        if (name == NULL) {
+            goto done;
+        }
+        arr = build_column(&scan->cols[c], scan->nrows, flags);
+        if (arr == NULL || PyDict_SetItem(columns, name, arr) < 0) {
+            goto done;
+        }
+        Py_CLEAR(name);
+        Py_CLEAR(arr);
+        free_column_buf(&scan->cols[c]); /* keep peak memory near one copy of the data */
+    }
+    res = Py_NewRef(columns);
+done:
+    Py_XDECREF(columns);
+    Py_XDECREF(name);
+    Py_XDECREF(arr);
+    return res;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Statements                                                                           */
+
+/* Bind `params` (tuple, list, or NULL/None for none) to `stmt`. */
+static int
+bind_params(xt_state *st, sqlite3 *db, sqlite3_stmt *stmt, PyObject *params,
+            const char *filename, const char *sql)
+{
+    PyObject *seq = NULL, *number = NULL;
+    int res = -1;
+    int expected = sqlite3_bind_parameter_count(stmt);
+    Py_ssize_t given = 0;
+
+    if (params != NULL && params != Py_None) {
+        if (!PyTuple_Check(params) && !PyList_Check(params)) {
+            PyErr_Format(PyExc_TypeError, "params must be a tuple or a list, not %.100s",
+                         Py_TYPE(params)->tp_name);
+            goto done;
+        }
+        seq = PySequence_Fast(params, "params must be a tuple or a list");
+        if (seq == NULL) {
+            goto done;
+        }
+        given = PySequence_Fast_GET_SIZE(seq);
+    }
+    if (given != expected) {
+        PyErr_Format(PyExc_ValueError,
+                     "the statement has %d parameter(s) but %zd value(s) were given: %.200s",
+                     expected, given, sql);
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < given; i++) {
+        PyObject *value = PySequence_Fast_GET_ITEM(seq, i);
+        int pos = (int)i + 1;
+        int rc;
+        if (value == Py_None) {
+            rc = sqlite3_bind_null(stmt, pos);
+        }
+        else if (PyLong_Check(value) || (!PyFloat_Check(value) && PyIndex_Check(value))) {
+            int overflow = 0;
+            number = PyNumber_Index(value);
+            if (number == NULL) {
+                goto done;
+            }
+            long long v = PyLong_AsLongLongAndOverflow(number, &overflow);
+            if (v == -1 && PyErr_Occurred()) {
+                goto done;
+            }
+            if (overflow) {
+                PyErr_Format(PyExc_OverflowError,
+                             "parameter %zd: %R does not fit SQLite's 64-bit INTEGER; pass it "
+                             "as str or float",
+                             i, value);
+                goto done;
+            }
+            Py_CLEAR(number);
+            rc = sqlite3_bind_int64(stmt, pos, (sqlite3_int64)v);
+        }
+        else if (PyFloat_Check(value)) {
+            rc = sqlite3_bind_double(stmt, pos, PyFloat_AS_DOUBLE(value));
+        }
+        else if (PyUnicode_Check(value)) {
+            Py_ssize_t len;
+            const char *text = PyUnicode_AsUTF8AndSize(value, &len);
+            if (text == NULL) {
+                goto done;
+            }
+            rc = sqlite3_bind_text64(stmt, pos, text, (sqlite3_uint64)len, SQLITE_TRANSIENT,
+                                     SQLITE_UTF8);
+        }
+        else if (PyBytes_Check(value)) {
+            rc = sqlite3_bind_blob64(stmt, pos, PyBytes_AS_STRING(value),
+                                     (sqlite3_uint64)PyBytes_GET_SIZE(value), SQLITE_TRANSIENT);
+        }
+        else if (PyByteArray_Check(value)) {
+            rc = sqlite3_bind_blob64(stmt, pos, PyByteArray_AS_STRING(value),
+                                     (sqlite3_uint64)PyByteArray_GET_SIZE(value),
+                                     SQLITE_TRANSIENT);
+        }
+        else if (Py_TYPE(value)->tp_as_number != NULL
+                 && Py_TYPE(value)->tp_as_number->nb_float != NULL) {
+            double v = PyFloat_AsDouble(value);
+            if (v == -1.0 && PyErr_Occurred()) {
+                goto done;
+            }
+            rc = sqlite3_bind_double(stmt, pos, v);
+        }
+        else {
+            PyErr_Format(PyExc_TypeError,
+                         "parameter %zd: cannot bind %.100s; use None, int, float, str or bytes",
+                         i, Py_TYPE(value)->tp_name);
+            goto done;
+        }
+        if (rc != SQLITE_OK) {
+            xt_raise_sqlite(st, rc, sqlite3_errmsg(db), filename, sql);
+            goto done;
+        }
+    }
+    res = 0;
+done:
+    Py_XDECREF(seq);
+    Py_XDECREF(number);
+    return res;
+}
+
+/* Prepare exactly one statement; *stmt_out is set on success. */
+static int
+prepare_one(xt_state *st, sqlite3 *db, const char *filename, const char *sql,
+            sqlite3_stmt **stmt_out)
+{
+    sqlite3_stmt *stmt = NULL, *extra = NULL;
+    const char *tail = NULL;
+    int rc, extra_rc = SQLITE_OK, res = -1;
+
+    Py_BEGIN_ALLOW_THREADS
+    rc = sqlite3_prepare_v2(db, sql, -1, &stmt, &tail);
+    if (rc == SQLITE_OK && tail != NULL && *tail != '\0') {
+        /* Whatever follows must be only whitespace, ';' and comments: preparing it then
+         * yields no statement. */
+        extra_rc = sqlite3_prepare_v2(db, tail, -1, &extra, NULL);
+    }
+    Py_END_ALLOW_THREADS
+    if (rc != SQLITE_OK) {
+        xt_raise_sqlite(st, rc, sqlite3_errmsg(db), filename, sql);
+        goto done;
+    }
+    if (stmt == NULL) {
+        PyErr_SetString(PyExc_ValueError, "sql holds no statement; pass one SQL statement");
+        goto done;
+    }
+    if (extra_rc != SQLITE_OK || extra != NULL) {
+        PyErr_Format(PyExc_ValueError,
+                     "sql must be a single statement; split it and run each on its own: %.200s",
+                     sql);
+        goto done;
+    }
+    *stmt_out = stmt;
+    stmt = NULL;
+    res = 0;
+done:
+    sqlite3_finalize(stmt);
+    sqlite3_finalize(extra);
+    return res;
+}
+
+PyObject *
+xt_read_columns_ex(xt_state *st, sqlite3 *db, const char *filename, const char *sql,
+                   PyObject *params, int flags, const char *sort_by)
+{
+    assert(!PyErr_Occurred());
+    PyObject *res = NULL;
+    sqlite3_stmt *stmt = NULL;
+    xt_scan scan;
+
+    memset(&scan, 0, sizeof(scan));
+    if (PyArray_ImportNumPyAPI() < 0) {
+        goto done;
+    }
+    if (prepare_one(st, db, filename, sql, &stmt) < 0
+        || bind_params(st, db, stmt, params, filename, sql) < 0) {
+        goto done;
+    }
+    scan.stmt = stmt;
+    scan.sort_by = sort_by;
+    Py_BEGIN_ALLOW_THREADS
+    scan_rows(&scan);
+    if (scan.rc == SQLITE_DONE && !scan.out_of_memory && sort_by != NULL) {
+        sort_scan(&scan);
+    }
+    Py_END_ALLOW_THREADS
+    if (scan.out_of_memory) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (scan.rc != SQLITE_DONE) {
+        xt_raise_sqlite(st, scan.rc, sqlite3_errmsg(db), filename, sql);
+        goto done;
+    }
+    if (scan.sort_missing) {
+        PyErr_Format(PyExc_ValueError, "sort_by names no column of the result: %s", sort_by);
+        goto done;
+    }
+    res = build_columns(&scan, flags);
+done:
+    free_scan(&scan);
+    sqlite3_finalize(stmt);
+    assert(res != NULL || PyErr_Occurred());
+    return res;
+}
+
+PyObject *
+xt_read_columns(xt_state *st, sqlite3 *db, const char *filename, const char *sql,
+                PyObject *params)
+{
+    return xt_read_columns_ex(st, db, filename, sql, params, 0, NULL);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Connections opened by the module-level helpers                                       */
+
+/* Run a statement that returns no rows (BEGIN, COMMIT, ...) with the GIL released. */
+static int
+exec_simple(xt_state *st, sqlite3 *db, const char *filename, const char *sql)
+{
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    Py_END_ALLOW_THREADS
+    if (rc != SQLITE_OK) {
+        xt_raise_sqlite(st, rc, sqlite3_errmsg(db), filename, sql);
+        return -1;
+    }
+    return 0;
+}
+
+static void
+close_db(sqlite3 *db)
+{
+    if (db == NULL) {
+        return;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    sqlite3_close_v2(db);
+    Py_END_ALLOW_THREADS
+}
+
+/* Open the existing database `path` (str or os.PathLike); never creates a file.
+ * *path_bytes receives the file-system encoded path (a new reference) used in messages. */
+static int
+open_existing(xt_state *st, PyObject *path, int writable, sqlite3 **db_out,
+              PyObject **path_bytes)
+{
+    sqlite3 *db = NULL;
+    PyObject *encoded = NULL;
+    int rc, res = -1;
+    /* NOMUTEX: the connection lives only for one call on one thread, so SQLite's
+     * per-call connection mutex is pure overhead on the per-cell column calls. */
+    int flags = (writable ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY) | SQLITE_OPEN_NOMUTEX;
+
+    if (!PyUnicode_FSConverter(path, &encoded)) {
+        goto done;
+    }
+    const char *filename = PyBytes_AS_STRING(encoded);
+    Py_BEGIN_ALLOW_THREADS
+    rc = sqlite3_open_v2(filename, &db, flags, NULL);
+    Py_END_ALLOW_THREADS
+    if (rc != SQLITE_OK) {
+        struct stat info;
+        if (strcmp(filename, ":memory:") != 0 && stat(filename, &info) != 0 && errno == ENOENT) {
+            PyObject *exc = PyObject_CallFunction(
+                PyExc_FileNotFoundError, "isO", ENOENT,
+                "No such database file (reading never creates one; check the path)", path);
+            if (exc != NULL) {
+                PyErr_SetObject(PyExc_FileNotFoundError, exc);
+                Py_DECREF(exc);
+            }
+        }
+        else {
+            xt_raise_sqlite(st, rc, db ? sqlite3_errmsg(db) : NULL, filename, NULL);
+        }
+        goto done;
+    }
+    sqlite3_extended_result_codes(db, 1);
+    sqlite3_busy_timeout(db, XT_BUSY_TIMEOUT_MS);
+    *db_out = db;
+    db = NULL;
+    *path_bytes = encoded;
+    encoded = NULL;
+    res = 0;
+done:
+    close_db(db);
+    Py_XDECREF(encoded);
+    return res;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Python functions                                                                     */
+
+PyDoc_STRVAR(read_columns__doc__,
+    "read_columns(path, sql, params=(), *, text_buffers=False, sort_by=None)\n--\n\n"
+    "Run one SELECT on the SQLite file `path`, opened read-only, and return\n"
+    "{column name: numpy.ndarray} in SELECT order.\n\n"
+    "The file is never created or written; a missing file raises FileNotFoundError and a\n"
+    "file that is not a SQLite database raises CorruptDatabaseError.  The statement reads\n"
+    "one snapshot of the database, so rows committed by other processes meanwhile are either\n"
+    "all in or all out.  `params` is a tuple or list of None, int, float, str or bytes\n"
+    "values bound to the statement's placeholders.\n\n"
+    "dtypes: INTEGER -> int64 (float64 with NaN when NULLs occur); REAL -> float64;\n"
+    "TEXT -> object array of str/None; BLOB -> object array of bytes; columns mixing storage\n"
+    "classes, all-NULL columns and empty results -> object arrays of the Python values.\n"
+    "A repeated column name gets a '.1', '.2', ... suffix.\n\n"
+    "With text_buffers=True a column of TEXT (and NULL) only comes back as the buffers of\n"
+    "an Arrow large_string array, (offsets int64[n+1], data uint8[], validity bitmap or\n"
+    "None), without creating a str per row; frame_from_columns() accepts them.\n\n"
+    "sort_by names a result column to sort the rows by after reading, in C, as ORDER BY\n"
+    "that column would (NULLs first, numbers, then text and blobs bytewise), keeping the\n"
+    "table order of equal keys; rows already in order cost one comparison each.");
+
+static PyObject *
+read_columns(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"path", "sql", "params", "text_buffers", "sort_by", NULL};
+    xt_state *st = xt_get_state(module);
+    PyObject *path, *params = NULL, *path_bytes = NULL, *res = NULL, *columns = NULL;
+    const char *sql;
+    sqlite3 *db = NULL;
+    const char *sort_by = NULL;
+    int text_buffers = 0;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Os|O$pz:read_columns", keywords, &path,
+                                     &sql, &params, &text_buffers, &sort_by)) {
+        goto done;
+    }
+    if (open_existing(st, path, 0, &db, &path_bytes) < 0) {
+        goto done;
+    }
+    const char *filename = PyBytes_AS_STRING(path_bytes);
+    if (exec_simple(st, db, filename, "BEGIN") < 0) {
+        goto done;
+    }
+    columns = xt_read_columns_ex(st, db, filename, sql, params,
+                                 text_buffers ? XT_READ_TEXT_BUFFERS : 0, sort_by);
+    if (columns == NULL) {
+        goto done;
+    }
+    if (exec_simple(st, db, filename, "COMMIT") < 0) {
+        goto done;
+    }
+    res = Py_NewRef(columns);
+done:
+    Py_XDECREF(columns);
+    Py_XDECREF(path_bytes);
+    close_db(db); /* closing ends any transaction still open */
+    return res;
+}
+
+static PyObject *
+cell_object(sqlite3_stmt *stmt, int c)
+{
+    switch (sqlite3_column_type(stmt, c)) {
+    case SQLITE_INTEGER:
+        return PyLong_FromLongLong(sqlite3_column_int64(stmt, c));
+    case SQLITE_FLOAT:
+        return PyFloat_FromDouble(sqlite3_column_double(stmt, c));
+    case SQLITE_TEXT: {
+        const char *text = (const char *)sqlite3_column_text(stmt, c);
+        if (text == NULL) {
+            return PyErr_NoMemory();
+        }
+        return PyUnicode_DecodeUTF8(text, sqlite3_column_bytes(stmt, c), "replace");
+    }
+    case SQLITE_BLOB: {
+        const void *blob = sqlite3_column_blob(stmt, c);
+        return PyBytes_FromStringAndSize(blob, blob ? sqlite3_column_bytes(stmt, c) : 0);
+    }
+    default:
+        return Py_NewRef(Py_None);
+    }
+}
+
+PyDoc_STRVAR(read_rows__doc__,
+    "read_rows(path, sql, params=())\n--\n\n"
+    "Run one statement on the SQLite file `path`, opened read-only, and return\n"
+    "(names, rows): the column names as a tuple and the rows as a list of tuples of\n"
+    "None/int/float/str/bytes.  Needs no NumPy; meant for small results (schema, counts).\n"
+    "Errors as read_columns().");
+
+static PyObject *
+read_rows(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"path", "sql", "params", NULL};
+    xt_state *st = xt_get_state(module);
+    PyObject *path, *params = NULL, *path_bytes = NULL, *res = NULL;
+    PyObject *names = NULL, *rows = NULL, *row = NULL;
+    const char *sql;
+    sqlite3 *db = NULL;
+    sqlite3_stmt *stmt = NULL;
+    int rc;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Os|O:read_rows", keywords, &path, &sql,
+                                     &params)) {
+        goto done;
+    }
+    if (open_existing(st, path, 0, &db, &path_bytes) < 0) {
+        goto done;
+    }
+    const char *filename = PyBytes_AS_STRING(path_bytes);
+    if (prepare_one(st, db, filename, sql, &stmt) < 0
+        || bind_params(st, db, stmt, params, filename, sql) < 0) {
+        goto done;
+    }
+    rows = PyList_New(0);
+    if (rows == NULL) {
+        goto done;
+    }
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = sqlite3_step(stmt);
+        Py_END_ALLOW_THREADS
+        if (rc != SQLITE_ROW) {
+            break;
+        }
+        int ncols = sqlite3_column_count(stmt);
+        row = PyTuple_New(ncols);
+        if (row == NULL) {
+            goto done;
+        }
+        for (int c = 0; c < ncols; c++) {
+            PyObject *value = cell_object(stmt, c);
+            if (value == NULL) {
+                goto done;
+            }
+            PyTuple_SET_ITEM(row, c, value);
+        }
+        if (PyList_Append(rows, row) < 0) {
+            goto done;
+        }
+        Py_CLEAR(row);
+    }
+    if (rc != SQLITE_DONE) {
+        xt_raise_sqlite(st, rc, sqlite3_errmsg(db), filename, sql);
+        goto done;
+    }
+    int ncols = sqlite3_column_count(stmt);
+    names = PyTuple_New(ncols);
+    if (names == NULL) {
+        goto done;
+    }
+    for (int c = 0; c < ncols; c++) {
+        const char *name = sqlite3_column_name(stmt, c);
+        PyObject *text = name ? PyUnicode_DecodeUTF8(name, (Py_ssize_t)strlen(name), "replace")
+                              : PyErr_NoMemory();
+        if (text == NULL) {
+            goto done;
+        }
+        PyTuple_SET_ITEM(names, c, text);
+    }
+    res = PyTuple_Pack(2, names, rows);
+done:
+    Py_XDECREF(names);
+    Py_XDECREF(rows);
+    Py_XDECREF(row);
+    Py_XDECREF(path_bytes);
+    sqlite3_finalize(stmt);
+    close_db(db);
+    return res;
+}
+
+PyDoc_STRVAR(execute__doc__,
+    "execute(path, sql, params=())\n--\n\n"
+    "Run one writing statement (UPDATE, DELETE, ALTER TABLE, ...) on the existing SQLite\n"
+    "file `path` in its own BEGIN IMMEDIATE transaction and return the number of rows it\n"
+    "changed.  Waiting for other writers happens with the GIL released (up to 30 s).  The\n"
+    "file is never created: a missing file raises FileNotFoundError.");
+
+static PyObject *
+execute(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"path", "sql", "params", NULL};
+    xt_state *st = xt_get_state(module);
+    PyObject *path, *params = NULL, *path_bytes = NULL, *res = NULL;
+    const char *sql;
+    sqlite3 *db = NULL;
+    sqlite3_stmt *stmt = NULL;
+    int rc, in_transaction = 0;
+    sqlite3_int64 changes = 0;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Os|O:execute", keywords, &path, &sql,
+                                     &params)) {
+        goto done;
+    }
+    if (open_existing(st, path, 1, &db, &path_bytes) < 0) {
+        goto done;
+    }
+    const char *filename = PyBytes_AS_STRING(path_bytes);
+    if (prepare_one(st, db, filename, sql, &stmt) < 0
+        || bind_params(st, db, stmt, params, filename, sql) < 0) {
+        goto done;
+    }
+    if (exec_simple(st, db, filename, "BEGIN IMMEDIATE") < 0) {
+        goto done;
+    }
+    in_transaction = 1;
+    Py_BEGIN_ALLOW_THREADS
+    do {
+        rc = sqlite3_step(stmt);
+    } while (rc == SQLITE_ROW);
+    changes = sqlite3_changes64(db);
+    Py_END_ALLOW_THREADS
+    if (rc != SQLITE_DONE) {
+        xt_raise_sqlite(st, rc, sqlite3_errmsg(db), filename, sql);
+        goto done;
+    }
+    sqlite3_finalize(stmt);
+    stmt = NULL;
+    if (exec_simple(st, db, filename, "COMMIT") < 0) {
+        goto done;
+    }
+    in_transaction = 0;
+    res = PyLong_FromLongLong((long long)changes);
+done:
+    sqlite3_finalize(stmt);
+    if (in_transaction) {
+        /* Keep the first error; the rollback's own outcome does not matter. */
+        (void)sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    }
+    Py_XDECREF(path_bytes);
+    close_db(db);
+    return res;
+}
+
+static PyMethodDef reader_functions[] = {
+    {"read_columns", (PyCFunction)(void (*)(void))read_columns, METH_VARARGS | METH_KEYWORDS,
+     read_columns__doc__},
+    {"read_rows", (PyCFunction)(void (*)(void))read_rows, METH_VARARGS | METH_KEYWORDS,
+     read_rows__doc__},
+    {"execute", (PyCFunction)(void (*)(void))execute, METH_VARARGS | METH_KEYWORDS,
+     execute__doc__},
+    {NULL, NULL, 0, NULL},
+};
 
 int
 xt_reader_exec(PyObject *module, xt_state *st)
 {
-    (void)module;
     (void)st;
-    return 0;
+    return PyModule_AddFunctions(module, reader_functions);
 }

@@ -9,10 +9,21 @@
 #include <string.h>
 
 #include "names.h"
+#include "reader.h"
 #include <structmember.h>
 
 /* Values encoded on the stack before spilling to the heap. */
 #define XT_STACK_PAIRS 64
+
+/* Direct-mapped cache from key object identity to column id.  Loops log the same key
+ * objects again and again (literals are interned), so a pointer compare replaces a dict
+ * lookup.  Entries hold a strong reference, so an address is never reused while cached. */
+#define XT_KEY_CACHE 128
+
+typedef struct {
+    PyObject *key;
+    int col;
+} xt_key_slot;
 
 typedef struct {
     PyObject_HEAD
@@ -28,11 +39,14 @@ typedef struct {
     char *track_id_utf8;
     Py_ssize_t track_id_len;
     int skip_insert;
+    char raise_on_error; /* track(): re-raise the function's exception after logging */
+    char warnings;
     /* Timestamps: strictly increasing per tracker.  Touched only with the GIL held, with
      * no Python call in between. */
     int64_t last_ts;
     int64_t ts_cache_sec;
     char ts_cache_text[XT_TS_SIZE];
+    xt_key_slot key_cache[XT_KEY_CACHE];
 } TrackerCore;
 
 /* One encoded key/value while a row is being built. */
@@ -50,8 +64,11 @@ typedef struct {
     xt_pair *pairs;
     int n, cap;
     xt_pair stack[XT_STACK_PAIRS];
-    uint64_t seen[(XT_MAX_COLUMNS + 63) / 64];
+    uint64_t seen[(XT_REGISTRY_SIZE + 63) / 64];
     size_t bytes; /* text and blob bytes to copy */
+    /* Every key is its own column name and every value is shown as given: the row dict
+     * is then params | data, built by copying instead of inserting key by key. */
+    int copyable;
 } xt_encoder;
 
 static xt_state *
@@ -92,18 +109,13 @@ classify(xt_state *st, PyObject *value, xt_pair *pair, int depth)
             return -1;
         }
         if (overflow) {
-            PyObject *digits = PyObject_Str(value);
-            if (digits == NULL) {
-                return -1;
-            }
-            pair->p = PyUnicode_AsUTF8AndSize(digits, &pair->n);
-            if (pair->p == NULL) {
-                Py_DECREF(digits);
-                return -1;
-            }
-            pair->type = XT_TEXT;
-            pair->value = digits;
-            return XT_INT;
+            /* SQLite has no wider integer, and its column affinity would turn the digits
+             * into a lossy REAL: refuse rather than store a different number. */
+            PyErr_Format(PyExc_OverflowError,
+                         "%R does not fit SQLite's 64-bit INTEGER; log str(value) to keep "
+                         "its digits or float(value) to keep its magnitude",
+                         value);
+            return -1;
         }
         pair->type = XT_INT;
         pair->i = v;
@@ -230,11 +242,12 @@ new_column(TrackerCore *self, PyObject *name, int decl_type)
     xt_column *c = NULL;
     int res = -1;
 
-    if (id >= XT_MAX_COLUMNS) {
+    if (id >= XT_REGISTRY_SIZE) {
         PyErr_Format(PyExc_ValueError,
-                     "cannot add column %R: a table holds at most %d columns; log fewer "
-                     "distinct keys or split them across tables (table=...)",
-                     name, XT_MAX_COLUMNS);
+                     "cannot add column %R: this tracker has seen %d distinct keys; a table "
+                     "holds at most %d columns, so log fewer distinct keys or split them "
+                     "across tables (table=...)",
+                     name, XT_REGISTRY_SIZE, XT_MAX_COLUMNS);
         goto done;
     }
     Py_ssize_t len;
@@ -277,16 +290,36 @@ done:
 }
 
 /* Column id for `key`, creating the column entry (typed by decl_type) if it is new. */
+static inline xt_key_slot *
+key_slot(TrackerCore *self, PyObject *key)
+{
+    return &self->key_cache[((uintptr_t)key >> 4) % XT_KEY_CACHE];
+}
+
+static void
+remember_key(TrackerCore *self, PyObject *key, int col)
+{
+    xt_key_slot *slot = key_slot(self, key);
+    Py_XSETREF(slot->key, Py_NewRef(key));
+    slot->col = col;
+}
+
 static int
 column_for_key(TrackerCore *self, PyObject *key, int decl_type)
 {
     PyObject *found, *name = NULL, *lower = NULL;
     int id = -1;
 
+    xt_key_slot *slot = key_slot(self, key);
+    if (slot->key == key) {
+        return slot->col;
+    }
     if (PyUnicode_CheckExact(key)) {
         found = PyDict_GetItemWithError(self->key_ids, key);
         if (found != NULL) {
-            return (int)PyLong_AsLong(found);
+            id = (int)PyLong_AsLong(found);
+            remember_key(self, key, id);
+            return id;
         }
         if (PyErr_Occurred()) {
             return -1;
@@ -317,6 +350,9 @@ column_for_key(TrackerCore *self, PyObject *key, int decl_type)
             id = -1;
         }
         Py_XDECREF(id_obj);
+        if (id >= 0) {
+            remember_key(self, key, id);
+        }
     }
 done:
     Py_XDECREF(name);
@@ -336,6 +372,7 @@ encoder_init(xt_encoder *enc)
     enc->cap = XT_STACK_PAIRS;
     memset(enc->seen, 0, sizeof(enc->seen));
     enc->bytes = 0;
+    enc->copyable = 1;
 }
 
 static void
@@ -347,11 +384,6 @@ encoder_clear(xt_encoder *enc)
     if (enc->pairs != enc->stack) {
         PyMem_Free(enc->pairs);
     }
-    enc->pairs = enc->stack;
-    enc->n = 0;
-    enc->cap = XT_STACK_PAIRS;
-    memset(enc->seen, 0, sizeof(enc->seen));
-    enc->bytes = 0;
 }
 
 /* Add one key/value; a later value for the same column replaces the earlier one in
@@ -370,6 +402,17 @@ encoder_add(TrackerCore *self, xt_state *st, xt_encoder *enc, PyObject *key, PyO
         return -1;
     }
     pair.col = col;
+    if (enc->copyable
+        && (pair.value != value || !PyUnicode_CheckExact(key)
+            || PyList_GET_ITEM(self->col_names, col) != key)) {
+        /* Fall back to key-by-key unless the key is the column's own name object. */
+        enc->copyable = pair.value == value && PyUnicode_CheckExact(key)
+                        && PyUnicode_Compare(PyList_GET_ITEM(self->col_names, col), key) == 0;
+        if (PyErr_Occurred()) {
+            Py_DECREF(pair.value);
+            return -1;
+        }
+    }
     uint64_t bit = (uint64_t)1 << (col & 63);
     if (enc->seen[col >> 6] & bit) {
         for (int i = 0; i < enc->n; i++) {
@@ -475,6 +518,14 @@ encode_row(TrackerCore *self, xt_state *st, PyObject *data, xt_row **row_out, Py
                      Py_TYPE(data)->tp_name);
         goto done;
     }
+    Py_ssize_t width = PyDict_GET_SIZE(self->params) + PyDict_GET_SIZE(data) + 2;
+    if (width > XT_MAX_COLUMNS) {
+        PyErr_Format(PyExc_ValueError,
+                     "a row of %zd keys (with params, timestamp and track_id) is wider than "
+                     "the %d columns a SQLite table holds; split it across rows or tables",
+                     width, XT_MAX_COLUMNS);
+        goto done;
+    }
     if (encoder_add_dict(self, st, &enc, self->params) < 0
         || encoder_add_dict(self, st, &enc, data) < 0) {
         goto done;
@@ -489,7 +540,20 @@ encode_row(TrackerCore *self, xt_state *st, PyObject *data, xt_row **row_out, Py
 
     size_t size = sizeof(xt_row) + sizeof(xt_value) * (size_t)enc.n + enc.bytes;
     row = malloc(size);
-    dict = PyDict_New();
+    if (enc.copyable) {
+        dict = PyDict_Copy(self->params);
+        if (dict != NULL && PyDict_Update(dict, data) < 0) {
+            Py_CLEAR(dict);
+        }
+        if (dict != NULL
+            && (PyDict_SetItem(dict, st->str_timestamp, ts_obj) < 0
+                || PyDict_SetItem(dict, st->str_track_id, self->track_id) < 0)) {
+            Py_CLEAR(dict);
+        }
+    }
+    else {
+        dict = PyDict_New();
+    }
     if (row == NULL || dict == NULL) {
         if (row == NULL) {
             PyErr_NoMemory();
@@ -522,7 +586,8 @@ encode_row(TrackerCore *self, xt_state *st, PyObject *data, xt_row **row_out, Py
             v->v.s.n = p->n;
             arena += p->n;
         }
-        if (PyDict_SetItem(dict, PyList_GET_ITEM(self->col_names, p->col), p->value) < 0) {
+        if (!enc.copyable
+            && PyDict_SetItem(dict, PyList_GET_ITEM(self->col_names, p->col), p->value) < 0) {
             goto done;
         }
     }
@@ -600,7 +665,15 @@ flush_store(TrackerCore *self, xt_state *st)
     return 0;
 }
 
-/* Write encoded rows; ownership of the rows passes to this function. */
+/* Rows go to the async queue, which then owns them. */
+static int
+rows_queued(TrackerCore *self)
+{
+    return xt_store_durability(self->store) == XT_DURABLE_ASYNC && !self->skip_insert;
+}
+
+/* Store encoded rows.  Queued rows pass to the store (see rows_queued); otherwise the
+ * caller keeps and frees them. */
 static int
 write_rows(TrackerCore *self, xt_state *st, xt_row **rows, size_t n)
 {
@@ -608,17 +681,26 @@ write_rows(TrackerCore *self, xt_state *st, xt_row **rows, size_t n)
     xt_error err = {0};
 
     if (self->skip_insert) {
-        for (size_t i = 0; i < n; i++) {
-            free(rows[i]);
-        }
         return 0;
     }
-    if (xt_store_durability(self->store) == XT_DURABLE_ASYNC) {
+    if (rows_queued(self)) {
         for (size_t i = 0; i < n; i++) {
-            if (xt_store_enqueue(self->store, rows[i], 0) != 0) {
+            int queued = xt_store_enqueue(self->store, rows[i], 0);
+            if (queued == 1) {
                 Py_BEGIN_ALLOW_THREADS
-                (void)xt_store_enqueue(self->store, rows[i], 1);
+                queued = xt_store_enqueue(self->store, rows[i], 1);
                 Py_END_ALLOW_THREADS
+            }
+            if (queued < 0) {
+                /* Closed by another thread meanwhile: refuse the rest, keep nothing. */
+                for (size_t j = i; j < n; j++) {
+                    free(rows[j]);
+                }
+                PyErr_Format(PyExc_ValueError,
+                             "I/O operation on a closed Tracker: it was closed while logging; "
+                             "%zu of %zu row(s) were queued and are written",
+                             i, n);
+                return -1;
             }
         }
         return 0;
@@ -667,24 +749,15 @@ tracker_log(TrackerCore *self, PyObject *data)
         return NULL;
     }
     int64_t ts = row->ts_us;
-    int sync = xt_store_durability(self->store) != XT_DURABLE_ASYNC && !self->skip_insert;
-    if (sync) {
-        xt_error err = {0};
-        int rc;
-        Py_BEGIN_ALLOW_THREADS
-        rc = xt_store_write(self->store, &row, 1, &err);
-        Py_END_ALLOW_THREADS
-        if (rc < 0 || sync_timestamp(st, row, ts, dict) < 0) {
-            if (rc < 0) {
-                xt_raise_store_error(st, self->store, &err);
-            }
-            free(row);
-            Py_DECREF(dict);
-            return NULL;
-        }
+    int queued = rows_queued(self);
+    int rc = write_rows(self, st, &row, 1);
+    if (rc == 0 && !queued) {
+        rc = sync_timestamp(st, row, ts, dict);
+    }
+    if (!queued) {
         free(row);
     }
-    else if (write_rows(self, st, &row, 1) < 0) {
+    if (rc < 0) {
         Py_DECREF(dict);
         return NULL;
     }
@@ -731,13 +804,11 @@ tracker_log_batch(TrackerCore *self, PyObject *data)
         Py_XSETREF(last, dict);
         done_rows = i + 1;
     }
+    int queued = rows_queued(self);
     int rc = write_rows(self, st, rows, (size_t)n);
-    if (xt_store_durability(self->store) != XT_DURABLE_ASYNC || self->skip_insert) {
-        for (Py_ssize_t i = 0; i < n; i++) {
-            free(rows[i]);
-        }
+    if (queued) {
+        done_rows = 0; /* the queue owns them; the cleanup below frees the rest */
     }
-    done_rows = 0; /* freed or handed to the queue */
     if (rc < 0) {
         goto done;
     }
@@ -1033,6 +1104,257 @@ tracker_execute(TrackerCore *self, PyObject *args)
     return run_statement(self, args, 1);
 }
 
+
+/* ---------------------------------------------------------------------------------- */
+/* track()                                                                            */
+/* ---------------------------------------------------------------------------------- */
+
+/* Values that are never dataclasses or pydantic models: no unpacking hook needed. */
+static int
+is_plain(PyObject *value)
+{
+    return value == Py_None || PyLong_CheckExact(value) || PyFloat_CheckExact(value)
+           || PyUnicode_CheckExact(value) || PyBool_Check(value) || PyBytes_CheckExact(value)
+           || PyList_CheckExact(value) || PyTuple_CheckExact(value) || PyDict_CheckExact(value);
+}
+
+static int
+all_plain(PyObject *args, PyObject *kwargs)
+{
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(args); i++) {
+        if (!is_plain(PyList_GET_ITEM(args, i))) {
+            return 0;
+        }
+    }
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(kwargs, &pos, &key, &value)) {
+        if (!is_plain(value)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static PyObject *
+function_name(PyObject *func)
+{
+    PyObject *name = PyObject_GetAttrString(func, "__name__");
+    if (name != NULL && PyUnicode_Check(name) && PyUnicode_GET_LENGTH(name) > 0) {
+        return name;
+    }
+    Py_XDECREF(name);
+    PyErr_Clear();
+    return PyUnicode_FromString(Py_TYPE(func)->tp_name);
+}
+
+static int
+set_item_steal(PyObject *dict, const char *key, PyObject *value)
+{
+    if (value == NULL) {
+        return -1;
+    }
+    int rc = PyDict_SetItemString(dict, key, value);
+    Py_DECREF(value);
+    return rc;
+}
+
+PyDoc_STRVAR(track__doc__,
+    "track($self, func, params=None, args=None, kwargs=None, cache_force=False)\n--\n\n"
+    "Call func(*args, **kwargs), log a row describing the call and return its result.\n\n"
+    "The row holds function_name, args, kwargs, error, function_time, the fields of\n"
+    "dataclass/pydantic arguments as <param>_<field>, the result (a dict merges into the\n"
+    "row, anything else is function_result) and then params.  An exception is logged and\n"
+    "re-raised unless raise_on_error is False.");
+
+static PyObject *
+tracker_track(TrackerCore *self, PyObject *const *fargs, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"func", "params", "args", "kwargs", "cache_force"};
+    PyObject *given[5] = {NULL, Py_None, Py_None, Py_None, Py_False};
+    PyObject *args = NULL, *kwargs = NULL, *call_args = NULL, *result = NULL, *row = NULL;
+    PyObject *exc_type = NULL, *exc_value = NULL, *exc_tb = NULL, *logged = NULL, *res = NULL;
+    PyObject *error = NULL;
+
+    assert(!PyErr_Occurred());
+    if (nargs > 5) {
+        PyErr_Format(PyExc_TypeError, "track() takes at most 5 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        given[i] = fargs[i];
+    }
+    if (kwnames != NULL) {
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(kwnames); k++) {
+            PyObject *kw = PyTuple_GET_ITEM(kwnames, k);
+            int slot = -1;
+            for (int j = 0; j < 5; j++) {
+                if (PyUnicode_CompareWithASCIIString(kw, names[j]) == 0) {
+                    slot = j;
+                }
+            }
+            if (slot < 0 || slot < nargs) {
+                PyErr_Format(PyExc_TypeError, slot < 0 ? "track() got an unexpected keyword argument %R"
+                                                       : "track() got multiple values for argument %R",
+                             kw);
+                return NULL;
+            }
+            given[slot] = fargs[nargs + k];
+        }
+    }
+    PyObject *func = given[0], *params = given[1];
+    if (func == NULL) {
+        PyErr_SetString(PyExc_TypeError, "track() missing required argument 'func'");
+        return NULL;
+    }
+    if (!PyCallable_Check(func)) {
+        PyErr_Format(PyExc_TypeError, "track() needs a callable, not %.100s", Py_TYPE(func)->tp_name);
+        return NULL;
+    }
+    args = given[2] == Py_None ? PyList_New(0) : PySequence_List(given[2]);
+    if (args == NULL) {
+        goto done;
+    }
+    if (given[3] == Py_None) {
+        kwargs = PyDict_New();
+    }
+    else if (PyDict_Check(given[3])) {
+        kwargs = Py_NewRef(given[3]);
+    }
+    else {
+        PyErr_SetString(PyExc_TypeError, "track(kwargs=...) must be a dict");
+        goto done;
+    }
+    call_args = kwargs ? PyList_AsTuple(args) : NULL;
+    if (call_args == NULL) {
+        goto done;
+    }
+
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    result = PyObject_Call(func, call_args, PyDict_GET_SIZE(kwargs) ? kwargs : NULL);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double elapsed = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    if (result == NULL) {
+        /* As xetrack: Exceptions are logged; KeyboardInterrupt and SystemExit pass. */
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            goto done;
+        }
+        PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+        PyErr_NormalizeException(&exc_type, &exc_value, &exc_tb);
+        error = PyObject_Str(exc_value);
+        if (error == NULL) {
+            goto done;
+        }
+        result = Py_NewRef(Py_None);
+    }
+    else {
+        error = PyUnicode_FromStringAndSize(NULL, 0);
+        if (error == NULL) {
+            goto done;
+        }
+    }
+
+    row = PyDict_New();
+    if (row == NULL || set_item_steal(row, "function_name", function_name(func)) < 0
+        || set_item_steal(row, "args", PyObject_Str(args)) < 0
+        || set_item_steal(row, "kwargs", PyObject_Str(kwargs)) < 0
+        || PyDict_SetItemString(row, "error", error) < 0
+        || set_item_steal(row, "function_time", PyFloat_FromDouble(elapsed)) < 0) {
+        goto done;
+    }
+    if ((PyList_GET_SIZE(args) || PyDict_GET_SIZE(kwargs)) && !all_plain(args, kwargs)) {
+        PyObject *fields = PyObject_CallMethod((PyObject *)self, "_unpack", "OOO", func, args, kwargs);
+        if (fields == NULL) {
+            goto done;
+        }
+        int rc = PyDict_Check(fields) ? PyDict_Update(row, fields) : 0;
+        Py_DECREF(fields);
+        if (rc < 0) {
+            goto done;
+        }
+    }
+    if (PyDict_Check(result)) {
+        PyObject *merged = self->warnings
+                               ? PyObject_CallMethod((PyObject *)self, "_merge_result", "OO", row, result)
+                               : (PyDict_Update(row, result) < 0 ? NULL : Py_NewRef(Py_None));
+        if (merged == NULL) {
+            goto done;
+        }
+        Py_DECREF(merged);
+    }
+    else if (result == Py_None || !(PyLong_Check(result) || PyFloat_Check(result)
+                                     || PyUnicode_Check(result) || PyBytes_Check(result)
+                                     || PyByteArray_Check(result))) {
+        if (set_item_steal(row, "function_result", PyObject_Str(result)) < 0) {
+            goto done;
+        }
+    }
+    else if (PyDict_SetItemString(row, "function_result", result) < 0) {
+        goto done;
+    }
+    if (params != Py_None && PyDict_Check(params) && PyDict_Update(row, params) < 0) {
+        goto done;
+    }
+    logged = tracker_log(self, row);
+    if (logged == NULL) {
+        goto done;
+    }
+    if (exc_type != NULL && self->raise_on_error) {
+        PyErr_Restore(exc_type, exc_value, exc_tb);
+        exc_type = exc_value = exc_tb = NULL;
+        goto done;
+    }
+    res = Py_NewRef(result);
+done:
+    Py_XDECREF(exc_type);
+    Py_XDECREF(exc_value);
+    Py_XDECREF(exc_tb);
+    Py_XDECREF(args);
+    Py_XDECREF(kwargs);
+    Py_XDECREF(call_args);
+    Py_XDECREF(result);
+    Py_XDECREF(row);
+    Py_XDECREF(logged);
+    Py_XDECREF(error);
+    return res;
+}
+
+PyDoc_STRVAR(read_columns__doc__,
+    "_read_columns($self, sql, params=(), text_buffers=False)\n--\n\n"
+    "Run a SELECT on the tracker's connection (after flushing queued rows) and return\n"
+    "{column name: numpy array}, built by the columnar reader; text_buffers=True hands\n"
+    "TEXT columns over as Arrow string buffers.");
+
+static PyObject *
+tracker_read_columns(TrackerCore *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"sql", "params", "text_buffers", NULL};
+    xt_state *st = tracker_state(self);
+    const char *sql;
+    PyObject *params = NULL, *res = NULL;
+    int text_buffers = 0;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|Op:_read_columns", kwlist, &sql, &params,
+                                     &text_buffers)) {
+        return NULL;
+    }
+    if (st == NULL || check_usable(self, st) < 0 || flush_store(self, st) < 0) {
+        return NULL;
+    }
+    lock_store(self);
+    if (!xt_store_is_open(self->store)) {
+        PyErr_SetString(PyExc_ValueError, "I/O operation on a closed Tracker: create a new Tracker");
+    }
+    else {
+        res = xt_read_columns_ex(st, xt_store_db(self->store), xt_store_path(self->store), sql,
+                                 params == Py_None ? NULL : params,
+                                 text_buffers ? XT_READ_TEXT_BUFFERS : 0, NULL);
+    }
+    xt_store_unlock(self->store);
+    return res;
+}
+
 /* ---------------------------------------------------------------------------------- */
 /* Type                                                                               */
 /* ---------------------------------------------------------------------------------- */
@@ -1063,7 +1385,7 @@ tracker_init(TrackerCore *self, PyObject *args, PyObject *kwargs)
                              "busy_timeout", "queue_size", "skip_insert", NULL};
     PyObject *db = NULL, *table = NULL, *track_id = Py_None, *params = Py_None;
     PyObject *durability_obj = NULL, *path_bytes = NULL, *table_text = NULL;
-    int reset = 0, skip_insert = 0, queue_size = 65536;
+    int reset = 0, skip_insert = 0, queue_size = 16384;
     double busy_timeout = 60.0;
     xt_state *st = tracker_state(self);
 
@@ -1118,7 +1440,7 @@ tracker_init(TrackerCore *self, PyObject *args, PyObject *kwargs)
     }
     self->latest = PyDict_New();
     self->key_ids = PyDict_New();
-    self->col_names = Py_BuildValue("[ss]", "track_id", "timestamp");
+    self->col_names = Py_BuildValue("[OO]", st->str_track_id, st->str_timestamp);
     if (self->params == NULL || self->latest == NULL || self->key_ids == NULL || self->col_names == NULL) {
         goto fail;
     }
@@ -1133,6 +1455,8 @@ tracker_init(TrackerCore *self, PyObject *args, PyObject *kwargs)
     self->path = Py_NewRef(db);
     self->table = Py_NewRef(table);
     self->skip_insert = skip_insert;
+    self->raise_on_error = 1;
+    self->warnings = 1;
     self->store = xt_store_new();
     if (self->store == NULL) {
         PyErr_NoMemory();
@@ -1207,6 +1531,9 @@ tracker_dealloc(TrackerCore *self)
     Py_CLEAR(self->track_id);
     Py_CLEAR(self->key_ids);
     Py_CLEAR(self->col_names);
+    for (int i = 0; i < XT_KEY_CACHE; i++) {
+        Py_CLEAR(self->key_cache[i].key);
+    }
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }
@@ -1307,22 +1634,28 @@ static PyGetSetDef tracker_getset[] = {
 static PyMethodDef tracker_methods[] = {
     {"log", (PyCFunction)tracker_log, METH_O, log__doc__},
     {"log_batch", (PyCFunction)tracker_log_batch, METH_O, log_batch__doc__},
+    {"track", (PyCFunction)(void (*)(void))tracker_track, METH_FASTCALL | METH_KEYWORDS, track__doc__},
     {"flush", (PyCFunction)tracker_flush, METH_NOARGS, flush__doc__},
     {"close", (PyCFunction)tracker_close, METH_NOARGS, close__doc__},
     {"_ensure_columns", (PyCFunction)tracker_ensure_columns, METH_O, ensure_columns__doc__},
     {"_query", (PyCFunction)tracker_query, METH_VARARGS, query__doc__},
     {"_execute", (PyCFunction)tracker_execute, METH_VARARGS, execute__doc__},
+    {"_read_columns", (PyCFunction)(void (*)(void))tracker_read_columns, METH_VARARGS | METH_KEYWORDS,
+     read_columns__doc__},
     {NULL, NULL, 0, NULL},
 };
 
 static PyMemberDef tracker_members[] = {
+    {"raise_on_error", T_BOOL, offsetof(TrackerCore, raise_on_error), 0,
+     "track() re-raises the function's exception after logging it."},
+    {"warnings", T_BOOL, offsetof(TrackerCore, warnings), 0, "Emit warnings."},
     {"__weaklistoffset__", T_PYSSIZET, offsetof(TrackerCore, weakreflist), READONLY, NULL},
     {NULL},
 };
 
 PyDoc_STRVAR(tracker_doc,
     "TrackerCore(db, table, track_id=None, params=None, durability='commit', reset=False,\n"
-    "            busy_timeout=60.0, queue_size=65536, skip_insert=False)\n--\n\n"
+    "            busy_timeout=60.0, queue_size=16384, skip_insert=False)\n--\n\n"
     "The native write path of xetrack_c.Tracker; use xetrack_c.Tracker.");
 
 static PyType_Slot tracker_slots[] = {

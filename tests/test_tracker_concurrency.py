@@ -7,13 +7,11 @@ back with sqlite3 and every row accounted for.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 
 import pytest
-
 from conftest import child_env, connect, count_rows, integrity_check, read_rows
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process semantics")
@@ -483,9 +481,7 @@ for round in range(ROUNDS):
     "durability",
     [
         "commit",
-        pytest.param("async", marks=pytest.mark.xfail(
-            reason="bug: rows that another thread logs while an async tracker is closing are "
-            "reported as logged by log() but never written (no error either)", strict=True)),
+        pytest.param("async"),
     ],
 )
 def test_every_row_logged_while_another_thread_closes_is_stored(run_py, db_path, durability):
@@ -527,20 +523,12 @@ print("close waited for the producer" if state["cap_reached_while_open"] else "c
 """
 
 
-# async is left out: its close() waits for an empty queue, which a fast producer on another
-# thread can postpone indefinitely (reported; not reliably reproducible as a test).
-@pytest.mark.parametrize("durability", ["commit", "fsync"])
+@pytest.mark.parametrize("durability", ["commit", "fsync", "async"])
 def test_close_does_not_wait_for_other_threads_to_stop_logging(run_py, db_path, durability):
     proc = run_py(CLOSE_UNDER_FAST_PRODUCER, timeout=120, args=[db_path, durability])
     assert proc.stdout.strip() == "close returned"
 
 
-@pytest.mark.xfail(
-    reason="bug: in async mode a log() that passes the open check before close() completes "
-    "is queued on the closed store (a new writer thread starts, finds it closed and drops "
-    "the row): log() returns the row as logged but it is never written and no error is raised",
-    strict=True,
-)
 def test_async_log_racing_close_is_either_stored_or_refused(run_py, db_path):
     proc = run_py(
         f"""

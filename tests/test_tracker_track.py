@@ -7,8 +7,8 @@ import warnings
 from typing import Optional
 
 import pytest
-
 from conftest import read_rows, table_info
+
 from xetrack_c import Tracker
 
 
@@ -219,11 +219,6 @@ def test_pydantic_models_unpack(db_path):
     assert (rows[1]["settings_name"], rows[1]["settings_temperature"]) == ("base", 0.9)
 
 
-@pytest.mark.xfail(
-    reason="bug: nested pydantic models are not unpacked recursively (model_dump turns the "
-    "nested model into a dict, stored as its str in 'settings_sub')",
-    strict=True,
-)
 def test_nested_pydantic_models_unpack_recursively(db_path):
     pydantic = pytest.importorskip("pydantic")
 

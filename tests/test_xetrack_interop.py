@@ -16,8 +16,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import child_env, integrity_check, read_rows, table_info
+
 from xetrack_c import Tracker
 
 _CANDIDATES = [sys.executable, os.environ.get("XETRACK_PYTHON", ""), "/opt/peers/bin/python"]

@@ -8,6 +8,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 MAX_DEPTH = 10
 
+# Argument types that are never models: checked by type identity, the cheapest test.
+_PLAIN = frozenset({int, float, str, bool, bytes, type(None), list, tuple, dict, set})
+
 
 def _is_model(value: Any) -> bool:
     """True for dataclass instances and pydantic models (anything with ``model_dump``)."""
@@ -19,6 +22,11 @@ def _is_model(value: Any) -> bool:
 def _fields(value: Any) -> Dict[str, Any]:
     if dataclasses.is_dataclass(value):
         return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    # Read pydantic fields as attributes so nested models stay models (and unpack);
+    # model_dump() would turn them into plain dicts.
+    names = getattr(type(value), "model_fields", None) or getattr(type(value), "__fields__", None)
+    if names:
+        return {name: getattr(value, name) for name in names}
     try:
         return dict(value.model_dump(mode="python"))
     except TypeError:  # pydantic v1 has no mode=
@@ -62,8 +70,15 @@ def unpack_arguments(
     func: Callable[..., Any], args: List[Any], kwargs: Dict[str, Any], warn: Callable[[str], None]
 ) -> Dict[str, Any]:
     """Columns for every dataclass/pydantic argument of a call, named after its parameter."""
-    if not any(_is_model(a) for a in args) and not any(_is_model(v) for v in kwargs.values()):
-        return {}  # the common case: no signature inspection at all
+    for value in args:
+        if type(value) not in _PLAIN and _is_model(value):
+            break
+    else:
+        for value in kwargs.values():
+            if type(value) not in _PLAIN and _is_model(value):
+                break
+        else:
+            return {}  # the common case: no signature inspection at all
     flat: Dict[str, Any] = {}
     try:
         names = list(inspect.signature(func).parameters)

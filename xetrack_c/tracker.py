@@ -7,7 +7,6 @@ import functools
 import os
 import re
 import threading
-import time
 import warnings as _warnings
 import weakref
 from datetime import datetime
@@ -19,7 +18,6 @@ from xetrack_c._unpack import unpack_arguments
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
 _SQL_TYPES = {"INTEGER": int, "REAL": float, "TEXT": str, "BLOB": bytearray}
-_PRIMITIVES = (int, float, bool, str, bytes, bytearray)
 
 # Options xetrack accepts that need machinery xetrack_c does not have yet: refuse them
 # loudly rather than ignore them.
@@ -118,7 +116,7 @@ class Tracker(_core.TrackerCore):
         table: str = "default",
         durability: str = "commit",
         busy_timeout: float = 60.0,
-        queue_size: int = 65536,
+        queue_size: int = 16384,
     ) -> None:
         requested = {
             "log_system_params": log_system_params,
@@ -164,8 +162,8 @@ class Tracker(_core.TrackerCore):
             skip_insert=skip_insert,
         )
         self.engine = engine
-        self.raise_on_error = raise_on_error
-        self.warnings = warnings
+        self.raise_on_error = bool(raise_on_error)
+        self.warnings = bool(warnings)
         self.measurement_interval = measurement_interval
         self.logs_file_format = logs_file_format
         self.git_root = git_root
@@ -268,10 +266,10 @@ class Tracker(_core.TrackerCore):
 
     # ------------------------------------------------------------------ reading
     def _frame(self, sql: str, params: Iterable[Any] = ()):
-        import pandas as pd
+        from xetrack_c._dataframe import frame_from_columns, text_buffers_usable
 
-        names, rows = self._query(sql, tuple(params))
-        return pd.DataFrame.from_records(rows, columns=list(names))
+        columns = self._read_columns(sql, tuple(params), text_buffers=text_buffers_usable())
+        return frame_from_columns(columns)
 
     def to_df(self, all: bool = False):  # noqa: A002 - xetrack's name
         """This run's rows (every run's with ``all=True``) as a DataFrame."""
@@ -303,7 +301,7 @@ class Tracker(_core.TrackerCore):
             names, rows = self._query(
                 f"SELECT * FROM {_quote(self.table_name)} LIMIT 1 OFFSET ?", (max(item - 1, 0),)
             )
-            return dict(zip(names, rows[0])) if rows else None
+            return dict(zip(names, rows[0], strict=True)) if rows else None
         raise TypeError(f"tracker[...] takes a column name or a row number, not {type(item).__name__}")
 
     def to_csv(self, path: str, all: bool = False) -> None:  # noqa: A002
@@ -313,6 +311,23 @@ class Tracker(_core.TrackerCore):
     def to_parquet(self, path: str, all: bool = False) -> None:  # noqa: A002
         """Write this run (or every run) to a Parquet file (needs pyarrow)."""
         self.to_df(all).to_parquet(path, index=False)
+
+    def _repr_html_(self) -> str:
+        """Notebook preview: this run's first rows and a summary line."""
+        import html
+
+        from xetrack_c.reader import html_preview
+
+        title = (
+            f"<b>Tracker</b> <code>{html.escape(self.db)}</code> table "
+            f"<code>{html.escape(self.table_name)}</code> run <code>{html.escape(self.track_id)}</code>"
+        )
+        if self.closed:
+            return f"<p>{title}: closed</p>"
+        sql = f"SELECT * FROM {_quote(self.table_name)} WHERE track_id = ? ORDER BY timestamp LIMIT 5"
+        columns = self._read_columns(sql, (self.track_id,))
+        summary = f"{self.count_run():,} rows in this run, {len(columns)} columns"
+        return html_preview(title, summary, columns)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{self.durability}"
@@ -330,58 +345,19 @@ class Tracker(_core.TrackerCore):
         return datetime.now().strftime(TIMESTAMP_FORMAT)
 
     # ------------------------------------------------------------------ functions
-    def track(
-        self,
-        func: Callable[..., Any],
-        params: Optional[Dict[str, Any]] = None,
-        args: Optional[List[Any]] = None,
-        kwargs: Optional[Dict[str, Any]] = None,
-        cache_force: bool = False,
-    ) -> Any:
-        """Call ``func(*args, **kwargs)``, log a row describing the call, return its result.
+    # track(func, params=None, args=None, kwargs=None, cache_force=False) is implemented
+    # in C (TrackerCore.track); it calls back into _unpack and _merge_result only when an
+    # argument may be a dataclass/pydantic model or a dict result needs override warnings.
 
-        The row holds ``function_name``, ``args``, ``kwargs``, ``error``,
-        ``function_time``, dataclass/pydantic argument fields as ``<param>_<field>``, the
-        result (a dict result merges into the row, anything else is ``function_result``)
-        and then ``params``.  An exception is logged and re-raised unless
-        ``raise_on_error=False``.
-        """
-        args = [] if args is None else list(args)
-        kwargs = {} if kwargs is None else kwargs
-        error, exception, result = "", None, None
-        start = time.perf_counter()
-        try:
-            result = func(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - logged, then re-raised below
-            exception, error = exc, str(exc)
-        elapsed = time.perf_counter() - start
-        row = {
-            "function_name": getattr(func, "__name__", type(func).__name__),
-            "args": str(args),
-            "kwargs": str(kwargs),
-            "error": error,
-            "function_time": elapsed,
-        }
-        fields = unpack_arguments(func, args, kwargs, self._warn)
-        if fields:
-            row.update(fields)
-        self._merge_result(row, result)
-        if params:
-            row.update(params)
-        self.log(row)
-        if exception is not None and self.raise_on_error:
-            raise exception
-        return result
+    def _unpack(self, func: Callable[..., Any], args: List[Any], kwargs: Dict[str, Any]) -> Dict[str, Any]:
+        return unpack_arguments(func, args, kwargs, self._warn)
 
-    def _merge_result(self, row: Dict[str, Any], result: Any) -> None:
-        if isinstance(result, dict):
-            if self.warnings:
-                for key in ("function_time", "function_result", "function_name"):
-                    if key in result:
-                        self._warn(f"the result's {key!r} overrides the tracked {key!r}")
-            row.update(result)
-        else:
-            row["function_result"] = result if isinstance(result, _PRIMITIVES) else str(result)
+    def _merge_result(self, row: Dict[str, Any], result: Dict[str, Any]) -> None:
+        if self.warnings:
+            for key in ("function_time", "function_result", "function_name"):
+                if key in result:
+                    self._warn(f"the result's {key!r} overrides the tracked {key!r}")
+        row.update(result)
 
     def wrap(self, params: Optional[Dict[str, Any]] = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """A decorator that tracks every call of the function (keeps its name and docstring)."""

@@ -1,0 +1,239 @@
+/*
+ * ceiling.c -- the physical limit for the xetrack_c benchmarks: SQLite from C, no Python.
+ *
+ *   ceiling insert DB NROWS NCOLS [normal|full] [batch|each]
+ *        create the xetrack layout and insert NROWS rows of NCOLS keys with one prepared
+ *        statement: in one transaction ("batch", the default) or one transaction per row
+ *        ("each", what a per-row commit costs); synchronous=NORMAL (default) or FULL
+ *   ceiling scan DB                               read every column of every row once
+ *
+ * Prints one JSON object: {"op": ..., "rows": N, "seconds": S, "sqlite": "3.x.y"}.
+ * Only the inserts with their BEGIN .. COMMIT, or the scan loop, are timed; creating the table
+ * and opening the file are not.
+ *
+ * Rows match benchmarks/data.py exactly: key "k<c>" holds, for row r,
+ *   c % 3 == 0 -> INTEGER r * 31 + c
+ *   c % 3 == 1 -> REAL    r * 0.5 + c / 8.0
+ *   c % 3 == 2 -> TEXT    "v<c>-<r % 1000>"
+ * plus track_id TEXT and timestamp TEXT ("%Y-%m-%d %H:%M:%S.%f", local time, one microsecond
+ * apart so that the primary key never collides), PRIMARY KEY (track_id, timestamp), WAL mode.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MAX_COLS 2000
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int fail(sqlite3 *db, const char *what) {
+    fprintf(stderr, "ceiling: %s: %s\n", what, db ? sqlite3_errmsg(db) : "out of memory");
+    if (db) sqlite3_close(db);
+    return 1;
+}
+
+static int exec_sql(sqlite3 *db, const char *sql) {
+    char *err = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK) {
+        fprintf(stderr, "ceiling: %s: %s\n", sql, err ? err : "?");
+        sqlite3_free(err);
+        return 1;
+    }
+    return 0;
+}
+
+/* Appends to buf, never past cap; returns 1 if it ran out of room. */
+static int append(char *buf, size_t cap, size_t *len, const char *text) {
+    size_t n = strlen(text);
+    if (*len + n + 1 > cap) return 1;
+    memcpy(buf + *len, text, n + 1);
+    *len += n;
+    return 0;
+}
+
+static int build_sql(int ncols, char *create, char *insert, size_t cap) {
+    size_t clen = 0, ilen = 0;
+    char piece[64];
+    if (append(create, cap, &clen, "CREATE TABLE \"default\" (track_id TEXT, timestamp TEXT")) return 1;
+    if (append(insert, cap, &ilen, "INSERT INTO \"default\" (track_id, timestamp")) return 1;
+    for (int c = 0; c < ncols; c++) {
+        const char *type = c % 3 == 0 ? "INTEGER" : c % 3 == 1 ? "REAL" : "TEXT";
+        snprintf(piece, sizeof piece, ", \"k%d\" %s", c, type);
+        if (append(create, cap, &clen, piece)) return 1;
+        snprintf(piece, sizeof piece, ", \"k%d\"", c);
+        if (append(insert, cap, &ilen, piece)) return 1;
+    }
+    if (append(create, cap, &clen, ", PRIMARY KEY (track_id, timestamp))")) return 1;
+    if (append(insert, cap, &ilen, ") VALUES (?, ?")) return 1;
+    for (int c = 0; c < ncols; c++)
+        if (append(insert, cap, &ilen, ", ?")) return 1;
+    return append(insert, cap, &ilen, ")");
+}
+
+/* Writes the decimal digits of v (>= 0) to out, returns how many; no printf on the hot path. */
+static int put_digits(char *out, long long v) {
+    char tmp[24];
+    int n = 0, len = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0);
+    while (n > 0) out[len++] = tmp[--n];
+    return len;
+}
+
+/* "v<c>-<r % 1000>", the text value of key c in row r. */
+static int format_text(char *out, int col, long long row) {
+    int len = 0;
+    out[len++] = 'v';
+    len += put_digits(out + len, col);
+    out[len++] = '-';
+    len += put_digits(out + len, row % 1000);
+    out[len] = '\0';
+    return len;
+}
+
+/* Local time of (base_sec + micro offset), formatted like Python's "%Y-%m-%d %H:%M:%S.%f".
+ * The date-and-seconds prefix is cached and reformatted only when the second changes. */
+static int format_timestamp(time_t base_sec, long long micros, char *out,
+                            time_t *cached_sec, char *prefix, size_t prefix_cap) {
+    time_t sec = base_sec + (time_t)(micros / 1000000);
+    long usec = (long)(micros % 1000000);
+    if (sec != *cached_sec) {
+        struct tm tm;
+        localtime_r(&sec, &tm);
+        strftime(prefix, prefix_cap, "%Y-%m-%d %H:%M:%S", &tm);
+        *cached_sec = sec;
+    }
+    size_t len = strlen(prefix);
+    memcpy(out, prefix, len);
+    out[len++] = '.';
+    for (int digit = 5; digit >= 0; digit--) {
+        out[len + (size_t)digit] = (char)('0' + usec % 10);
+        usec /= 10;
+    }
+    len += 6;
+    out[len] = '\0';
+    return (int)len;
+}
+
+static int run_insert(const char *path, long long nrows, int ncols, int full_sync, int per_row) {
+    static char create[MAX_COLS * 32 + 256], insert[MAX_COLS * 16 + 256];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *stmt = NULL;
+    char ts[64], prefix[48], text[64]; /* prefix: 19 chars; text: < 30 chars */
+    time_t cached_sec = (time_t)-1;
+    struct timespec wall;
+
+    if (ncols < 1 || ncols > MAX_COLS || nrows < 1) {
+        fprintf(stderr, "ceiling: need 1 <= NCOLS <= %d and NROWS >= 1\n", MAX_COLS);
+        return 2;
+    }
+    if (build_sql(ncols, create, insert, sizeof create)) {
+        fprintf(stderr, "ceiling: SQL too long\n");
+        return 2;
+    }
+    if (sqlite3_open(path, &db) != SQLITE_OK) return fail(db, "open");
+    if (exec_sql(db, "PRAGMA journal_mode=WAL")) return fail(db, "journal_mode");
+    if (exec_sql(db, full_sync ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL"))
+        return fail(db, "synchronous");
+    if (exec_sql(db, create)) return fail(db, "create table");
+    if (sqlite3_prepare_v2(db, insert, -1, &stmt, NULL) != SQLITE_OK) return fail(db, "prepare");
+    clock_gettime(CLOCK_REALTIME, &wall);
+
+    double start = now_seconds();
+    if (exec_sql(db, "BEGIN IMMEDIATE")) return fail(db, "begin");
+    for (long long r = 0; r < nrows; r++) {
+        if (per_row && r > 0) {
+            if (exec_sql(db, "COMMIT")) return fail(db, "commit");
+            if (exec_sql(db, "BEGIN IMMEDIATE")) return fail(db, "begin");
+        }
+        int n = format_timestamp(wall.tv_sec, wall.tv_nsec / 1000 + r, ts, &cached_sec, prefix,
+                                 sizeof prefix);
+        sqlite3_bind_text(stmt, 1, "bench-ceiling-0001", -1, SQLITE_STATIC);
+        sqlite3_bind_text(stmt, 2, ts, n, SQLITE_TRANSIENT);
+        for (int c = 0; c < ncols; c++) {
+            if (c % 3 == 0) {
+                sqlite3_bind_int64(stmt, c + 3, r * 31 + c);
+            } else if (c % 3 == 1) {
+                sqlite3_bind_double(stmt, c + 3, (double)r * 0.5 + (double)c / 8.0);
+            } else {
+                int len = format_text(text, c, r);
+                sqlite3_bind_text(stmt, c + 3, text, len, SQLITE_TRANSIENT);
+            }
+        }
+        if (sqlite3_step(stmt) != SQLITE_DONE) {
+            sqlite3_finalize(stmt);
+            return fail(db, "insert");
+        }
+        sqlite3_reset(stmt);
+    }
+    if (exec_sql(db, "COMMIT")) return fail(db, "commit");
+    double seconds = now_seconds() - start;
+
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    printf("{\"op\": \"insert\", \"rows\": %lld, \"cols\": %d, \"seconds\": %.9f, \"sqlite\": \"%s\", "
+           "\"per_row_commit\": %s, \"synchronous\": \"%s\"}\n",
+           nrows, ncols, seconds, sqlite3_libversion(), per_row ? "true" : "false",
+           full_sync ? "full" : "normal");
+    return 0;
+}
+
+static int run_scan(const char *path) {
+    sqlite3 *db = NULL;
+    sqlite3_stmt *stmt = NULL;
+    long long rows = 0, int_sum = 0, text_bytes = 0;
+    double real_sum = 0.0;
+
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) return fail(db, "open");
+    double start = now_seconds();
+    if (sqlite3_prepare_v2(db, "SELECT * FROM \"default\"", -1, &stmt, NULL) != SQLITE_OK)
+        return fail(db, "prepare");
+    int ncols = sqlite3_column_count(stmt);
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        for (int c = 0; c < ncols; c++) {
+            switch (sqlite3_column_type(stmt, c)) {
+            case SQLITE_INTEGER: int_sum += sqlite3_column_int64(stmt, c); break;
+            case SQLITE_FLOAT: real_sum += sqlite3_column_double(stmt, c); break;
+            case SQLITE_TEXT:
+                if (sqlite3_column_text(stmt, c)) text_bytes += sqlite3_column_bytes(stmt, c);
+                break;
+            default: break;
+            }
+        }
+        rows++;
+    }
+    if (rc != SQLITE_DONE) {
+        sqlite3_finalize(stmt);
+        return fail(db, "scan");
+    }
+    double seconds = now_seconds() - start;
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    /* The checksum keeps the loop from being optimised away. */
+    printf("{\"op\": \"scan\", \"rows\": %lld, \"cols\": %d, \"seconds\": %.9f, \"sqlite\": \"%s\", "
+           "\"checksum\": %.1f}\n",
+           rows, ncols, seconds, sqlite3_libversion(),
+           (double)int_sum + real_sum + (double)text_bytes);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc >= 5 && argc <= 7 && strcmp(argv[1], "insert") == 0) {
+        int full_sync = argc >= 6 && strcmp(argv[5], "full") == 0;
+        int per_row = argc >= 7 && strcmp(argv[6], "each") == 0;
+        return run_insert(argv[2], atoll(argv[3]), atoi(argv[4]), full_sync, per_row);
+    }
+    if (argc == 3 && strcmp(argv[1], "scan") == 0) return run_scan(argv[2]);
+    fprintf(stderr, "usage: ceiling insert DB NROWS NCOLS [normal|full] [batch|each] | ceiling scan DB\n");
+    return 2;
+}

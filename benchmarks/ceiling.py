@@ -1,0 +1,77 @@
+"""The C ceiling (benchmarks/c/ceiling.c): build it with ``cc`` and run it.
+
+The binary goes to benchmarks/c/bin/ (git-ignored), or to a temp dir when that is not writable,
+and is rebuilt when the source is newer. Without a C compiler or the SQLite headers the limit
+columns say "skipped" and everything else runs.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import Skip
+
+SOURCE = Path(__file__).resolve().parent / "c" / "ceiling.c"
+BIN_DIR = SOURCE.parent / "bin"
+
+
+@dataclass
+class Ceiling:
+    """A built ceiling binary, or the reason there is none."""
+
+    binary: Path | None
+    reason: str = ""
+
+    def _run(self, *args: str) -> dict[str, Any]:
+        if self.binary is None:
+            raise Skip(f"C ceiling unavailable: {self.reason}")
+        out = subprocess.run([str(self.binary), *args], capture_output=True, text=True,
+                             check=False, timeout=900)
+        if out.returncode != 0:
+            raise RuntimeError(f"ceiling {' '.join(args)} failed: {out.stderr.strip()}")
+        return json.loads(out.stdout)
+
+    def insert(self, db: Path, rows: int, cols: int = 10, synchronous: str = "normal",
+               per_row_commit: bool = False) -> float:
+        """Seconds to insert ``rows`` rows into a fresh ``db``."""
+        mode = "each" if per_row_commit else "batch"
+        return float(self._run("insert", str(db), str(rows), str(cols), synchronous, mode)["seconds"])
+
+    def scan(self, db: Path) -> float:
+        """Seconds to read every column of every row of ``db``."""
+        return float(self._run("scan", str(db))["seconds"])
+
+    def sqlite_version(self) -> str:
+        """The SQLite version the binary links against."""
+        if self.binary is None:
+            return "n/a"
+        with tempfile.TemporaryDirectory() as tmp:
+            return str(self._run("insert", str(Path(tmp) / "v.db"), "1", "1")["sqlite"])
+
+
+def build(work_dir: Path) -> Ceiling:
+    """Compile the ceiling with ``cc -O2 ... -lsqlite3`` unless an up-to-date binary exists."""
+    compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if compiler is None:
+        return Ceiling(None, "no C compiler (cc) on PATH")
+    for directory in (BIN_DIR, work_dir / "ceiling-bin"):
+        binary = directory / "ceiling"
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            if binary.exists() and binary.stat().st_mtime >= SOURCE.stat().st_mtime:
+                return Ceiling(binary)
+            out = subprocess.run([compiler, "-O2", "-o", str(binary), str(SOURCE), "-lsqlite3"],
+                                 capture_output=True, text=True, check=False, timeout=300)
+        except OSError:
+            continue
+        if out.returncode == 0:
+            return Ceiling(binary)
+        return Ceiling(None, f"cc failed (are the SQLite headers installed?): "
+                             f"{out.stderr.strip().splitlines()[-1] if out.stderr.strip() else ''}")
+    return Ceiling(None, "no writable directory for the binary")

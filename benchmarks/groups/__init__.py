@@ -1,0 +1,12 @@
+"""Benchmark groups, each a module with ``run(ctx)``, in the order ``python -m benchmarks`` runs them."""
+
+GROUPS: dict[str, str] = {
+    "log": "benchmarks.groups.log",
+    "track": "benchmarks.groups.track",
+    "cache": "benchmarks.groups.cache",
+    "read": "benchmarks.groups.read",
+    "seed": "benchmarks.groups.seed",
+    "executor": "benchmarks.groups.executor",
+    "cli": "benchmarks.groups.cli",
+    "import": "benchmarks.groups.imports",
+}

@@ -1,0 +1,184 @@
+"""read: ``to_df()`` of the whole table at 10^4, 10^5 and 10^6 rows x 10 keys.
+
+All contenders read the same file (written once per size, by the C ceiling or, without it, by
+Python), so after the first repetition it is in the page cache for everybody. The limit is the
+C scan (every column of every row, no Python), and that plus building the DataFrame from
+ready-made NumPy arrays.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks import data
+from benchmarks.context import Context
+from benchmarks.harness import Result, Skip, derived, measure, note, prepare
+from benchmarks.peers import peer, peer_version, xetrack_c_attr
+from benchmarks.report import Limit, Row, Table, growth_note, per_op
+
+GROUP = "read"
+QUERY = 'SELECT * FROM "default"'
+
+
+def build_database(ctx: Context, path: Path, nrows: int) -> str:
+    """Write the file once; returns which writer made it."""
+    if ctx.ceiling.binary is not None:
+        ctx.ceiling.insert(path, nrows, 10)
+        return "C ceiling"
+    data.fill_database(path, nrows, 10)
+    return "Python sqlite3"
+
+
+def column_arrays(path: Path) -> dict[str, Any]:
+    """The table as typed NumPy arrays (int64, float64, object), made once and not timed."""
+    import numpy as np
+
+    conn = sqlite3.connect(str(path))
+    try:
+        cursor = conn.execute(QUERY)
+        names = [d[0] for d in cursor.description]
+        columns = list(zip(*cursor.fetchall()))
+    finally:
+        conn.close()
+    arrays = {}
+    for name, values in zip(names, columns):
+        sample = values[0] if values else None
+        dtype = np.int64 if isinstance(sample, int) else np.float64 if isinstance(sample, float) else object
+        arrays[name] = np.array(values, dtype=dtype)
+    return arrays
+
+
+def xetrack_c_to_df(db: Path) -> Callable[[], Callable[[Path], float]]:
+    """Build a run of ``xetrack_c.Reader(db).to_df()``."""
+    def build() -> Callable[[Path], float]:
+        reader_class = xetrack_c_attr("Reader")
+
+        def run(_: Path) -> float:
+            start = time.perf_counter()
+            frame = reader_class(str(db)).to_df()
+            elapsed = time.perf_counter() - start
+            del frame
+            return elapsed
+        return run
+    return build
+
+
+def xetrack_to_df(db: Path) -> Callable[[], Callable[[Path], float]]:
+    """Build a run of xetrack 0.7's ``Reader(db).to_df()``."""
+    def build() -> Callable[[Path], float]:
+        from importlib import import_module
+
+        peer("xetrack")
+        reader_class = import_module("xetrack.reader").Reader
+
+        def run(_: Path) -> float:
+            start = time.perf_counter()
+            reader = reader_class(str(db))
+            frame = reader.to_df()
+            elapsed = time.perf_counter() - start
+            reader.engine.close()
+            del frame
+            return elapsed
+        return run
+    return build
+
+
+def pandas_read_sql(db: Path) -> Callable[[], Callable[[Path], float]]:
+    """Build a run of ``pandas.read_sql_query`` on a fresh sqlite3 connection."""
+    def build() -> Callable[[Path], float]:
+        pandas = peer("pandas")
+
+        def run(_: Path) -> float:
+            start = time.perf_counter()
+            conn = sqlite3.connect(str(db))
+            frame = pandas.read_sql_query(QUERY, conn)
+            elapsed = time.perf_counter() - start
+            conn.close()
+            del frame
+            return elapsed
+        return run
+    return build
+
+
+def c_scan(ctx: Context, db: Path) -> Callable[[], Callable[[Path], float]]:
+    """Build a run of the C scan."""
+    def build() -> Callable[[Path], float]:
+        if ctx.ceiling.binary is None:
+            raise Skip(f"C ceiling unavailable: {ctx.ceiling.reason}")
+        return lambda _: ctx.ceiling.scan(db)
+    return build
+
+
+def dataframe_build(arrays: dict[str, Any]) -> Callable[[], Callable[[Path], float]]:
+    """Build a run of ``pandas.DataFrame`` from ready NumPy arrays."""
+    def build() -> Callable[[Path], float]:
+        pandas = peer("pandas")
+
+        def run(_: Path) -> float:
+            start = time.perf_counter()
+            frame = pandas.DataFrame(arrays)
+            elapsed = time.perf_counter() - start
+            del frame
+            return elapsed
+        return run
+    return build
+
+
+def combined(label: str, first: Result, second: Result) -> Result:
+    """Sum of two results, repetition by repetition."""
+    if not (first.ok and second.ok):
+        return Result(label=label, ops=1, status=first.status if not first.ok else second.status,
+                      reason=first.reason or second.reason)
+    return derived(label, 1, [a + b for a, b in zip(first.seconds, second.seconds)])
+
+
+def run(ctx: Context) -> None:
+    """Measure and print the read table."""
+    sizes = [10_000, 100_000] if ctx.quick else [10_000, 100_000, 1_000_000]
+    version = peer_version("xetrack")
+    table = Table(
+        "read: to_df() of the whole table, 10 keys (+ track_id, timestamp)",
+        "Time per call, median [min–max]; the same file for everybody, warm page cache.",
+        notes=["Target at 10^6 rows: >= 10x xetrack, >= 3x pandas.read_sql_query, within 2x of "
+               "the C scan plus DataFrame construction from arrays."],
+    )
+    curves: dict[str, list[tuple[float, Result]]] = {}
+    workdir = ctx.group_dir(GROUP)
+    for nrows in sizes:
+        db = workdir / f"rows-{nrows}.db"
+        writer = build_database(ctx, db, nrows)
+        try:
+            arrays = column_arrays(db)
+        except ImportError as exc:
+            note(f"skip: {GROUP}: DataFrame build limit: {exc}")
+            arrays = {}
+        plan = {
+            "c": prepare("xetrack_c Reader.to_df()", 1, xetrack_c_to_df(db)),
+            "x": prepare(f"xetrack {version} Reader.to_df()", 1, xetrack_to_df(db)),
+            "pd": prepare("pandas.read_sql_query", 1, pandas_read_sql(db)),
+            "scan": prepare("C scan", 1, c_scan(ctx, db)),
+            "frame": prepare("DataFrame from arrays", 1, dataframe_build(arrays)),
+        }
+        labels = {key: entry.label for key, entry in plan.items()}
+        results = measure(GROUP, list(plan.values()), ctx.reps, workdir / "runs",
+                          f"{nrows:,} rows")
+        r = {key: results[label] for key, label in labels.items()}
+        limit = combined("C scan + DataFrame from arrays", r["scan"], r["frame"])
+        table.rows.append(Row("Reader(db).to_df()", f"{nrows:,} rows", r["c"], [r["x"], r["pd"]],
+                              Limit(limit), display=per_op()))
+        table.rows.append(Row("  C scan alone", f"{nrows:,} rows", None, [r["scan"]],
+                              display=per_op()))
+        for key, name in (("c", "xetrack_c Reader.to_df()"), ("x", "xetrack 0.7 Reader.to_df()"),
+                          ("pd", "pandas.read_sql_query"), ("scan", "C scan")):
+            curves.setdefault(name, []).append((nrows, r[key]))
+            ctx.add_scaling("read: to_df() time vs rows", name, nrows, r[key])
+        for path in workdir.glob(f"rows-{nrows}.db*"):
+            path.unlink()
+        table.notes.append(f"{nrows:,}-row file written by the {writer}.")
+    for name, points in curves.items():
+        table.notes.append(growth_note(name, points, "rows"))
+    ctx.emit(table)

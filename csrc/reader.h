@@ -1,0 +1,59 @@
+/* Reader: the columnar read path.  One pass over a SELECT fills C buffers with the GIL
+ * released; NumPy arrays (and the str/bytes objects of text columns) are built from them
+ * afterwards with the GIL held.  NumPy is imported on the first read, never at module
+ * import. */
+#ifndef XT_READER_H
+#define XT_READER_H
+
+#include "module.h"
+
+#include <sqlite3.h>
+
+/* Run `sql` on the open connection `db` and return a new dict {column name: ndarray}, in
+ * SELECT order, or NULL with an exception set.
+ *
+ *   st:       module state (exception classes)
+ *   db:       an open connection; only this call uses it until it returns, so the caller
+ *             may hold its own lock around the call (nothing here takes another lock)
+ *   filename: the database named in error messages (":memory:" is fine)
+ *   sql:      exactly one statement; trailing whitespace, ';' and comments are allowed
+ *   params:   a tuple or list of bind values (None, int, float, str, bytes, bytearray),
+ *             or NULL for none
+ *
+ * Must be called with the GIL held; the GIL is released while SQLite prepares and steps.
+ * Column types, decided from the values actually read (as pandas.read_sql_query does):
+ *   only INTEGER                    -> int64
+ *   INTEGER/REAL with NULLs or mixed -> float64, NaN for NULL
+ *   only NULL, or no rows at all    -> object array of None (empty object array)
+ *   anything else (TEXT, BLOB, mixed storage classes) -> object array of str, bytes,
+ *                                      int, float or None
+ * TEXT that is not valid UTF-8 is decoded with U+FFFD replacement characters.
+ * A repeated column name gets a suffix as pandas does for duplicate labels: the second
+ * "a" becomes "a.1", the third "a.2" (skipping names already taken).
+ * SQLite failures raise through xt_raise_sqlite(), naming `filename` and `sql`.  The
+ * statement runs in whatever transaction the caller has open (an implicit one if none). */
+PyObject *xt_read_columns(xt_state *st, sqlite3 *db, const char *filename, const char *sql,
+                          PyObject *params);
+
+/* Flags for xt_read_columns_ex(). */
+enum {
+    /* A column holding only TEXT and NULL (at least one TEXT), all valid UTF-8, comes back
+     * not as an object array but as the buffers of an Arrow large_string array, handed
+     * over without copying and without creating a str per row:
+     *   (offsets: int64 ndarray of n+1, data: uint8 ndarray of UTF-8 bytes,
+     *    validity: uint8 ndarray, an LSB-first bitmap with 1 = not NULL, or None)
+     * xetrack_c._dataframe.frame_from_columns() accepts such tuples. */
+    XT_READ_TEXT_BUFFERS = 1,
+};
+
+/* xt_read_columns() with `flags` (a combination of the XT_READ_* values above) and
+ * `sort_by`: NULL, or the name of a result column by which the rows are sorted after the
+ * scan, in C and without the GIL, exactly as `ORDER BY sort_by` with the BINARY collation
+ * would order them (NULL, then INTEGER/REAL by value, then TEXT, then BLOB, bytewise),
+ * keeping scan order among equal keys.  Rows already in order cost one comparison each,
+ * which makes this much cheaper than SQLite's sorter for tables appended in time order.
+ * ValueError if no result column has that name. */
+PyObject *xt_read_columns_ex(xt_state *st, sqlite3 *db, const char *filename, const char *sql,
+                             PyObject *params, int flags, const char *sort_by);
+
+#endif
