@@ -745,7 +745,17 @@ tracker_log(TrackerCore *self, PyObject *data)
     PyObject *dict = NULL;
 
     assert(!PyErr_Occurred());
-    if (st == NULL || check_usable(self, st) < 0 || encode_row(self, st, data, &row, &dict) < 0) {
+    if (st == NULL || check_usable(self, st) < 0) {
+        return NULL;
+    }
+    if (PyDict_CheckExact(data) && PyDict_GET_SIZE(data) == 0) {
+        /* As xetrack: nothing to track is a warning, not a row of params alone. */
+        if (self->warnings && PyErr_WarnEx(PyExc_UserWarning, "log() got no values to track", 1) < 0) {
+            return NULL;
+        }
+        return PyDict_New();
+    }
+    if (encode_row(self, st, data, &row, &dict) < 0) {
         return NULL;
     }
     int64_t ts = row->ts_us;
@@ -805,9 +815,13 @@ tracker_log_batch(TrackerCore *self, PyObject *data)
         done_rows = i + 1;
     }
     int queued = rows_queued(self);
+    int64_t last_ts = rows[n - 1]->ts_us;
     int rc = write_rows(self, st, rows, (size_t)n);
     if (queued) {
         done_rows = 0; /* the queue owns them; the cleanup below frees the rest */
+    }
+    else if (rc == 0) {
+        rc = sync_timestamp(st, rows[n - 1], last_ts, last);
     }
     if (rc < 0) {
         goto done;

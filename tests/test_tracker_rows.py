@@ -219,9 +219,7 @@ def _crowd_the_next_microseconds(db: str, track_id: str, window_us: int):
     "method",
     [
         "log",
-        pytest.param("log_batch", marks=pytest.mark.xfail(
-            reason="bug: log_batch() returns (and sets latest to) the timestamp the row was "
-            "encoded with, not the one stored after a primary-key collision moved it", strict=True)),
+        pytest.param("log_batch"),
     ],
 )
 def test_returned_timestamp_is_the_stored_one_after_a_primary_key_bump(db_path, method):
@@ -529,3 +527,12 @@ def test_git_root_records_the_commit_hash(db_path, tmp_path):
     tracker.log({"x": 1})
     tracker.close()
     assert read_rows(db_path)[0]["git_commit_hash"] == head
+
+
+def test_log_of_an_empty_dict_warns_and_writes_nothing(db_path):
+    tracker = Tracker(db_path, params={"model": "m"})
+    with pytest.warns(UserWarning, match="no values"):
+        assert tracker.log({}) == {}
+    tracker.log({"i": 1})
+    tracker.close()
+    assert [r["i"] for r in read_rows(db_path)] == [1]
