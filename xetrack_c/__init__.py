@@ -1,28 +1,41 @@
 """xetrack_c: fast, safe experiment tracking with a C core.
 
-``import xetrack_c`` stays light: pandas and numpy load only when a DataFrame or array is
-asked for.
+``import xetrack_c`` stays light: only the Tracker loads at import; the Reader, the
+DataFrame backends and the seeding API load on first use, pandas and numpy only when a
+DataFrame or array is asked for.
 """
 
+from importlib import import_module
+from typing import Any
+
 from xetrack_c._core import CorruptDatabaseError, Error, StorageError
-from xetrack_c._dataframe import get_backend, set_backend
-from xetrack_c.reader import Reader, TableNotFoundError
-from xetrack_c.seeding import SeedPolicy, derive_seed, hash_identifier, make_rng, reproducible_seed
 from xetrack_c.tracker import Tracker
 
-__all__ = [
-    "Tracker",
-    "Reader",
-    "set_backend",
-    "get_backend",
-    "SeedPolicy",
-    "derive_seed",
-    "hash_identifier",
-    "reproducible_seed",
-    "make_rng",
-    "Error",
-    "StorageError",
-    "CorruptDatabaseError",
-    "TableNotFoundError",
-]
+# Public name -> module that defines it, imported on first access (PEP 562).
+_LAZY = {
+    "Reader": "xetrack_c.reader",
+    "TableNotFoundError": "xetrack_c.reader",
+    "set_backend": "xetrack_c._dataframe",
+    "get_backend": "xetrack_c._dataframe",
+    "SeedPolicy": "xetrack_c.seeding",
+    "derive_seed": "xetrack_c.seeding",
+    "hash_identifier": "xetrack_c.seeding",
+    "reproducible_seed": "xetrack_c.seeding",
+    "make_rng": "xetrack_c.seeding",
+}
+
+__all__ = ["Tracker", "Error", "StorageError", "CorruptDatabaseError", *_LAZY]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'xetrack_c' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_LAZY))

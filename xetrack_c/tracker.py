@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import atexit
-import functools
 import os
-import re
 import threading
 import warnings as _warnings
 import weakref
-from datetime import datetime
 from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 from xetrack_c import _core
-from xetrack_c._unpack import unpack_arguments
 
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
-_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
+_TABLE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 _SQL_TYPES = {"INTEGER": int, "REAL": float, "TEXT": str, "BLOB": bytearray}
 
 # Options xetrack accepts that need machinery xetrack_c does not have yet: refuse them
@@ -56,7 +52,8 @@ def _validate_table(table: str) -> str:
         raise TypeError(f"table must be a str, not {type(table).__name__}")
     if table.startswith("db."):  # xetrack's duckdb-style name for the same table
         table = table[3:]
-    if not _TABLE_NAME.match(table) or table.lower().startswith("sqlite_"):
+    valid = 0 < len(table) <= 64 and set(table) <= _TABLE_CHARS and not table[0].isdigit()
+    if not valid or table[0] == "-" or table.lower().startswith("sqlite_"):
         raise ValueError(
             f"invalid table name {table!r}: use 1-64 letters, digits, '_' or '-', starting "
             "with a letter or '_' (and not 'sqlite_', which SQLite reserves)"
@@ -342,6 +339,8 @@ class Tracker(_core.TrackerCore):
     @staticmethod
     def get_timestamp() -> str:
         """Local time in xetrack's format, ``%Y-%m-%d %H:%M:%S.%f``."""
+        from datetime import datetime
+
         return datetime.now().strftime(TIMESTAMP_FORMAT)
 
     # ------------------------------------------------------------------ functions
@@ -350,6 +349,8 @@ class Tracker(_core.TrackerCore):
     # argument may be a dataclass/pydantic model or a dict result needs override warnings.
 
     def _unpack(self, func: Callable[..., Any], args: List[Any], kwargs: Dict[str, Any]) -> Dict[str, Any]:
+        from xetrack_c._unpack import unpack_arguments
+
         return unpack_arguments(func, args, kwargs, self._warn)
 
     def _merge_result(self, row: Dict[str, Any], result: Dict[str, Any]) -> None:
@@ -361,6 +362,8 @@ class Tracker(_core.TrackerCore):
 
     def wrap(self, params: Optional[Dict[str, Any]] = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """A decorator that tracks every call of the function (keeps its name and docstring)."""
+
+        import functools
 
         def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
             @functools.wraps(func)
