@@ -48,7 +48,8 @@ module_exec(PyObject *module)
         return -1;
     }
     if (xt_names_exec(module, st) < 0 || xt_tracker_exec(module, st) < 0
-        || xt_reader_exec(module, st) < 0 || xt_seed_exec(module, st) < 0) {
+        || xt_reader_exec(module, st) < 0 || xt_hash_exec(module, st) < 0
+        || xt_seed_exec(module, st) < 0) {
         return -1;
     }
     return 0;

@@ -46,5 +46,6 @@ int xt_names_exec(PyObject *module, xt_state *st);
 int xt_tracker_exec(PyObject *module, xt_state *st);
 int xt_reader_exec(PyObject *module, xt_state *st);
 int xt_seed_exec(PyObject *module, xt_state *st);
+int xt_hash_exec(PyObject *module, xt_state *st);
 
 #endif

@@ -41,18 +41,18 @@ typedef union {
     double d;
 } xt_cell;
 
-/* Everything read for one column.  TEXT and BLOB cells hold the offset of an arena entry:
- * a uint32 length (SQLite values are shorter than 2 GiB) followed by the bytes.  A value
- * equal to the column's previous TEXT/BLOB value points at the previous entry. */
+/* Everything read for one column.  The bytes of TEXT and BLOB values are appended to the
+ * column's arena; their cell holds the start offset, and a NULL cell holds the arena length
+ * at that row, so for a column of TEXT and NULL only, cells[0..n] (with cells[n] = arena
+ * length) are exactly the offsets of an Arrow large_string array over the arena.  A value's
+ * length is the next TEXT/BLOB/NULL cell's offset (or the arena length) minus its own. */
 typedef struct {
     uint8_t *tags;   /* storage class of every row: SQLITE_INTEGER ... SQLITE_NULL */
-    xt_cell *cells;  /* the number, or the arena offset */
+    xt_cell *cells;  /* the number, or an arena offset */
     char *arena;
     size_t arena_len;
     size_t arena_cap;
-    int64_t last_entry;  /* offset of the latest TEXT/BLOB entry, -1 before the first */
-    uint8_t last_tag;    /* its storage class */
-    unsigned seen;       /* XT_BIT(class) for every storage class seen */
+    unsigned seen;  /* XT_BIT(class) for every storage class seen */
 } xt_column_buf;
 
 /* One pass over a statement; owned by the calling thread, touched without the GIL. */
@@ -61,9 +61,11 @@ typedef struct {
     int ncols;
     xt_column_buf *cols;
     size_t nrows;
-    size_t cap;
+    size_t cap;         /* rows the tag and cell buffers hold; always > nrows once allocated */
     int rc;             /* SQLITE_DONE when every row was read */
     int out_of_memory;  /* a C allocation failed */
+    const char *sort_by;  /* result column to sort the rows by, or NULL */
+    int sort_missing;     /* sort_by names no result column */
 } xt_scan;
 
 /* ------------------------------------------------------------------------------------ */
@@ -93,20 +95,11 @@ grow_rows(xt_scan *scan)
     return 0;
 }
 
-/* Append a TEXT or BLOB value; returns its arena offset, or -1 when out of memory. */
-static int64_t
-append_entry(xt_column_buf *col, uint8_t tag, const void *bytes, uint32_t len)
+/* Append the bytes of a TEXT or BLOB value to the arena; -1 when out of memory. */
+static int
+append_bytes(xt_column_buf *col, const void *bytes, size_t len)
 {
-    if (col->last_entry >= 0 && col->last_tag == tag) {
-        uint32_t last_len;
-        memcpy(&last_len, col->arena + col->last_entry, sizeof(last_len));
-        if (last_len == len
-            && (len == 0
-                || memcmp(col->arena + col->last_entry + sizeof(last_len), bytes, len) == 0)) {
-            return col->last_entry;
-        }
-    }
-    size_t need = col->arena_len + sizeof(len) + len;
+    size_t need = col->arena_len + len;
     if (need > col->arena_cap) {
         size_t cap = col->arena_cap ? col->arena_cap : 256;
         while (cap < need) {
@@ -122,50 +115,49 @@ append_entry(xt_column_buf *col, uint8_t tag, const void *bytes, uint32_t len)
         col->arena = arena;
         col->arena_cap = cap;
     }
-    int64_t offset = (int64_t)col->arena_len;
-    memcpy(col->arena + col->arena_len, &len, sizeof(len));
     if (len > 0) {
-        memcpy(col->arena + col->arena_len + sizeof(len), bytes, len);
+        memcpy(col->arena + col->arena_len, bytes, len);
     }
     col->arena_len = need;
-    col->last_entry = offset;
-    col->last_tag = tag;
-    return offset;
+    return 0;
 }
 
-/* Store column `c` of the current row at `row`; -1 when out of memory. */
+/* Store column `c` of the current row at `row`; -1 when out of memory.
+ * The cell is read through sqlite3_column_value() and the sqlite3_value_* accessors: one
+ * lookup per cell instead of one per call.  SQLite calls such a value "unprotected" and
+ * reading it is safe only while no other thread uses the connection -- which holds here:
+ * the connection is ours alone for the whole scan (xt_read_columns' contract). */
 static int
 store_cell(sqlite3_stmt *stmt, int c, xt_column_buf *col, size_t row)
 {
-    int tag = sqlite3_column_type(stmt, c);
-    const void *bytes = NULL;
-    int64_t offset;
+    sqlite3_value *value = sqlite3_column_value(stmt, c);
+    int tag = sqlite3_value_type(value);
+    const void *bytes;
 
     switch (tag) {
     case SQLITE_INTEGER:
-        col->cells[row].i = sqlite3_column_int64(stmt, c);
+        col->cells[row].i = sqlite3_value_int64(value);
         break;
     case SQLITE_FLOAT:
-        col->cells[row].d = sqlite3_column_double(stmt, c);
+        col->cells[row].d = sqlite3_value_double(value);
         break;
     case SQLITE_TEXT:
     case SQLITE_BLOB:
         /* Zero-length BLOBs come back as NULL pointers; TEXT never does unless SQLite ran
          * out of memory. */
-        bytes = tag == SQLITE_TEXT ? (const void *)sqlite3_column_text(stmt, c)
-                                   : sqlite3_column_blob(stmt, c);
+        bytes = tag == SQLITE_TEXT ? (const void *)sqlite3_value_text(value)
+                                   : sqlite3_value_blob(value);
         if (bytes == NULL && tag == SQLITE_TEXT) {
             return -1;
         }
-        offset = append_entry(col, (uint8_t)tag, bytes, (uint32_t)sqlite3_column_bytes(stmt, c));
-        if (offset < 0) {
+        col->cells[row].i = (int64_t)col->arena_len;
+        if (append_bytes(col, bytes, (size_t)sqlite3_value_bytes(value)) < 0) {
             return -1;
         }
-        col->cells[row].i = offset;
         break;
     default:
         tag = SQLITE_NULL;
-        col->cells[row].i = 0;
+        col->cells[row].i = (int64_t)col->arena_len;
         break;
     }
     col->tags[row] = (uint8_t)tag;
@@ -188,14 +180,11 @@ scan_rows(xt_scan *scan)
         goto done;
     }
     scan->ncols = ncols;
-    for (int c = 0; c < ncols; c++) {
-        scan->cols[c].last_entry = -1;
+    if (grow_rows(scan) < 0) {
+        scan->out_of_memory = 1;
+        goto done;
     }
     while (rc == SQLITE_ROW) {
-        if (scan->nrows == scan->cap && grow_rows(scan) < 0) {
-            scan->out_of_memory = 1;
-            goto done;
-        }
         for (int c = 0; c < ncols; c++) {
             if (store_cell(stmt, c, &scan->cols[c], scan->nrows) < 0) {
                 scan->out_of_memory = 1;
@@ -203,6 +192,11 @@ scan_rows(xt_scan *scan)
             }
         }
         scan->nrows++;
+        /* Keep one spare cell for the closing Arrow offset. */
+        if (scan->nrows == scan->cap && grow_rows(scan) < 0) {
+            scan->out_of_memory = 1;
+            goto done;
+        }
         rc = sqlite3_step(stmt);
     }
 done:
@@ -229,36 +223,348 @@ free_scan(xt_scan *scan)
     scan->ncols = 0;
 }
 
+/* True when bytes[0..len) is well-formed UTF-8 (no overlongs, surrogates or values past
+ * U+10FFFF), which Arrow string arrays require. */
+static int
+valid_utf8(const unsigned char *bytes, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        /* Eight ASCII bytes at a time: the common case for keys, ids and timestamps. */
+        if (len - i >= 8) {
+            uint64_t word;
+            memcpy(&word, bytes + i, sizeof(word));
+            if ((word & 0x8080808080808080ULL) == 0) {
+                i += 8;
+                continue;
+            }
+        }
+        unsigned char b = bytes[i];
+        if (b < 0x80) {
+            i++;
+            continue;
+        }
+        size_t extra;
+        unsigned char lo = 0x80, hi = 0xBF;
+        if (b >= 0xC2 && b <= 0xDF) {
+            extra = 1;
+        }
+        else if (b >= 0xE0 && b <= 0xEF) {
+            extra = 2;
+            lo = b == 0xE0 ? 0xA0 : 0x80;
+            hi = b == 0xED ? 0x9F : 0xBF;
+        }
+        else if (b >= 0xF0 && b <= 0xF4) {
+            extra = 3;
+            lo = b == 0xF0 ? 0x90 : 0x80;
+            hi = b == 0xF4 ? 0x8F : 0xBF;
+        }
+        else {
+            return 0;
+        }
+        if (len - i <= extra || bytes[i + 1] < lo || bytes[i + 1] > hi) {
+            return 0;
+        }
+        for (size_t k = 2; k <= extra; k++) {
+            if (bytes[i + k] < 0x80 || bytes[i + k] > 0xBF) {
+                return 0;
+            }
+        }
+        i += extra + 1;
+    }
+    return 1;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Sort: pure C, GIL released.  Rows are put in the order SQLite's ORDER BY would give for
+ * one column with the BINARY collation (NULL < numbers < TEXT < BLOB; text and blobs by
+ * memcmp, then length), keeping the scan order of equal keys.  Rows already in order -- the
+ * usual case, as rows are appended in time order -- cost one comparison each.           */
+
+/* Byte length of every TEXT/BLOB value (0 for other rows); NULL when out of memory. */
+static size_t *
+value_lengths(const xt_column_buf *col, size_t nrows)
+{
+    size_t *lens = malloc((nrows ? nrows : 1) * sizeof(size_t));
+    size_t next_start = col->arena_len;
+    if (lens == NULL) {
+        return NULL;
+    }
+    for (size_t i = nrows; i-- > 0;) {
+        uint8_t tag = col->tags[i];
+        lens[i] = 0;
+        if (tag == SQLITE_TEXT || tag == SQLITE_BLOB) {
+            lens[i] = next_start - (size_t)col->cells[i].i;
+            next_start = (size_t)col->cells[i].i;
+        }
+        else if (tag == SQLITE_NULL) {
+            next_start = (size_t)col->cells[i].i;
+        }
+    }
+    return lens;
+}
+
+typedef struct {
+    const xt_column_buf *col;
+    const size_t *lens;
+} xt_sort_key;
+
+static int
+class_rank(uint8_t tag)
+{
+    switch (tag) {
+    case SQLITE_NULL:
+        return 0;
+    case SQLITE_INTEGER:
+    case SQLITE_FLOAT:
+        return 1;
+    case SQLITE_TEXT:
+        return 2;
+    default:
+        return 3;
+    }
+}
+
+static int
+compare_rows(const xt_sort_key *key, size_t a, size_t b)
+{
+    const xt_column_buf *col = key->col;
+    uint8_t ta = col->tags[a], tb = col->tags[b];
+    int ra = class_rank(ta), rb = class_rank(tb);
+    if (ra != rb) {
+        return ra < rb ? -1 : 1;
+    }
+    if (ra == 0) {
+        return 0;
+    }
+    if (ra == 1) {
+        if (ta == SQLITE_INTEGER && tb == SQLITE_INTEGER) {
+            int64_t x = col->cells[a].i, y = col->cells[b].i;
+            return (x > y) - (x < y);
+        }
+        double x = ta == SQLITE_INTEGER ? (double)col->cells[a].i : col->cells[a].d;
+        double y = tb == SQLITE_INTEGER ? (double)col->cells[b].i : col->cells[b].d;
+        return (x > y) - (x < y);
+    }
+    size_t la = key->lens[a], lb = key->lens[b];
+    int c = memcmp(col->arena + col->cells[a].i, col->arena + col->cells[b].i, la < lb ? la : lb);
+    if (c != 0) {
+        return c;
+    }
+    return (la > lb) - (la < lb);
+}
+
+/* Stable bottom-up merge sort of the row numbers in `order` (n of them); `tmp` has room
+ * for n.  Returns the buffer holding the result (`order` or `tmp`). */
+static size_t *
+merge_sort(const xt_sort_key *key, size_t *order, size_t *tmp, size_t n)
+{
+    size_t *src = order, *dst = tmp;
+    for (size_t width = 1; width < n; width *= 2) {
+        for (size_t lo = 0; lo < n; lo += 2 * width) {
+            size_t mid = lo + width < n ? lo + width : n;
+            size_t hi = lo + 2 * width < n ? lo + 2 * width : n;
+            size_t i = lo, j = mid, k = lo;
+            while (i < mid && j < hi) {
+                dst[k++] = compare_rows(key, src[j], src[i]) < 0 ? src[j++] : src[i++];
+            }
+            while (i < mid) {
+                dst[k++] = src[i++];
+            }
+            while (j < hi) {
+                dst[k++] = src[j++];
+            }
+        }
+        size_t *swap = src;
+        src = dst;
+        dst = swap;
+    }
+    return src;
+}
+
+/* Reorder one column's rows to `order`; -1 when out of memory (the column is unchanged). */
+static int
+permute_column(xt_column_buf *col, const size_t *order, size_t nrows, size_t cap)
+{
+    uint8_t *tags = malloc(cap);
+    xt_cell *cells = malloc(cap * sizeof(xt_cell));
+    char *arena = NULL;
+    size_t *lens = NULL;
+    int res = -1;
+
+    if (tags == NULL || cells == NULL) {
+        goto done;
+    }
+    int has_bytes = (col->seen & (XT_BIT(SQLITE_TEXT) | XT_BIT(SQLITE_BLOB))) != 0;
+    if (has_bytes) {
+        lens = value_lengths(col, nrows);
+        arena = malloc(col->arena_len ? col->arena_len : 1);
+        if (lens == NULL || arena == NULL) {
+            goto done;
+        }
+    }
+    size_t arena_len = 0;
+    for (size_t j = 0; j < nrows; j++) {
+        size_t p = order[j];
+        uint8_t tag = col->tags[p];
+        tags[j] = tag;
+        if (tag == SQLITE_TEXT || tag == SQLITE_BLOB) {
+            memcpy(arena + arena_len, col->arena + col->cells[p].i, lens[p]);
+            cells[j].i = (int64_t)arena_len;
+            arena_len += lens[p];
+        }
+        else if (tag == SQLITE_NULL) {
+            cells[j].i = (int64_t)arena_len;
+        }
+        else {
+            cells[j] = col->cells[p];
+        }
+    }
+    free(col->tags);
+    free(col->cells);
+    col->tags = tags;
+    col->cells = cells;
+    tags = NULL;
+    cells = NULL;
+    if (has_bytes) {
+        free(col->arena);
+        col->arena = arena;
+        col->arena_cap = col->arena_len ? col->arena_len : 1;
+        arena = NULL;
+    }
+    res = 0;
+done:
+    free(tags);
+    free(cells);
+    free(arena);
+    free(lens);
+    return res;
+}
+
+/* Sort the scanned rows by the column named scan->sort_by. */
+static void
+sort_scan(xt_scan *scan)
+{
+    size_t n = scan->nrows, *order = NULL, *tmp = NULL, *lens = NULL;
+    int key_col = -1;
+
+    for (int c = 0; c < scan->ncols; c++) {
+        const char *name = sqlite3_column_name(scan->stmt, c);
+        if (name != NULL && strcmp(name, scan->sort_by) == 0) {
+            key_col = c;
+            break;
+        }
+    }
+    if (key_col < 0) {
+        scan->sort_missing = 1;
+        return;
+    }
+    xt_column_buf *col = &scan->cols[key_col];
+    lens = value_lengths(col, n);
+    if (lens == NULL) {
+        goto oom;
+    }
+    xt_sort_key key = {col, lens};
+    size_t i = 1;
+    while (i < n && compare_rows(&key, i - 1, i) <= 0) {
+        i++;
+    }
+    if (i >= n) {
+        goto done; /* already in order */
+    }
+    order = malloc(n * sizeof(size_t));
+    tmp = malloc(n * sizeof(size_t));
+    if (order == NULL || tmp == NULL) {
+        goto oom;
+    }
+    for (i = 0; i < n; i++) {
+        order[i] = i;
+    }
+    size_t *sorted = merge_sort(&key, order, tmp, n);
+    for (int c = 0; c < scan->ncols; c++) {
+        if (permute_column(&scan->cols[c], sorted, n, scan->cap) < 0) {
+            goto oom;
+        }
+    }
+    goto done;
+oom:
+    scan->out_of_memory = 1;
+done:
+    free(order);
+    free(tmp);
+    free(lens);
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* Build: GIL held.                                                                     */
 
-static PyObject *
-entry_object(const xt_column_buf *col, int64_t offset, uint8_t tag)
+static void
+free_capsule_buffer(PyObject *capsule)
 {
-    uint32_t len;
-    const char *entry = col->arena + offset;
-    memcpy(&len, entry, sizeof(len));
-    if (tag == SQLITE_TEXT) {
-        return PyUnicode_DecodeUTF8(entry + sizeof(len), (Py_ssize_t)len, "replace");
-    }
-    return PyBytes_FromStringAndSize(entry + sizeof(len), (Py_ssize_t)len);
+    free(PyCapsule_GetPointer(capsule, NULL));
 }
 
+/* A 1-d array of `n` items of `typenum` over the malloc'd buffer *buf, which the array
+ * then owns (through a capsule base that frees it).  *buf is consumed either way. */
+static PyObject *
+adopt_buffer(void **buf, npy_intp n, int typenum, size_t itemsize)
+{
+    PyObject *capsule = NULL, *arr = NULL;
+    void *data = *buf;
+
+    *buf = NULL;
+    if (n == 0 || data == NULL) {
+        free(data);
+        return PyArray_SimpleNew(1, &n, typenum);
+    }
+    void *exact = realloc(data, (size_t)n * itemsize); /* give back the growth slack */
+    if (exact != NULL) {
+        data = exact;
+    }
+    capsule = PyCapsule_New(data, NULL, free_capsule_buffer);
+    if (capsule == NULL) {
+        free(data);
+        return NULL;
+    }
+    arr = PyArray_SimpleNewFromData(1, &n, typenum, data);
+    if (arr == NULL) {
+        Py_DECREF(capsule);
+        return NULL;
+    }
+    if (PyArray_SetBaseObject((PyArrayObject *)arr, capsule) < 0) { /* steals capsule */
+        Py_DECREF(arr);
+        return NULL;
+    }
+    return arr;
+}
+
+static PyObject *
+value_object(const xt_column_buf *col, uint8_t tag, size_t start, size_t len)
+{
+    if (tag == SQLITE_TEXT) {
+        return PyUnicode_DecodeUTF8(col->arena + start, (Py_ssize_t)len, "replace");
+    }
+    return PyBytes_FromStringAndSize(col->arena + start, (Py_ssize_t)len);
+}
+
+/* Object array of the Python values, filled from the last row backwards: a value's length
+ * is where the following value starts.  A str/bytes equal to the following row's value
+ * reuses that object. */
 static PyObject *
 build_object_column(const xt_column_buf *col, npy_intp n)
 {
     PyObject *arr = PyArray_SimpleNew(1, &n, NPY_OBJECT);
     PyObject *res = NULL;
-    PyObject *last = NULL; /* borrowed from the array: the latest str/bytes created */
-    int64_t last_offset = -1;
-    uint8_t last_tag = 0;
+    PyObject *next = NULL; /* borrowed from the array: the str/bytes of the following row */
+    size_t next_start = col->arena_len, next_len = 0;
+    uint8_t next_tag = 0;
 
     if (arr == NULL) {
         goto done;
     }
     /* NumPy zero-fills new object arrays, so a partly filled array is safe to free. */
     PyObject **out = (PyObject **)PyArray_DATA((PyArrayObject *)arr);
-    for (npy_intp i = 0; i < n; i++) {
+    for (npy_intp i = n - 1; i >= 0; i--) {
         uint8_t tag = col->tags[i];
         PyObject *value;
         switch (tag) {
@@ -269,17 +575,21 @@ build_object_column(const xt_column_buf *col, npy_intp n)
             value = PyFloat_FromDouble(col->cells[i].d);
             break;
         case SQLITE_TEXT:
-        case SQLITE_BLOB:
-            if (col->cells[i].i == last_offset && tag == last_tag) {
-                value = Py_NewRef(last);
+        case SQLITE_BLOB: {
+            size_t start = (size_t)col->cells[i].i, len = next_start - start;
+            if (next != NULL && tag == next_tag && len == next_len
+                && memcmp(col->arena + start, col->arena + next_start, len) == 0) {
+                value = Py_NewRef(next);
             }
             else {
-                value = entry_object(col, col->cells[i].i, tag);
-                last = value;
-                last_offset = col->cells[i].i;
-                last_tag = tag;
+                value = value_object(col, tag, start, len);
+                next = value;
+                next_tag = tag;
+                next_len = len;
             }
+            next_start = start;
             break;
+        }
         default:
             value = Py_NewRef(Py_None);
             break;
@@ -295,44 +605,84 @@ done:
     return res;
 }
 
+/* (offsets int64[n+1], data uint8[...], validity bitmap uint8[(n+7)/8] or None): the
+ * buffers of an Arrow large_string array, taken over from the column without copying. */
 static PyObject *
-build_column(const xt_column_buf *col, size_t nrows)
+build_text_buffers(xt_column_buf *col, size_t nrows)
+{
+    PyObject *offsets = NULL, *data = NULL, *validity = NULL, *res = NULL;
+    npy_intp n = (npy_intp)nrows;
+
+    col->cells[nrows].i = (int64_t)col->arena_len; /* grow_rows keeps this cell spare */
+    if (col->seen & XT_BIT(SQLITE_NULL)) {
+        npy_intp nbytes = (n + 7) / 8;
+        validity = PyArray_ZEROS(1, &nbytes, NPY_UINT8, 0);
+        if (validity == NULL) {
+            goto done;
+        }
+        uint8_t *bits = (uint8_t *)PyArray_DATA((PyArrayObject *)validity);
+        for (size_t i = 0; i < nrows; i++) {
+            if (col->tags[i] != SQLITE_NULL) {
+                bits[i >> 3] |= (uint8_t)(1u << (i & 7));
+            }
+        }
+    }
+    else {
+        validity = Py_NewRef(Py_None);
+    }
+    void *cells = col->cells;
+    col->cells = NULL;
+    offsets = adopt_buffer(&cells, n + 1, NPY_INT64, sizeof(int64_t));
+    if (offsets == NULL) {
+        goto done;
+    }
+    void *arena = col->arena;
+    col->arena = NULL;
+    data = adopt_buffer(&arena, (npy_intp)col->arena_len, NPY_UINT8, 1);
+    if (data == NULL) {
+        goto done;
+    }
+    res = PyTuple_Pack(3, offsets, data, validity);
+done:
+    Py_XDECREF(offsets);
+    Py_XDECREF(data);
+    Py_XDECREF(validity);
+    return res;
+}
+
+static PyObject *
+build_column(xt_column_buf *col, size_t nrows, int flags)
 {
     npy_intp n = (npy_intp)nrows;
     unsigned seen = col->seen;
+    void *cells;
 
     if (n > 0 && seen == XT_BIT(SQLITE_INTEGER)) {
-        PyObject *arr = PyArray_SimpleNew(1, &n, NPY_INT64);
-        if (arr != NULL) {
-            memcpy(PyArray_DATA((PyArrayObject *)arr), col->cells, nrows * sizeof(int64_t));
-        }
-        return arr;
+        cells = col->cells;
+        col->cells = NULL;
+        return adopt_buffer(&cells, n, NPY_INT64, sizeof(int64_t));
     }
     if (n > 0 && (seen & ~XT_NUMERIC_OR_NULL) == 0
         && (seen & (XT_BIT(SQLITE_INTEGER) | XT_BIT(SQLITE_FLOAT))) != 0) {
-        PyObject *arr = PyArray_SimpleNew(1, &n, NPY_FLOAT64);
-        if (arr == NULL) {
-            return NULL;
-        }
-        double *out = (double *)PyArray_DATA((PyArrayObject *)arr);
-        if (seen == XT_BIT(SQLITE_FLOAT)) {
-            memcpy(out, col->cells, nrows * sizeof(double));
-            return arr;
-        }
-        for (size_t i = 0; i < nrows; i++) {
-            switch (col->tags[i]) {
-            case SQLITE_INTEGER:
-                out[i] = (double)col->cells[i].i;
-                break;
-            case SQLITE_FLOAT:
-                out[i] = col->cells[i].d;
-                break;
-            default:
-                out[i] = NAN;
-                break;
+        if (seen != XT_BIT(SQLITE_FLOAT)) { /* to doubles in place: both are 8 bytes */
+            for (size_t i = 0; i < nrows; i++) {
+                uint8_t tag = col->tags[i];
+                if (tag == SQLITE_INTEGER) {
+                    col->cells[i].d = (double)col->cells[i].i;
+                }
+                else if (tag == SQLITE_NULL) {
+                    col->cells[i].d = NAN;
+                }
             }
         }
-        return arr;
+        cells = col->cells;
+        col->cells = NULL;
+        return adopt_buffer(&cells, n, NPY_FLOAT64, sizeof(double));
+    }
+    if ((flags & XT_READ_TEXT_BUFFERS) && n > 0 && (seen & XT_BIT(SQLITE_TEXT))
+        && (seen & ~(XT_BIT(SQLITE_TEXT) | XT_BIT(SQLITE_NULL))) == 0
+        && valid_utf8((const unsigned char *)col->arena, col->arena_len)) {
+        return build_text_buffers(col, nrows);
     }
     return build_object_column(col, n);
 }
@@ -357,7 +707,7 @@ unique_name(PyObject *columns, const char *utf8)
 }
 
 static PyObject *
-build_columns(xt_scan *scan)
+build_columns(xt_scan *scan, int flags)
 {
     PyObject *res = NULL, *columns = PyDict_New(), *name = NULL, *arr = NULL;
 
@@ -374,7 +724,7 @@ build_columns(xt_scan *scan)
         if (name == NULL) {
             goto done;
         }
-        arr = build_column(&scan->cols[c], scan->nrows);
+        arr = build_column(&scan->cols[c], scan->nrows, flags);
         if (arr == NULL || PyDict_SetItem(columns, name, arr) < 0) {
             goto done;
         }
@@ -536,8 +886,8 @@ done:
 }
 
 PyObject *
-xt_read_columns(xt_state *st, sqlite3 *db, const char *filename, const char *sql,
-                PyObject *params)
+xt_read_columns_ex(xt_state *st, sqlite3 *db, const char *filename, const char *sql,
+                   PyObject *params, int flags, const char *sort_by)
 {
     assert(!PyErr_Occurred());
     PyObject *res = NULL;
@@ -553,8 +903,12 @@ xt_read_columns(xt_state *st, sqlite3 *db, const char *filename, const char *sql
         goto done;
     }
     scan.stmt = stmt;
+    scan.sort_by = sort_by;
     Py_BEGIN_ALLOW_THREADS
     scan_rows(&scan);
+    if (scan.rc == SQLITE_DONE && !scan.out_of_memory && sort_by != NULL) {
+        sort_scan(&scan);
+    }
     Py_END_ALLOW_THREADS
     if (scan.out_of_memory) {
         PyErr_NoMemory();
@@ -564,12 +918,23 @@ xt_read_columns(xt_state *st, sqlite3 *db, const char *filename, const char *sql
         xt_raise_sqlite(st, scan.rc, sqlite3_errmsg(db), filename, sql);
         goto done;
     }
-    res = build_columns(&scan);
+    if (scan.sort_missing) {
+        PyErr_Format(PyExc_ValueError, "sort_by names no column of the result: %s", sort_by);
+        goto done;
+    }
+    res = build_columns(&scan, flags);
 done:
     free_scan(&scan);
     sqlite3_finalize(stmt);
     assert(res != NULL || PyErr_Occurred());
     return res;
+}
+
+PyObject *
+xt_read_columns(xt_state *st, sqlite3 *db, const char *filename, const char *sql,
+                PyObject *params)
+{
+    return xt_read_columns_ex(st, db, filename, sql, params, 0, NULL);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -654,7 +1019,7 @@ done:
 /* Python functions                                                                     */
 
 PyDoc_STRVAR(read_columns__doc__,
-    "read_columns(path, sql, params=())\n--\n\n"
+    "read_columns(path, sql, params=(), *, text_buffers=False, sort_by=None)\n--\n\n"
     "Run one SELECT on the SQLite file `path`, opened read-only, and return\n"
     "{column name: numpy.ndarray} in SELECT order.\n\n"
     "The file is never created or written; a missing file raises FileNotFoundError and a\n"
@@ -665,19 +1030,27 @@ PyDoc_STRVAR(read_columns__doc__,
     "dtypes: INTEGER -> int64 (float64 with NaN when NULLs occur); REAL -> float64;\n"
     "TEXT -> object array of str/None; BLOB -> object array of bytes; columns mixing storage\n"
     "classes, all-NULL columns and empty results -> object arrays of the Python values.\n"
-    "A repeated column name gets a '.1', '.2', ... suffix.");
+    "A repeated column name gets a '.1', '.2', ... suffix.\n\n"
+    "With text_buffers=True a column of TEXT (and NULL) only comes back as the buffers of\n"
+    "an Arrow large_string array, (offsets int64[n+1], data uint8[], validity bitmap or\n"
+    "None), without creating a str per row; frame_from_columns() accepts them.\n\n"
+    "sort_by names a result column to sort the rows by after reading, in C, as ORDER BY\n"
+    "that column would (NULLs first, numbers, then text and blobs bytewise), keeping the\n"
+    "table order of equal keys; rows already in order cost one comparison each.");
 
 static PyObject *
 read_columns(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"path", "sql", "params", NULL};
+    static char *keywords[] = {"path", "sql", "params", "text_buffers", "sort_by", NULL};
     xt_state *st = xt_get_state(module);
     PyObject *path, *params = NULL, *path_bytes = NULL, *res = NULL, *columns = NULL;
     const char *sql;
     sqlite3 *db = NULL;
+    const char *sort_by = NULL;
+    int text_buffers = 0;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Os|O:read_columns", keywords, &path, &sql,
-                                     &params)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Os|O$pz:read_columns", keywords, &path,
+                                     &sql, &params, &text_buffers, &sort_by)) {
         goto done;
     }
     if (open_existing(st, path, 0, &db, &path_bytes) < 0) {
@@ -687,7 +1060,8 @@ read_columns(PyObject *module, PyObject *args, PyObject *kwargs)
     if (exec_simple(st, db, filename, "BEGIN") < 0) {
         goto done;
     }
-    columns = xt_read_columns(st, db, filename, sql, params);
+    columns = xt_read_columns_ex(st, db, filename, sql, params,
+                                 text_buffers ? XT_READ_TEXT_BUFFERS : 0, sort_by);
     if (columns == NULL) {
         goto done;
     }

@@ -35,4 +35,25 @@
 PyObject *xt_read_columns(xt_state *st, sqlite3 *db, const char *filename, const char *sql,
                           PyObject *params);
 
+/* Flags for xt_read_columns_ex(). */
+enum {
+    /* A column holding only TEXT and NULL (at least one TEXT), all valid UTF-8, comes back
+     * not as an object array but as the buffers of an Arrow large_string array, handed
+     * over without copying and without creating a str per row:
+     *   (offsets: int64 ndarray of n+1, data: uint8 ndarray of UTF-8 bytes,
+     *    validity: uint8 ndarray, an LSB-first bitmap with 1 = not NULL, or None)
+     * xetrack_c._dataframe.frame_from_columns() accepts such tuples. */
+    XT_READ_TEXT_BUFFERS = 1,
+};
+
+/* xt_read_columns() with `flags` (a combination of the XT_READ_* values above) and
+ * `sort_by`: NULL, or the name of a result column by which the rows are sorted after the
+ * scan, in C and without the GIL, exactly as `ORDER BY sort_by` with the BINARY collation
+ * would order them (NULL, then INTEGER/REAL by value, then TEXT, then BLOB, bytewise),
+ * keeping scan order among equal keys.  Rows already in order cost one comparison each,
+ * which makes this much cheaper than SQLite's sorter for tables appended in time order.
+ * ValueError if no result column has that name. */
+PyObject *xt_read_columns_ex(xt_state *st, sqlite3 *db, const char *filename, const char *sql,
+                             PyObject *params, int flags, const char *sort_by);
+
 #endif

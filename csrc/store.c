@@ -88,7 +88,7 @@ done:
 #define XT_STMT_CACHE 32
 
 /* Rows written per transaction by the async writer. */
-#define XT_ASYNC_BATCH 65536
+#define XT_ASYNC_BATCH 16384
 
 typedef struct {
     uint64_t hash;
@@ -124,6 +124,9 @@ struct xt_store {
     xt_row *qhead, *qtail;
     size_t qlen, qcap;
     int writer_busy, stopping, thread_started;
+    int closing;              /* set by close(): later rows are refused, not dropped */
+    uint64_t queued, written; /* rows ever queued / ever processed by the writer: a flush
+                               * waits only for the rows queued before it was called */
     pthread_t thread;
     xt_error deferred; /* first failure of the writer, reported by the next flush */
     size_t rows_lost;
@@ -749,7 +752,7 @@ xt_store_open(xt_store *s, const char *path, const char *table, int durability, 
     }
     s->durability = durability;
     s->busy_timeout_ms = busy_timeout_ms;
-    s->qcap = queue_rows > 0 ? (size_t)queue_rows : 65536;
+    s->qcap = queue_rows > 0 ? (size_t)queue_rows : 16384;
     if (store_connect(s, reset, err) < 0) {
         store_disconnect(s);
         return -1;
@@ -777,7 +780,8 @@ xt_store_reopen_after_fork(xt_store *s, xt_error *err)
     }
     s->qhead = s->qtail = NULL;
     s->qlen = 0;
-    s->writer_busy = s->stopping = s->thread_started = 0;
+    s->writer_busy = s->stopping = s->thread_started = s->closing = 0;
+    s->queued = s->written = 0;
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->qlock, NULL);
     pthread_cond_init(&s->q_nonempty, NULL);
@@ -926,6 +930,7 @@ writer_main(void *arg)
             break;
         }
         xt_row *chain = s->qhead;
+        size_t taken = s->qlen;
         s->qhead = s->qtail = NULL;
         s->qlen = 0;
         s->writer_busy = 1;
@@ -933,6 +938,8 @@ writer_main(void *arg)
         pthread_mutex_unlock(&s->qlock);
         drain_chain(s, chain);
         pthread_mutex_lock(&s->qlock);
+        s->written += taken;
+        pthread_cond_broadcast(&s->q_idle);
     }
     s->writer_busy = 0;
     pthread_cond_broadcast(&s->q_idle);
@@ -945,7 +952,7 @@ xt_store_enqueue(xt_store *s, xt_row *row, int may_block)
 {
     if (may_block) {
         pthread_mutex_lock(&s->qlock);
-        while (s->qlen >= s->qcap && s->thread_started) {
+        while (s->qlen >= s->qcap && s->thread_started && !s->closing) {
             pthread_cond_wait(&s->q_space, &s->qlock);
         }
     }
@@ -953,17 +960,26 @@ xt_store_enqueue(xt_store *s, xt_row *row, int may_block)
         if (pthread_mutex_trylock(&s->qlock) != 0) {
             return 1;
         }
-        if (s->qlen >= s->qcap && s->thread_started) {
+        if (s->qlen >= s->qcap && s->thread_started && !s->closing) {
             pthread_mutex_unlock(&s->qlock);
             return 1;
         }
     }
+    if (s->closing || !s->open) {
+        pthread_mutex_unlock(&s->qlock);
+        return -1;
+    }
     if (!s->thread_started) {
         if (pthread_create(&s->thread, NULL, writer_main, s) != 0) {
             /* No thread: write synchronously rather than lose the row. */
+            s->queued++;
             pthread_mutex_unlock(&s->qlock);
             row->next = NULL;
             drain_chain(s, row);
+            pthread_mutex_lock(&s->qlock);
+            s->written++;
+            pthread_cond_broadcast(&s->q_idle);
+            pthread_mutex_unlock(&s->qlock);
             return 0;
         }
         s->thread_started = 1;
@@ -977,6 +993,7 @@ xt_store_enqueue(xt_store *s, xt_row *row, int may_block)
     }
     s->qtail = row;
     s->qlen++;
+    s->queued++;
     if (s->qlen == 1) {
         pthread_cond_signal(&s->q_nonempty);
     }
@@ -989,7 +1006,8 @@ xt_store_flush(xt_store *s, xt_error *err)
 {
     int res = 0;
     pthread_mutex_lock(&s->qlock);
-    while (s->qhead != NULL || s->writer_busy) {
+    uint64_t target = s->queued;
+    while (s->written < target) {
         pthread_cond_wait(&s->q_idle, &s->qlock);
     }
     if (s->deferred.rc != 0) {
@@ -1010,8 +1028,10 @@ xt_store_close(xt_store *s, xt_error *err)
     int res = 0;
     pthread_mutex_lock(&s->qlock);
     int started = s->thread_started;
+    s->closing = 1; /* from here on rows are refused; the writer drains what is queued */
     s->stopping = 1;
     pthread_cond_broadcast(&s->q_nonempty);
+    pthread_cond_broadcast(&s->q_space);
     pthread_mutex_unlock(&s->qlock);
     if (started) {
         pthread_join(s->thread, NULL);

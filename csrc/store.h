@@ -17,8 +17,12 @@ enum { XT_NULL = 0, XT_INT = 1, XT_REAL = 2, XT_TEXT = 3, XT_BLOB = 4 };
 /* Durability modes (DESIGN.md section 3). */
 enum { XT_DURABLE_COMMIT = 0, XT_DURABLE_FSYNC = 1, XT_DURABLE_ASYNC = 2 };
 
-/* SQLite's default SQLITE_MAX_COLUMN: no table can have more columns than this. */
+/* SQLite's default SQLITE_MAX_COLUMN: no table (or row) can have more columns. */
 #define XT_MAX_COLUMNS 2000
+
+/* Distinct column names one tracker can know.  Larger than XT_MAX_COLUMNS so names of
+ * rows that failed never stop later rows; past it, log() raises ValueError. */
+#define XT_REGISTRY_SIZE 8192
 
 /* Column ids 0 and 1 are always track_id and timestamp. */
 #define XT_COL_TRACK_ID 0
@@ -37,7 +41,7 @@ typedef struct {
  * reads a column it was handed without any lock; `count` is published with release
  * ordering after the slot is filled. */
 typedef struct {
-    xt_column *slots[XT_MAX_COLUMNS];
+    xt_column *slots[XT_REGISTRY_SIZE];
     atomic_int count;
 } xt_columns;
 
@@ -84,10 +88,12 @@ int xt_store_open(xt_store *s, const char *path, const char *table, int durabili
 /* Write rows (sync modes) in one BEGIN IMMEDIATE transaction; creates missing columns.
  * Rows stay owned by the caller; a primary-key collision bumps the row's timestamp. */
 int xt_store_write(xt_store *s, xt_row **rows, size_t n, xt_error *err);
-/* Async mode: queue a row (ownership passes to the store).  With may_block == 0, returns
- * 1 without queueing if the queue is full or its lock is busy; 0 when queued. */
+/* Async mode: queue a row.  Returns 0 when queued (ownership passes to the store); -1 if
+ * the store is closed or closing (the caller keeps the row); with may_block == 0, 1
+ * without queueing if the queue is full or its lock is busy. */
 int xt_store_enqueue(xt_store *s, xt_row *row, int may_block);
-/* Wait until every queued row is written; returns the writer's deferred error, if any. */
+/* Wait until every row queued before this call is written (rows other threads queue
+ * meanwhile do not hold it up); returns the writer's deferred error, if any. */
 int xt_store_flush(xt_store *s, xt_error *err);
 /* Make sure the columns exist in the table (typed by decl_type). */
 int xt_store_ensure_columns(xt_store *s, const int *cols, int n, xt_error *err);

@@ -62,7 +62,7 @@ typedef struct {
     xt_pair *pairs;
     int n, cap;
     xt_pair stack[XT_STACK_PAIRS];
-    uint64_t seen[(XT_MAX_COLUMNS + 63) / 64];
+    uint64_t seen[(XT_REGISTRY_SIZE + 63) / 64];
     size_t bytes; /* text and blob bytes to copy */
     /* Every key is its own column name and every value is shown as given: the row dict
      * is then params | data, built by copying instead of inserting key by key. */
@@ -240,11 +240,12 @@ new_column(TrackerCore *self, PyObject *name, int decl_type)
     xt_column *c = NULL;
     int res = -1;
 
-    if (id >= XT_MAX_COLUMNS) {
+    if (id >= XT_REGISTRY_SIZE) {
         PyErr_Format(PyExc_ValueError,
-                     "cannot add column %R: a table holds at most %d columns; log fewer "
-                     "distinct keys or split them across tables (table=...)",
-                     name, XT_MAX_COLUMNS);
+                     "cannot add column %R: this tracker has seen %d distinct keys; a table "
+                     "holds at most %d columns, so log fewer distinct keys or split them "
+                     "across tables (table=...)",
+                     name, XT_REGISTRY_SIZE, XT_MAX_COLUMNS);
         goto done;
     }
     Py_ssize_t len;
@@ -515,6 +516,14 @@ encode_row(TrackerCore *self, xt_state *st, PyObject *data, xt_row **row_out, Py
                      Py_TYPE(data)->tp_name);
         goto done;
     }
+    Py_ssize_t width = PyDict_GET_SIZE(self->params) + PyDict_GET_SIZE(data) + 2;
+    if (width > XT_MAX_COLUMNS) {
+        PyErr_Format(PyExc_ValueError,
+                     "a row of %zd keys (with params, timestamp and track_id) is wider than "
+                     "the %d columns a SQLite table holds; split it across rows or tables",
+                     width, XT_MAX_COLUMNS);
+        goto done;
+    }
     if (encoder_add_dict(self, st, &enc, self->params) < 0
         || encoder_add_dict(self, st, &enc, data) < 0) {
         goto done;
@@ -674,10 +683,22 @@ write_rows(TrackerCore *self, xt_state *st, xt_row **rows, size_t n)
     }
     if (rows_queued(self)) {
         for (size_t i = 0; i < n; i++) {
-            if (xt_store_enqueue(self->store, rows[i], 0) != 0) {
+            int queued = xt_store_enqueue(self->store, rows[i], 0);
+            if (queued == 1) {
                 Py_BEGIN_ALLOW_THREADS
-                (void)xt_store_enqueue(self->store, rows[i], 1);
+                queued = xt_store_enqueue(self->store, rows[i], 1);
                 Py_END_ALLOW_THREADS
+            }
+            if (queued < 0) {
+                /* Closed by another thread meanwhile: refuse the rest, keep nothing. */
+                for (size_t j = i; j < n; j++) {
+                    free(rows[j]);
+                }
+                PyErr_Format(PyExc_ValueError,
+                             "I/O operation on a closed Tracker: it was closed while logging; "
+                             "%zu of %zu row(s) were queued and are written",
+                             i, n);
+                return -1;
             }
         }
         return 0;
@@ -1082,18 +1103,22 @@ tracker_execute(TrackerCore *self, PyObject *args)
 }
 
 PyDoc_STRVAR(read_columns__doc__,
-    "_read_columns($self, sql, params=(), /)\n--\n\n"
+    "_read_columns($self, sql, params=(), text_buffers=False)\n--\n\n"
     "Run a SELECT on the tracker's connection (after flushing queued rows) and return\n"
-    "{column name: numpy array}, built by the columnar reader.");
+    "{column name: numpy array}, built by the columnar reader; text_buffers=True hands\n"
+    "TEXT columns over as Arrow string buffers.");
 
 static PyObject *
-tracker_read_columns(TrackerCore *self, PyObject *args)
+tracker_read_columns(TrackerCore *self, PyObject *args, PyObject *kwargs)
 {
+    static char *kwlist[] = {"sql", "params", "text_buffers", NULL};
     xt_state *st = tracker_state(self);
     const char *sql;
     PyObject *params = NULL, *res = NULL;
+    int text_buffers = 0;
 
-    if (!PyArg_ParseTuple(args, "s|O:_read_columns", &sql, &params)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|Op:_read_columns", kwlist, &sql, &params,
+                                     &text_buffers)) {
         return NULL;
     }
     if (st == NULL || check_usable(self, st) < 0 || flush_store(self, st) < 0) {
@@ -1104,8 +1129,9 @@ tracker_read_columns(TrackerCore *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "I/O operation on a closed Tracker: create a new Tracker");
     }
     else {
-        res = xt_read_columns(st, xt_store_db(self->store), xt_store_path(self->store), sql,
-                              params == Py_None ? NULL : params);
+        res = xt_read_columns_ex(st, xt_store_db(self->store), xt_store_path(self->store), sql,
+                                 params == Py_None ? NULL : params,
+                                 text_buffers ? XT_READ_TEXT_BUFFERS : 0, NULL);
     }
     xt_store_unlock(self->store);
     return res;
@@ -1141,7 +1167,7 @@ tracker_init(TrackerCore *self, PyObject *args, PyObject *kwargs)
                              "busy_timeout", "queue_size", "skip_insert", NULL};
     PyObject *db = NULL, *table = NULL, *track_id = Py_None, *params = Py_None;
     PyObject *durability_obj = NULL, *path_bytes = NULL, *table_text = NULL;
-    int reset = 0, skip_insert = 0, queue_size = 65536;
+    int reset = 0, skip_insert = 0, queue_size = 16384;
     double busy_timeout = 60.0;
     xt_state *st = tracker_state(self);
 
@@ -1393,7 +1419,8 @@ static PyMethodDef tracker_methods[] = {
     {"_ensure_columns", (PyCFunction)tracker_ensure_columns, METH_O, ensure_columns__doc__},
     {"_query", (PyCFunction)tracker_query, METH_VARARGS, query__doc__},
     {"_execute", (PyCFunction)tracker_execute, METH_VARARGS, execute__doc__},
-    {"_read_columns", (PyCFunction)tracker_read_columns, METH_VARARGS, read_columns__doc__},
+    {"_read_columns", (PyCFunction)(void (*)(void))tracker_read_columns, METH_VARARGS | METH_KEYWORDS,
+     read_columns__doc__},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1404,7 +1431,7 @@ static PyMemberDef tracker_members[] = {
 
 PyDoc_STRVAR(tracker_doc,
     "TrackerCore(db, table, track_id=None, params=None, durability='commit', reset=False,\n"
-    "            busy_timeout=60.0, queue_size=65536, skip_insert=False)\n--\n\n"
+    "            busy_timeout=60.0, queue_size=16384, skip_insert=False)\n--\n\n"
     "The native write path of xetrack_c.Tracker; use xetrack_c.Tracker.");
 
 static PyType_Slot tracker_slots[] = {

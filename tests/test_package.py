@@ -59,3 +59,15 @@ def test_quickstart_example_runs(tmp_path):
 
     rows = sqlite3.connect(db).execute('SELECT epoch, score FROM "default" ORDER BY timestamp').fetchall()
     assert rows == [(0, None), (1, None), (2, None), (None, 12)]
+
+
+def test_tracker_html_repr_shows_first_rows_and_summary(tmp_path):
+    tracker = xetrack_c.Tracker(str(tmp_path / "t.db"), params={"model": "m<1>"})
+    for i in range(7):
+        tracker.log({"step": i})
+    page = tracker._repr_html_()
+    assert "7 rows in this run, 4 columns" in page
+    assert page.count("<tr>") == 6  # header + the first 5 rows
+    assert "m&lt;1&gt;" in page  # values are escaped
+    tracker.close()
+    assert "closed" in tracker._repr_html_()

@@ -12,8 +12,8 @@ import subprocess
 from datetime import datetime, timedelta
 
 import pytest
-
 from conftest import count_rows, read_rows, table_info, table_names
+
 from xetrack_c import Tracker
 
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"

@@ -7,8 +7,8 @@ import warnings
 from typing import Optional
 
 import pytest
-
 from conftest import read_rows, table_info
+
 from xetrack_c import Tracker
 
 

@@ -6,7 +6,8 @@ asked for.
 
 from xetrack_c._core import CorruptDatabaseError, Error, StorageError
 from xetrack_c._dataframe import get_backend, set_backend
-from xetrack_c.reader import Reader
+from xetrack_c.reader import Reader, TableNotFoundError
+from xetrack_c.seeding import SeedPolicy, derive_seed, hash_identifier, make_rng, reproducible_seed
 from xetrack_c.tracker import Tracker
 
 __all__ = [
@@ -14,8 +15,14 @@ __all__ = [
     "Reader",
     "set_backend",
     "get_backend",
+    "SeedPolicy",
+    "derive_seed",
+    "hash_identifier",
+    "reproducible_seed",
+    "make_rng",
     "Error",
     "StorageError",
     "CorruptDatabaseError",
+    "TableNotFoundError",
 ]
 __version__ = "0.1.0"

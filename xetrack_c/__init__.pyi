@@ -9,6 +9,7 @@ class StorageError(Error):
     filename: str
     sql: Optional[str]
 class CorruptDatabaseError(StorageError): ...
+class TableNotFoundError(StorageError, LookupError): ...
 
 class Tracker:
     IN_MEMORY: str
@@ -103,6 +104,12 @@ class Reader:
     def __len__(self) -> int: ...
     @classmethod
     def read_db(cls, db: Union[str, PathLike[str]], engine: str = ..., table: str = ..., track_id: Optional[str] = ..., head: Optional[int] = ..., tail: Optional[int] = ...) -> Any: ...
+
+from xetrack_c.seeding import SeedPolicy as SeedPolicy
+from xetrack_c.seeding import derive_seed as derive_seed
+from xetrack_c.seeding import hash_identifier as hash_identifier
+from xetrack_c.seeding import make_rng as make_rng
+from xetrack_c.seeding import reproducible_seed as reproducible_seed
 
 def set_backend(backend: str) -> None: ...
 def get_backend() -> str: ...

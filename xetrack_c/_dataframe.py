@@ -11,7 +11,7 @@ The backend is process-wide (a module global, not a context variable), so
 from __future__ import annotations
 
 import importlib.util
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy
@@ -71,14 +71,43 @@ def set_backend(backend: str) -> None:
     _backend = backend
 
 
-def frame_from_columns(
-    columns: Dict[str, "numpy.ndarray"], backend: Optional[str] = None
-) -> Any:
+Column = Any  # numpy.ndarray, or a (offsets, data, validity) tuple of Arrow string buffers
+
+
+def text_buffers_usable(backend: Optional[str] = None) -> bool:
+    """True when ``backend`` builds string columns from Arrow buffers (pyarrow installed and,
+    for pandas, pandas' default string dtype is Arrow-backed): then
+    ``_core.read_columns(..., text_buffers=True)`` skips creating a str per row."""
+    global _text_buffers
+    chosen = backend or get_backend()
+    if chosen not in _text_buffers:
+        usable = importlib.util.find_spec("pyarrow") is not None
+        if usable and chosen == PANDAS:
+            import pandas as pd
+
+            usable = _pandas_arrow_string_dtype(pd) is not None
+        _text_buffers[chosen] = usable
+    return _text_buffers[chosen]
+
+
+_text_buffers: Dict[str, bool] = {}
+
+
+def _pandas_arrow_string_dtype(pd: Any) -> Any:
+    """pandas' inferred dtype for str values when it is Arrow-backed (pandas >= 3 with
+    pyarrow), else None."""
+    dtype = pd.Series(["a"]).dtype
+    return dtype if getattr(dtype, "storage", None) == "pyarrow" else None
+
+
+def frame_from_columns(columns: Dict[str, Column], backend: Optional[str] = None) -> Any:
     """Build a DataFrame from whole columns.
 
     Args:
-        columns: ``{name: 1-d numpy array}``, all of one length, in column order (the
-            output of ``_core.read_columns``).
+        columns: ``{name: column}`` in column order, all of one length, as returned by
+            ``_core.read_columns``: 1-d numpy arrays, or for text columns read with
+            ``text_buffers=True`` the tuple ``(offsets, data, validity)`` of an Arrow
+            large_string array.
         backend: ``"pandas"`` or ``"polars"``; defaults to :func:`get_backend`.
 
     Returns:
@@ -95,20 +124,61 @@ def frame_from_columns(
     raise ValueError(f"unknown DataFrame backend {chosen!r}; choose 'pandas' or 'polars'")
 
 
-def _pandas_frame(columns: Dict[str, "numpy.ndarray"]) -> Any:
+def _arrow_strings(buffers: Tuple[Any, Any, Any]) -> Any:
+    """A pyarrow LargeStringArray over the buffers, without copying them."""
+    import pyarrow as pa
+
+    offsets, data, validity = buffers
+    return pa.LargeStringArray.from_buffers(
+        len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data),
+        None if validity is None else pa.py_buffer(validity))
+
+
+def _text_objects(buffers: Tuple[Any, Any, Any]) -> "numpy.ndarray":
+    """The object array of str/None that the buffers describe (used when pyarrow is
+    missing; slow, one str per row)."""
+    import numpy as np
+
+    offsets, data, validity = buffers
+    raw = data.tobytes()
+    n = len(offsets) - 1
+    out = np.empty(n, dtype=object)
+    for i in range(n):
+        valid = validity is None or (validity[i >> 3] >> (i & 7)) & 1
+        out[i] = raw[offsets[i]:offsets[i + 1]].decode("utf-8") if valid else None
+    return out
+
+
+def _pandas_frame(columns: Dict[str, Column]) -> Any:
     import pandas as pd
 
     if not columns:
         return pd.DataFrame()
+    data: Dict[str, Any] = {}
+    string_dtype = None
+    for name, values in columns.items():
+        if isinstance(values, tuple):
+            if string_dtype is None and text_buffers_usable(PANDAS):
+                string_dtype = _pandas_arrow_string_dtype(pd)
+            if string_dtype is not None:
+                values = pd.array(_arrow_strings(values), dtype=string_dtype)
+            else:
+                values = _text_objects(values)
+        data[name] = values
     # The arrays are fresh and owned by nobody else, so pandas may keep them as they are.
-    return pd.DataFrame(columns, copy=False)
+    return pd.DataFrame(data, copy=False)
 
 
-def _polars_frame(columns: Dict[str, "numpy.ndarray"]) -> Any:
+def _polars_frame(columns: Dict[str, Column]) -> Any:
     import polars as pl
 
     series = []
     for name, values in columns.items():
+        if isinstance(values, tuple):
+            if importlib.util.find_spec("pyarrow") is not None:
+                series.append(pl.Series(name, pl.from_arrow(_arrow_strings(values))))
+                continue
+            values = _text_objects(values)
         if values.dtype.kind == "f":
             # SQLite stores no NaN (it turns NaN into NULL), so NaN here always means NULL.
             series.append(pl.Series(name, values, nan_to_null=True))
@@ -127,4 +197,5 @@ def _polars_object_series(pl: Any, name: str, values: "numpy.ndarray") -> Any:
     try:
         return pl.Series(name, values, strict=True)
     except (TypeError, ValueError, pl.exceptions.PolarsError):
-        return pl.Series(name, values, dtype=pl.Object)
+        # Mixed storage classes: keep the Python values (polars cannot type them).
+        return pl.Series(name, values.tolist(), dtype=pl.Object)

@@ -8,6 +8,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 MAX_DEPTH = 10
 
+# Argument types that are never models: checked by type identity, the cheapest test.
+_PLAIN = frozenset({int, float, str, bool, bytes, type(None), list, tuple, dict, set})
+
 
 def _is_model(value: Any) -> bool:
     """True for dataclass instances and pydantic models (anything with ``model_dump``)."""
@@ -67,8 +70,15 @@ def unpack_arguments(
     func: Callable[..., Any], args: List[Any], kwargs: Dict[str, Any], warn: Callable[[str], None]
 ) -> Dict[str, Any]:
     """Columns for every dataclass/pydantic argument of a call, named after its parameter."""
-    if not any(_is_model(a) for a in args) and not any(_is_model(v) for v in kwargs.values()):
-        return {}  # the common case: no signature inspection at all
+    for value in args:
+        if type(value) not in _PLAIN and _is_model(value):
+            break
+    else:
+        for value in kwargs.values():
+            if type(value) not in _PLAIN and _is_model(value):
+                break
+        else:
+            return {}  # the common case: no signature inspection at all
     flat: Dict[str, Any] = {}
     try:
         names = list(inspect.signature(func).parameters)

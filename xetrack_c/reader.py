@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
 from xetrack_c import _core
 from xetrack_c._core import StorageError
-from xetrack_c._dataframe import frame_from_columns
+from xetrack_c._dataframe import frame_from_columns, text_buffers_usable
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy
@@ -173,9 +173,11 @@ class Reader:
         except StorageError as exc:
             raise self._translate(exc) from exc
 
-    def _columns(self, sql: str, params: Tuple[Any, ...] = ()) -> Dict[str, "numpy.ndarray"]:
+    def _columns(self, sql: str, params: Tuple[Any, ...] = (), text_buffers: bool = False,
+                 sort_by: Optional[str] = None) -> Dict[str, Any]:
         try:
-            return _core.read_columns(self.db, sql, params)
+            return _core.read_columns(self.db, sql, params, text_buffers=text_buffers,
+                                      sort_by=sort_by)
         except StorageError as exc:
             raise self._translate(exc) from exc
 
@@ -185,25 +187,32 @@ class Reader:
         return exc
 
     def _select(self, track_id: Optional[str], head: Optional[int],
-                tail: Optional[int]) -> Tuple[str, Tuple[Any, ...]]:
-        """SQL for to_df's rows: one of track_id, head, tail applies, in that order of
-        precedence (as xetrack); the result is sorted by timestamp."""
+                tail: Optional[int]) -> Tuple[str, Tuple[Any, ...], Optional[str]]:
+        """(sql, params, sort_by) for to_df's rows: one of track_id, head, tail applies, in
+        that order of precedence (as xetrack), and the rows come sorted by timestamp.
+
+        Sorting happens in C after the scan (``sort_by``): tables are appended in time order,
+        so checking the order costs far less than SQLite's ORDER BY sorter; rows with equal
+        timestamps keep table order.
+        """
         head = _check_limit("head", head)
         tail = _check_limit("tail", tail)
-        table, order = self._table_sql, self._order
+        table = self._table_sql
+        sort_by = TIMESTAMP if self._has_timestamp else None
         if track_id is not None:
-            return (f"SELECT * FROM {table} WHERE {_core.quote_identifier(TRACK_ID)} = ?{order}",
-                    (_sql_value(track_id),))
+            return (f"SELECT * FROM {table} WHERE {_core.quote_identifier(TRACK_ID)} = ?",
+                    (_sql_value(track_id),), sort_by)
         if head is not None:
-            # The first rows written (table order), then sorted, as xetrack's LIMIT does.
-            return f"SELECT * FROM (SELECT * FROM {table} LIMIT ?){order}", (head,)
+            # The first rows in table order (xetrack's plain LIMIT), then sorted.
+            return f"SELECT * FROM {table} LIMIT ?", (head,), sort_by
         if tail is not None:
             if self._has_timestamp:
-                return (f"SELECT * FROM (SELECT * FROM {table}{order} DESC LIMIT ?){order}",
-                        (tail,))
+                order = self._order
+                return (f"WITH tail AS MATERIALIZED (SELECT * FROM {table}{order} DESC LIMIT ?) "
+                        f"SELECT * FROM tail{order}", (tail,), None)
             return (f"SELECT * FROM {table} LIMIT ? OFFSET "
-                    f"(SELECT MAX(COUNT(*) - ?, 0) FROM {table})", (tail, tail))
-        return f"SELECT * FROM {table}{order}", ()
+                    f"(SELECT MAX(COUNT(*) - ?, 0) FROM {table})", (tail, tail), None)
+        return f"SELECT * FROM {table}", (), sort_by
 
     def to_arrays(self, track_id: Optional[str] = None, head: Optional[int] = None,
                   tail: Optional[int] = None) -> Dict[str, "numpy.ndarray"]:
@@ -212,8 +221,8 @@ class Reader:
         INTEGER columns are int64 (float64 with NaN when NULLs occur), REAL float64, TEXT
         object arrays of str/None, BLOB object arrays of bytes.
         """
-        sql, params = self._select(track_id, head, tail)
-        return self._columns(sql, params)
+        sql, params, sort_by = self._select(track_id, head, tail)
+        return self._columns(sql, params, sort_by=sort_by)
 
     def to_df(self, track_id: Optional[str] = None, head: Optional[int] = None,
               tail: Optional[int] = None) -> Any:
@@ -227,7 +236,8 @@ class Reader:
         Returns:
             A pandas or polars DataFrame (see ``set_backend``) with a fresh RangeIndex.
         """
-        return frame_from_columns(self.to_arrays(track_id=track_id, head=head, tail=tail))
+        sql, params, sort_by = self._select(track_id, head, tail)
+        return frame_from_columns(self._columns(sql, params, text_buffers_usable(), sort_by))
 
     def latest(self) -> Any:
         """The rows of the most recent run (the run of the row with the latest timestamp),
@@ -235,8 +245,9 @@ class Reader:
         table, tid = self._table_sql, _core.quote_identifier(TRACK_ID)
         newest = f"{self._order} DESC" if self._has_timestamp else f" ORDER BY {tid} DESC"
         sql = (f"SELECT * FROM {table} WHERE {tid} = "
-               f"(SELECT {tid} FROM {table}{newest} LIMIT 1){self._order}")
-        return frame_from_columns(self._columns(sql))
+               f"(SELECT {tid} FROM {table}{newest} LIMIT 1)")
+        sort_by = TIMESTAMP if self._has_timestamp else None
+        return frame_from_columns(self._columns(sql, (), text_buffers_usable(), sort_by))
 
     @classmethod
     def read_db(cls, db: PathLike, engine: str = "sqlite", table: str = DEFAULT_TABLE,
@@ -355,15 +366,21 @@ class Reader:
         except Exception as exc:
             return (f"<p><b>Reader</b> <code>{html.escape(self.db)}</code>: "
                     f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))}</p>")
-        header = "".join(f"<th>{html.escape(name)}</th>" for name in columns)
-        nrows = len(next(iter(columns.values()))) if columns else 0
-        body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(_short(values[i]))}</td>"
-                             for values in columns.values()) + "</tr>"
-            for i in range(nrows))
-        return (f"<div><p><b>Reader</b> <code>{html.escape(self.db)}</code> table "
-                f"<code>{html.escape(self.table_name)}</code>: {html.escape(summary)}</p>"
-                f"<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table></div>")
+        title = (f"<b>Reader</b> <code>{html.escape(self.db)}</code> table "
+                 f"<code>{html.escape(self.table_name)}</code>")
+        return html_preview(title, summary, columns)
+
+
+def html_preview(title_html: str, summary: str, columns: Dict[str, Any]) -> str:
+    """A notebook preview: a title line with a summary, then the first rows as a table."""
+    header = "".join(f"<th>{html.escape(name)}</th>" for name in columns)
+    nrows = len(next(iter(columns.values()))) if columns else 0
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_short(values[i]))}</td>"
+                         for values in columns.values()) + "</tr>"
+        for i in range(nrows))
+    return (f"<div><p>{title_html}: {html.escape(summary)}</p>"
+            f"<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table></div>")
 
 
 def _short(value: Any, limit: int = 40) -> str:

@@ -7,10 +7,10 @@ import functools
 import os
 import re
 import threading
-import time
 import warnings as _warnings
 import weakref
 from datetime import datetime
+from time import perf_counter as _perf_counter
 from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 from xetrack_c import _core
@@ -118,7 +118,7 @@ class Tracker(_core.TrackerCore):
         table: str = "default",
         durability: str = "commit",
         busy_timeout: float = 60.0,
-        queue_size: int = 65536,
+        queue_size: int = 16384,
     ) -> None:
         requested = {
             "log_system_params": log_system_params,
@@ -268,9 +268,10 @@ class Tracker(_core.TrackerCore):
 
     # ------------------------------------------------------------------ reading
     def _frame(self, sql: str, params: Iterable[Any] = ()):
-        from xetrack_c._dataframe import frame_from_columns
+        from xetrack_c._dataframe import frame_from_columns, text_buffers_usable
 
-        return frame_from_columns(self._read_columns(sql, tuple(params)))
+        columns = self._read_columns(sql, tuple(params), text_buffers=text_buffers_usable())
+        return frame_from_columns(columns)
 
     def to_df(self, all: bool = False):  # noqa: A002 - xetrack's name
         """This run's rows (every run's with ``all=True``) as a DataFrame."""
@@ -313,6 +314,23 @@ class Tracker(_core.TrackerCore):
         """Write this run (or every run) to a Parquet file (needs pyarrow)."""
         self.to_df(all).to_parquet(path, index=False)
 
+    def _repr_html_(self) -> str:
+        """Notebook preview: this run's first rows and a summary line."""
+        import html
+
+        from xetrack_c.reader import html_preview
+
+        title = (
+            f"<b>Tracker</b> <code>{html.escape(self.db)}</code> table "
+            f"<code>{html.escape(self.table_name)}</code> run <code>{html.escape(self.track_id)}</code>"
+        )
+        if self.closed:
+            return f"<p>{title}: closed</p>"
+        sql = f"SELECT * FROM {_quote(self.table_name)} WHERE track_id = ? ORDER BY timestamp LIMIT 5"
+        columns = self._read_columns(sql, (self.track_id,))
+        summary = f"{self.count_run():,} rows in this run, {len(columns)} columns"
+        return html_preview(title, summary, columns)
+
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{self.durability}"
         return f"Tracker(db={self.db!r}, table={self.table_name!r}, track_id={self.track_id!r}, {state})"
@@ -348,23 +366,27 @@ class Tracker(_core.TrackerCore):
         args = [] if args is None else list(args)
         kwargs = {} if kwargs is None else kwargs
         error, exception, result = "", None, None
-        start = time.perf_counter()
+        start = _perf_counter()
         try:
             result = func(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - logged, then re-raised below
             exception, error = exc, str(exc)
-        elapsed = time.perf_counter() - start
+        elapsed = _perf_counter() - start
         row = {
-            "function_name": getattr(func, "__name__", type(func).__name__),
+            "function_name": getattr(func, "__name__", None) or type(func).__name__,
             "args": str(args),
             "kwargs": str(kwargs),
             "error": error,
             "function_time": elapsed,
         }
-        fields = unpack_arguments(func, args, kwargs, self._warn)
-        if fields:
-            row.update(fields)
-        self._merge_result(row, result)
+        if args or kwargs:
+            fields = unpack_arguments(func, args, kwargs, self._warn)
+            if fields:
+                row.update(fields)
+        if type(result) is dict or isinstance(result, dict):
+            self._merge_result(row, result)
+        else:
+            row["function_result"] = result if isinstance(result, _PRIMITIVES) else str(result)
         if params:
             row.update(params)
         self.log(row)
@@ -372,15 +394,12 @@ class Tracker(_core.TrackerCore):
             raise exception
         return result
 
-    def _merge_result(self, row: Dict[str, Any], result: Any) -> None:
-        if isinstance(result, dict):
-            if self.warnings:
-                for key in ("function_time", "function_result", "function_name"):
-                    if key in result:
-                        self._warn(f"the result's {key!r} overrides the tracked {key!r}")
-            row.update(result)
-        else:
-            row["function_result"] = result if isinstance(result, _PRIMITIVES) else str(result)
+    def _merge_result(self, row: Dict[str, Any], result: Dict[str, Any]) -> None:
+        if self.warnings:
+            for key in ("function_time", "function_result", "function_name"):
+                if key in result:
+                    self._warn(f"the result's {key!r} overrides the tracked {key!r}")
+        row.update(result)
 
     def wrap(self, params: Optional[Dict[str, Any]] = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """A decorator that tracks every call of the function (keeps its name and docstring)."""
