@@ -129,7 +129,8 @@ class Table:
             for row in self.rows:
                 lines += _row_lines(row)
         if self.notes:
-            lines.append("")
+            if self.rows:
+                lines.append("")
             lines += [f"- {text}" for text in self.notes]
         lines.append("")
         return "\n".join(lines)
@@ -178,8 +179,10 @@ def growth_note(what: str, points: Sequence[tuple[float, Result]], unit_name: st
     per-unit cost stays within 0.67x-1.5x.
     """
     usable = sorted(((size, result) for size, result in points if result.ok), key=lambda p: p[0])
+    if not usable:
+        return f"{what}: not measured."
     if len(usable) < 2:
-        return f"{what}: not enough sizes measured to judge growth."
+        return f"{what}: only one size measured; growth not judged."
     per_unit = [(size, result.median_per_op / size) for size, result in usable]
     (prev_size, prev_unit), (last_size, last_unit) = per_unit[-2], per_unit[-1]
     growth = last_unit / prev_unit
@@ -190,7 +193,12 @@ def growth_note(what: str, points: Sequence[tuple[float, Result]], unit_name: st
     else:
         verdict = "grows linearly"
     step = usable[-1][1].median_per_op / usable[-2][1].median_per_op
-    trail = " -> ".join(f"{human_time(unit)} at {size:,g}" for size, unit in per_unit)
+    trail = " -> ".join(f"{human_time(unit)} at {_size(size)}" for size, unit in per_unit)
     singular = unit_name[:-1] if unit_name.endswith("s") else unit_name
-    return (f"{what}: {verdict} from {prev_size:,g} to {last_size:,g} {unit_name} "
+    return (f"{what}: {verdict} from {_size(prev_size)} to {_size(last_size)} {unit_name} "
             f"(x{last_size / prev_size:g} {unit_name} costs x{step:.3g}); per {singular}: {trail}.")
+
+
+def _size(size: float) -> str:
+    """A size with thousands separators: ``1,000,000``, not ``1e+06``."""
+    return f"{int(size):,}" if float(size).is_integer() else f"{size:,g}"

@@ -114,6 +114,8 @@ def run(ctx: Context) -> None:
         "writes, in the same interleaved run; the overhead rows subtract them repetition by "
         "repetition.",
         notes=["Targets: track() of a no-op >= 50x xetrack; overhead above the row write <= 2 µs.",
+               "The ratio against the xetrack_c log() line is track()'s speed relative to a bare "
+               "log() of the same row (below 1: track() costs more).",
                "xetrack 0.7 commits each row with a disk sync (rollback journal, "
                "synchronous=FULL); xetrack_c's default commit mode writes to the WAL without one."],
         rows=[
