@@ -111,6 +111,13 @@ from xetrack_c.seeding import hash_identifier as hash_identifier
 from xetrack_c.seeding import make_rng as make_rng
 from xetrack_c.seeding import reproducible_seed as reproducible_seed
 
+from xetrack_c.params import get_experiment_id as get_experiment_id
+from xetrack_c.params import get_experiment_name as get_experiment_name
+from xetrack_c.params import get_param as get_param
+from xetrack_c.params import get_params as get_params
+from xetrack_c.params import get_seed as get_seed
+from xetrack_c.params import log_metrics as log_metrics
+
 def set_backend(backend: str) -> None: ...
 def get_backend() -> str: ...
 
