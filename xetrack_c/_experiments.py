@@ -42,6 +42,15 @@ _MAX_DEPTH = 32
 
 
 def _fallback(value: Any) -> Any:
+    """JSON form of a value JSON has none for, independent of the process.
+
+    Sets are sorted by their members' canonical JSON (their iteration order follows
+    the salted ``hash()`` of str members and changes between processes); everything
+    else is converted as :func:`xetrack_c.hash_identifier` converts it.
+    """
+    if isinstance(value, (set, frozenset)):
+        encoded = [_core.canonical_json(item, _fallback, True) for item in value]
+        return [item for _, item in sorted(zip(encoded, value, strict=True), key=lambda pair: pair[0])]
     from xetrack_c.seeding import _stable_fallback
 
     return _stable_fallback(value)
@@ -52,9 +61,10 @@ def fingerprint(target: str, config: Mapping[str, Any], seed: Optional[int]) -> 
 
     It is the SHA-256 (hex) of the canonical, key-sorted JSON of ``{"target",
     "config", "seed"}``; values JSON has no form for are converted as
-    :func:`xetrack_c.hash_identifier` converts them (enum members to their value, sets
-    to lists, dataclasses to dicts, anything else to ``str``; an object whose ``str``
-    shows its memory address therefore gets a new fingerprint in every process).
+    :func:`xetrack_c.hash_identifier` converts them (enum members to their value,
+    dataclasses to dicts, anything else to ``str``; an object whose ``str`` shows its
+    memory address therefore gets a new fingerprint in every process), except that
+    sets become *sorted* lists, so their order cannot depend on the hash seed.
 
     Args:
         target: The script path or the function's qualified name.
