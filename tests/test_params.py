@@ -398,3 +398,22 @@ def test_bad_metrics_table_name_raises(db_path):
     with task_context("e", {}, None, db_path, None, metrics_table="bad name;"):
         with pytest.raises(ValueError, match="invalid table name"):
             xetrack_c.log_metrics({"a": 1})
+
+
+def test_metrics_table_opens_in_xetrack(db_path, run_py):
+    python = "/opt/peers/bin/python"
+    if not os.path.exists(python):
+        pytest.skip("no interpreter with xetrack 0.7 at /opt/peers/bin/python")
+    with task_context("exp-x", {}, None, db_path, None):
+        xetrack_c.log_metrics({"acc": 0.5, "note": "ok"}, step=1)
+    code = (
+        "import sys, json\n"
+        "from xetrack.reader import Reader\n"
+        "df = Reader(sys.argv[1], table='metrics').to_df()\n"
+        "print(json.dumps(df[['experiment_id', 'step', 'acc', 'note']].values.tolist()))\n"
+    )
+    proc = run_py(code, python=python, args=[db_path], check=False, timeout=120)
+    if proc.returncode != 0 and "No module named 'xetrack'" in proc.stderr:
+        pytest.skip("xetrack 0.7 is not importable")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [["exp-x", 1, 0.5, "ok"]]
