@@ -154,6 +154,20 @@ def test_environment_read_in_process(monkeypatch, tmp_path):
     assert xetrack_c.get_param("k") == 5
 
 
+def test_environment_db_alone_directs_standalone_metrics(run_py, db_path):
+    code = (
+        "import xetrack_c\n"
+        "assert xetrack_c.get_params() == {} and xetrack_c.get_experiment_id() is None\n"
+        "xetrack_c.log_metrics({'x': 1})\n"
+    )
+    env = _clean_env()
+    env[XETRACK_C_DB] = db_path
+    run_py(code, env=env)
+    assert [(r["experiment_id"], r["x"]) for r in read_rows(db_path, "metrics")] == [(None, 1)]
+    assert not os.path.exists(os.path.join(os.path.dirname(db_path), "scripts",
+                                           params.STANDALONE_METRICS_DB))
+
+
 def test_get_params_returns_a_copy():
     with task_context("e", {"a": 1}, None, None, None):
         xetrack_c.get_params()["a"] = 2

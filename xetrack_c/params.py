@@ -277,9 +277,9 @@ def _env_key() -> Tuple[Optional[str], ...]:
 
 
 def _parse_environment(key: Tuple[Optional[str], ...]) -> Optional[TaskInfo]:
-    experiment_id, config_text, seed_text, db, name, table = key
-    if not experiment_id and not config_text:
+    if not any(key):
         return None
+    experiment_id, config_text, seed_text, db, name, table = key
     config: Dict[str, Any] = {}
     if config_text:
         try:
