@@ -26,12 +26,23 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import dataclasses
 import json
 import os
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, Dict, Optional, Tuple, Union
+
+from xetrack_c._task_info import (
+    DEFAULT_METRICS_TABLE,
+    TaskInfo,
+    check_config,
+    check_db,
+    check_experiment_id,
+    check_metrics_table,
+    check_optional_str,
+    check_seed,
+    config_json,
+)
 
 __all__ = [
     "XETRACK_C_EXPERIMENT_ID",
@@ -68,110 +79,14 @@ XETRACK_C_METRICS_TABLE = "XETRACK_C_METRICS_TABLE"
 #: Where :func:`log_metrics` writes when no database is set anywhere (relative to the
 #: current directory at the time of the call).
 STANDALONE_METRICS_DB = "xetrack_metrics.db"
-#: The table :func:`log_metrics` appends to unless told otherwise.
-DEFAULT_METRICS_TABLE = "metrics"
 
 # Keys a metrics dict may not use: log_metrics writes them itself.
 _RESERVED_METRIC_KEYS = ("experiment_id", "track_id", "timestamp")
-
-
-@dataclasses.dataclass(frozen=True)
-class TaskInfo:
-    """What the child API knows about the experiment running in this context."""
-
-    experiment_id: Optional[str]
-    config: Mapping[str, Any]
-    seed: Optional[int]
-    db: Optional[str]
-    name: Optional[str]
-    metrics_table: str = DEFAULT_METRICS_TABLE
-
 
 _current_task: contextvars.ContextVar[Optional[TaskInfo]] = contextvars.ContextVar(
     "xetrack_c_current_task", default=None
 )
 
-
-# ------------------------------------------------------------------ validation
-def _check_experiment_id(experiment_id: Any) -> str:
-    if not isinstance(experiment_id, str) or not experiment_id:
-        raise TypeError(
-            f"experiment_id must be a non-empty str, not {experiment_id!r}"
-        )
-    return experiment_id
-
-
-def _check_seed(seed: Any) -> Optional[int]:
-    if seed is None:
-        return None
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int or None, not {type(seed).__name__}")
-    return seed
-
-
-def _check_db(db: Any) -> Optional[str]:
-    if db is None:
-        return None
-    path = os.fspath(db)
-    if not isinstance(path, str) or not path:
-        raise TypeError(f"db must be a non-empty str path or None, not {db!r}")
-    # Absolute, so a child with another working directory writes the same file.
-    return os.path.abspath(path)
-
-
-def _check_optional_str(what: str, value: Any) -> Optional[str]:
-    if value is not None and not isinstance(value, str):
-        raise TypeError(f"{what} must be a str or None, not {type(value).__name__}")
-    return value
-
-
-def _check_config(config: Any) -> Mapping[str, Any]:
-    if config is None:
-        return {}
-    if not isinstance(config, Mapping):
-        raise TypeError(f"config must be a dict, not {type(config).__name__}")
-    return config
-
-
-def _check_metrics_table(table: Any) -> str:
-    if not isinstance(table, str) or not table:
-        raise TypeError(f"metrics_table must be a non-empty str, not {table!r}")
-    return table
-
-
-def _first_unserialisable(value: Any, path: str) -> Optional[str]:
-    """Dotted path of the first value inside ``value`` JSON cannot encode, or None."""
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if not isinstance(key, (str, int, float, bool)) and key is not None:
-                return f"{path}.{key!r}" if path else repr(key)
-            found = _first_unserialisable(item, f"{path}.{key}" if path else str(key))
-            if found is not None:
-                return found
-        return None
-    if isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            found = _first_unserialisable(item, f"{path}[{index}]")
-            if found is not None:
-                return found
-        return None
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return path or "<config>"
-    return None
-
-
-def _config_json(config: Mapping[str, Any]) -> str:
-    try:
-        return json.dumps(dict(config), separators=(",", ":"))
-    except (TypeError, ValueError):
-        bad = _first_unserialisable(config, "")
-        raise ValueError(
-            f"config key {bad!r} is not JSON-serialisable: a script task receives its "
-            "config as JSON, so pass JSON-compatible values to scripts (str, int, float, "
-            "bool, None, and lists and dicts of them), or run the work as a function task"
-        ) from None
 
 
 # ------------------------------------------------------------------ the executor's side
@@ -203,15 +118,15 @@ def child_environment(
         ValueError: A config value has no JSON form; the message names its key.
         TypeError: An argument has the wrong type.
     """
-    experiment_id = _check_experiment_id(experiment_id)
-    config = _check_config(config)
-    seed = _check_seed(seed)
-    db = _check_db(db)
-    name = _check_optional_str("name", name)
-    metrics_table = _check_metrics_table(metrics_table)
+    experiment_id = check_experiment_id(experiment_id)
+    config = check_config(config)
+    seed = check_seed(seed)
+    db = check_db(db)
+    name = check_optional_str("name", name)
+    metrics_table = check_metrics_table(metrics_table)
     return {
         XETRACK_C_EXPERIMENT_ID: experiment_id,
-        XETRACK_C_CONFIG: _config_json(config),
+        XETRACK_C_CONFIG: config_json(config),
         XETRACK_C_SEED: "" if seed is None else str(seed),
         XETRACK_C_DB: db or "",
         XETRACK_C_EXPERIMENT_NAME: name or "",
@@ -246,12 +161,12 @@ def task_context(
         The :class:`TaskInfo` in effect inside the block.
     """
     info = TaskInfo(
-        experiment_id=_check_experiment_id(experiment_id),
-        config=_check_config(config),
-        seed=_check_seed(seed),
-        db=_check_db(db),
-        name=_check_optional_str("name", name),
-        metrics_table=_check_metrics_table(metrics_table),
+        experiment_id=check_experiment_id(experiment_id),
+        config=check_config(config),
+        seed=check_seed(seed),
+        db=check_db(db),
+        name=check_optional_str("name", name),
+        metrics_table=check_metrics_table(metrics_table),
     )
     token = _current_task.set(info)
     try:
