@@ -22,6 +22,12 @@ _LAZY = {
     "hash_identifier": "xetrack_c.seeding",
     "reproducible_seed": "xetrack_c.seeding",
     "make_rng": "xetrack_c.seeding",
+    "get_param": "xetrack_c.params",
+    "get_params": "xetrack_c.params",
+    "get_experiment_id": "xetrack_c.params",
+    "get_experiment_name": "xetrack_c.params",
+    "get_seed": "xetrack_c.params",
+    "log_metrics": "xetrack_c.params",
 }
 
 __all__ = ["Tracker", "Error", "StorageError", "CorruptDatabaseError", *_LAZY]
