@@ -3,7 +3,6 @@ with characters in the terminal (``--terminal`` asks for that one explicitly).""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from typing import Any, List, Optional, Sequence, Tuple
 
@@ -36,7 +35,12 @@ def numeric_rows(db: str, table: str, names: Sequence[str]) -> List[Tuple[float,
 
 
 def has_matplotlib() -> bool:
-    return importlib.util.find_spec("matplotlib") is not None
+    """Whether matplotlib can be imported (a broken install counts as missing)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _paint(text: str, colour: str, enabled: bool) -> str:
