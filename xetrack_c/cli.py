@@ -15,25 +15,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from xetrack_c import _cli_db as db_access
 from xetrack_c._cli_db import UserError
+from xetrack_c._cli_parser import PROG, UsageError, build_parser
 from xetrack_c._cli_render import json_records, json_text, markdown_table
-
-PROG = "xt"
-ENGINES = ("sqlite", "duckdb")
-
-
-class _UsageError(Exception):
-    """A command line argparse cannot parse."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors become one line and exit status 1."""
-
-    def error(self, message: str) -> Any:  # type: ignore[override]
-        raise _UsageError(f"{self.prog}: error: {message} (see '{self.prog} --help')")
 
 
 def _out(text: str) -> None:
@@ -42,16 +29,6 @@ def _out(text: str) -> None:
 
 def _table_or_json(names: Sequence[str], rows: Sequence[Sequence[Any]], as_json: bool) -> str:
     return json_records(names, rows) if as_json else markdown_table(names, rows)
-
-
-def _count_arg(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 # ------------------------------------------------------------------------ commands
@@ -194,139 +171,15 @@ def cmd_plot_scatter(args: argparse.Namespace) -> None:
     _out(scatter(args, sys.stdout.isatty()))
 
 
-# -------------------------------------------------------------------------- parser
-def _db_options(parser: argparse.ArgumentParser, table: str = "default") -> None:
-    parser.add_argument("--engine", default="sqlite", choices=ENGINES,
-                        help='database engine: "sqlite" or "duckdb" (both read the SQLite file)')
-    parser.add_argument("--table", default=table, help=f"table to use (default: {table})")
-
-
-def _json_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action=argparse.BooleanOptionalAction, default=False,
-                        help="print JSON instead of a Markdown table")
-
-
-def _command(subparsers: Any, name: str, handler: Callable[[argparse.Namespace], None],
-             help_text: str, db: bool = True, table: str = "default") -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(name, help=help_text, description=help_text)
-    if db:
-        parser.add_argument("db", metavar="DB", help="path to the database file")
-    parser.set_defaults(handler=handler)
-    if db:
-        _db_options(parser, table)
-    return parser
-
-
-def _add_read_commands(commands: Any) -> None:
-    for name, handler, text in (("head", cmd_head, "Show the first rows of the table"),
-                                ("tail", cmd_tail, "Show the last rows of the table")):
-        parser = _command(commands, name, handler, text)
-        parser.add_argument("--n", type=_count_arg, default=5, help="number of rows (default 5)")
-        _json_option(parser)
-    _json_option(_command(commands, "columns", cmd_columns, "List the columns of the table"))
-    parser = _command(commands, "ls", cmd_ls,
-                      "List the columns, or the values of COLUMN in timestamp order")
-    parser.add_argument("column", metavar="COLUMN", nargs="?", help="column whose values to list")
-    parser.add_argument("--unique", action=argparse.BooleanOptionalAction, default=False,
-                        help="each value once, in order of first appearance")
-    parser.add_argument("--track-id", help="only the rows of this run")
-    _json_option(parser)
-    parser = _command(commands, "sql", cmd_sql,
-                      'Run one read-only SQL query, e.g. \'SELECT count(*) FROM "default"\'')
-    parser.add_argument("query", metavar="QUERY", help="the SQL statement")
-    _json_option(parser)
-    parser = _command(commands, "runs", cmd_runs,
-                      "Summarise a run_multiple experiments table: status counts, durations, "
-                      "failures", table="experiments")
-    parser.add_argument("--full", action=argparse.BooleanOptionalAction, default=False,
-                        help="also print each failure's whole error text")
-    _json_option(parser)
-
-
-def _add_write_commands(commands: Any) -> None:
-    parser = _command(commands, "delete", cmd_delete, "Delete the rows of one run")
-    parser.add_argument("track_id", metavar="TRACK_ID", help="track id of the run to delete")
-    parser = _command(commands, "set", cmd_set,
-                      "Set KEY to VALUE in every row, or only in the rows selected by "
-                      "--track-id and/or --where-key/--where-value")
-    parser.add_argument("key", metavar="KEY", help="column to set (added when missing)")
-    parser.add_argument("value", metavar="VALUE", help="value to store")
-    parser.add_argument("--track-id", help="only rows of this run")
-    parser.add_argument("--where-key", help="only rows whose WHERE_KEY column ...")
-    parser.add_argument("--where-value", help="... equals WHERE_VALUE (omitted: is NULL)")
-    parser = _command(commands, "copy", cmd_copy,
-                      "Merge tables of SOURCE into TARGET: add missing columns, skip rows "
-                      "already present", db=False)
-    parser.add_argument("source", metavar="SOURCE", help="database to copy from (not modified)")
-    parser.add_argument("target", metavar="TARGET", help="database to copy into (created if missing)")
-    parser.add_argument("--table", action="append",
-                        help="table to copy; repeat for several (default: default)")
-    parser.add_argument("--engine", default="sqlite", choices=ENGINES, help=argparse.SUPPRESS)
-    parser.add_argument("--assets", action=argparse.BooleanOptionalAction, default=True,
-                        help="also copy xetrack's asset tables (default: yes)")
-    _json_option(parser)
-
-
-def _add_group_commands(commands: Any) -> None:
-    cache = commands.add_parser("cache", help="Result cache commands")
-    cache_commands = cache.add_subparsers(dest="cache_command", metavar="COMMAND", required=True)
-    parser = _command(cache_commands, "ls", cmd_cache_ls,
-                      "List cached entries with the track_id that computed them", db=False)
-    parser.add_argument("cache_path", metavar="DIR", help="cache directory")
-    _json_option(parser)
-    parser = _command(cache_commands, "delete", cmd_cache_delete,
-                      "Delete the cache entries computed by one run", db=False)
-    parser.add_argument("cache_path", metavar="DIR", help="cache directory")
-    parser.add_argument("track_id", metavar="TRACK_ID", help="track id whose entries to delete")
-
-    stats = commands.add_parser("stats", help="Basic statistics")
-    stats_commands = stats.add_subparsers(dest="stats_command", metavar="COMMAND", required=True)
-    parser = _command(stats_commands, "describe", cmd_stats_describe,
-                      "Describe the columns (count, mean, std, quartiles; or counts for text)")
-    parser.add_argument("--columns", default="", help='comma-separated columns, e.g. "a,b"')
-    _json_option(parser)
-    for name, handler, text in (("top", cmd_stats_top, "rows with the largest COLUMN"),
-                                ("bottom", cmd_stats_bottom, "rows with the smallest COLUMN")):
-        parser = _command(stats_commands, name, handler, f"Show the {text}")
-        parser.add_argument("column", metavar="COLUMN")
-        _json_option(parser)
-
-    plot = commands.add_parser("plot", help="Plots: a PNG with matplotlib, else in the terminal")
-    plot_commands = plot.add_subparsers(dest="plot_command", metavar="COMMAND", required=True)
-    hist = _command(plot_commands, "hist", cmd_plot_hist, "Histogram of COLUMN")
-    hist.add_argument("column", metavar="COLUMN")
-    hist.add_argument("--bins", type=int, help="number of bins")
-    hist.add_argument("--width", type=int, help="width of the terminal bars")
-    hist.add_argument("--height", type=int, help="accepted for xetrack compatibility")
-    hist.add_argument("--xlab", action=argparse.BooleanOptionalAction, default=False,
-                      help="accepted for xetrack compatibility")
-    hist.add_argument("--summary", action=argparse.BooleanOptionalAction, default=True,
-                      help="print a summary under a terminal histogram")
-    scatter = _command(plot_commands, "scatter", cmd_plot_scatter, "Scatter plot of Y against X")
-    scatter.add_argument("x", metavar="X")
-    scatter.add_argument("y", metavar="Y")
-    scatter.add_argument("--size", type=int, default=20, help="point size / terminal grid size")
-    for parser in (hist, scatter):
-        parser.add_argument("--pch", default="o", help="point character of terminal plots")
-        parser.add_argument("--colour", default="white", help="colour of the plot")
-        parser.add_argument("--title", help="title of the plot")
-        parser.add_argument("--output", "-o", help="PNG file to write (default: named after "
-                                                   "the columns, in the current directory)")
-        parser.add_argument("--terminal", action="store_true",
-                            help="draw in the terminal even when matplotlib is installed")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``xt`` argument parser."""
-    from xetrack_c import __version__
-
-    parser = _Parser(prog=PROG, description="Look at and edit xetrack / xetrack_c databases.")
-    parser.add_argument("--version", action="version", version=f"xt (xetrack_c) {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    _add_read_commands(commands)
-    _add_write_commands(commands)
-    _add_group_commands(commands)
-    return parser
+# Parser key (see _cli_parser) -> the function that runs the command.
+HANDLERS: Dict[str, Callable[[argparse.Namespace], None]] = {
+    "head": cmd_head, "tail": cmd_tail, "columns": cmd_columns, "ls": cmd_ls, "sql": cmd_sql,
+    "runs": cmd_runs, "delete": cmd_delete, "set": cmd_set, "copy": cmd_copy,
+    "cache ls": cmd_cache_ls, "cache delete": cmd_cache_delete,
+    "stats describe": cmd_stats_describe, "stats top": cmd_stats_top,
+    "stats bottom": cmd_stats_bottom, "plot hist": cmd_plot_hist,
+    "plot scatter": cmd_plot_scatter,
+}
 
 
 def _error(message: str) -> int:
@@ -336,11 +189,12 @@ def _error(message: str) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Run ``xt`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = build_parser().parse_args(argv)
-        args.handler(args)
+        args = build_parser(argv[0] if argv else None).parse_args(argv)
+        HANDLERS[args.command_key](args)
         sys.stdout.flush()
-    except _UsageError as exc:
+    except UsageError as exc:
         return _error(str(exc))
     except UserError as exc:
         return _error(f"{PROG}: error: {exc}")
