@@ -112,3 +112,36 @@ def test_cache_ls_and_delete(xt, tmp_path):
     assert [e["track_id"] for e in left] == ["run-b"]
     xt.ok("cache", "delete", cache_dir, "run-b")
     assert xt.ok("cache", "ls", cache_dir).out.strip() == "Cache is empty"
+
+
+def test_cache_ls_does_not_unpickle_results(xt, tmp_path):
+    """Listing reads keys and track_ids only: a cached DataFrame does not pull in pandas."""
+    pytest.importorskip("xetrack_c.cache", reason="the result cache is not merged yet")
+    import pandas
+
+    from xetrack_c import Tracker
+
+    cache_dir = str(tmp_path / "cache")
+
+    def frame(n):
+        return pandas.DataFrame({"x": list(range(n))})
+
+    tracker = Tracker(str(tmp_path / "track.db"), cache=cache_dir, track_id="run-df")
+    tracker.track(frame, args=[3])
+    tracker.close()
+    result = xt.probe("cache", "ls", cache_dir, "--json")
+    assert "PANDAS_IMPORTED=False" in result.err, result
+    entries = result.json()
+    assert [e["track_id"] for e in entries] == ["run-df"]
+    assert entries[0]["function_name"].endswith("frame")
+
+
+def test_cache_errors(xt, tmp_path):
+    pytest.importorskip("xetrack_c.cache", reason="the result cache is not merged yet")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert xt.ok("cache", "ls", str(empty)).out.strip() == "Cache is empty"
+    assert "Deleted 0 cache entries" in xt.ok("cache", "delete", str(empty), "x").out
+    (empty / "cache.db").write_bytes(b"not sqlite" * 500)
+    xt.fails("cache", "ls", str(empty))
+    xt.fails("cache", "delete", str(empty), "x")

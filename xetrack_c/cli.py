@@ -119,12 +119,33 @@ def _check_cache_dir(path: str) -> None:
                         f"Tracker(cache=...))")
 
 
+def _cache_entries(cache_dir: str) -> List[Dict[str, Any]]:
+    """Every entry's key, track_id, creation time and function, without unpickling results
+    (which could import numpy or pandas, or fail for a class that moved)."""
+    from xetrack_c import _core
+
+    path = _cache_module().cache_file(cache_dir)
+    if not os.path.exists(path):
+        return []
+    entries: List[Dict[str, Any]] = []
+    try:
+        with _core.ResultCache(cache_dir, "read") as cache:
+            after, page_size = "", 512
+            while True:
+                page = cache.scan_raw(after, page_size)
+                entries += [{"key": key, "track_id": track_id, "created": created,
+                             "function_name": function_name}
+                            for key, _, track_id, created, function_name in page]
+                if len(page) < page_size:
+                    return entries
+                after = page[-1][0]
+    except (_core.Error, ValueError) as exc:
+        raise UserError(db_access.one_line(str(exc))) from exc
+
+
 def cmd_cache_ls(args: argparse.Namespace) -> None:
     _check_cache_dir(args.cache_path)
-    entries = []
-    for key, cached in _cache_module().scan_cache(args.cache_path):
-        track_id = cached.get("cache", "N/A") if isinstance(cached, dict) else "N/A"
-        entries.append({"key": key, "track_id": track_id})
+    entries = _cache_entries(args.cache_path)
     if args.json:
         _out(json_text(entries))
     elif not entries:
@@ -132,12 +153,17 @@ def cmd_cache_ls(args: argparse.Namespace) -> None:
     else:
         _out(f"Cache entries in {args.cache_path}:\n")
         for entry in entries:
-            _out(f"  track_id: {entry['track_id']}  key: {entry['key']}")
+            _out(f"  track_id: {entry['track_id'] or 'N/A'}  key: {entry['key']}")
 
 
 def cmd_cache_delete(args: argparse.Namespace) -> None:
     _check_cache_dir(args.cache_path)
-    deleted = _cache_module().delete_cache_by_track_id(args.cache_path, args.track_id)
+    from xetrack_c import _core
+
+    try:
+        deleted = _cache_module().delete_cache_by_track_id(args.cache_path, args.track_id)
+    except (_core.Error, ValueError) as exc:
+        raise UserError(db_access.one_line(str(exc))) from exc
     _out(f"Deleted {deleted} cache entries for track_id '{args.track_id}'")
 
 
