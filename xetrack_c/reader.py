@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import os
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple, Union
 
 from xetrack_c import _core
 from xetrack_c._core import StorageError
@@ -255,6 +255,30 @@ class Reader:
                 tail: Optional[int] = None) -> Any:
         """``Reader(db, engine, table).to_df(track_id, head, tail)`` in one call."""
         return cls(db, engine=engine, table=table).to_df(track_id=track_id, head=head, tail=tail)
+
+    # ----------------------------------------------------------------- result cache
+
+    @staticmethod
+    def read_cache(cache: PathLike, key: str) -> Optional[Dict[str, Any]]:
+        """The result cache entry stored under ``key`` (see ``Tracker.cache_key``) as
+        ``{"result", "cache", "created", "function_name"}``, or None."""
+        from xetrack_c.cache import read_cache
+
+        return read_cache(cache, key)
+
+    @staticmethod
+    def scan_cache(cache: PathLike) -> Iterator[Tuple[str, Dict[str, Any]]]:
+        """Every result cache entry as ``(key, entry)``."""
+        from xetrack_c.cache import scan_cache
+
+        return scan_cache(cache)
+
+    @staticmethod
+    def delete_cache_by_track_id(cache: PathLike, track_id: str) -> int:
+        """Delete the result cache entries computed by the run ``track_id``; returns how many."""
+        from xetrack_c.cache import delete_cache_by_track_id
+
+        return delete_cache_by_track_id(cache, track_id)
 
     # ----------------------------------------------------------------- writes
 
