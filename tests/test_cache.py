@@ -15,11 +15,16 @@ from typing import Any, Dict, List
 import numpy as np
 import pydantic
 import pytest
+from conftest import read_rows
 
 from xetrack_c import CorruptDatabaseError, Reader, Tracker
-from xetrack_c.cache import cache_key, delete_cache_by_track_id, delete_cache_entry, read_cache, scan_cache
-
-from conftest import read_rows
+from xetrack_c.cache import (
+    cache_key,
+    delete_cache_by_track_id,
+    delete_cache_entry,
+    read_cache,
+    scan_cache,
+)
 
 CALLS: List[Any] = []
 
@@ -146,7 +151,7 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, dict):
         return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)) and not isinstance(a, Point):
-        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     return type(a) is type(b) and a == b
 
 
