@@ -1152,6 +1152,8 @@ typedef struct xt_wait {
 
 typedef struct {
     PyObject_HEAD
+    xt_state *st;        /* of the module that made the type (which this object keeps alive) */
+    PyObject *loads;     /* pickle.loads */
     PyObject *directory; /* str */
     PyObject *path;      /* str: directory/cache.db */
     char *path_fs;       /* the path in the file system encoding */
@@ -1342,10 +1344,7 @@ ready(ResultCache *c, xt_error *err)
 static PyObject *
 raise_cache_error(ResultCache *c, const xt_error *err)
 {
-    xt_state *st = xt_state_from_type(Py_TYPE(c));
-    if (st == NULL) {
-        return NULL;
-    }
+    xt_state *st = c->st;
     if (err->rc == ERR_CLOSED) {
         PyErr_Format(PyExc_ValueError, "the result cache %R is closed", c->path);
         return NULL;
@@ -1364,12 +1363,23 @@ raise_cache_error(ResultCache *c, const xt_error *err)
     }
     int rc = err->rc & 0xff;
     if (rc == SQLITE_NOTADB || rc == SQLITE_CORRUPT) {
-        char msg[700];
-        snprintf(msg, sizeof(msg),
-                 "%s; the result cache file cannot be read: delete it (with any -wal and -shm "
-                 "files beside it) and the cache starts afresh",
-                 err->msg);
-        return xt_raise_sqlite(st, err->rc, msg, path, err->sql[0] ? err->sql : NULL);
+        /* Same exception and attributes as xt_raise_sqlite, with the cache's own advice. */
+        PyObject *exc = PyObject_CallFunction(
+            st->CorruptDatabaseError, "N",
+            PyUnicode_FromFormat("the result cache file %R is not a SQLite database or is damaged "
+                                 "(%s, SQLite code %d): delete it (with any -wal and -shm files "
+                                 "beside it) and the cache starts afresh, or point cache= at "
+                                 "another directory",
+                                 c->path, err->msg, err->rc));
+        PyObject *code = exc ? PyLong_FromLong(err->rc) : NULL;
+        if (code != NULL && PyObject_SetAttrString(exc, "sqlite_code", code) == 0
+            && PyObject_SetAttrString(exc, "filename", c->path) == 0
+            && PyObject_SetAttrString(exc, "sql", Py_None) == 0) {
+            PyErr_SetObject(st->CorruptDatabaseError, exc);
+        }
+        Py_XDECREF(code);
+        Py_XDECREF(exc);
+        return NULL;
     }
     return xt_raise_sqlite(st, err->rc, err->msg, path, err->sql[0] ? err->sql : NULL);
 }
@@ -1417,11 +1427,7 @@ xt_cache_make_key(PyObject *cache, PyObject *func, PyObject *args, PyObject *kwa
                   PyObject *params, PyObject *tracker_params, int warn, xt_cache_key *key)
 {
     ResultCache *c = as_cache(cache);
-    xt_state *st = xt_state_from_type(Py_TYPE(c));
-    if (st == NULL) {
-        return -1;
-    }
-    return make_key(st, c->warned, func, args, kwargs, params, tracker_params, warn, key);
+    return make_key(c->st, c->warned, func, args, kwargs, params, tracker_params, warn, key);
 }
 
 /* One stored entry, copied out of SQLite so the lock can be dropped. */
@@ -1535,26 +1541,21 @@ xt_cache_get(PyObject *cache, const xt_cache_key *key, int warn, PyObject **resu
              PyObject **lineage, int *stale)
 {
     ResultCache *c = as_cache(cache);
-    xt_state *st = xt_state_from_type(Py_TYPE(c));
     entry *found = NULL;
     PyObject *blob = NULL, *value = NULL;
     int res = -1;
 
     *result = *lineage = NULL;
     *stale = 0;
-    if (st == NULL) {
-        return -1;
-    }
     int rc = fetch(c, key->hex, &found);
     if (rc <= 0) {
         return rc;
     }
-    PyObject *loads = helper(st, "pickle", "loads");
-    blob = loads ? PyBytes_FromStringAndSize(found->value, (Py_ssize_t)found->value_len) : NULL;
+    blob = PyBytes_FromStringAndSize(found->value, (Py_ssize_t)found->value_len);
     if (blob == NULL) {
         goto done;
     }
-    value = PyObject_CallOneArg(loads, blob);
+    value = PyObject_CallOneArg(c->loads, blob);
     if (value == NULL) {
         /* A class that moved, a library that is gone: recompute and store over it. */
         if (!PyErr_ExceptionMatches(PyExc_Exception)) {
@@ -1658,15 +1659,12 @@ xt_cache_put(PyObject *cache, const xt_cache_key *key, PyObject *func, PyObject 
              PyObject *track_id, int replace, int warn)
 {
     ResultCache *c = as_cache(cache);
-    xt_state *st = xt_state_from_type(Py_TYPE(c));
+    xt_state *st = c->st;
     PyObject *blob = NULL, *failure = NULL, *name = NULL;
     xt_error err = {0};
     char created[XT_TS_SIZE];
     int res = -1, rc = 0;
 
-    if (st == NULL) {
-        return -1;
-    }
     blob = pickle_value(st, result, &failure);
     if (blob == NULL) {
         if (failure != NULL) {
@@ -1898,6 +1896,15 @@ cache_init(ResultCache *self, PyObject *args, PyObject *kwargs)
                                      &busy_timeout)) {
         return -1;
     }
+    self->st = xt_state_from_type(Py_TYPE(self));
+    if (self->st == NULL) {
+        return -1;
+    }
+    PyObject *loads = helper(self->st, "pickle", "loads");
+    if (loads == NULL) {
+        return -1;
+    }
+    self->loads = Py_NewRef(loads);
     self->mode = strcmp(mode, "create") == 0 ? MODE_CREATE
                  : strcmp(mode, "read") == 0 ? MODE_READ
                  : strcmp(mode, "write") == 0 ? MODE_WRITE
@@ -1965,6 +1972,7 @@ cache_traverse(ResultCache *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->warned);
+    Py_VISIT(self->loads);
     return 0;
 }
 
@@ -1972,6 +1980,7 @@ static int
 cache_clear(ResultCache *self)
 {
     Py_CLEAR(self->warned);
+    Py_CLEAR(self->loads);
     return 0;
 }
 
@@ -2231,8 +2240,7 @@ key_function(xt_state *st, PyObject *warned, PyObject *const *args, Py_ssize_t n
 static PyObject *
 cache_key_method(ResultCache *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    xt_state *st = xt_state_from_type(Py_TYPE(self));
-    return st ? key_function(st, self->warned, args, nargs) : NULL;
+    return key_function(self->st, self->warned, args, nargs);
 }
 
 PyDoc_STRVAR(cache_close__doc__,
