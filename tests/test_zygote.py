@@ -123,3 +123,13 @@ def test_server_ignores_sigint_and_exits_when_its_input_closes(server, tmp_path)
     server.proc.send_signal(signal.SIGINT)
     assert server.run(path)[:2] == (0, "ok\n")
     assert server.close() == 0
+
+
+def test_ended_child_is_reaped_only_at_the_next_request(server, tmp_path):
+    path = script(tmp_path, "s.py", "import sys\nsys.exit(int(sys.argv[1]))\n")
+    pid = server.start(path, "7")
+    assert server.wait()[0] == 7
+    with open(f"/proc/{pid}/stat") as stat:  # still a zombie: its pid cannot be reused yet
+        assert stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    assert server.run(path, "0")[0] == 0
+    assert not os.path.exists(f"/proc/{pid}")

@@ -6,7 +6,9 @@ never a fork of a threaded process), it reads launch requests on stdin and answe
 - request: a 4-byte little-endian length, then UTF-8 JSON
   ``{"argv": [script, *args], "env": {...}, "cwd": str, "stdout": path, "stderr": path}``;
 - answer: the child's pid as a 4-byte little-endian signed int (``-errno`` when the fork
-  failed), then, when the child has ended, its raw wait status as a 4-byte int.
+  failed), then, when the child has ended, its raw wait status as a 4-byte int. The ended
+  child is reaped only when the next request (or end of input) arrives, so the executor can
+  still signal its process group without hitting a reused pid.
 
 The child runs the script as ``python script args`` would, minus interpreter start-up: its own
 process group, the request's working directory and environment, stdin from /dev/null,
@@ -41,11 +43,31 @@ def _write_int(value: int) -> None:
     os.write(1, _INT.pack(value))
 
 
+def _wait_status(pid: int) -> int:
+    """Wait for ``pid`` to end, leaving it a zombie; its raw wait status."""
+    while True:
+        try:
+            info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+            break
+        except InterruptedError:
+            continue
+    if info.si_code == os.CLD_EXITED:
+        return (info.si_status & 0xFF) << 8
+    return info.si_status | (0x80 if info.si_code == os.CLD_DUMPED else 0)
+
+
 def serve() -> dict[str, Any] | None:
-    """Serve requests until stdin closes (returns None), or return the request in a child."""
+    """Serve requests until stdin closes (returns None), or return the request in a child.
+
+    An ended child stays a zombie until the next request arrives, so its pid (and process
+    group id) cannot be reused while the executor may still signal its group."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the executor's to handle
+    previous = 0
     while True:
         header = _read_exact(0, 4)
+        if previous:
+            os.waitpid(previous, 0)
+            previous = 0
         if not header:
             return None
         request = json.loads(_read_exact(0, _INT.unpack(header)[0]))
@@ -57,8 +79,8 @@ def serve() -> dict[str, Any] | None:
         if pid == 0:
             return request
         _write_int(pid)
-        _, status = os.waitpid(pid, 0)
-        _write_int(status)
+        _write_int(_wait_status(pid))
+        previous = pid
 
 
 def _enter_child(request: dict[str, Any]) -> str:
