@@ -4,7 +4,8 @@
 #include <sqlite3.h>
 
 PyDoc_STRVAR(module_doc,
-    "Native core of xetrack_c: SQLite write path, columnar reads, hashing, seeding.\n\n"
+    "Native core of xetrack_c: SQLite write path, columnar reads, hashing, seeding,\n"
+    "worker pool.\n\n"
     "Use the public API in the xetrack_c package; names here may change.");
 
 static int
@@ -49,7 +50,7 @@ module_exec(PyObject *module)
     }
     if (xt_names_exec(module, st) < 0 || xt_tracker_exec(module, st) < 0
         || xt_reader_exec(module, st) < 0 || xt_hash_exec(module, st) < 0
-        || xt_seed_exec(module, st) < 0) {
+        || xt_seed_exec(module, st) < 0 || xt_executor_exec(module, st) < 0) {
         return -1;
     }
     return 0;
@@ -62,6 +63,8 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->Error);
     Py_VISIT(st->StorageError);
     Py_VISIT(st->CorruptDatabaseError);
+    Py_VISIT(st->TaskTimeout);
+    Py_VISIT(st->TaskCancelled);
     Py_VISIT(st->TrackerCoreType);
     return 0;
 }
@@ -73,6 +76,8 @@ module_clear(PyObject *module)
     Py_CLEAR(st->Error);
     Py_CLEAR(st->StorageError);
     Py_CLEAR(st->CorruptDatabaseError);
+    Py_CLEAR(st->TaskTimeout);
+    Py_CLEAR(st->TaskCancelled);
     Py_CLEAR(st->TrackerCoreType);
     Py_CLEAR(st->str_item);
     Py_CLEAR(st->str_timestamp);

@@ -118,6 +118,11 @@ from xetrack_c.params import get_params as get_params
 from xetrack_c.params import get_seed as get_seed
 from xetrack_c.params import log_metrics as log_metrics
 
+from xetrack_c.executor import ExperimentResult as ExperimentResult
+from xetrack_c.executor import ExperimentSpec as ExperimentSpec
+from xetrack_c.executor import run_multiple as run_multiple
+from xetrack_c.executor import worker_cache as worker_cache
+
 def set_backend(backend: str) -> None: ...
 def get_backend() -> str: ...
 
