@@ -61,6 +61,7 @@ typedef struct {
     /* function supervision, read and written under the GIL */
     double started;
     int interrupted; /* 0, XT_TASK_TIMEOUT or XT_TASK_CANCELLED: async exception sent */
+    double interrupt_sent;
 } xt_task;
 
 typedef struct xt_pool xt_pool;
@@ -91,6 +92,7 @@ struct xt_pool {
     xt_worker *workers;
     int nworkers;
     xt_pool *parent;
+    PyObject *drain; /* a Python no-op (borrowed from the module state) */
 };
 
 /* Process-wide limit on running workers.  It is shared by every batch of the process so
@@ -240,8 +242,14 @@ run_function(xt_worker *w, Py_ssize_t index)
     }
     task->duration = monotonic_now() - task->started;
     w->running = -1;
-    /* An interruption sent after the last bytecode ran must not land in the next task. */
-    (void)PyThreadState_SetAsyncExc(w->ident, NULL);
+    if (task->interrupted) {
+        /* An interruption sent after the task's last bytecode must not land in the next
+         * task: a Python no-op lets it land now.  (PyThreadState_SetAsyncExc(id, NULL)
+         * would leave the interpreter's eval breaker set on 3.11.) */
+        PyObject *ignored = PyObject_CallNoArgs(w->pool->drain);
+        Py_XDECREF(ignored);
+        PyErr_Clear();
+    }
     w->tstate = PyEval_SaveThread();
 }
 
@@ -728,6 +736,14 @@ supervise_functions(xt_state *st, xt_pool *pool)
         }
         task = &pool->tasks[index];
         if (task->interrupted) {
+            /* Sent again every second: on 3.11 one thread's exception landing can hide
+             * another thread's pending one. */
+            if (now - task->interrupt_sent >= 1.0) {
+                task->interrupt_sent = now;
+                (void)PyThreadState_SetAsyncExc(w->ident, task->interrupted == XT_TASK_TIMEOUT
+                                                              ? st->TaskTimeout
+                                                              : st->TaskCancelled);
+            }
             continue;
         }
         if (cancel_all) {
@@ -738,6 +754,7 @@ supervise_functions(xt_state *st, xt_pool *pool)
         }
         if (why) {
             task->interrupted = why;
+            task->interrupt_sent = now;
             (void)PyThreadState_SetAsyncExc(
                 w->ident, why == XT_TASK_TIMEOUT ? st->TaskTimeout : st->TaskCancelled);
         }
@@ -921,6 +938,7 @@ run_tasks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         workers = (int)pool->n;
     }
     pool->parent = me != NULL ? me->pool : NULL;
+    pool->drain = st->drain;
 
     /* A task that runs a batch lends its slot while it waits for it. */
     Py_BEGIN_ALLOW_THREADS
@@ -1029,6 +1047,32 @@ static PyMethodDef executor_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* A Python function that does nothing: running its first bytecode delivers a pending
+ * asynchronous exception. */
+static int
+make_drain(xt_state *st)
+{
+    int rc = -1;
+    PyObject *globals = PyDict_New();
+    PyObject *res = NULL;
+    if (globals == NULL || PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins()) < 0) {
+        goto done;
+    }
+    res = PyRun_String("def drain():\n    pass\n", Py_file_input, globals, globals);
+    if (res == NULL) {
+        goto done;
+    }
+    st->drain = Py_XNewRef(PyDict_GetItemString(globals, "drain"));
+    rc = st->drain != NULL ? 0 : -1;
+    if (rc < 0) {
+        PyErr_SetString(PyExc_SystemError, "executor: could not make the drain function");
+    }
+done:
+    Py_XDECREF(res);
+    Py_XDECREF(globals);
+    return rc;
+}
+
 int
 xt_executor_exec(PyObject *module, xt_state *st)
 {
@@ -1047,6 +1091,9 @@ xt_executor_exec(PyObject *module, xt_state *st)
         PyExc_BaseException, NULL);
     if (st->TaskCancelled == NULL
         || PyModule_AddObjectRef(module, "TaskCancelled", st->TaskCancelled) < 0) {
+        return -1;
+    }
+    if (make_drain(st) < 0) {
         return -1;
     }
     return PyModule_AddFunctions(module, executor_methods);

@@ -65,6 +65,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->CorruptDatabaseError);
     Py_VISIT(st->TaskTimeout);
     Py_VISIT(st->TaskCancelled);
+    Py_VISIT(st->drain);
     Py_VISIT(st->TrackerCoreType);
     return 0;
 }
@@ -78,6 +79,7 @@ module_clear(PyObject *module)
     Py_CLEAR(st->CorruptDatabaseError);
     Py_CLEAR(st->TaskTimeout);
     Py_CLEAR(st->TaskCancelled);
+    Py_CLEAR(st->drain);
     Py_CLEAR(st->TrackerCoreType);
     Py_CLEAR(st->str_item);
     Py_CLEAR(st->str_timestamp);

@@ -17,6 +17,7 @@ typedef struct {
     /* Raised inside function tasks of run_tasks (BaseException subclasses). */
     PyObject *TaskTimeout;
     PyObject *TaskCancelled;
+    PyObject *drain; /* executor: a Python no-op function */
     /* Types */
     PyTypeObject *TrackerCoreType;
     /* Interned strings used on hot paths */

@@ -18,6 +18,7 @@ from xetrack_c._specs import (
     BatchOptions, _call_mode, _signal_name, _stderr_tail, describe_exception, target_of,
 )
 from xetrack_c.executor import ExperimentResult, ExperimentSpec
+from xetrack_c.params import TaskInfo, _current_task
 from xetrack_c.seeding import derive_seed, make_rng
 
 #: Status names by the pool's status code (4: the script could not be started).
@@ -74,8 +75,10 @@ class Batch:
         spec = self.specs[index]
         mode = self.modes[index]
         config = spec.config
-        with params.task_context(self.ids[index], config, self.seeds[index], self.options.db,
-                                 spec.name):
+        # What params.task_context does, without re-checking values checked already.
+        token = _current_task.set(TaskInfo(self.ids[index], config, self.seeds[index],
+                                           self.options.db, spec.name))
+        try:
             if mode is None:
                 return spec.function(config)
             kwargs: Dict[str, Any] = {}
@@ -86,6 +89,8 @@ class Batch:
             if "rng" in mode:
                 kwargs["rng"] = make_rng(self.seeds[index])
             return spec.function(**kwargs)
+        finally:
+            _current_task.reset(token)
 
     # ------------------------------------------------------------------ building tasks
     def _script_task(self, index: int, base_env: List[str]) -> tuple:
