@@ -83,6 +83,9 @@ struct xt_pool {
     Py_ssize_t n;
     Py_ssize_t next;  /* first task not started; under mu */
     Py_ssize_t ndone; /* entries of done_order; under mu */
+    Py_ssize_t judged; /* entries of done_order handed to on_done; under mu */
+    int gated;         /* a worker waits for on_done's verdict before its next task */
+    pthread_cond_t judged_cond;
     Py_ssize_t *done_order;
     int live; /* workers not yet exited; under mu */
     atomic_int cancel;
@@ -503,8 +506,13 @@ worker_main(void *arg)
         slot_release();
 
         pthread_mutex_lock(&pool->mu);
-        pool->done_order[pool->ndone++] = index;
+        Py_ssize_t position = pool->ndone++;
+        pool->done_order[position] = index;
         pthread_cond_signal(&pool->cond);
+        while (pool->gated && pool->judged <= position
+               && atomic_load(&pool->cancel) == CANCEL_NONE) {
+            pthread_cond_wait(&pool->judged_cond, &pool->mu);
+        }
         pthread_mutex_unlock(&pool->mu);
     }
     if (w->tstate != NULL) {
@@ -650,6 +658,7 @@ pool_free(xt_pool *pool)
     }
     pthread_mutex_destroy(&pool->mu);
     pthread_cond_destroy(&pool->cond);
+    pthread_cond_destroy(&pool->judged_cond);
     free(pool);
 }
 
@@ -674,6 +683,7 @@ pool_new(PyObject *tasks, double grace)
     pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
     pthread_cond_init(&pool->cond, &cattr);
     pthread_condattr_destroy(&cattr);
+    pthread_cond_init(&pool->judged_cond, NULL);
     pool->n = PySequence_Fast_GET_SIZE(seq);
     pool->tasks = calloc((size_t)pool->n + 1, sizeof(xt_task));
     pool->done_order = calloc((size_t)pool->n + 1, sizeof(Py_ssize_t));
@@ -717,6 +727,9 @@ pool_cancel(xt_pool *pool, int level, int status)
     }
     Py_BEGIN_ALLOW_THREADS
     wake_slot_waiters();
+    pthread_mutex_lock(&pool->mu);
+    pthread_cond_broadcast(&pool->judged_cond);
+    pthread_mutex_unlock(&pool->mu);
     Py_END_ALLOW_THREADS
 }
 
@@ -874,7 +887,7 @@ start_workers(xt_pool *pool, int nworkers)
 }
 
 PyDoc_STRVAR(run_tasks__doc__,
-"run_tasks($module, tasks, workers, on_done, timeout=0.0, grace=2.0, /)\n--\n\n"
+"run_tasks($module, tasks, workers, on_done, timeout=0.0, grace=2.0, gated=False, /)\n--\n\n"
 "Run tasks on a pool of `workers` native threads and report each as it finishes.\n\n"
 "A task is (callable, arg, timeout) -- called as callable(arg) with the GIL -- or\n"
 "(argv, env, cwd, stdout_path, stderr_path, timeout) -- a process started with\n"
@@ -883,7 +896,8 @@ PyDoc_STRVAR(run_tasks__doc__,
 "on_done(index, status, value, duration, stderr_tail) is called on this thread in\n"
 "completion order; status is 0 completed, 1 failed, 2 timeout, 3 cancelled, 4 could\n"
 "not start; value is the callable's result or exception, the exit code (negative:\n"
-"killed by that signal) or the start error.  A true return value starts no new task.\n"
+"killed by that signal) or the start error.  A true return value starts no new task;\n"
+"with `gated`, a worker waits for that verdict on its task before taking another.\n"
 "Tasks never started are reported last as cancelled.  `timeout` > 0 bounds the whole\n"
 "batch.  Timed-out or cancelled scripts get SIGTERM, then SIGKILL after `grace`\n"
 "seconds; running functions get TaskTimeout or TaskCancelled raised inside them.\n"
@@ -897,13 +911,13 @@ run_tasks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *saved = NULL, *on_done;
     xt_worker *me = current_worker;
     double timeout = 0.0, grace = 2.0, deadline = 0.0;
-    int workers, lent = 0, top_level = me == NULL, finished = 0;
+    int workers, lent = 0, top_level = me == NULL, finished = 0, gated = 0;
     Py_ssize_t reported = 0, ndone = 0, nstarted;
 
     assert(!PyErr_Occurred());
-    if (nargs < 3 || nargs > 5) {
+    if (nargs < 3 || nargs > 6) {
         PyErr_SetString(PyExc_TypeError,
-                        "run_tasks(tasks, workers, on_done, timeout=0.0, grace=2.0)");
+                        "run_tasks(tasks, workers, on_done, timeout=0.0, grace=2.0, gated=False)");
         return NULL;
     }
     long requested = PyLong_AsLong(args[1]);
@@ -920,6 +934,9 @@ run_tasks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     if (nargs > 4 && (grace = PyFloat_AsDouble(args[4])) == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (nargs > 5 && (gated = PyObject_IsTrue(args[5])) < 0) {
         return NULL;
     }
     if (requested < 1) {
@@ -939,6 +956,7 @@ run_tasks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     pool->parent = me != NULL ? me->pool : NULL;
     pool->drain = st->drain;
+    pool->gated = gated;
 
     /* A task that runs a batch lends its slot while it waits for it. */
     Py_BEGIN_ALLOW_THREADS
@@ -967,6 +985,10 @@ run_tasks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         until.tv_sec = (time_t)tick;
         until.tv_nsec = (long)((tick - (double)until.tv_sec) * 1e9);
         pthread_mutex_lock(&pool->mu);
+        if (pool->judged != reported) {
+            pool->judged = reported;
+            pthread_cond_broadcast(&pool->judged_cond);
+        }
         while (pool->ndone == reported && pool->live > 0
                && pthread_cond_timedwait(&pool->cond, &pool->mu, &until) != ETIMEDOUT) {
         }

@@ -237,8 +237,11 @@ class Batch:
                     self.progress = Progress(len(tasks))
                 workers = min(self.options.workers, len(tasks))
                 try:
+                    # Gated: a task starts only after the verdict on the one its worker
+                    # ran, so fail_fast never starts a task after a failure it knew of.
+                    gated = self.options.fail_fast or self.options.max_consecutive_failures
                     _core.run_tasks(tasks, workers, self.on_done, self.options.timeout or 0.0,
-                                    GRACE_SECONDS)
+                                    GRACE_SECONDS, bool(gated))
                 except KeyboardInterrupt as interrupt:
                     interrupt.results = self._finished_results()  # type: ignore[attr-defined]
                     raise
