@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import child_env, count_rows, read_rows
 
 import xetrack_c
 from xetrack_c import ExperimentResult, ExperimentSpec, run_multiple
-from conftest import child_env, count_rows, read_rows
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,22 @@
 from os import PathLike
 from typing import Any, Callable, Dict, Iterable, List, Optional, TypeVar, Union
 
+from xetrack_c.executor import ExperimentResult as ExperimentResult
+from xetrack_c.executor import ExperimentSpec as ExperimentSpec
+from xetrack_c.executor import run_multiple as run_multiple
+from xetrack_c.executor import worker_cache as worker_cache
+from xetrack_c.params import get_experiment_id as get_experiment_id
+from xetrack_c.params import get_experiment_name as get_experiment_name
+from xetrack_c.params import get_param as get_param
+from xetrack_c.params import get_params as get_params
+from xetrack_c.params import get_seed as get_seed
+from xetrack_c.params import log_metrics as log_metrics
+from xetrack_c.seeding import SeedPolicy as SeedPolicy
+from xetrack_c.seeding import derive_seed as derive_seed
+from xetrack_c.seeding import hash_identifier as hash_identifier
+from xetrack_c.seeding import make_rng as make_rng
+from xetrack_c.seeding import reproducible_seed as reproducible_seed
+
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 class Error(Exception): ...
@@ -104,24 +120,6 @@ class Reader:
     def __len__(self) -> int: ...
     @classmethod
     def read_db(cls, db: Union[str, PathLike[str]], engine: str = ..., table: str = ..., track_id: Optional[str] = ..., head: Optional[int] = ..., tail: Optional[int] = ...) -> Any: ...
-
-from xetrack_c.seeding import SeedPolicy as SeedPolicy
-from xetrack_c.seeding import derive_seed as derive_seed
-from xetrack_c.seeding import hash_identifier as hash_identifier
-from xetrack_c.seeding import make_rng as make_rng
-from xetrack_c.seeding import reproducible_seed as reproducible_seed
-
-from xetrack_c.params import get_experiment_id as get_experiment_id
-from xetrack_c.params import get_experiment_name as get_experiment_name
-from xetrack_c.params import get_param as get_param
-from xetrack_c.params import get_params as get_params
-from xetrack_c.params import get_seed as get_seed
-from xetrack_c.params import log_metrics as log_metrics
-
-from xetrack_c.executor import ExperimentResult as ExperimentResult
-from xetrack_c.executor import ExperimentSpec as ExperimentSpec
-from xetrack_c.executor import run_multiple as run_multiple
-from xetrack_c.executor import worker_cache as worker_cache
 
 def set_backend(backend: str) -> None: ...
 def get_backend() -> str: ...

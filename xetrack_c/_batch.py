@@ -15,7 +15,12 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from xetrack_c import _core, params
 from xetrack_c._specs import (
-    BatchOptions, _call_mode, _signal_name, _stderr_tail, describe_exception, target_of,
+    BatchOptions,
+    _call_mode,
+    _signal_name,
+    _stderr_tail,
+    describe_exception,
+    target_of,
 )
 from xetrack_c.executor import ExperimentResult, ExperimentSpec
 from xetrack_c.params import TaskInfo, _current_task

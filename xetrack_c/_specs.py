@@ -10,7 +10,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Dict, List, Optional, Tuple
 
-from xetrack_c.executor import ExperimentResult, ExperimentSpec
+from xetrack_c.executor import ExperimentSpec
 
 #: Characters of stderr (scripts) or traceback (functions) kept in an error message.
 TAIL_CHARS = 2000
