@@ -14,6 +14,10 @@ typedef struct {
     PyObject *Error;
     PyObject *StorageError;
     PyObject *CorruptDatabaseError;
+    /* Raised inside function tasks of run_tasks (BaseException subclasses). */
+    PyObject *TaskTimeout;
+    PyObject *TaskCancelled;
+    PyObject *drain; /* executor: a Python no-op function */
     /* Types */
     PyTypeObject *TrackerCoreType;
     PyTypeObject *ResultCacheType;
@@ -55,5 +59,6 @@ int xt_reader_exec(PyObject *module, xt_state *st);
 int xt_seed_exec(PyObject *module, xt_state *st);
 int xt_hash_exec(PyObject *module, xt_state *st);
 int xt_cache_exec(PyObject *module, xt_state *st);
+int xt_executor_exec(PyObject *module, xt_state *st);
 
 #endif

@@ -1,6 +1,22 @@
 from os import PathLike
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, TypeVar, Union
 
+from xetrack_c.executor import ExperimentResult as ExperimentResult
+from xetrack_c.executor import ExperimentSpec as ExperimentSpec
+from xetrack_c.executor import run_multiple as run_multiple
+from xetrack_c.executor import worker_cache as worker_cache
+from xetrack_c.params import get_experiment_id as get_experiment_id
+from xetrack_c.params import get_experiment_name as get_experiment_name
+from xetrack_c.params import get_param as get_param
+from xetrack_c.params import get_params as get_params
+from xetrack_c.params import get_seed as get_seed
+from xetrack_c.params import log_metrics as log_metrics
+from xetrack_c.seeding import SeedPolicy as SeedPolicy
+from xetrack_c.seeding import derive_seed as derive_seed
+from xetrack_c.seeding import hash_identifier as hash_identifier
+from xetrack_c.seeding import make_rng as make_rng
+from xetrack_c.seeding import reproducible_seed as reproducible_seed
+
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 class Error(Exception): ...
@@ -141,20 +157,6 @@ class Reader:
     def scan_cache(cache: Union[str, PathLike[str]]) -> Iterator[Tuple[str, Dict[str, Any]]]: ...
     @staticmethod
     def delete_cache_by_track_id(cache: Union[str, PathLike[str]], track_id: str) -> int: ...
-
-from xetrack_c.seeding import SeedPolicy as SeedPolicy
-from xetrack_c.seeding import derive_seed as derive_seed
-from xetrack_c.seeding import hash_identifier as hash_identifier
-from xetrack_c.seeding import make_rng as make_rng
-from xetrack_c.seeding import reproducible_seed as reproducible_seed
-
-# Child API of run_multiple (xetrack_c.params).
-def get_param(name: str, default: Any = ...) -> Any: ...
-def get_params() -> Dict[str, Any]: ...
-def get_experiment_id() -> Optional[str]: ...
-def get_experiment_name() -> Optional[str]: ...
-def get_seed() -> Optional[int]: ...
-def log_metrics(metrics: Dict[str, Any], step: Optional[int] = ...) -> Dict[str, Any]: ...
 
 def set_backend(backend: str) -> None: ...
 def get_backend() -> str: ...
