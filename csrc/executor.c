@@ -50,6 +50,8 @@ typedef struct {
     char *cwd;
     char *out_path;
     char *err_path;
+    char *request; /* launch request for the worker's fork server, or NULL: posix_spawn */
+    size_t request_len;
     /* outputs, written by the worker before the task is queued as done */
     int status;
     long exit_code; /* >= 0: exit code; < 0: killed by signal -exit_code */
@@ -74,6 +76,11 @@ typedef struct {
     unsigned long ident;
     Py_ssize_t running; /* function task being called, or -1; under the GIL */
     int holds_slot;
+    /* This worker's fork server (xetrack_c/_zygote.py), started on its first script task
+     * that asks for one: pid, request pipe (write end), answer pipe (read end). */
+    pid_t fs_pid;
+    int fs_in;
+    int fs_out;
 } xt_worker;
 
 struct xt_pool {
@@ -96,6 +103,8 @@ struct xt_pool {
     int nworkers;
     xt_pool *parent;
     PyObject *drain; /* a Python no-op (borrowed from the module state) */
+    char **fs_argv;  /* command and environment of the fork servers, or NULL */
+    char **fs_envp;
 };
 
 /* Process-wide limit on running workers.  It is shared by every batch of the process so
@@ -472,6 +481,200 @@ run_script(xt_pool *pool, xt_task *task)
     read_tail(task);
 }
 
+/* ------------------------------------------------------------------ fork server */
+/* A script task with a launch request runs through its worker's fork server: a warm
+ * interpreter (started once with posix_spawn, never a fork of this threaded process) that
+ * forks a child per request, answers with the child's pid, then with its wait status.  The
+ * server leaves an ended child a zombie until its next request, so signalling the child's
+ * process group here can never hit a reused pid. */
+
+static int
+write_all(int fd, const char *data, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, data, len);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return -1;
+        }
+        data += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Reads a 4-byte little-endian int; -1 at end of file or on error. */
+static int
+read_int32(int fd, int32_t *value)
+{
+    unsigned char buf[4];
+    size_t got = 0;
+    while (got < sizeof(buf)) {
+        ssize_t n = read(fd, buf + got, sizeof(buf) - got);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return -1;
+        }
+        got += (size_t)n;
+    }
+    *value = (int32_t)((uint32_t)buf[0] | (uint32_t)buf[1] << 8 | (uint32_t)buf[2] << 16
+                       | (uint32_t)buf[3] << 24);
+    return 0;
+}
+
+static void
+forkserver_stop(xt_worker *w)
+{
+    if (w->fs_pid <= 0) {
+        return;
+    }
+    (void)close(w->fs_in); /* end of input: the server reaps its last child and exits */
+    (void)close(w->fs_out);
+    while (waitpid(w->fs_pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+    w->fs_pid = 0;
+    w->fs_in = w->fs_out = -1;
+}
+
+/* Starts the worker's fork server if it has none; 0, or an errno value. */
+static int
+forkserver_start(xt_pool *pool, xt_worker *w)
+{
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    sigset_t empty;
+    int to_server[2], from_server[2], rc;
+    pid_t pid;
+
+    if (w->fs_pid > 0) {
+        return 0;
+    }
+    if (pipe2(to_server, O_CLOEXEC) != 0) {
+        return errno;
+    }
+    if (pipe2(from_server, O_CLOEXEC) != 0) {
+        rc = errno;
+        (void)close(to_server[0]);
+        (void)close(to_server[1]);
+        return rc;
+    }
+    rc = posix_spawn_file_actions_init(&actions);
+    if (rc == 0 && (rc = posix_spawnattr_init(&attr)) != 0) {
+        posix_spawn_file_actions_destroy(&actions);
+    }
+    if (rc == 0) {
+        sigemptyset(&empty);
+        /* Its own process group: a Ctrl-C at the terminal is this process's to handle. */
+        if ((rc = posix_spawn_file_actions_adddup2(&actions, to_server[0], 0)) == 0
+            && (rc = posix_spawn_file_actions_adddup2(&actions, from_server[1], 1)) == 0
+            && (rc = posix_spawnattr_setpgroup(&attr, 0)) == 0
+            && (rc = posix_spawnattr_setsigmask(&attr, &empty)) == 0
+            && (rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP
+                                                         | POSIX_SPAWN_SETSIGMASK)) == 0) {
+            rc = posix_spawn(&pid, pool->fs_argv[0], &actions, &attr, pool->fs_argv,
+                             pool->fs_envp);
+        }
+        posix_spawnattr_destroy(&attr);
+        posix_spawn_file_actions_destroy(&actions);
+    }
+    (void)close(to_server[0]);
+    (void)close(from_server[1]);
+    if (rc != 0) {
+        (void)close(to_server[1]);
+        (void)close(from_server[0]);
+        return rc;
+    }
+    w->fs_pid = pid;
+    w->fs_in = to_server[1];
+    w->fs_out = from_server[0];
+    return 0;
+}
+
+static void
+run_script_forked(xt_pool *pool, xt_worker *w, xt_task *task)
+{
+    double start = monotonic_now();
+    double deadline = task->timeout > 0 ? start + task->timeout : 0.0;
+    unsigned char header[4];
+    int32_t pid = 0, wstatus = 0;
+    int rc, stop = 0;
+
+    rc = forkserver_start(pool, w);
+    if (rc == 0) {
+        uint32_t len = (uint32_t)task->request_len;
+        header[0] = (unsigned char)(len & 0xFF);
+        header[1] = (unsigned char)(len >> 8 & 0xFF);
+        header[2] = (unsigned char)(len >> 16 & 0xFF);
+        header[3] = (unsigned char)(len >> 24 & 0xFF);
+        if (write_all(w->fs_in, (const char *)header, 4) < 0
+            || write_all(w->fs_in, task->request, task->request_len) < 0
+            || read_int32(w->fs_out, &pid) < 0) {
+            rc = EPIPE; /* the server is gone: start a new one for the next task */
+        }
+        else if (pid <= 0) {
+            rc = pid < 0 ? -pid : ECHILD;
+        }
+    }
+    if (rc != 0) {
+        forkserver_stop(w);
+        task->status = XT_TASK_SPAWN_ERROR;
+        task->spawn_errno = rc;
+        task->duration = monotonic_now() - start;
+        return;
+    }
+    for (;;) {
+        struct pollfd fds[2] = {{w->fs_out, POLLIN, 0}, {pool->wake_fds[0], POLLIN, 0}};
+        int ms = -1;
+        if (deadline > 0) {
+            double left = deadline - monotonic_now();
+            if (left <= 0) {
+                stop = XT_TASK_TIMEOUT;
+                break;
+            }
+            ms = (int)ceil(left * 1000.0);
+        }
+        int n = poll(fds, 2, ms);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            stop = XT_TASK_CANCELLED;
+            break;
+        }
+        if (fds[0].revents) {
+            break;
+        }
+        if (fds[1].revents && atomic_load(&pool->cancel) == CANCEL_ALL) {
+            stop = atomic_load(&pool->cancel_status);
+            break;
+        }
+    }
+    if (stop) {
+        (void)kill(-(pid_t)pid, SIGTERM);
+        (void)wait_readable(w->fs_out, pool->grace);
+        (void)kill(-(pid_t)pid, SIGKILL);
+    }
+    if (read_int32(w->fs_out, &wstatus) < 0) {
+        /* The server died while the child ran: make sure the child's group is gone too. */
+        (void)kill(-(pid_t)pid, SIGKILL);
+        forkserver_stop(w);
+        wstatus = SIGKILL;
+    }
+    task->duration = monotonic_now() - start;
+    if (WIFEXITED(wstatus)) {
+        task->exit_code = WEXITSTATUS(wstatus);
+    }
+    else if (WIFSIGNALED(wstatus)) {
+        task->exit_code = -(long)WTERMSIG(wstatus);
+    }
+    task->status = stop ? stop : task->exit_code == 0 ? XT_TASK_COMPLETED : XT_TASK_FAILED;
+    read_tail(task);
+}
+
 /* ------------------------------------------------------------------ workers */
 static void *
 worker_main(void *arg)
@@ -499,6 +702,9 @@ worker_main(void *arg)
         if (pool->tasks[index].kind == TASK_FUNCTION) {
             run_function(w, index);
         }
+        else if (pool->tasks[index].request != NULL) {
+            run_script_forked(pool, w, &pool->tasks[index]);
+        }
         else {
             run_script(pool, &pool->tasks[index]);
         }
@@ -515,6 +721,7 @@ worker_main(void *arg)
         }
         pthread_mutex_unlock(&pool->mu);
     }
+    forkserver_stop(w);
     if (w->tstate != NULL) {
         PyEval_RestoreThread(w->tstate);
         w->tstate = NULL;
@@ -603,7 +810,7 @@ parse_task(PyObject *item, Py_ssize_t index, xt_task *task)
         task->arg = Py_NewRef(PyTuple_GET_ITEM(item, 1));
         task->timeout = PyFloat_AsDouble(PyTuple_GET_ITEM(item, 2));
     }
-    else if (size == 6) {
+    else if (size == 6 || size == 7) {
         PyObject *cwd = PyTuple_GET_ITEM(item, 2);
         task->kind = TASK_SCRIPT;
         if ((task->argv = copy_string_list(PyTuple_GET_ITEM(item, 0), "argv item")) == NULL
@@ -618,11 +825,24 @@ parse_task(PyObject *item, Py_ssize_t index, xt_task *task)
             return -1;
         }
         task->timeout = PyFloat_AsDouble(PyTuple_GET_ITEM(item, 5));
+        if (size == 7 && PyTuple_GET_ITEM(item, 6) != Py_None) {
+            char *data;
+            Py_ssize_t len;
+            if (PyBytes_AsStringAndSize(PyTuple_GET_ITEM(item, 6), &data, &len) < 0) {
+                return -1;
+            }
+            if ((task->request = malloc((size_t)len + 1)) == NULL) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            memcpy(task->request, data, (size_t)len);
+            task->request_len = (size_t)len;
+        }
     }
     else {
         PyErr_Format(PyExc_TypeError,
                      "run_tasks: task %zd must be (callable, arg, timeout) or "
-                     "(argv, env, cwd, stdout_path, stderr_path, timeout)", index);
+                     "(argv, env, cwd, stdout_path, stderr_path, timeout[, launch_request])", index);
         return -1;
     }
     if (task->timeout == -1.0 && PyErr_Occurred()) {
@@ -647,8 +867,11 @@ pool_free(xt_pool *pool)
         free(task->cwd);
         free(task->out_path);
         free(task->err_path);
+        free(task->request);
         free(task->tail);
     }
+    free_string_list(pool->fs_argv);
+    free_string_list(pool->fs_envp);
     free(pool->tasks);
     free(pool->done_order);
     free(pool->workers);
@@ -865,6 +1088,7 @@ start_workers(xt_pool *pool, int nworkers)
         xt_worker *w = &pool->workers[k];
         w->pool = pool;
         w->running = -1;
+        w->fs_in = w->fs_out = -1;
         pthread_mutex_lock(&pool->mu);
         pool->live++;
         pthread_mutex_unlock(&pool->mu);
@@ -887,12 +1111,15 @@ start_workers(xt_pool *pool, int nworkers)
 }
 
 PyDoc_STRVAR(run_tasks__doc__,
-"run_tasks($module, tasks, workers, on_done, timeout=0.0, grace=2.0, gated=False, /)\n--\n\n"
+"run_tasks($module, tasks, workers, on_done, timeout=0.0, grace=2.0, gated=False,\n"
+"          forkserver=None, /)\n--\n\n"
 "Run tasks on a pool of `workers` native threads and report each as it finishes.\n\n"
 "A task is (callable, arg, timeout) -- called as callable(arg) with the GIL -- or\n"
 "(argv, env, cwd, stdout_path, stderr_path, timeout) -- a process started with\n"
 "posix_spawn in a process group of its own, env a list of 'NAME=value', stdout and\n"
-"stderr written to the two files.  timeout <= 0 means none.\n\n"
+"stderr written to the two files.  timeout <= 0 means none.  A script task may end\n"
+"with a launch request (bytes): it then runs through its worker's fork server, started\n"
+"from `forkserver` = (argv, env) on the worker's first such task.\n\n"
 "on_done(index, status, value, duration, stderr_tail) is called on this thread in\n"
 "completion order; status is 0 completed, 1 failed, 2 timeout, 3 cancelled, 4 could\n"
 "not start; value is the callable's result or exception, the exit code (negative:\n"
@@ -915,9 +1142,10 @@ run_tasks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t reported = 0, ndone = 0, nstarted;
 
     assert(!PyErr_Occurred());
-    if (nargs < 3 || nargs > 6) {
+    if (nargs < 3 || nargs > 7) {
         PyErr_SetString(PyExc_TypeError,
-                        "run_tasks(tasks, workers, on_done, timeout=0.0, grace=2.0, gated=False)");
+                        "run_tasks(tasks, workers, on_done, timeout=0.0, grace=2.0, gated=False, "
+                        "forkserver=None)");
         return NULL;
     }
     long requested = PyLong_AsLong(args[1]);
@@ -950,6 +1178,29 @@ run_tasks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (pool->n == 0) {
         pool_free(pool);
         Py_RETURN_NONE;
+    }
+    if (nargs > 6 && args[6] != Py_None) {
+        if (!PyTuple_Check(args[6]) || PyTuple_GET_SIZE(args[6]) != 2
+            || (pool->fs_argv = copy_string_list(PyTuple_GET_ITEM(args[6], 0), "forkserver argv"))
+                   == NULL
+            || (pool->fs_envp = copy_string_list(PyTuple_GET_ITEM(args[6], 1), "forkserver env"))
+                   == NULL
+            || pool->fs_argv[0] == NULL) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_TypeError,
+                                "run_tasks: forkserver must be (argv, env), argv not empty");
+            }
+            pool_free(pool);
+            return NULL;
+        }
+    }
+    for (Py_ssize_t i = 0; i < pool->n; i++) {
+        if (pool->tasks[i].request != NULL && pool->fs_argv == NULL) {
+            PyErr_Format(PyExc_ValueError,
+                         "run_tasks: task %zd has a launch request but no forkserver was given", i);
+            pool_free(pool);
+            return NULL;
+        }
     }
     if (workers > pool->n) {
         workers = (int)pool->n;

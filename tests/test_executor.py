@@ -236,7 +236,8 @@ def test_yanex_style_spec_objects_are_accepted(tmp_path):
 
 
 # ------------------------------------------------------------------ scripts
-def test_scripts_run_with_config_seed_and_args(tmp_path):
+@pytest.mark.parametrize("launcher", ["spawn", "forkserver"])
+def test_scripts_run_with_config_seed_and_args(tmp_path, launcher):
     script = write_script(tmp_path / "child.py", """
         import json, os, sys
         import xetrack_c
@@ -249,7 +250,7 @@ def test_scripts_run_with_config_seed_and_args(tmp_path):
     specs = [ExperimentSpec(script_path=str(script), config={"lr": 0.1 * i},
                             script_args=[str(tmp_path / f"out{i}.json"), "--flag"])
              for i in range(3)]
-    results = run_multiple(specs, parallel=2)
+    results = run_multiple(specs, parallel=2, launcher=launcher)
     assert [r.status for r in results] == ["completed"] * 3, [r.error_message for r in results]
     for i, result in enumerate(results):
         out = json.loads((tmp_path / f"out{i}.json").read_text())
@@ -260,7 +261,8 @@ def test_scripts_run_with_config_seed_and_args(tmp_path):
         assert result.result is None
 
 
-def test_a_failing_script_does_not_stop_the_batch(tmp_path):
+@pytest.mark.parametrize("launcher", ["spawn", "forkserver"])
+def test_a_failing_script_does_not_stop_the_batch(tmp_path, launcher):
     ok = write_script(tmp_path / "ok.py", "print('fine')\n")
     bad = write_script(tmp_path / "bad.py", """
         import sys
@@ -269,7 +271,7 @@ def test_a_failing_script_does_not_stop_the_batch(tmp_path):
     """)
     results = run_multiple([ExperimentSpec(script_path=str(ok)),
                             ExperimentSpec(script_path=str(bad)),
-                            ExperimentSpec(script_path=str(ok))], parallel=2)
+                            ExperimentSpec(script_path=str(ok))], parallel=2, launcher=launcher)
     assert [r.status for r in results] == ["completed", "failed", "completed"]
     message = results[1].error_message
     assert "exit code 3" in message and "about to fail" in message
@@ -277,7 +279,8 @@ def test_a_failing_script_does_not_stop_the_batch(tmp_path):
     assert Path(err_file).read_text() == "about to fail\n"  # kept for the failed one
 
 
-def test_a_hanging_script_is_killed_at_its_timeout_with_its_children(tmp_path):
+@pytest.mark.parametrize("launcher", ["spawn", "forkserver"])
+def test_a_hanging_script_is_killed_at_its_timeout_with_its_children(tmp_path, launcher):
     pids = tmp_path / "pids.txt"
     script = write_script(tmp_path / "hang.py", f"""
         import os, signal, subprocess, sys, time
@@ -288,7 +291,8 @@ def test_a_hanging_script_is_killed_at_its_timeout_with_its_children(tmp_path):
         time.sleep(600)
     """)
     start = time.monotonic()
-    results = run_multiple([ExperimentSpec(script_path=str(script), timeout=1.5)])
+    results = run_multiple([ExperimentSpec(script_path=str(script), timeout=1.5)],
+                           launcher=launcher)
     elapsed = time.monotonic() - start
     assert results[0].status == "timeout", results[0].error_message
     assert results[0].duration >= 1.5
@@ -300,10 +304,11 @@ def test_a_hanging_script_is_killed_at_its_timeout_with_its_children(tmp_path):
         assert not alive(pid), f"process {pid} survived the timeout"
 
 
-def test_a_script_that_cannot_start_is_reported(tmp_path, monkeypatch):
+@pytest.mark.parametrize("launcher", ["spawn", "forkserver"])
+def test_a_script_that_cannot_start_is_reported(tmp_path, monkeypatch, launcher):
     script = write_script(tmp_path / "ok.py", "pass\n")
     monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
-    results = run_multiple([ExperimentSpec(script_path=str(script))])
+    results = run_multiple([ExperimentSpec(script_path=str(script))], launcher=launcher)
     assert results[0].status == "failed"
     assert "could not start" in results[0].error_message
 
@@ -350,7 +355,8 @@ def test_resume_skips_what_completed(tmp_path):
     assert count_rows(db, "experiments") == 4
 
 
-def test_kfold_orchestrator_script_runs_fold_scripts(tmp_path, run_py):
+@pytest.mark.parametrize("launcher", ["spawn", "forkserver"])
+def test_kfold_orchestrator_script_runs_fold_scripts(tmp_path, run_py, launcher):
     db = tmp_path / "kfold.db"
     fold = write_script(tmp_path / "fold.py", """
         import xetrack_c
@@ -363,14 +369,15 @@ def test_kfold_orchestrator_script_runs_fold_scripts(tmp_path, run_py):
         lr = xetrack_c.get_param("lr")
         specs = [ExperimentSpec(script_path={str(fold)!r}, config={{"lr": lr, "_fold_idx": k}},
                                 name=f"fold-{{k}}", tags=["kfold"]) for k in range(5)]
-        results = run_multiple(specs, parallel=2, db={str(db)!r}, table="folds")
+        results = run_multiple(specs, parallel=2, db={str(db)!r}, table="folds",
+                               launcher={launcher!r})
         assert all(r.status == "completed" for r in results), [r.error_message for r in results]
     """)
     run_py(f"""
         from xetrack_c import ExperimentSpec, run_multiple
         results = run_multiple([ExperimentSpec(script_path={str(orchestrator)!r},
                                                config={{"lr": 0.01}}, name="cv")],
-                               db={str(db)!r})
+                               db={str(db)!r}, launcher={launcher!r})
         assert results[0].status == "completed", results[0].error_message
     """, timeout=120)
     folds = read_rows(str(db), "folds")
@@ -384,7 +391,9 @@ def test_kfold_orchestrator_script_runs_fold_scripts(tmp_path, run_py):
 
 
 # ------------------------------------------------------------------ Ctrl-C and nesting
-def test_sigint_stops_the_batch_leaves_no_orphans_and_returns_partial_results(tmp_path, run_py):
+@pytest.mark.parametrize("launcher", ["spawn", "forkserver"])
+def test_sigint_stops_the_batch_leaves_no_orphans_and_returns_partial_results(tmp_path, run_py,
+                                                                               launcher):
     pids = tmp_path / "pids"
     pids.mkdir()
     quick = write_script(tmp_path / "quick.py", "pass\n")
@@ -401,7 +410,7 @@ def test_sigint_stops_the_batch_leaves_no_orphans_and_returns_partial_results(tm
         specs = [ExperimentSpec(script_path={str(quick)!r})] + \\
                 [ExperimentSpec(script_path={str(slow)!r}) for _ in range(4)]
         try:
-            run_multiple(specs, parallel=2, db={str(tmp_path / "r.db")!r})
+            run_multiple(specs, parallel=2, db={str(tmp_path / "r.db")!r}, launcher={launcher!r})
         except KeyboardInterrupt as exc:
             print(json.dumps([r.status for r in exc.results]))
             sys.exit(0)
@@ -477,3 +486,62 @@ def test_exceptions_are_base_exceptions():
     assert not issubclass(xetrack_c._core.TaskCancelled, Exception)
     assert ExperimentResult("a", "completed").duration is None
     assert threading.active_count() >= 1
+
+
+# ------------------------------------------------------------------ fork server launcher
+def _fork_servers_of(pid: int) -> list:
+    """Live fork servers (xetrack_c/_zygote.py) whose parent is ``pid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if ppid == pid and b"_zygote.py" in cmdline and alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+def test_forkserver_scripts_match_spawned_ones_and_servers_end_with_the_batch(tmp_path):
+    script = write_script(tmp_path / "s.py", """
+        import sys
+        import xetrack_c
+        i = xetrack_c.get_param("i")
+        print(i, xetrack_c.get_seed(), sys.argv[1:])
+        sys.exit(i % 3)
+    """)
+    specs = [ExperimentSpec(script_path=str(script), script_args=["x"], config={"i": i},
+                            name=f"s{i}") for i in range(9)]
+    spawned = run_multiple(specs, parallel=2)
+    forked = run_multiple(specs, parallel=2, launcher="forkserver")
+    assert [(r.status, r.seed, r.name) for r in forked] == \
+        [(r.status, r.seed, r.name) for r in spawned]
+    assert [r.status for r in forked] == ["completed", "failed", "failed"] * 3
+    assert "exit code 2" in forked[2].error_message
+    assert _fork_servers_of(os.getpid()) == []
+
+
+def test_forkserver_is_replaced_when_it_dies(tmp_path):
+    # A script that kills its own fork server: the task fails, the next task gets a new one.
+    script = write_script(tmp_path / "s.py", """
+        import os, signal, sys
+        import xetrack_c
+        if xetrack_c.get_param("kill"):
+            os.kill(os.getppid(), signal.SIGKILL)
+            import time; time.sleep(30)
+        print("ran")
+    """)
+    specs = [ExperimentSpec(script_path=str(script), config={"kill": k}) for k in (0, 1, 0)]
+    results = run_multiple(specs, launcher="forkserver")
+    assert [r.status for r in results] == ["completed", "failed", "completed"]
+    assert _fork_servers_of(os.getpid()) == []
+
+
+def test_launcher_is_checked():
+    with pytest.raises(ValueError, match="launcher must be 'spawn'"):
+        run_multiple([ExperimentSpec(function=double, config={"x": 1})], launcher="fork")

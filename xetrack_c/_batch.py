@@ -8,6 +8,7 @@ nothing else is left; the files of the others are kept and named in their error 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -110,7 +111,15 @@ class Batch:
         stem = os.path.join(self.log_dir, f"{index:05d}-{self.ids[index]}")
         argv = [sys.executable, os.path.abspath(os.fspath(spec.script_path)), *spec.script_args]
         env = base_env + [f"{key}={value}" for key, value in extra.items()]
-        return (argv, env, None, stem + ".out", stem + ".err", float(spec.timeout or 0.0))
+        timeout = float(spec.timeout or 0.0)
+        if self.options.launcher == "spawn":
+            return (argv, env, None, stem + ".out", stem + ".err", timeout)
+        request = json.dumps({
+            "argv": [str(arg) for arg in argv[1:]],
+            "env": dict(item.split("=", 1) for item in env),
+            "cwd": os.getcwd(), "stdout": stem + ".out", "stderr": stem + ".err",
+        }).encode()
+        return (argv, env, None, stem + ".out", stem + ".err", timeout, request)
 
     def _tasks(self, skip: set) -> List[tuple]:
         base_env: Optional[List[str]] = None
@@ -246,13 +255,22 @@ class Batch:
                     # ran, so fail_fast never starts a task after a failure it knew of.
                     gated = self.options.fail_fast or self.options.max_consecutive_failures
                     _core.run_tasks(tasks, workers, self.on_done, self.options.timeout or 0.0,
-                                    GRACE_SECONDS, bool(gated))
+                                    GRACE_SECONDS, bool(gated), self._forkserver())
                 except KeyboardInterrupt as interrupt:
                     interrupt.results = self._finished_results()  # type: ignore[attr-defined]
                     raise
         finally:
             self._close()
         return self._finished_results()
+
+    def _forkserver(self) -> Optional[tuple]:
+        """The command and environment of the workers' fork servers, when scripts use one."""
+        if self.options.launcher != "forkserver":
+            return None
+        server = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_zygote.py")
+        env = [f"{key}={value}" for key, value in os.environ.items()
+               if key not in _CHILD_VARIABLES]
+        return ([sys.executable, server], env)
 
     def _finished_results(self) -> List[ExperimentResult]:
         return [result if result is not None else self._result(index, "cancelled",

@@ -114,11 +114,13 @@ class BatchOptions:
     resume: bool
     limit: Optional[int]
     seed_policy: Any
+    launcher: str = "spawn"
 
     @classmethod
     def check(cls, *, parallel: Any, db: Any, table: Any, fail_fast: Any,
               max_consecutive_failures: Any, timeout: Any, progress: Any, on_progress: Any,
-              resume: Any, limit: Any, seed_policy: Any) -> "BatchOptions":
+              resume: Any, limit: Any, seed_policy: Any,
+              launcher: Any = "spawn") -> "BatchOptions":
         if parallel is None:
             workers = 1
         elif isinstance(parallel, bool) or not isinstance(parallel, int):
@@ -146,9 +148,13 @@ class BatchOptions:
                                             or callable(seed_policy)):
             raise TypeError("seed_policy must be a SeedPolicy, a callable (spec, index) -> int, "
                             "or None")
+        if launcher not in ("spawn", "forkserver"):
+            raise ValueError(f"launcher must be 'spawn' (a new interpreter per script) or "
+                             f"'forkserver' (scripts forked from a warm interpreter), "
+                             f"not {launcher!r}")
         return cls(workers, db, table, bool(fail_fast), max_consecutive_failures,
                    _check_timeout(timeout, "timeout"), progress, on_progress, bool(resume),
-                   limit, seed_policy)
+                   limit, seed_policy, launcher)
 
 
 # ------------------------------------------------------------------ describing outcomes

@@ -93,15 +93,15 @@ def _enter_child(request: dict[str, Any]) -> str:
     os.environ.clear()
     os.environ.update(request["env"])
     devnull = os.open(os.devnull, os.O_RDONLY)
-    out = os.open(request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    err = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    out = os.open(request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    err = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     for source, target in ((devnull, 0), (out, 1), (err, 2)):
         os.dup2(source, target)
         os.close(source)
     script = request["argv"][0]
     sys.argv = list(request["argv"])
     extra = [p for p in request["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
-    sys.path[:] = [os.path.dirname(os.path.abspath(script))] + extra + sys.path[1:]
+    sys.path[:] = [os.path.dirname(os.path.abspath(script))] + extra + sys.path
     return script
 
 
@@ -168,6 +168,12 @@ def _finish(code: int) -> None:
 def main() -> None:
     import gc
 
+    if sys.path and sys.path[0] == os.path.dirname(os.path.abspath(__file__)):
+        del sys.path[0]  # started as a file: its folder is no place to import from
+    try:  # scripts run by run_multiple read their configuration through the child API
+        import xetrack_c.params  # noqa: F401
+    except ImportError:
+        pass
     gc.freeze()  # the server's objects stay out of the children's collections (fewer page copies)
     request = serve()
     if request is None:

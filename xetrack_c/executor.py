@@ -129,6 +129,7 @@ def run_multiple(
     worker_init: Optional[Callable[[], Any]] = None,
     backend: str = "auto",
     executor: Any = None,
+    launcher: str = "spawn",
 ) -> List[ExperimentResult]:
     """Run experiments one after another or on a pool of workers.
 
@@ -156,6 +157,14 @@ def run_multiple(
             replicate = index), a callable ``(spec, index) -> int``, or None for
             ``derive_seed("run_multiple", name, index)``.
         backend: ``"auto"`` or ``"thread"``: functions on threads, scripts as processes.
+        launcher: How script specs start. ``"spawn"`` (default): a new interpreter per
+            script, exactly ``python script args``. ``"forkserver"``: each worker keeps
+            one warm interpreter that forks a child per script, which skips interpreter
+            start-up (tens of milliseconds) for batches of many short scripts; the child
+            runs the script as ``__main__`` with its own argv, environment, working
+            directory, process group and output files, but interpreter options read at
+            start-up (``PYTHONHASHSEED``, ``-X`` flags, ``PYTHONSTARTUP``) are the
+            server's.
         retries, retry_on, rate_limit, worker_init, executor: Reserved; only their
             defaults are accepted for now.
 
@@ -188,7 +197,7 @@ def run_multiple(
         parallel=parallel, db=db, table=table, fail_fast=fail_fast,
         max_consecutive_failures=max_consecutive_failures, timeout=timeout,
         progress=progress, on_progress=on_progress, resume=resume, limit=limit,
-        seed_policy=seed_policy,
+        seed_policy=seed_policy, launcher=launcher,
     )
     specs = _specs.check_specs(specs, options.limit)
     batch = Batch(specs, options)

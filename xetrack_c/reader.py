@@ -375,12 +375,12 @@ class Reader:
         names = list(columns)
         cells = [[_short(value) for value in values] for values in columns.values()]
         widths = [max([len(name)] + [len(cell) for cell in column])
-                  for name, column in zip(names, cells)]
+                  for name, column in zip(names, cells, strict=True)]
         lines = [head + ": " + summary,
-                 "  ".join(name.ljust(width) for name, width in zip(names, widths))]
+                 "  ".join(name.ljust(width) for name, width in zip(names, widths, strict=True))]
         nrows = len(cells[0]) if cells else 0
         for i in range(nrows):
-            lines.append("  ".join(column[i].ljust(width) for column, width in zip(cells, widths)))
+            lines.append("  ".join(column[i].ljust(width) for column, width in zip(cells, widths, strict=True)))
         return "\n".join(line.rstrip() for line in lines)
 
     def _repr_html_(self) -> str:
