@@ -70,3 +70,26 @@ def test_rerun_safe_benchmark_resumes_from_the_cache(tmp_path):
     out = run_example("rerun_safe_benchmark.py", db, cache, "--calls", calls, cwd=tmp_path)
     assert len(_lines(calls)) == 8
     assert "8 items, 0 computed, 8 from the cache" in out.stdout
+
+
+def test_analysis_walkthrough(tmp_path):
+    db = tmp_path / "analysis.db"
+    out = run_example("analysis_walkthrough.py", db, cwd=tmp_path).stdout
+    with sqlite3.connect(db) as conn:
+        n_predictions, n_runs = conn.execute(
+            "SELECT count(*), count(DISTINCT track_id) FROM predictions").fetchone()
+        metrics = conn.execute("SELECT track_id, model, template, accuracy FROM metrics").fetchall()
+        per_run = dict(conn.execute(
+            "SELECT track_id, avg(prediction = label) FROM predictions GROUP BY track_id"))
+        live = conn.execute("SELECT count(*), count(DISTINCT step) FROM live").fetchone()
+    assert (n_predictions, n_runs, len(metrics)) == (144, 12, 12)
+    assert {(m, t) for _, m, t, _ in metrics} == {
+        (m, t) for m in ("small", "large") for t in ("plain", "few-shot")}
+    for track_id, _, _, accuracy in metrics:
+        assert abs(per_run[track_id] - accuracy) < 1e-12
+    assert live == (300, 300)
+    assert "144 predictions, 12 runs" in out
+    assert "144 predictions joined to 12 runs" in out
+    assert "shape: (4, 4)" in out                      # the polars summary
+    assert "columns: track_id, timestamp, model, template, trial, accuracy, latency_ms" in out
+    assert "-> 300 rows" in out                        # the last snapshot saw every row
