@@ -5,7 +5,7 @@
 
 PyDoc_STRVAR(module_doc,
     "Native core of xetrack_c: SQLite write path, columnar reads, hashing, seeding,\n"
-    "the result cache.\n\n"
+    "the result cache, the worker pool.\n\n"
     "Use the public API in the xetrack_c package; names here may change.");
 
 static int
@@ -52,7 +52,8 @@ module_exec(PyObject *module)
     }
     if (xt_names_exec(module, st) < 0 || xt_tracker_exec(module, st) < 0
         || xt_reader_exec(module, st) < 0 || xt_hash_exec(module, st) < 0
-        || xt_seed_exec(module, st) < 0 || xt_cache_exec(module, st) < 0) {
+        || xt_seed_exec(module, st) < 0 || xt_cache_exec(module, st) < 0
+        || xt_executor_exec(module, st) < 0) {
         return -1;
     }
     return 0;
@@ -65,6 +66,8 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->Error);
     Py_VISIT(st->StorageError);
     Py_VISIT(st->CorruptDatabaseError);
+    Py_VISIT(st->TaskTimeout);
+    Py_VISIT(st->TaskCancelled);
     Py_VISIT(st->TrackerCoreType);
     Py_VISIT(st->ResultCacheType);
     Py_VISIT(st->cache_helpers);
@@ -79,6 +82,8 @@ module_clear(PyObject *module)
     Py_CLEAR(st->Error);
     Py_CLEAR(st->StorageError);
     Py_CLEAR(st->CorruptDatabaseError);
+    Py_CLEAR(st->TaskTimeout);
+    Py_CLEAR(st->TaskCancelled);
     Py_CLEAR(st->TrackerCoreType);
     Py_CLEAR(st->str_item);
     Py_CLEAR(st->str_timestamp);

@@ -14,6 +14,9 @@ typedef struct {
     PyObject *Error;
     PyObject *StorageError;
     PyObject *CorruptDatabaseError;
+    /* Raised inside function tasks of run_tasks (BaseException subclasses). */
+    PyObject *TaskTimeout;
+    PyObject *TaskCancelled;
     /* Types */
     PyTypeObject *TrackerCoreType;
     PyTypeObject *ResultCacheType;
@@ -55,5 +58,6 @@ int xt_reader_exec(PyObject *module, xt_state *st);
 int xt_seed_exec(PyObject *module, xt_state *st);
 int xt_hash_exec(PyObject *module, xt_state *st);
 int xt_cache_exec(PyObject *module, xt_state *st);
+int xt_executor_exec(PyObject *module, xt_state *st);
 
 #endif

@@ -28,6 +28,10 @@ _LAZY = {
     "get_experiment_name": "xetrack_c.params",
     "get_seed": "xetrack_c.params",
     "log_metrics": "xetrack_c.params",
+    "run_multiple": "xetrack_c.executor",
+    "ExperimentSpec": "xetrack_c.executor",
+    "ExperimentResult": "xetrack_c.executor",
+    "worker_cache": "xetrack_c.executor",
 }
 
 __all__ = ["Tracker", "Error", "StorageError", "CorruptDatabaseError", *_LAZY]
