@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import sys
 import textwrap
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor

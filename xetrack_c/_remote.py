@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from xetrack_c import _buffer, params
 from xetrack_c._batch import GRACE_SECONDS, Batch
-from xetrack_c._specs import BatchOptions, describe_exception, target_of
+from xetrack_c._specs import BatchOptions, describe_exception
 from xetrack_c.executor import ExperimentResult, ExperimentSpec
 
 #: Seconds before the first retry; each further retry waits twice as long (at most
@@ -147,7 +147,12 @@ class RemoteBatch(Batch):
     def _pickle_functions(self, todo: List[int]) -> None:
         """Pickle every function once and check the scripts' configs, before anything is
         submitted."""
-        import cloudpickle
+        try:
+            import cloudpickle
+        except ImportError:
+            raise ImportError("run_multiple(executor=...) ships tasks with cloudpickle, which "
+                              "is not installed: pip install cloudpickle (or "
+                              "'xetrack_c[dask]')") from None
 
         for index in todo:
             function = self.specs[index].function
@@ -281,7 +286,7 @@ class RemoteBatch(Batch):
         if self.stopped is not None:
             return
         self.stopped = why
-        for index, flight in list(self.flights.items()):
+        for flight in list(self.flights.values()):
             flight.stopping = why
             try:
                 flight.future.cancel()
