@@ -192,28 +192,72 @@ class RemoteBatch(Batch):
         return (_remote_task.run_script_task, argv, env, spec.timeout, GRACE_SECONDS,
                 os.getcwd(), destination, self.retry_on, attempt)
 
-    def _submit(self, index: int, attempt: int) -> None:
-        try:
-            function, *args = self._args(index, attempt)
-        except Exception as exc:  # noqa: BLE001 - a config that cannot travel fails its task
-            if isinstance(exc, ValueError) and str(exc).startswith("Invalid ExperimentSpec"):
-                raise
-            self._finish(index, "failed", f"its config cannot be pickled for the executor "
-                         f"({type(exc).__name__}: {exc})", 0.0, None, [])
-            return
+    def _submit(self, batch: List[Tuple[int, int]]) -> None:
+        """Submit attempts ``(index, attempt)``; on Dask, in one ``client.map`` per kind."""
+        prepared = []
+        for index, attempt in batch:
+            try:
+                function, *args = self._args(index, attempt)
+            except Exception as exc:  # noqa: BLE001 - a config that cannot travel fails its task
+                if isinstance(exc, ValueError) and str(exc).startswith("Invalid ExperimentSpec"):
+                    raise
+                self._finish(index, "failed", f"its config cannot be pickled for the executor "
+                             f"({type(exc).__name__}: {exc})", 0.0, None, [])
+                continue
+            prepared.append((index, attempt, function, args))
         if self.dask:
-            name = self.specs[index].name or "task"
-            future = self.executor.submit(function, *args, pure=False,
-                                          key=f"xetrack_c-{name}-{self.ids[index]}-{attempt}")
+            futures = self._dask_submit(prepared)
         else:
-            future = self.executor.submit(function, *args)
-        self.flights[index] = _Flight(future, attempt)
-        timeout = self.specs[index].timeout
-        if timeout is not None:
-            slack = SCRIPT_SLACK if self.specs[index].script_path is not None else 0.0
-            heapq.heappush(self.deadlines, (time.monotonic() + timeout + slack, index, attempt))
+            futures = [self.executor.submit(function, *args) for _, _, function, args in prepared]
         events = self.events
-        future.add_done_callback(lambda done: events.put((index, attempt, done)))
+        now = time.monotonic()
+        for (index, attempt, _, _), future in zip(prepared, futures, strict=True):
+            self.flights[index] = _Flight(future, attempt)
+            timeout = self.specs[index].timeout
+            if timeout is not None:
+                slack = SCRIPT_SLACK if self.specs[index].script_path is not None else 0.0
+                heapq.heappush(self.deadlines, (now + timeout + slack, index, attempt))
+            future.add_done_callback(
+                lambda done, index=index, attempt=attempt: events.put((index, attempt, done)))
+
+    def _dask_submit(self, prepared: List[Tuple[int, int, Any, list]]) -> List[Any]:
+        futures: List[Any] = [None] * len(prepared)
+        kinds: Dict[Any, List[int]] = {}
+        for position, (_, _, function, _) in enumerate(prepared):
+            kinds.setdefault(function, []).append(position)
+        for function, positions in kinds.items():
+            keys = []
+            for position in positions:
+                index, attempt = prepared[position][:2]
+                keys.append(f"xetrack_c-{self.specs[index].name or 'task'}-{self.ids[index]}"
+                            f"-{attempt}")
+            columns = zip(*(prepared[position][3] for position in positions), strict=True)
+            mapped = self.executor.map(function, *columns, key=keys, pure=False)
+            for position, future in zip(positions, mapped, strict=True):
+                futures[position] = future
+        return futures
+
+    def _fetch(self, futures: List[Any]) -> List[Tuple[bool, Any]]:
+        """(True, outcome) or (False, exception) of finished futures; a Dask client gathers
+        the finished ones in one call."""
+        got: List[Optional[Tuple[bool, Any]]] = [None] * len(futures)
+        if self.dask:
+            ready = [i for i, future in enumerate(futures) if future.status == "finished"]
+            if len(ready) > 1:
+                try:
+                    values = self.executor.gather([futures[i] for i in ready])
+                except Exception:  # noqa: BLE001 - fetched one by one below
+                    pass
+                else:
+                    for i, value in zip(ready, values, strict=True):
+                        got[i] = (True, value)
+        for i, future in enumerate(futures):
+            if got[i] is None:
+                try:
+                    got[i] = (True, future.result())
+                except BaseException as exc:  # noqa: BLE001 - the outcome of that task
+                    got[i] = (False, exc)
+        return got  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ cache
     def _cache_probe(self, index: int) -> Tuple[bool, Any]:
@@ -258,11 +302,13 @@ class RemoteBatch(Batch):
         elif limit is not None and self.consecutive_failures >= limit:
             self._stop(f"max_consecutive_failures={limit} reached")
 
-    def _outcome(self, index: int, flight: _Flight, future: Any) -> None:
-        """Handle the future of spec ``index``'s current attempt."""
-        try:
-            status, value, error, duration, chunks, retryable = future.result()
-        except BaseException as exc:  # noqa: BLE001 - the executor's failure is the outcome
+    def _outcome(self, index: int, flight: _Flight, got: Tuple[bool, Any]) -> None:
+        """Handle what the future of spec ``index``'s current attempt gave."""
+        returned, payload = got
+        if returned:
+            status, value, error, duration, chunks, retryable = payload
+        else:
+            exc = payload
             if flight.stopping is not None:
                 self._finish(index, "cancelled", f"cancelled while running: {flight.stopping}",
                              0.0, None, [], started=False)
@@ -370,14 +416,17 @@ class RemoteBatch(Batch):
             if batch_deadline is not None and now >= batch_deadline:
                 self._batch_timeout()
                 return
-            while self.stopped is None and len(self.flights) < self.window:
+            batch: List[Tuple[int, int]] = []
+            while self.stopped is None and len(self.flights) + len(batch) < self.window:
                 if self.retry_at and self.retry_at[0][0] <= now:
                     _, index, attempt = heapq.heappop(self.retry_at)
                 elif left:
                     index, attempt, left = next(pending), 0, left - 1
                 else:
                     break
-                self._submit(index, attempt)
+                batch.append((index, attempt))
+            if batch:
+                self._submit(batch)
             if not self.flights and not self.retry_at and (not left or self.stopped):
                 return
             wake = [when for when in (batch_deadline,
@@ -385,16 +434,25 @@ class RemoteBatch(Batch):
                                       self.retry_at[0][0] if self.retry_at else None)
                     if when is not None]
             try:
-                index, attempt, future = self.events.get(
-                    timeout=max(0.0, min(wake) - now) if wake else None)
+                events = [self.events.get(timeout=max(0.0, min(wake) - now) if wake else None)]
             except queue.Empty:
                 self._expire(time.monotonic())
                 continue
-            flight = self.flights.get(index)
-            if flight is None or flight.attempt != attempt:
-                continue  # an attempt already marked timeout or cancelled
-            del self.flights[index]
-            self._outcome(index, flight, future)
+            while True:  # take every outcome already there: Dask gathers them at once
+                try:
+                    events.append(self.events.get_nowait())
+                except queue.Empty:
+                    break
+            done = []
+            for index, attempt, future in events:
+                flight = self.flights.get(index)
+                if flight is None or flight.attempt != attempt:
+                    continue  # an attempt already marked timeout or cancelled
+                del self.flights[index]
+                done.append((index, flight, future))
+            for (index, flight, _), got in zip(done, self._fetch([f for _, _, f in done]),
+                                               strict=True):
+                self._outcome(index, flight, got)
 
     def _batch_timeout(self) -> None:
         why = f"the batch timeout of {self.options.timeout:g}s passed"
