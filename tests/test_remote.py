@@ -320,6 +320,41 @@ def test_lost_task_fails_with_the_executors_error_and_is_retried():
     assert executor.submitted == 2
 
 
+class JobLike:
+    """A future with only done(), result() and cancel(), as submitit's Job."""
+
+    def __init__(self, future: Future) -> None:
+        self._future = future
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def result(self):
+        return self._future.result()
+
+    def cancel(self) -> bool:
+        return self._future.cancel()
+
+
+class JobExecutor:
+    def __init__(self) -> None:
+        self.pool = ThreadPoolExecutor(2)
+
+    def submit(self, fn, *args):
+        return JobLike(self.pool.submit(fn, *args))
+
+
+def test_futures_without_callbacks_are_watched(db_path):
+    executor = JobExecutor()
+    try:
+        results = run_multiple([ExperimentSpec(function=square, config={"i": i}, seed=0)
+                                for i in range(3)], executor=executor, db=db_path)
+    finally:
+        executor.pool.shutdown()
+    assert [r.result for r in results] == [0, 1, 4]
+    assert count_rows(db_path, "metrics") == 3
+
+
 def test_bad_options():
     spec = ExperimentSpec(function=square, config={"i": 1})
     lock = threading.Lock()

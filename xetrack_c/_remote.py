@@ -23,7 +23,7 @@ import random
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from xetrack_c import _buffer, params
+from xetrack_c import _buffer, _remote_dask, params
 from xetrack_c._batch import GRACE_SECONDS, Batch
 from xetrack_c._specs import BatchOptions, describe_exception
 from xetrack_c.executor import ExperimentResult, ExperimentSpec
@@ -32,6 +32,8 @@ from xetrack_c.executor import ExperimentResult, ExperimentSpec
 #: RETRY_MAX_DELAY), times a random factor in [0.5, 1.5).
 RETRY_BASE_DELAY = 0.1
 RETRY_MAX_DELAY = 30.0
+#: Seconds between two done() checks of futures that cannot call back (submitit's jobs).
+POLL_INTERVAL = 1.0
 #: Extra seconds the driver waits for a script that enforces its own timeout remotely.
 SCRIPT_SLACK = GRACE_SECONDS + 3.0
 
@@ -63,52 +65,6 @@ def run_on_executor(specs: List[ExperimentSpec], options: BatchOptions, executor
     return RemoteBatch(specs, options, executor, retries, retry_on, cache, parallel).run()
 
 
-def _is_dask_client(executor: Any) -> bool:
-    kind = type(executor)
-    return kind.__name__ == "Client" and kind.__module__.split(".")[0] == "distributed"
-
-
-class TaskCache:
-    """The result cache of function tasks, used on the driver only.
-
-    The key is the cache's key of the call ``function(config=..., seed=...)``: the
-    function's qualified name, the config and the seed. A hit's entry names the
-    experiment that computed it.
-
-    Args:
-        directory: The cache directory (``<directory>/cache.db``, created if needed).
-    """
-
-    def __init__(self, directory: str) -> None:
-        from xetrack_c.tracker import _open_cache
-
-        self.store = _open_cache(directory)
-
-    def get(self, function: Any, config: Any, seed: Optional[int]) -> Tuple[bool, Any]:
-        """(True, value) on a hit, else (False, None); an entry that cannot be unpickled
-        is a miss."""
-        from xetrack_c.cache import _entry
-
-        key = self.store.key(function, None, {"config": config, "seed": seed})
-        raw = None if key is None else self.store.get_raw(key)
-        if raw is None:
-            return False, None
-        try:
-            return True, _entry(self.store.path, key, *raw)["result"]
-        except ValueError:
-            return False, None
-
-    def put(self, function: Any, config: Any, seed: Optional[int], value: Any,
-            experiment_id: str) -> bool:
-        """Store ``value`` (the first stored value of a key stays)."""
-        return self.store.put(function, None, {"config": config, "seed": seed}, None, None,
-                              value, experiment_id)
-
-    def close(self) -> None:
-        """Close the cache file."""
-        self.store.close()
-
-
 class _Flight:
     """One submitted attempt."""
 
@@ -132,13 +88,14 @@ class RemoteBatch(Batch):
         self.retry_on = retry_on
         self.cache_dir = cache
         self.window = parallel if parallel else len(specs)
-        self.dask = _is_dask_client(executor)
+        self.dask = _remote_dask.is_dask_client(executor)
         self.writer = _buffer.ChunkWriter(options.db)
         self.events: "queue.SimpleQueue[Tuple[int, int, Any]]" = queue.SimpleQueue()
         self.flights: Dict[int, _Flight] = {}
         self.deadlines: List[Tuple[float, int, int]] = []
         self.retry_at: List[Tuple[float, int, int]] = []
         self.stopped: Optional[str] = None
+        self.polled: List[Tuple[int, int, Any]] = []  # futures without add_done_callback
         self.total = 0
         self._blobs: Dict[int, bytes] = {}
         self._cache: Any = None
@@ -206,7 +163,10 @@ class RemoteBatch(Batch):
                 continue
             prepared.append((index, attempt, function, args))
         if self.dask:
-            futures = self._dask_submit(prepared)
+            futures = _remote_dask.submit(self.executor, [
+                (function, args, f"xetrack_c-{self.specs[index].name or 'task'}-"
+                                 f"{self.ids[index]}-{attempt}")
+                for index, attempt, function, args in prepared])
         else:
             futures = [self.executor.submit(function, *args) for _, _, function, args in prepared]
         events = self.events
@@ -217,52 +177,31 @@ class RemoteBatch(Batch):
             if timeout is not None:
                 slack = SCRIPT_SLACK if self.specs[index].script_path is not None else 0.0
                 heapq.heappush(self.deadlines, (now + timeout + slack, index, attempt))
-            future.add_done_callback(
-                lambda done, index=index, attempt=attempt: events.put((index, attempt, done)))
+            if callable(getattr(future, "add_done_callback", None)):
+                future.add_done_callback(
+                    lambda done, index=index, attempt=attempt: events.put((index, attempt, done)))
+            else:  # e.g. submitit's Job: only done() says it has finished
+                self.polled.append((index, attempt, future))
 
-    def _dask_submit(self, prepared: List[Tuple[int, int, Any, list]]) -> List[Any]:
-        futures: List[Any] = [None] * len(prepared)
-        kinds: Dict[Any, List[int]] = {}
-        for position, (_, _, function, _) in enumerate(prepared):
-            kinds.setdefault(function, []).append(position)
-        for function, positions in kinds.items():
-            keys = []
-            for position in positions:
-                index, attempt = prepared[position][:2]
-                keys.append(f"xetrack_c-{self.specs[index].name or 'task'}-{self.ids[index]}"
-                            f"-{attempt}")
-            columns = zip(*(prepared[position][3] for position in positions), strict=True)
-            mapped = self.executor.map(function, *columns, key=keys, pure=False)
-            for position, future in zip(positions, mapped, strict=True):
-                futures[position] = future
-        return futures
-
-    def _fetch(self, futures: List[Any]) -> List[Tuple[bool, Any]]:
-        """(True, outcome) or (False, exception) of finished futures; a Dask client gathers
-        the finished ones in one call."""
-        got: List[Optional[Tuple[bool, Any]]] = [None] * len(futures)
-        if self.dask:
-            ready = [i for i, future in enumerate(futures) if future.status == "finished"]
-            if len(ready) > 1:
-                try:
-                    values = self.executor.gather([futures[i] for i in ready])
-                except Exception:  # noqa: BLE001 - fetched one by one below
-                    pass
-                else:
-                    for i, value in zip(ready, values, strict=True):
-                        got[i] = (True, value)
-        for i, future in enumerate(futures):
-            if got[i] is None:
-                try:
-                    got[i] = (True, future.result())
-                except BaseException as exc:  # noqa: BLE001 - the outcome of that task
-                    got[i] = (False, exc)
-        return got  # type: ignore[return-value]
+    def _poll(self) -> None:
+        """Queue the outcome of the watched futures that are done."""
+        still = []
+        for entry in self.polled:
+            flight = self.flights.get(entry[0])
+            if flight is None or flight.attempt != entry[1]:
+                continue
+            if entry[2].done():
+                self.events.put(entry)
+            else:
+                still.append(entry)
+        self.polled = still
 
     # ------------------------------------------------------------------ cache
     def _cache_probe(self, index: int) -> Tuple[bool, Any]:
         """(hit, value) of the result cache for function spec ``index``."""
         if self._cache is None:
+            from xetrack_c._task_cache import TaskCache
+
             self._cache = TaskCache(self.cache_dir)
         spec = self.specs[index]
         return self._cache.get(spec.function, spec.config, self.seeds[index])
@@ -431,12 +370,15 @@ class RemoteBatch(Batch):
                 return
             wake = [when for when in (batch_deadline,
                                       self.deadlines[0][0] if self.deadlines else None,
-                                      self.retry_at[0][0] if self.retry_at else None)
+                                      self.retry_at[0][0] if self.retry_at else None,
+                                      now + POLL_INTERVAL if self.polled else None)
                     if when is not None]
             try:
                 events = [self.events.get(timeout=max(0.0, min(wake) - now) if wake else None)]
             except queue.Empty:
                 self._expire(time.monotonic())
+                if self.polled:
+                    self._poll()
                 continue
             while True:  # take every outcome already there: Dask gathers them at once
                 try:
@@ -450,8 +392,9 @@ class RemoteBatch(Batch):
                     continue  # an attempt already marked timeout or cancelled
                 del self.flights[index]
                 done.append((index, flight, future))
-            for (index, flight, _), got in zip(done, self._fetch([f for _, _, f in done]),
-                                               strict=True):
+            fetched = _remote_dask.fetch(self.executor if self.dask else None,
+                                         [future for _, _, future in done])
+            for (index, flight, _), got in zip(done, fetched, strict=True):
                 self._outcome(index, flight, got)
 
     def _batch_timeout(self) -> None:
