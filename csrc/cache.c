@@ -2243,6 +2243,43 @@ cache_key_method(ResultCache *self, PyObject *const *args, Py_ssize_t nargs)
     return key_function(self->st, self->warned, args, nargs);
 }
 
+PyDoc_STRVAR(cache_put__doc__,
+    "put($self, func, args, kwargs, params, tracker_params, result, track_id, /)\n--\n\n"
+    "Store `result` under the key of the call (func, args, kwargs, params,\n"
+    "tracker_params), computed by the run `track_id`, unless an entry is there already.\n"
+    "True if stored; False if the call has no stable key or the result cannot be\n"
+    "pickled (each with a warning).");
+
+static PyObject *
+cache_put(ResultCache *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    xt_cache_key key;
+    if (nargs != 7) {
+        PyErr_Format(PyExc_TypeError,
+                     "put() takes 7 arguments (func, args, kwargs, params, tracker_params, "
+                     "result, track_id), %zd given",
+                     nargs);
+        return NULL;
+    }
+    if (!PyCallable_Check(args[0])) {
+        PyErr_Format(PyExc_TypeError, "put() needs a callable, not %.100s", Py_TYPE(args[0])->tp_name);
+        return NULL;
+    }
+    if (!PyUnicode_Check(args[6])) {
+        PyErr_Format(PyExc_TypeError, "track_id must be a str, not %.100s", Py_TYPE(args[6])->tp_name);
+        return NULL;
+    }
+    int rc = xt_cache_make_key((PyObject *)self, args[0], args[1], args[2], args[3], args[4], 1,
+                               &key);
+    if (rc > 0) {
+        rc = xt_cache_put((PyObject *)self, &key, args[0], args[5], args[6], 0, 1);
+    }
+    if (rc < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(rc);
+}
+
 PyDoc_STRVAR(cache_close__doc__,
     "close($self, /)\n--\n\n"
     "Close the connection to the cache file (idempotent).");
@@ -2296,6 +2333,7 @@ static PyMethodDef cache_methods[] = {
     {"delete", (PyCFunction)cache_delete, METH_O, cache_delete__doc__},
     {"delete_by_track_id", (PyCFunction)cache_delete_by_track_id, METH_O, cache_delete_by_track_id__doc__},
     {"key", (PyCFunction)(void (*)(void))cache_key_method, METH_FASTCALL, cache_key__doc__},
+    {"put", (PyCFunction)(void (*)(void))cache_put, METH_FASTCALL, cache_put__doc__},
     {"close", (PyCFunction)cache_close_method, METH_NOARGS, cache_close__doc__},
     {"__enter__", (PyCFunction)cache_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)cache_exit, METH_VARARGS, NULL},

@@ -130,6 +130,7 @@ def run_multiple(
     backend: str = "auto",
     executor: Any = None,
     launcher: str = "spawn",
+    cache: Optional[Union[str, "os.PathLike[str]"]] = None,
 ) -> List[ExperimentResult]:
     """Run experiments one after another or on a pool of workers.
 
@@ -157,6 +158,11 @@ def run_multiple(
             replicate = index), a callable ``(spec, index) -> int``, or None for
             ``derive_seed("run_multiple", name, index)``.
         backend: ``"auto"`` or ``"thread"``: functions on threads, scripts as processes.
+        executor: Run the tasks on this ``concurrent.futures.Executor``-like object (a
+            ``dask.distributed.Client``, submitit, a ``ProcessPoolExecutor``) instead of
+            the local pool; ``parallel`` then caps the tasks in flight (None: all). Rows
+            logged in the tasks travel back with their results and this process writes
+            them: see ``docs/distributed.md``.
         launcher: How script specs start. ``"spawn"`` (default): a new interpreter per
             script, exactly ``python script args``. ``"forkserver"``: each worker keeps
             one warm interpreter that forks a child per script, which skips interpreter
@@ -164,9 +170,12 @@ def run_multiple(
             runs the script as ``__main__`` with its own argv, environment, working
             directory, process group and output files, but interpreter options read at
             start-up (``PYTHONHASHSEED``, ``-X`` flags, ``PYTHONSTARTUP``) are the
-            server's.
-        retries, retry_on, rate_limit, worker_init, executor: Reserved; only their
-            defaults are accepted for now.
+            server's. Local pool only.
+        retries, retry_on, cache: With ``executor``: retry a failed task up to
+            ``retries`` times (exponential backoff with jitter) when its exception is one
+            of ``retry_on`` (empty: any failure); look function tasks up in the result
+            cache directory ``cache`` before submitting them, and store what they return.
+        rate_limit, worker_init: Reserved; only their defaults are accepted for now.
 
     Returns:
         One :class:`ExperimentResult` per spec, in input order.
@@ -187,10 +196,10 @@ def run_multiple(
             "backend='process' is not available yet; use backend='thread' (functions on "
             "threads, scripts as processes)"
         )
-    for option, value, default in (("retries", retries, 0), ("retry_on", retry_on, ()),
-                                   ("rate_limit", rate_limit, None),
-                                   ("worker_init", worker_init, None),
-                                   ("executor", executor, None)):
+    reserved = [("rate_limit", rate_limit, None), ("worker_init", worker_init, None)]
+    if executor is None:
+        reserved += [("retries", retries, 0), ("retry_on", retry_on, ()), ("cache", cache, None)]
+    for option, value, default in reserved:
         if value != default and not (option == "retry_on" and not value):
             raise _not_yet(option, value)
     options = _specs.BatchOptions.check(
@@ -200,6 +209,11 @@ def run_multiple(
         seed_policy=seed_policy, launcher=launcher,
     )
     specs = _specs.check_specs(specs, options.limit)
+    if executor is not None and not dry_run:
+        from xetrack_c._remote import run_on_executor
+
+        return run_on_executor(specs, options, executor, retries=retries, retry_on=retry_on,
+                               cache=cache, parallel=parallel)
     batch = Batch(specs, options)
     if dry_run:
         return batch.dry_run()

@@ -9,7 +9,7 @@ import warnings as _warnings
 import weakref
 from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
-from xetrack_c import _core
+from xetrack_c import _buffer, _core
 
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 _TABLE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
@@ -139,6 +139,11 @@ class Tracker(_core.TrackerCore):
         db = os.fspath(db)
         if not isinstance(db, str):
             raise TypeError(f"db must be a str path, not {type(db).__name__}")
+        buffer = _buffer.active()
+        if buffer is not None and buffer.redirects(db):
+            db, cache = self.IN_MEMORY, None  # a remote task: the rows travel to the driver
+        else:
+            buffer = None
         skip_insert = db == self.SKIP_INSERT
         if skip_insert:
             db = self.IN_MEMORY
@@ -176,6 +181,8 @@ class Tracker(_core.TrackerCore):
             self.set_param("git_commit_hash", commit_hash(git_root))
         with _open_lock:
             _open_trackers.add(self)
+        if buffer is not None:
+            buffer.adopt(self)
 
     # ------------------------------------------------------------------ pickling
     def __reduce__(self):

@@ -1,0 +1,239 @@
+"""run_multiple(executor=...) on a real dask.distributed LocalCluster (2 worker processes).
+
+The cluster is started once for the module and closed after it. Task functions are
+shipped by value (cloudpickle), so the workers need not import this test module.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, count_rows, read_rows
+
+pytest.importorskip("distributed", reason="dask.distributed is not installed (pip install "
+                    "'xetrack_c[dask]')")
+cloudpickle = pytest.importorskip("cloudpickle", reason="cloudpickle is not installed")
+
+from xetrack_c import ExperimentSpec, Tracker, log_metrics, run_multiple  # noqa: E402
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+#: Times the scheduler reruns a task whose worker died before it gives up.
+ALLOWED_FAILURES = 1
+
+
+@pytest.fixture(scope="module")
+def client():
+    import dask
+    from distributed import Client, LocalCluster
+
+    old_path = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([old_path] if old_path else []))
+    try:
+        with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}):
+            cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                   dashboard_address=None)
+            dask_client = Client(cluster)
+        try:
+            yield dask_client
+        finally:
+            dask_client.close()
+            cluster.close()
+    finally:
+        if old_path is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old_path
+
+
+# ------------------------------------------------------------------ tasks
+def sweep_task(config, seed):
+    log_metrics({"loss": config["lr"] * (seed % 97), "pid": os.getpid()}, step=config["step"])
+    return {"score": round(config["lr"] * config["step"], 6), "seed_mod": seed % 1000}
+
+
+def logs_then_checks(db):
+    def task(config):
+        log_metrics({"value": config["i"]})
+        tracker = Tracker(db, table="mine", params={"run": "dask"})
+        tracker.log({"x": config["i"]})
+        import sqlite3
+
+        if not os.path.exists(db):
+            return os.getpid(), 0
+        conn = sqlite3.connect(db)
+        try:
+            tables = {n for (n,) in conn.execute("SELECT name FROM sqlite_master")}
+            seen = conn.execute("SELECT count(*) FROM metrics WHERE value = ?",
+                                (config["i"],)).fetchone()[0] if "metrics" in tables else 0
+        finally:
+            conn.close()
+        return os.getpid(), seen
+    return task
+
+
+def fails(config):
+    log_metrics({"doomed": 1})
+    raise RuntimeError("no luck")
+
+
+def dies(marker_dir, always):
+    """Kills its own worker process: every time, or only on the first attempt."""
+    def task(config):
+        marker = Path(marker_dir) / f"died-{config['i']}"
+        log_metrics({"attempt_of": config["i"]})
+        if always or not marker.exists():
+            marker.write_text("x")
+            os._exit(3)
+        return "survived"
+    return task
+
+
+def counted(marker_dir):
+    def task(config, seed):
+        (Path(marker_dir) / f"ran-{config['i']}-{os.getpid()}-{seed}").write_text("")
+        log_metrics({"i": config["i"]})
+        return config["i"] * 3
+    return task
+
+
+def _script(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "child.py"
+    path.write_text(textwrap.dedent(body))
+    return str(path)
+
+
+# ------------------------------------------------------------------ tests
+def test_functions_and_scripts_driver_writes_everything(client, tmp_path, db_path):
+    script = _script(tmp_path, """
+        import os, xetrack_c
+        xetrack_c.log_metrics({"value": xetrack_c.get_param("i"), "script_pid": os.getpid()})
+    """)
+    specs = [ExperimentSpec(function=logs_then_checks(db_path), config={"i": i}, name=f"f{i}")
+             for i in range(8)]
+    specs.append(ExperimentSpec(script_path=script, config={"i": 50}, name="script"))
+    results = run_multiple(specs, executor=client, db=db_path)
+    assert [r.status for r in results] == ["completed"] * 9, [r.error_message for r in results]
+    pids = {r.result[0] for r in results[:8]}
+    assert os.getpid() not in pids  # the functions ran in the worker processes
+    assert [r.result[1] for r in results[:8]] == [0] * 8  # rows were not in the file yet
+    metrics = read_rows(db_path, "metrics")
+    assert sorted(row["value"] for row in metrics) == list(range(8)) + [50]
+    ids = {r.experiment_id for r in results}
+    assert {row["experiment_id"] for row in metrics} == ids
+    assert sorted(row["x"] for row in read_rows(db_path, "mine")) == list(range(8))
+    assert count_rows(db_path, "experiments") == 9
+
+
+def test_failing_task_and_its_rows(client, db_path):
+    specs = [ExperimentSpec(function=fails, name="bad"),
+             ExperimentSpec(function=sweep_task, config={"lr": 0.1, "step": 1}, name="ok")]
+    bad, ok = run_multiple(specs, executor=client.get_executor(), db=db_path)
+    assert bad.status == "failed" and bad.error_message.startswith("RuntimeError: no luck")
+    assert ok.status == "completed"
+    doomed = [row for row in read_rows(db_path, "metrics") if row.get("doomed") == 1]
+    assert [row["experiment_id"] for row in doomed] == [bad.experiment_id]
+
+
+def test_worker_killed_mid_task(client, tmp_path, db_path):
+    # Dask reruns a task whose worker died (allowed-failures times): the rerun completes.
+    specs = [ExperimentSpec(function=dies(str(tmp_path), always=False), config={"i": 0},
+                            name="dies-once")]
+    specs += [ExperimentSpec(function=sweep_task, config={"lr": 0.5, "step": s}, name=f"s{s}")
+              for s in range(4)]
+    once, *rest = run_multiple(specs, executor=client, db=db_path)
+    assert once.status == "completed" and once.result == "survived", once.error_message
+    assert [r.status for r in rest] == ["completed"] * 4
+    client.wait_for_workers(2, timeout=60)
+    # One that kills every worker it runs on: Dask gives up, the batch goes on.
+    specs = [ExperimentSpec(function=dies(str(tmp_path), always=True), config={"i": 1},
+                            name="dies-always"),
+             ExperimentSpec(function=sweep_task, config={"lr": 0.5, "step": 9}, name="after")]
+    always, after = run_multiple(specs, 1, executor=client, db=db_path)
+    assert always.status == "failed"
+    assert "KilledWorker" in always.error_message
+    assert "worker may have died" in always.error_message
+    assert after.status == "completed"
+    attempts = [row["attempt_of"] for row in read_rows(db_path, "metrics")
+                if row.get("attempt_of") is not None]
+    assert attempts == [0]  # rows of the attempts that died were never shipped
+    status = {row["name"]: row["status"] for row in read_rows(db_path, "experiments")}
+    assert status["dies-always"] == "failed" and status["dies-once"] == "completed"
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_metrics_arrive_exactly_once_with_retries(client, tmp_path, db_path):
+    def flaky(config):
+        marker = tmp_path / f"tried-{config['i']}"
+        log_metrics({"i": config["i"]})
+        if not marker.exists():
+            marker.write_text("1")
+            raise ConnectionError("flaky")
+        return config["i"]
+
+    specs = [ExperimentSpec(function=flaky, config={"i": i}) for i in range(6)]
+    results = run_multiple(specs, executor=client, db=db_path, retries=1,
+                           retry_on=(ConnectionError,))
+    assert [r.result for r in results] == list(range(6))
+    assert sorted(row["i"] for row in read_rows(db_path, "metrics")) == list(range(6))
+
+
+def test_cache_hits_skip_submission(client, tmp_path, db_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    cache = str(tmp_path / "cache")
+    task = counted(str(marks))
+    specs = [ExperimentSpec(function=task, config={"i": i}, seed=100 + i) for i in range(4)]
+    first = run_multiple(specs[:2], executor=client, db=db_path, cache=cache)
+    assert len(os.listdir(marks)) == 2
+    second = run_multiple(specs, executor=client, db=db_path, cache=cache)
+    assert len(os.listdir(marks)) == 4  # only the two misses ran
+    assert [r.result for r in second] == [0, 3, 6, 9]
+    assert [r.result for r in second[:2]] == [r.result for r in first]
+    assert count_rows(db_path, "metrics") == 4
+
+
+def test_timeout_on_the_driver(client, db_path):
+    def slow(config):
+        import time
+
+        time.sleep(config["sleep"])
+        return "done"
+
+    specs = [ExperimentSpec(function=slow, config={"sleep": 2.0}, timeout=0.5, name="slow"),
+             ExperimentSpec(function=slow, config={"sleep": 0.0}, timeout=30, name="quick")]
+    slow_result, quick = run_multiple(specs, executor=client, db=db_path)
+    assert slow_result.status == "timeout" and quick.status == "completed"
+
+
+def test_same_sweep_locally_and_on_cluster(client, tmp_path):
+    specs = [ExperimentSpec(function=sweep_task, config={"lr": lr, "step": step},
+                            name=f"lr{lr}-s{step}", tags=["sweep"])
+             for lr in (0.001, 0.01, 0.1, 0.3, 1.0) for step in range(40)]
+    assert len(specs) == 200
+    local_db, dask_db = str(tmp_path / "local.db"), str(tmp_path / "dask.db")
+    local = run_multiple(specs, 2, db=local_db)
+    remote = run_multiple(specs, executor=client, db=dask_db)
+    assert [(r.name, r.status, r.seed, r.result) for r in local] == \
+        [(r.name, r.status, r.seed, r.result) for r in remote]
+    skip = {"experiment_id", "duration", "timestamp", "track_id"}
+
+    def experiment_rows(db):
+        return sorted(tuple(sorted((k, v) for k, v in row.items() if k not in skip))
+                      for row in read_rows(db, "experiments"))
+
+    assert experiment_rows(local_db) == experiment_rows(dask_db)
+
+    def metric_rows(db):
+        names = {row["experiment_id"]: row["name"] for row in read_rows(db, "experiments")}
+        return sorted((names[row["experiment_id"]], row["step"], row["loss"])
+                      for row in read_rows(db, "metrics"))
+
+    assert metric_rows(local_db) == metric_rows(dask_db)
+    local_pids = {row["pid"] for row in read_rows(local_db, "metrics")}
+    dask_pids = {row["pid"] for row in read_rows(dask_db, "metrics")}
+    assert local_pids == {os.getpid()} and os.getpid() not in dask_pids

@@ -1,0 +1,412 @@
+"""``run_multiple(executor=...)``: a batch on any ``concurrent.futures.Executor``-like object.
+
+The driver (this process) submits one task per spec through ``executor.submit`` -- a
+``dask.distributed.Client`` or ``client.get_executor()``, a submitit executor, a
+``ProcessPoolExecutor`` -- and is the only process that writes the batch's database:
+tasks ship the rows they log back with their outcome (:mod:`xetrack_c._buffer`), and
+the driver writes them, the experiment rows and the cache entries. Seeds, ids, resume
+and the experiments table are the local pool's (:class:`xetrack_c._batch.Batch`).
+
+What the driver decides: a task whose future has not finished ``spec.timeout`` seconds
+after it was submitted is ``timeout`` (and cancelled); a script also stops itself on its
+worker after ``spec.timeout`` seconds of running. A future that raises instead of
+returning an outcome (a lost worker: Dask's ``KilledWorker``, a cancelled future, a
+result that could not be sent) is ``failed`` with that exception in its message.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import queue
+import random
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from xetrack_c import _buffer, _remote_dask, params
+from xetrack_c._batch import GRACE_SECONDS, Batch
+from xetrack_c._specs import BatchOptions, describe_exception
+from xetrack_c.executor import ExperimentResult, ExperimentSpec
+
+#: Seconds before the first retry; each further retry waits twice as long (at most
+#: RETRY_MAX_DELAY), times a random factor in [0.5, 1.5).
+RETRY_BASE_DELAY = 0.1
+RETRY_MAX_DELAY = 30.0
+#: Seconds between two done() checks of futures that cannot call back (submitit's jobs).
+POLL_INTERVAL = 1.0
+#: Extra seconds the driver waits for a script that enforces its own timeout remotely.
+SCRIPT_SLACK = GRACE_SECONDS + 3.0
+
+
+def run_on_executor(specs: List[ExperimentSpec], options: BatchOptions, executor: Any, *,
+                    retries: int = 0, retry_on: Sequence[type] = (),
+                    cache: Optional[str] = None, parallel: Optional[int] = None
+                    ) -> List[ExperimentResult]:
+    """Run checked specs on ``executor``; one result per spec, in input order.
+
+    Args:
+        specs: Validated specs.
+        options: The batch options, checked.
+        executor: An object with ``submit(fn, *args)`` returning a future with
+            ``add_done_callback``, ``result`` and ``cancel``.
+        retries: Extra attempts for a failed task (see :func:`xetrack_c.run_multiple`).
+        retry_on: Exception types to retry; empty: any failure.
+        cache: Result-cache directory of function tasks, or None.
+        parallel: Most tasks in flight at once; None submits every task at once.
+    """
+    if not callable(getattr(executor, "submit", None)):
+        raise TypeError(f"executor must have a submit(fn, *args) method (a concurrent.futures "
+                        f"Executor, a dask.distributed Client...), not {type(executor).__name__}")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries must be an int >= 0, got {retries!r}")
+    retry_on = tuple(retry_on or ())
+    if not all(isinstance(kind, type) and issubclass(kind, BaseException) for kind in retry_on):
+        raise TypeError("retry_on must be a sequence of exception classes, e.g. (OSError,)")
+    return RemoteBatch(specs, options, executor, retries, retry_on, cache, parallel).run()
+
+
+class _Flight:
+    """One submitted attempt."""
+
+    __slots__ = ("future", "attempt", "stopping")
+
+    def __init__(self, future: Any, attempt: int) -> None:
+        self.future = future
+        self.attempt = attempt
+        self.stopping: Optional[str] = None  # why the driver cancelled it
+
+
+class RemoteBatch(Batch):
+    """A batch whose tasks run on an executor; the driver records everything."""
+
+    def __init__(self, specs: List[ExperimentSpec], options: BatchOptions, executor: Any,
+                 retries: int, retry_on: Tuple[type, ...], cache: Optional[str],
+                 parallel: Optional[int]) -> None:
+        super().__init__(specs, options)
+        self.executor = executor
+        self.retries = retries
+        self.retry_on = retry_on
+        self.cache_dir = cache
+        self.window = parallel if parallel else len(specs)
+        self.dask = _remote_dask.is_dask_client(executor)
+        self.writer = _buffer.ChunkWriter(options.db)
+        self.events: "queue.SimpleQueue[Tuple[int, int, Any]]" = queue.SimpleQueue()
+        self.flights: Dict[int, _Flight] = {}
+        self.deadlines: List[Tuple[float, int, int]] = []
+        self.retry_at: List[Tuple[float, int, int]] = []
+        self.stopped: Optional[str] = None
+        self.polled: List[Tuple[int, int, Any]] = []  # futures without add_done_callback
+        self.total = 0
+        self._blobs: Dict[int, bytes] = {}
+        self._cache: Any = None
+
+    # ------------------------------------------------------------------ submitting
+    def _pickle_functions(self, todo: List[int]) -> None:
+        """Pickle every function once and check the scripts' configs, before anything is
+        submitted."""
+        try:
+            import cloudpickle
+        except ImportError:
+            raise ImportError("run_multiple(executor=...) ships tasks with cloudpickle, which "
+                              "is not installed: pip install cloudpickle (or "
+                              "'xetrack_c[dask]')") from None
+
+        for index in todo:
+            function = self.specs[index].function
+            if function is None:
+                self._args(index, 0)  # a script's config must have a JSON form
+                continue
+            if id(function) in self._blobs:
+                continue
+            try:
+                self._blobs[id(function)] = cloudpickle.dumps(function)
+            except Exception as exc:  # noqa: BLE001 - whatever pickling raises, say so
+                raise ValueError(
+                    f"Invalid ExperimentSpec at index {index}: its function cannot be pickled "
+                    f"for the executor ({type(exc).__name__}: {exc}); define it at module "
+                    "level or let it capture only picklable values"
+                ) from exc
+
+    def _args(self, index: int, attempt: int) -> Tuple[Any, ...]:
+        import cloudpickle
+
+        from xetrack_c import _remote_task
+
+        spec = self.specs[index]
+        seed = self.seeds[index]
+        if spec.function is not None:
+            task = (self.ids[index], spec.config, seed, self.options.db, spec.name,
+                    self.modes[index], self.retry_on, attempt)
+            return (_remote_task.run_function_task, self._blobs[id(spec.function)],
+                    cloudpickle.dumps(task))
+        try:
+            env = params.child_environment(self.ids[index], spec.config, seed,
+                                           self.options.db, spec.name)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"Invalid ExperimentSpec at index {index}: {exc}") from exc
+        argv = [os.path.abspath(os.fspath(spec.script_path)), *spec.script_args]
+        destination = _buffer.BATCH if self.options.db else _buffer.STANDALONE
+        return (_remote_task.run_script_task, argv, env, spec.timeout, GRACE_SECONDS,
+                os.getcwd(), destination, self.retry_on, attempt)
+
+    def _submit(self, batch: List[Tuple[int, int]]) -> None:
+        """Submit attempts ``(index, attempt)``; on Dask, in one ``client.map`` per kind."""
+        prepared = []
+        for index, attempt in batch:
+            try:
+                function, *args = self._args(index, attempt)
+            except Exception as exc:  # noqa: BLE001 - a config that cannot travel fails its task
+                if isinstance(exc, ValueError) and str(exc).startswith("Invalid ExperimentSpec"):
+                    raise
+                self._finish(index, "failed", f"its config cannot be pickled for the executor "
+                             f"({type(exc).__name__}: {exc})", 0.0, None, [])
+                continue
+            prepared.append((index, attempt, function, args))
+        if self.dask:
+            futures = _remote_dask.submit(self.executor, [
+                (function, args, f"xetrack_c-{self.specs[index].name or 'task'}-"
+                                 f"{self.ids[index]}-{attempt}")
+                for index, attempt, function, args in prepared])
+        else:
+            futures = [self.executor.submit(function, *args) for _, _, function, args in prepared]
+        events = self.events
+        now = time.monotonic()
+        for (index, attempt, _, _), future in zip(prepared, futures, strict=True):
+            self.flights[index] = _Flight(future, attempt)
+            timeout = self.specs[index].timeout
+            if timeout is not None:
+                slack = SCRIPT_SLACK if self.specs[index].script_path is not None else 0.0
+                heapq.heappush(self.deadlines, (now + timeout + slack, index, attempt))
+            if callable(getattr(future, "add_done_callback", None)):
+                future.add_done_callback(
+                    lambda done, index=index, attempt=attempt: events.put((index, attempt, done)))
+            else:  # e.g. submitit's Job: only done() says it has finished
+                self.polled.append((index, attempt, future))
+
+    def _poll(self) -> None:
+        """Queue the outcome of the watched futures that are done."""
+        still = []
+        for entry in self.polled:
+            flight = self.flights.get(entry[0])
+            if flight is None or flight.attempt != entry[1]:
+                continue
+            if entry[2].done():
+                self.events.put(entry)
+            else:
+                still.append(entry)
+        self.polled = still
+
+    # ------------------------------------------------------------------ cache
+    def _cache_probe(self, index: int) -> Tuple[bool, Any]:
+        """(hit, value) of the result cache for function spec ``index``."""
+        if self._cache is None:
+            from xetrack_c._task_cache import TaskCache
+
+            self._cache = TaskCache(self.cache_dir)
+        spec = self.specs[index]
+        return self._cache.get(spec.function, spec.config, self.seeds[index])
+
+    def _cache_fill(self, index: int, value: Any) -> None:
+        spec = self.specs[index]
+        self._cache.put(spec.function, spec.config, self.seeds[index], value,
+                        self.ids[index])
+
+    # ------------------------------------------------------------------ outcomes
+    def _finish(self, index: int, status: str, error: Optional[str], duration: float,
+                value: Any, chunks: List[_buffer.Chunk], started: bool = True) -> None:
+        if chunks:
+            self.writer.write(chunks)
+        if status == "completed" and self.cache_dir is not None \
+                and self.specs[index].function is not None:
+            self._cache_fill(index, value)
+        result = self._result(index, status, error, duration,
+                              value if status == "completed" else None)
+        self.results[index] = result
+        self.done += 1
+        if self.table is not None:
+            self._record(index, result)
+        if self.progress is not None:
+            self.progress.update(status)
+        if self.options.on_progress is not None:
+            self.options.on_progress(self.done, self.total, result)
+        if status == "completed":
+            self.consecutive_failures = 0
+            return
+        if not started:
+            return
+        self.consecutive_failures += 1
+        limit = self.options.max_consecutive_failures
+        if self.options.fail_fast:
+            self._stop("fail_fast: an experiment did not complete")
+        elif limit is not None and self.consecutive_failures >= limit:
+            self._stop(f"max_consecutive_failures={limit} reached")
+
+    def _outcome(self, index: int, flight: _Flight, got: Tuple[bool, Any]) -> None:
+        """Handle what the future of spec ``index``'s current attempt gave."""
+        returned, payload = got
+        if returned:
+            status, value, error, duration, chunks, retryable = payload
+        else:
+            exc = payload
+            if flight.stopping is not None:
+                self._finish(index, "cancelled", f"cancelled while running: {flight.stopping}",
+                             0.0, None, [], started=False)
+                return
+            status, value, duration, chunks = "failed", None, 0.0, []
+            error = ("the executor did not return the task's outcome (its worker may have "
+                     f"died): {describe_exception(exc)}")
+            retryable = not self.retry_on or isinstance(exc, self.retry_on)
+        if status == "failed" and retryable and flight.attempt < self.retries \
+                and self.stopped is None:
+            delay = min(RETRY_MAX_DELAY, RETRY_BASE_DELAY * 2 ** flight.attempt)
+            delay *= random.uniform(0.5, 1.5)
+            heapq.heappush(self.retry_at, (time.monotonic() + delay, index, flight.attempt + 1))
+            return  # the failed attempt's rows are dropped: only the last attempt's count
+        if flight.attempt and error:
+            error = f"{error}\n(attempt {flight.attempt + 1} of {self.retries + 1})"
+        self._finish(index, status, error, duration, value, chunks)
+
+    def _stop(self, why: str) -> None:
+        """Start nothing more; cancel what the executor can still cancel."""
+        if self.stopped is not None:
+            return
+        self.stopped = why
+        for flight in list(self.flights.values()):
+            flight.stopping = why
+            try:
+                flight.future.cancel()
+            except Exception:  # noqa: BLE001 - best effort: it then runs to its end
+                pass
+        while self.retry_at:
+            _, index, attempt = heapq.heappop(self.retry_at)
+            self._finish(index, "failed", f"not retried: {why}", 0.0, None, [], started=False)
+
+    def _expire(self, now: float) -> None:
+        """Mark the attempts past their deadline ``timeout`` and cancel them."""
+        while self.deadlines and self.deadlines[0][0] <= now:
+            _, index, attempt = heapq.heappop(self.deadlines)
+            flight = self.flights.get(index)
+            if flight is None or flight.attempt != attempt:
+                continue
+            del self.flights[index]
+            try:
+                flight.future.cancel()
+            except Exception:  # noqa: BLE001 - it may run on; its result is ignored
+                pass
+            timeout = self.specs[index].timeout or 0.0
+            self._finish(index, "timeout", f"timed out after {timeout:g}s (its timeout, counted "
+                         "from its submission to the executor); cancelled", timeout, None, [])
+
+    # ------------------------------------------------------------------ running
+    def _skip_cached(self, todo: List[int]) -> List[int]:
+        if self.cache_dir is None:
+            return todo
+        left = []
+        for index in todo:
+            hit, value = (False, None)
+            if self.specs[index].function is not None:
+                hit, value = self._cache_probe(index)
+            if hit:
+                self._finish(index, "completed", None, 0.0, value, [])
+            else:
+                left.append(index)
+        return left
+
+    def run(self) -> List[ExperimentResult]:
+        """Run the batch; the results in input order."""
+        if self.options.db is not None:
+            from xetrack_c._experiments import ExperimentTable
+
+            self.table = ExperimentTable(self.options.db, self.options.table)
+        try:
+            skip = self._resumed()
+            todo = [index for index in range(len(self.specs)) if index not in skip]
+            self.total = len(todo)
+            if todo and self._show_progress():
+                from xetrack_c._progress import Progress
+
+                self.progress = Progress(len(todo))
+            self._pickle_functions(todo)
+            try:
+                self._loop(self._skip_cached(todo))
+            except KeyboardInterrupt as interrupt:
+                self._stop("Ctrl-C")
+                for index in list(self.flights):
+                    del self.flights[index]
+                    self._finish(index, "cancelled", "cancelled while running (Ctrl-C)", 0.0,
+                                 None, [], started=False)
+                interrupt.results = self._finished_results()  # type: ignore[attr-defined]
+                raise
+        finally:
+            self._close()
+            self.writer.close()
+            if self._cache is not None:
+                self._cache.close()
+        return self._finished_results()
+
+    def _loop(self, todo: List[int]) -> None:
+        pending = iter(todo)
+        left = len(todo)
+        batch_deadline = None
+        if self.options.timeout is not None:
+            batch_deadline = time.monotonic() + self.options.timeout
+        while True:
+            now = time.monotonic()
+            if batch_deadline is not None and now >= batch_deadline:
+                self._batch_timeout()
+                return
+            batch: List[Tuple[int, int]] = []
+            while self.stopped is None and len(self.flights) + len(batch) < self.window:
+                if self.retry_at and self.retry_at[0][0] <= now:
+                    _, index, attempt = heapq.heappop(self.retry_at)
+                elif left:
+                    index, attempt, left = next(pending), 0, left - 1
+                else:
+                    break
+                batch.append((index, attempt))
+            if batch:
+                self._submit(batch)
+            if not self.flights and not self.retry_at and (not left or self.stopped):
+                return
+            wake = [when for when in (batch_deadline,
+                                      self.deadlines[0][0] if self.deadlines else None,
+                                      self.retry_at[0][0] if self.retry_at else None,
+                                      now + POLL_INTERVAL if self.polled else None)
+                    if when is not None]
+            try:
+                events = [self.events.get(timeout=max(0.0, min(wake) - now) if wake else None)]
+            except queue.Empty:
+                self._expire(time.monotonic())
+                if self.polled:
+                    self._poll()
+                continue
+            while True:  # take every outcome already there: Dask gathers them at once
+                try:
+                    events.append(self.events.get_nowait())
+                except queue.Empty:
+                    break
+            done = []
+            for index, attempt, future in events:
+                flight = self.flights.get(index)
+                if flight is None or flight.attempt != attempt:
+                    continue  # an attempt already marked timeout or cancelled
+                del self.flights[index]
+                done.append((index, flight, future))
+            fetched = _remote_dask.fetch(self.executor if self.dask else None,
+                                         [future for _, _, future in done])
+            for (index, flight, _), got in zip(done, fetched, strict=True):
+                self._outcome(index, flight, got)
+
+    def _batch_timeout(self) -> None:
+        why = f"the batch timeout of {self.options.timeout:g}s passed"
+        self.stopped = why
+        for index, flight in list(self.flights.items()):
+            try:
+                flight.future.cancel()
+            except Exception:  # noqa: BLE001 - it may run on; its result is ignored
+                pass
+            self._finish(index, "timeout", f"timed out: {why}; cancelled", 0.0, None, [])
+        self.flights.clear()
+        while self.retry_at:
+            _, index, _ = heapq.heappop(self.retry_at)
+            self._finish(index, "failed", f"not retried: {why}", 0.0, None, [], started=False)
