@@ -105,11 +105,13 @@ def _environ(name: str, value: str) -> Iterator[None]:
             os.environ[name] = old
 
 
-def xetrack_c_scripts(count: int, parallel: int | None, git: bool) -> Build:
+def xetrack_c_scripts(count: int, parallel: int | None, git: bool,
+                      launcher: str = "spawn") -> Build:
     """Build a run of ``count`` trivial scripts through xetrack_c.run_multiple."""
     def build() -> Callable[[Path], float]:
         run_multiple = xetrack_c_attr("run_multiple")
         spec_class = xetrack_c_attr("ExperimentSpec")
+        options = {} if launcher == "spawn" else {"launcher": launcher}
 
         def run(workdir: Path) -> float:
             where = _script_dir(workdir, git)
@@ -117,7 +119,7 @@ def xetrack_c_scripts(count: int, parallel: int | None, git: bool) -> Build:
                      for i in range(count)]
             with chdir(where):
                 start = time.perf_counter()
-                results = run_multiple(specs, parallel)
+                results = run_multiple(specs, parallel, **options)
                 elapsed = time.perf_counter() - start
             _check_completed(results, count, "xetrack_c run_multiple")
             return elapsed
@@ -236,6 +238,10 @@ def _scripts(ctx: Context) -> None:
                              xetrack_c_scripts(count, None, git)),
             "c_par": prepare(f"xetrack_c parallel={WORKERS}, {where}", count,
                              xetrack_c_scripts(count, WORKERS, git)),
+            "f_seq": prepare(f"xetrack_c forkserver sequential, {where}", count,
+                             xetrack_c_scripts(count, None, git, "forkserver")),
+            "f_par": prepare(f"xetrack_c forkserver parallel={WORKERS}, {where}", count,
+                             xetrack_c_scripts(count, WORKERS, git, "forkserver")),
             "y_seq": prepare(f"yanex {version} sequential, {where}", count,
                              yanex_scripts(count, None, git)),
             "y_par": prepare(f"yanex {version} parallel={WORKERS}, {where}", count,
@@ -255,11 +261,20 @@ def _scripts(ctx: Context) -> None:
             Row(f"run_multiple, parallel={WORKERS}, {where}", f"{count} scripts", r["c_par"],
                 [r["y_par"]], Limit(r["s_par"], f"subprocess.run, {WORKERS} threads"),
                 per_op("script")),
+            Row(f"launcher=\"forkserver\", sequential, {where}", f"{count} scripts",
+                r["f_seq"], [r["y_seq"]], Limit(r["s_seq"], "subprocess.run"), per_op("script")),
+            Row(f"launcher=\"forkserver\", parallel={WORKERS}, {where}", f"{count} scripts",
+                r["f_par"], [r["y_par"]], Limit(r["s_par"], f"subprocess.run, {WORKERS} threads"),
+                per_op("script")),
         ]
     ctx.emit(Table(
         f"executor: {count} trivial scripts (`import sys`)",
         "Time per script, median [min–max]; each script is a new Python process.",
         notes=["Target: >= 10x yanex, sequential and parallel=2.",
+               "launcher=\"spawn\" (the default) starts a new interpreter per script, as "
+               "yanex does: both sit on the subprocess.run floor. launcher=\"forkserver\" "
+               "forks each script from a warm interpreter per worker (its start-up is "
+               "inside the measured time).",
                "yanex also records each experiment (metadata, config, output capture) under a "
                "temporary YANEX_EXPERIMENTS_DIR; its console output is discarded.",
                "Every contender runs from the same working directory: a plain temporary "
