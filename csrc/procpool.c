@@ -26,12 +26,17 @@
 #define CHILD_OUT_FD 4 /* and writes its replies here */
 /* A reply longer than this is a broken worker, not a result (1 TiB). */
 #define MAX_REPLY ((uint64_t)1 << 40)
+/* Replies are read through a buffer of this size: a small reply takes one read(). */
+#define READ_BUFFER 65536
 
 struct xt_proc {
     pid_t pid;
     int pidfd;      /* -1 where pidfd_open is missing: death then shows as end of output */
     int to_child;   /* non-blocking */
     int from_child; /* non-blocking */
+    size_t rstart;  /* unread bytes of rbuf: [rstart, rend) */
+    size_t rend;
+    char rbuf[READ_BUFFER];
 };
 
 /* What a wait on the worker's pipe ended with. */
@@ -131,15 +136,44 @@ write_frame(const xt_proc *proc, const char *data, size_t len, double deadline, 
     return IO_READY;
 }
 
+/* Read exactly len bytes of the worker's output.  The worker writes a reply only after
+ * it got a task, so the wait comes first: poll, then one read of what is there. */
 static int
-read_exact(const xt_proc *proc, char *buf, size_t len, double deadline, int cancel_fd)
+read_exact(xt_proc *proc, char *buf, size_t len, double deadline, int cancel_fd)
 {
+    size_t buffered = proc->rend - proc->rstart;
+    if (buffered > 0) {
+        size_t take = buffered < len ? buffered : len;
+        memcpy(buf, proc->rbuf + proc->rstart, take);
+        proc->rstart += take;
+        buf += take;
+        len -= take;
+    }
     while (len > 0) {
-        ssize_t n = read(proc->from_child, buf, len);
-        if (n > 0) {
-            buf += n;
-            len -= (size_t)n;
-            continue;
+        int io = wait_fd(proc, proc->from_child, POLLIN, deadline, cancel_fd);
+        if (io != IO_READY) {
+            return io;
+        }
+        ssize_t n;
+        if (len >= READ_BUFFER) {
+            n = read(proc->from_child, buf, len);
+            if (n > 0) {
+                buf += n;
+                len -= (size_t)n;
+                continue;
+            }
+        }
+        else {
+            n = read(proc->from_child, proc->rbuf, READ_BUFFER);
+            if (n > 0) {
+                size_t take = (size_t)n < len ? (size_t)n : len;
+                memcpy(buf, proc->rbuf, take);
+                proc->rstart = take;
+                proc->rend = (size_t)n;
+                buf += take;
+                len -= take;
+                continue;
+            }
         }
         if (n == 0) {
             return IO_DIED; /* end of output: the worker closed it or ended */
@@ -148,10 +182,6 @@ read_exact(const xt_proc *proc, char *buf, size_t len, double deadline, int canc
             continue;
         }
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            int io = wait_fd(proc, proc->from_child, POLLIN, deadline, cancel_fd);
-            if (io != IO_READY) {
-                return io;
-            }
             continue;
         }
         return IO_DIED;
