@@ -34,6 +34,9 @@
 
 #define XT_TAIL_BYTES 4096
 #define XT_TICK_SECONDS 0.1
+/* Process tasks sent to a worker process at once (see take_chunk_locked). */
+#define XT_CHUNK_MAX 16
+#define XT_CHUNK_BYTES 32768
 
 enum { TASK_FUNCTION, TASK_SCRIPT, TASK_PROCESS };
 /* Where a task is (xt_task.state, under the pool mutex). */
@@ -94,6 +97,8 @@ typedef struct {
     xt_proc *proc;       /* its worker process (process tasks), or NULL */
     Py_ssize_t follow;   /* next task of the group it runs, or -1; under mu */
     Py_ssize_t held;     /* a task of its group waiting for a retry, or -1; under mu */
+    int from_queue;      /* its last task came from the queue (not a retry or a group) */
+    Py_ssize_t chunk[XT_CHUNK_MAX]; /* process tasks sent to its worker process at once */
 } xt_worker;
 
 struct xt_pool {
@@ -127,6 +132,8 @@ struct xt_pool {
     /* worker processes of process tasks */
     xt_proc_setup procs;
     int have_procs;
+    int chunking; /* send several process tasks at once: no gating, no start rate */
+    int planned;  /* workers start_workers starts (set before any of them runs) */
 };
 
 /* Process-wide limit on running workers.  It is shared by every batch of the process so
@@ -504,22 +511,17 @@ run_script(xt_pool *pool, xt_task *task)
 }
 
 /* ------------------------------------------------------------------ process tasks */
-/* Run a process task on this worker's worker process (started or replaced as needed). */
+/* A process task's outputs from how its worker process answered. */
 static void
-run_process(xt_pool *pool, xt_worker *w, xt_task *task)
+finish_process_task(xt_pool *pool, xt_task *task, const xt_proc_result *out, double duration)
 {
-    xt_proc_result out;
-    double start = monotonic_now();
-
-    (void)xt_proc_run(&w->proc, &pool->procs, task->payload_data, task->payload_len,
-                      task->timeout, &out);
-    task->duration = monotonic_now() - start;
-    task->exit_code = out.exit_code;
-    switch (out.outcome) {
+    task->duration = duration;
+    task->exit_code = out->exit_code;
+    switch (out->outcome) {
     case XT_PROC_REPLIED:
         task->status = XT_TASK_COMPLETED; /* the reply says whether the call raised */
-        task->reply = out.reply;
-        task->reply_len = out.reply_len;
+        task->reply = out->reply;
+        task->reply_len = out->reply_len;
         break;
     case XT_PROC_DIED:
         task->status = XT_TASK_FAILED;
@@ -532,9 +534,21 @@ run_process(xt_pool *pool, xt_worker *w, xt_task *task)
         break;
     default:
         task->status = XT_TASK_SPAWN_ERROR;
-        task->spawn_errno = out.error;
+        task->spawn_errno = out->error;
         break;
     }
+}
+
+/* Run a process task on this worker's worker process (started or replaced as needed). */
+static void
+run_process(xt_pool *pool, xt_worker *w, xt_task *task)
+{
+    xt_proc_result out;
+    double start = monotonic_now();
+
+    (void)xt_proc_run(&w->proc, &pool->procs, task->payload_data, task->payload_len,
+                      task->timeout, &out);
+    finish_process_task(pool, task, &out, monotonic_now() - start);
 }
 
 /* ------------------------------------------------------------------ scheduling */
@@ -606,6 +620,7 @@ take_task_locked(xt_pool *pool, xt_worker *w, double *wait_until)
         }
         pool->next_start = now + pool->rate_interval;
     }
+    w->from_queue = from == 4;
     if (from == 1) {
         w->held = -1;
     }
@@ -637,6 +652,77 @@ wait_for_work_locked(xt_pool *pool, unsigned long generation, double until)
     }
 }
 
+/* Under pool->mu: the process tasks to send to w's worker process together with `first`
+ * (in w->chunk; their count), so that the worker process never waits for a round trip
+ * between two of them.  Only queued tasks without a timeout or a group, in a batch with
+ * neither gating nor a start rate, at most a quarter of each worker's share of what is
+ * left (the last tasks stay spread over the workers) and XT_CHUNK_BYTES of payload (the
+ * frames fit in the pipe, so sending never waits for the worker). */
+static int
+take_chunk_locked(xt_pool *pool, xt_worker *w, Py_ssize_t first)
+{
+    xt_task *task = &pool->tasks[first];
+    size_t bytes = task->payload_len;
+    Py_ssize_t limit;
+    int count = 1;
+
+    w->chunk[0] = first;
+    if (!pool->chunking || !w->from_queue || task->kind != TASK_PROCESS || task->timeout > 0
+        || task->group_next >= 0 || task->follower) {
+        return 1;
+    }
+    limit = (pool->n - pool->next) / ((Py_ssize_t)pool->planned * 4);
+    if (limit > XT_CHUNK_MAX) {
+        limit = XT_CHUNK_MAX;
+    }
+    while (count < limit && pool->next < pool->n) {
+        xt_task *next = &pool->tasks[pool->next];
+        if (next->kind != TASK_PROCESS || next->timeout > 0 || next->group_next >= 0
+            || next->follower || bytes + next->payload_len > XT_CHUNK_BYTES) {
+            break;
+        }
+        bytes += next->payload_len;
+        next->state = STATE_RUNNING;
+        next->ran_on = w->index;
+        w->chunk[count++] = pool->next++;
+    }
+    return count;
+}
+
+/* Queue a task that was taken but never reached a worker process (its worker died or the
+ * batch stopped first): any worker runs it, as if it had never been taken. */
+static void
+requeue_unstarted(xt_pool *pool, Py_ssize_t index)
+{
+    pthread_mutex_lock(&pool->mu);
+    pool->tasks[index].state = STATE_RETRY;
+    pool->tasks[index].not_before = 0.0;
+    pool->retry_list[pool->nretry++] = index;
+    pool->work_gen++;
+    pthread_cond_broadcast(&pool->work_cond);
+    pthread_mutex_unlock(&pool->mu);
+}
+
+/* Hand a finished task to the calling thread; when gated, wait for its verdict. */
+static void
+post_done(xt_pool *pool, xt_worker *w, Py_ssize_t index)
+{
+    xt_task *task = &pool->tasks[index];
+    pthread_mutex_lock(&pool->mu);
+    task->state = STATE_DONE;
+    Py_ssize_t position = pool->ndone++;
+    pool->done_order[position % pool->done_cap] = index;
+    pthread_cond_signal(&pool->cond);
+    while (pool->gated && pool->judged <= position
+           && atomic_load(&pool->cancel) == CANCEL_NONE) {
+        pthread_cond_wait(&pool->judged_cond, &pool->mu);
+    }
+    if (task->state == STATE_DONE) {
+        w->follow = task->group_next; /* a task queued for a retry keeps its group */
+    }
+    pthread_mutex_unlock(&pool->mu);
+}
+
 /* Outputs of an earlier attempt of a task that runs again. */
 static void
 reset_outputs(xt_task *task)
@@ -651,6 +737,50 @@ reset_outputs(xt_task *task)
     task->exit_code = 0;
 }
 
+/* Send the process tasks of w->chunk to w's worker process, then take their replies in
+ * order, reporting each as it arrives.  When the worker ends early (a task crashed it, or
+ * the batch stopped), the tasks behind the one it was running go back to the queue. */
+static void
+run_process_chunk(xt_pool *pool, xt_worker *w, int count)
+{
+    xt_proc_result out;
+    int sent = 0, k = 0;
+    double mark;
+
+    for (int i = 0; i < count; i++) {
+        reset_outputs(&pool->tasks[w->chunk[i]]);
+    }
+    for (; sent < count; sent++) {
+        xt_task *task = &pool->tasks[w->chunk[sent]];
+        if (xt_proc_send(&w->proc, &pool->procs, task->payload_data, task->payload_len, 0.0,
+                         &out) != 0) {
+            break;
+        }
+    }
+    mark = monotonic_now();
+    if (sent == 0) {
+        finish_process_task(pool, &pool->tasks[w->chunk[0]], &out, 0.0);
+        post_done(pool, w, w->chunk[0]);
+        k = 1;
+    }
+    for (; k < sent; k++) {
+        xt_task *task = &pool->tasks[w->chunk[k]];
+        double now;
+        (void)xt_proc_receive(&w->proc, &pool->procs, 0.0, &out);
+        now = monotonic_now();
+        finish_process_task(pool, task, &out, now - mark);
+        mark = now;
+        post_done(pool, w, w->chunk[k]);
+        if (out.outcome != XT_PROC_REPLIED) {
+            k++;
+            break;
+        }
+    }
+    for (; k < count; k++) {
+        requeue_unstarted(pool, w->chunk[k]);
+    }
+}
+
 /* ------------------------------------------------------------------ workers */
 static void *
 worker_main(void *arg)
@@ -662,6 +792,7 @@ worker_main(void *arg)
     for (;;) {
         Py_ssize_t index;
         double wait_until = 0.0;
+        int count;
         if (!slot_acquire(pool)) {
             break;
         }
@@ -679,11 +810,18 @@ worker_main(void *arg)
             pthread_mutex_unlock(&pool->mu);
             continue;
         }
+        count = index >= 0 ? take_chunk_locked(pool, w, index) : 0;
         pthread_mutex_unlock(&pool->mu);
         if (index < 0) {
             w->holds_slot = 0;
             slot_release();
             break;
+        }
+        if (count > 1) {
+            run_process_chunk(pool, w, count);
+            w->holds_slot = 0;
+            slot_release();
+            continue;
         }
 
         xt_task *task = &pool->tasks[index];
@@ -699,20 +837,7 @@ worker_main(void *arg)
         }
         w->holds_slot = 0;
         slot_release();
-
-        pthread_mutex_lock(&pool->mu);
-        task->state = STATE_DONE;
-        Py_ssize_t position = pool->ndone++;
-        pool->done_order[position % pool->done_cap] = index;
-        pthread_cond_signal(&pool->cond);
-        while (pool->gated && pool->judged <= position
-               && atomic_load(&pool->cancel) == CANCEL_NONE) {
-            pthread_cond_wait(&pool->judged_cond, &pool->mu);
-        }
-        if (task->state == STATE_DONE) {
-            w->follow = task->group_next; /* a task queued for a retry keeps its group */
-        }
-        pthread_mutex_unlock(&pool->mu);
+        post_done(pool, w, index);
     }
     if (w->proc != NULL) {
         xt_proc_close(w->proc, pool->grace);
@@ -1130,6 +1255,7 @@ start_workers(xt_pool *pool, int nworkers)
         PyErr_NoMemory();
         return -1;
     }
+    pool->planned = nworkers;
     /* Workers block every signal: handlers run on the calling thread, and children get
      * an empty mask from posix_spawn. */
     sigfillset(&all);
@@ -1362,6 +1488,7 @@ run_tasks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     pool->parent = me != NULL ? me->pool : NULL;
     pool->drain = st->drain;
     pool->gated = gated;
+    pool->chunking = !gated && pool->rate_interval <= 0 && pool->have_procs;
 
     /* A task that runs a batch lends its slot while it waits for it. */
     Py_BEGIN_ALLOW_THREADS

@@ -34,6 +34,7 @@ struct xt_proc {
     int pidfd;      /* -1 where pidfd_open is missing: death then shows as end of output */
     int to_child;   /* non-blocking */
     int from_child; /* non-blocking */
+    int pending;    /* task frames written and not answered yet */
     size_t rstart;  /* unread bytes of rbuf: [rstart, rend) */
     size_t rend;
     char rbuf[READ_BUFFER];
@@ -344,13 +345,22 @@ proc_end(xt_proc *proc, int stop, double grace)
     return code;
 }
 
-int
-xt_proc_run(xt_proc **slot, const xt_proc_setup *setup, const char *payload,
-            size_t payload_len, double timeout, xt_proc_result *out)
+double
+xt_proc_now(void)
 {
-    double deadline = timeout > 0 ? now_seconds() + timeout : 0.0;
-    unsigned char header[FRAME_HEADER];
-    uint64_t size = 0;
+    return now_seconds();
+}
+
+static int
+outcome_of(int io)
+{
+    return io == IO_DIED ? XT_PROC_DIED : io == IO_TIMEOUT ? XT_PROC_TIMEOUT : XT_PROC_CANCELLED;
+}
+
+int
+xt_proc_send(xt_proc **slot, const xt_proc_setup *setup, const char *payload,
+             size_t payload_len, double deadline, xt_proc_result *out)
+{
     int io = IO_READY;
 
     memset(out, 0, sizeof(*out));
@@ -361,26 +371,45 @@ xt_proc_run(xt_proc **slot, const xt_proc_setup *setup, const char *payload,
             if (rc != 0) {
                 out->outcome = XT_PROC_SPAWN_ERROR;
                 out->error = rc;
-                return out->outcome;
+                return -1;
             }
             fresh = 1;
             io = write_frame(*slot, setup->init, setup->init_len, deadline, setup->cancel_fd);
             if (io != IO_READY) {
-                goto ended;
+                break;
             }
         }
         io = write_frame(*slot, payload, payload_len, deadline, setup->cancel_fd);
-        if (io == IO_DIED && !fresh && attempt == 0) {
+        if (io == IO_READY) {
+            (*slot)->pending++;
+            return 0;
+        }
+        if (io == IO_DIED && !fresh && attempt == 0 && (*slot)->pending == 0) {
             /* It died while idle (e.g. the OOM killer): the task never reached it. */
             (void)proc_end(*slot, 0, setup->grace);
             *slot = NULL;
             continue;
         }
-        if (io != IO_READY) {
-            goto ended;
-        }
         break;
     }
+    out->outcome = outcome_of(io);
+    if ((*slot)->pending > 0) {
+        return -1; /* the replies to the frames before this one say what happened */
+    }
+    out->exit_code = proc_end(*slot, io != IO_DIED, setup->grace);
+    *slot = NULL;
+    return -1;
+}
+
+int
+xt_proc_receive(xt_proc **slot, const xt_proc_setup *setup, double deadline,
+                xt_proc_result *out)
+{
+    unsigned char header[FRAME_HEADER];
+    uint64_t size = 0;
+    int io;
+
+    memset(out, 0, sizeof(*out));
     io = read_exact(*slot, (char *)header, FRAME_HEADER, deadline, setup->cancel_fd);
     if (io != IO_READY) {
         goto ended;
@@ -403,6 +432,7 @@ xt_proc_run(xt_proc **slot, const xt_proc_setup *setup, const char *payload,
     out->reply_len = (size_t)size;
     io = read_exact(*slot, out->reply, out->reply_len, deadline, setup->cancel_fd);
     if (io == IO_READY) {
+        (*slot)->pending--;
         out->outcome = XT_PROC_REPLIED;
         return out->outcome;
     }
@@ -412,10 +442,19 @@ ended:
     out->reply_len = 0;
     out->exit_code = proc_end(*slot, io != IO_DIED, setup->grace);
     *slot = NULL;
-    out->outcome = io == IO_DIED      ? XT_PROC_DIED
-                   : io == IO_TIMEOUT ? XT_PROC_TIMEOUT
-                                      : XT_PROC_CANCELLED;
+    out->outcome = outcome_of(io);
     return out->outcome;
+}
+
+int
+xt_proc_run(xt_proc **slot, const xt_proc_setup *setup, const char *payload,
+            size_t payload_len, double timeout, xt_proc_result *out)
+{
+    double deadline = timeout > 0 ? now_seconds() + timeout : 0.0;
+    if (xt_proc_send(slot, setup, payload, payload_len, deadline, out) != 0) {
+        return out->outcome;
+    }
+    return xt_proc_receive(slot, setup, deadline, out);
 }
 
 void

@@ -47,6 +47,22 @@ typedef struct {
 int xt_proc_run(xt_proc **proc, const xt_proc_setup *setup, const char *payload,
                 size_t payload_len, double timeout, xt_proc_result *out);
 
+/* Pipelining: send several task frames, then receive their replies in order.
+ * xt_proc_send starts the worker when *proc is NULL and returns 0 once the frame is
+ * written.  On failure it returns -1 with out filled in; the worker is then ended (and
+ * *proc NULL) unless frames sent earlier still await their replies, which come first:
+ * xt_proc_receive then reports how the worker ended.  deadline: monotonic seconds
+ * (CLOCK_MONOTONIC), 0 for none. */
+int xt_proc_send(xt_proc **proc, const xt_proc_setup *setup, const char *payload,
+                 size_t payload_len, double deadline, xt_proc_result *out);
+/* The reply to the oldest frame sent and not yet answered; returns out->outcome, and for
+ * anything but XT_PROC_REPLIED the worker has been ended and *proc set to NULL. */
+int xt_proc_receive(xt_proc **proc, const xt_proc_setup *setup, double deadline,
+                    xt_proc_result *out);
+
+/* Seconds on the clock xt_proc_send and xt_proc_receive take deadlines on. */
+double xt_proc_now(void);
+
 /* End an idle worker: close its input (it exits on end of input), wait up to `grace`
  * seconds, then SIGKILL its process group and reap it.  NULL is a no-op. */
 void xt_proc_close(xt_proc *proc, double grace);

@@ -361,3 +361,33 @@ def test_worker_processes_start_without_site_but_with_our_sys_path(run_py):
         print("ok")
     """, env=child_env())
     assert proc.stdout.strip() == "ok"
+
+
+def test_crashes_inside_a_stream_of_small_tasks_fail_alone():
+    """Small tasks are sent to a worker process several at a time; a crash fails the task
+    it hit, and the tasks sent behind it run on the next worker process."""
+    crash = [57, 130, 131]
+    specs = [ExperimentSpec(function=proc_tasks.crash_some, config={"x": i, "crash": crash})
+             for i in range(300)]
+    results = run_multiple(specs, parallel=2, backend="process")
+    failed = [i for i, r in enumerate(results) if r.status != "completed"]
+    assert failed == crash, [(i, results[i].error_message) for i in failed]
+    assert results[57].error_message.startswith("worker died: signal SIGSEGV")
+    assert results[130].error_message.startswith("worker died: exit code 3")
+    assert [r.result[1] for i, r in enumerate(results) if i not in crash] == \
+        [i for i in range(300) if i not in crash]
+    pids = {r.result[0] for r in results if r.status == "completed"}
+    assert len(pids) >= 3  # the crashed workers were replaced
+    for pid in pids:
+        assert wait_gone(pid)
+
+
+def test_a_batch_timeout_in_a_stream_of_small_tasks_reports_every_task():
+    specs = [ExperimentSpec(function=proc_tasks.crash_some,
+                            config={"x": i, "crash": [], "sleep": 0.01}) for i in range(400)]
+    results = run_multiple(specs, parallel=2, backend="process", timeout=1.0)
+    statuses = [r.status for r in results]
+    assert set(statuses) <= {"completed", "timeout", "cancelled"}
+    assert statuses.count("timeout") <= 2 and "cancelled" in statuses
+    done = [i for i, s in enumerate(statuses) if s == "completed"]
+    assert all(results[i].result[1] == i for i in done)

@@ -156,3 +156,14 @@ def record_and_maybe_die(config):
         os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(60)
     return config["x"]
+
+
+def crash_some(config):
+    """Crashes its worker process for the x values in config["crash"]; else (pid, x)."""
+    if config["x"] in config["crash"]:
+        if config["x"] % 2:
+            segfault(config)
+        os._exit(3)
+    if config.get("sleep"):
+        time.sleep(config["sleep"])
+    return os.getpid(), config["x"]
