@@ -20,17 +20,13 @@ import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
-_BOOTSTRAP = (
-    "import sys; sys.path.insert(0, {root!r}); "
-    "from xetrack_c._worker import main; main()"
-)
 
 
 def worker_command() -> List[str]:
     """argv of a worker process: this interpreter, without ``site`` (the init frame hands
-    it this process's ``sys.path``), importing this copy of xetrack_c."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return [sys.executable, "-S", "-c", _BOOTSTRAP.format(root=root)]
+    it this process's ``sys.path``), running this copy of xetrack_c's worker module."""
+    return [sys.executable, "-S", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                               "_worker.py")]
 
 
 def _cloudpickle(value: Any, what: str, reason: str) -> bytes:

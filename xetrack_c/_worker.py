@@ -1,7 +1,7 @@
 """The worker process of ``run_multiple(..., backend="process")``.
 
-The C pool (``csrc/procpool.c``) starts it with ``posix_spawn`` as ``python -S -c
-<bootstrap>`` (see :func:`xetrack_c._procs.worker_command`), in a process group of its own,
+The C pool (``csrc/procpool.c``) starts it with ``posix_spawn`` as ``python -S
+.../xetrack_c/_worker.py`` (see :func:`xetrack_c._procs.worker_command`), in a process group of its own,
 stdin from ``/dev/null`` and the parent's stdout and stderr. It reads frames on fd 3 and
 answers on fd 4; a frame is an 8-byte little-endian length, then that many bytes.
 
@@ -16,15 +16,30 @@ answers on fd 4; a frame is an 8-byte little-endian length, then that many bytes
   ``("init_error", text)`` for every task of this worker.
 
 It ends at the end of its input: the batch is over, or its parent died.
+
+It imports nothing of xetrack_c until a task does: a worker starts in about the time of
+the interpreter plus :mod:`pickle`. The child API's context is set through
+:mod:`xetrack_c.params` when that module is loaded; when a task imports it for the first
+time, the module takes the running task over from :data:`current_task` as it loads.
 """
 
 from __future__ import annotations
 
-import os
-import pickle
-import struct
 import sys
-from typing import Any, Dict, List, Optional
+
+if __name__ == "__main__":
+    # Started as a script: its own folder is no place to import from, and the child API
+    # finds it under its package name.
+    del sys.path[0]
+    sys.modules["xetrack_c._worker"] = sys.modules[__name__]
+
+import os  # noqa: E402
+import pickle  # noqa: E402
+import struct  # noqa: E402
+
+#: (experiment_id, config, seed, db, name) of the task running while
+#: xetrack_c.params is not loaded yet, else None.
+current_task = None
 
 _HEADER = struct.Struct("<Q")
 _IN_FD = 3
@@ -33,7 +48,7 @@ _OUT_FD = 4
 _TAIL_CHARS = 2000
 
 
-def _read_frame(stream: Any) -> Optional[bytes]:
+def _read_frame(stream: object) -> bytes | None:
     header = stream.read(_HEADER.size)
     if len(header) < _HEADER.size:
         return None
@@ -59,13 +74,13 @@ def _describe(exc: BaseException) -> str:
     return f"{head}\n{trace}".rstrip()
 
 
-def _type_names(exc: BaseException) -> List[str]:
+def _type_names(exc: BaseException) -> list[str]:
     return [f"{cls.__module__}.{cls.__qualname__}" for cls in type(exc).__mro__]
 
 
 def _error_reply(exc: BaseException) -> bytes:
     try:
-        exception: Optional[bytes] = pickle.dumps(exc, pickle.HIGHEST_PROTOCOL)
+        exception: bytes | None = pickle.dumps(exc, pickle.HIGHEST_PROTOCOL)
     except Exception:
         exception = None
     return pickle.dumps(("error", exception, _type_names(exc), _describe(exc)),
@@ -76,12 +91,15 @@ class _Worker:
     """One worker process's state: its functions, and whether worker_init failed."""
 
     def __init__(self) -> None:
-        self.functions: Dict[bytes, Any] = {}
-        self.init_error: Optional[str] = None
+        self.functions: dict[bytes, object] = {}
+        self.init_error: str | None = None
 
     def start(self, init: bytes) -> None:
         settings = pickle.loads(init)
         sys.path[:] = list(settings["sys_path"])
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        if root not in sys.path:
+            sys.path.append(root)  # this copy of xetrack_c stays importable
         worker_init = settings.get("worker_init")
         if worker_init is not None:
             try:
@@ -106,20 +124,24 @@ class _Worker:
             )
             return _error_reply(error)
 
-    def _call(self, frame: bytes) -> Any:
-        from xetrack_c._task_info import TaskInfo
-        from xetrack_c.params import _current_task
+    def _call(self, frame: bytes) -> object:
+        global current_task
 
         function_bytes, config_bytes, seed, mode, experiment_id, db, name = pickle.loads(frame)
         function = self.functions.get(function_bytes)
         if function is None:
             function = self.functions[function_bytes] = pickle.loads(function_bytes)
         config = pickle.loads(config_bytes)
-        token = _current_task.set(TaskInfo(experiment_id, config, seed, db, name))
+        task = (experiment_id, config, seed, db, name)
+        params = sys.modules.get("xetrack_c.params")
+        if params is not None:
+            token = params._current_task.set(params.TaskInfo(*task))
+        else:
+            current_task = task
         try:
             if mode is None:
                 return function(config)
-            kwargs: Dict[str, Any] = {}
+            kwargs: dict[str, object] = {}
             if "config" in mode:
                 kwargs["config"] = config
             if "seed" in mode:
@@ -130,7 +152,13 @@ class _Worker:
                 kwargs["rng"] = make_rng(seed)
             return function(**kwargs)
         finally:
-            _current_task.reset(token)
+            if params is not None:
+                params._current_task.reset(token)
+            else:
+                current_task = None
+                loaded = sys.modules.get("xetrack_c.params")
+                if loaded is not None:  # imported by the task: it took the task over
+                    loaded._current_task.set(None)
 
 
 def _flush_streams() -> None:
@@ -189,3 +217,7 @@ def main() -> None:
         except BrokenPipeError:
             break  # the parent is gone
     _exit()
+
+
+if __name__ == "__main__":
+    main()
