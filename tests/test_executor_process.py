@@ -391,3 +391,15 @@ def test_a_batch_timeout_in_a_stream_of_small_tasks_reports_every_task():
     assert statuses.count("timeout") <= 2 and "cancelled" in statuses
     done = [i for i, s in enumerate(statuses) if s == "completed"]
     assert all(results[i].result[1] == i for i in done)
+
+
+def test_the_child_api_works_when_a_task_is_the_first_to_import_it():
+    def task(config):
+        import xetrack_c  # a fresh worker process has not imported it before this line
+
+        return xetrack_c.get_param("x"), xetrack_c.get_experiment_id(), xetrack_c.get_seed()
+
+    results = run_multiple([ExperimentSpec(function=task, config={"x": i}) for i in range(3)],
+                           backend="process")
+    assert [r.result for r in results] == [(i, r.experiment_id, r.seed)
+                                           for i, r in enumerate(results)]
