@@ -16,6 +16,14 @@ def noop_task(config: dict[str, Any]) -> None:
     return None
 
 
+def cpu_task(config: dict[str, Any]) -> int:
+    """A CPU-bound executor task: ``config["n"]`` iterations of pure-Python arithmetic."""
+    total = 0
+    for i in range(config["n"]):
+        total += i * i % 7
+    return total
+
+
 def square(x: int) -> int:
     """A trivial function whose result is worth caching in the cache benchmark."""
     return x * x

@@ -14,6 +14,7 @@
  * batch; it hands each finished task to the Python callback on_done in completion order.
  */
 #include "executor.h"
+#include "procpool.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -33,8 +34,13 @@
 
 #define XT_TAIL_BYTES 4096
 #define XT_TICK_SECONDS 0.1
+/* Process tasks sent to a worker process at once (see take_chunk_locked). */
+#define XT_CHUNK_MAX 16
+#define XT_CHUNK_BYTES 32768
 
-enum { TASK_FUNCTION, TASK_SCRIPT };
+enum { TASK_FUNCTION, TASK_SCRIPT, TASK_PROCESS };
+/* Where a task is (xt_task.state, under the pool mutex). */
+enum { STATE_QUEUED = 0, STATE_RUNNING, STATE_DONE, STATE_RETRY };
 /* Cancel levels of a batch: start nothing new; also stop what runs. */
 enum { CANCEL_NONE = 0, CANCEL_PENDING = 1, CANCEL_ALL = 2 };
 
@@ -52,6 +58,19 @@ typedef struct {
     char *err_path;
     char *request; /* launch request for the worker's fork server, or NULL: posix_spawn */
     size_t request_len;
+    /* process task: the pickled call (a strong reference to immutable bytes, read
+     * without the GIL) and the worker's reply (malloc'd) */
+    PyObject *payload;
+    const char *payload_data;
+    size_t payload_len;
+    char *reply;
+    size_t reply_len;
+    /* scheduling, under the pool mutex */
+    int state;
+    int follower;          /* runs after the previous task of its group, on its worker */
+    Py_ssize_t group_next; /* next task of the same group, or -1 */
+    int ran_on;            /* index of the worker that ran it last */
+    double not_before;     /* STATE_RETRY: monotonic time it may start again */
     /* outputs, written by the worker before the task is queued as done */
     int status;
     long exit_code; /* >= 0: exit code; < 0: killed by signal -exit_code */
@@ -81,6 +100,12 @@ typedef struct {
     pid_t fs_pid;
     int fs_in;
     int fs_out;
+    int index;           /* position in pool->workers */
+    xt_proc *proc;       /* its worker process (process tasks), or NULL */
+    Py_ssize_t follow;   /* next task of the group it runs, or -1; under mu */
+    Py_ssize_t held;     /* a task of its group waiting for a retry, or -1; under mu */
+    int from_queue;      /* its last task came from the queue (not a retry or a group) */
+    Py_ssize_t chunk[XT_CHUNK_MAX]; /* process tasks sent to its worker process at once */
 } xt_worker;
 
 struct xt_pool {
@@ -105,6 +130,19 @@ struct xt_pool {
     PyObject *drain; /* a Python no-op (borrowed from the module state) */
     char **fs_argv;  /* command and environment of the fork servers, or NULL */
     char **fs_envp;
+    Py_ssize_t done_cap; /* done_order is a ring of this size: fewer are ever unreported */
+    /* retries and the start rate, under mu */
+    pthread_cond_t work_cond; /* a retry was queued, or the batch stops */
+    unsigned long work_gen;   /* bumped with each work_cond broadcast */
+    Py_ssize_t *retry_list;   /* tasks waiting for a retry on any worker */
+    Py_ssize_t nretry;
+    double rate_interval; /* seconds between task starts; 0: no limit */
+    double next_start;
+    /* worker processes of process tasks */
+    xt_proc_setup procs;
+    int have_procs;
+    int chunking; /* send several process tasks at once: no gating, no start rate */
+    int planned;  /* workers start_workers starts (set before any of them runs) */
 };
 
 /* Process-wide limit on running workers.  It is shared by every batch of the process so
@@ -481,6 +519,277 @@ run_script(xt_pool *pool, xt_task *task)
     read_tail(task);
 }
 
+/* ------------------------------------------------------------------ process tasks */
+/* A process task's outputs from how its worker process answered. */
+static void
+finish_process_task(xt_pool *pool, xt_task *task, const xt_proc_result *out, double duration)
+{
+    task->duration = duration;
+    task->exit_code = out->exit_code;
+    switch (out->outcome) {
+    case XT_PROC_REPLIED:
+        task->status = XT_TASK_COMPLETED; /* the reply says whether the call raised */
+        task->reply = out->reply;
+        task->reply_len = out->reply_len;
+        break;
+    case XT_PROC_DIED:
+        task->status = XT_TASK_FAILED;
+        break;
+    case XT_PROC_TIMEOUT:
+        task->status = XT_TASK_TIMEOUT;
+        break;
+    case XT_PROC_CANCELLED:
+        task->status = atomic_load(&pool->cancel_status);
+        break;
+    default:
+        task->status = XT_TASK_SPAWN_ERROR;
+        task->spawn_errno = out->error;
+        break;
+    }
+}
+
+/* Run a process task on this worker's worker process (started or replaced as needed). */
+static void
+run_process(xt_pool *pool, xt_worker *w, xt_task *task)
+{
+    xt_proc_result out;
+    double start = monotonic_now();
+
+    (void)xt_proc_run(&w->proc, &pool->procs, task->payload_data, task->payload_len,
+                      task->timeout, &out);
+    finish_process_task(pool, task, &out, monotonic_now() - start);
+}
+
+/* ------------------------------------------------------------------ scheduling */
+enum { TAKE_NOTHING = -1, TAKE_WAIT = -2 };
+
+/* The next task for worker w, under pool->mu: its index (now running), TAKE_NOTHING when
+ * nothing is left for it, or TAKE_WAIT with *wait_until set (a retry's time or the start
+ * rate).  Order: its own group's task waiting for a retry, the next task of its group,
+ * the earliest retry that is due, then the first queued task that starts a group or has
+ * none. */
+static Py_ssize_t
+take_task_locked(xt_pool *pool, xt_worker *w, double *wait_until)
+{
+    Py_ssize_t pick = -1, slot = -1;
+    double earliest = 0.0, now;
+    int from = 0;
+
+    if (atomic_load(&pool->cancel) != CANCEL_NONE) {
+        return TAKE_NOTHING;
+    }
+    now = monotonic_now();
+    if (w->held >= 0) {
+        if (pool->tasks[w->held].not_before > now) {
+            *wait_until = pool->tasks[w->held].not_before;
+            return TAKE_WAIT;
+        }
+        pick = w->held;
+        from = 1;
+    }
+    else if (w->follow >= 0) {
+        pick = w->follow;
+        from = 2;
+    }
+    else {
+        for (Py_ssize_t i = 0; i < pool->nretry; i++) {
+            double at = pool->tasks[pool->retry_list[i]].not_before;
+            if (at <= now) {
+                if (pick < 0 || at < pool->tasks[pick].not_before) {
+                    pick = pool->retry_list[i];
+                    slot = i;
+                }
+            }
+            else if (earliest == 0.0 || at < earliest) {
+                earliest = at;
+            }
+        }
+        if (pick >= 0) {
+            from = 3;
+        }
+        else {
+            while (pool->next < pool->n && pool->tasks[pool->next].follower) {
+                pool->next++;
+            }
+            if (pool->next >= pool->n) {
+                if (earliest > 0.0) {
+                    *wait_until = earliest;
+                    return TAKE_WAIT;
+                }
+                return TAKE_NOTHING;
+            }
+            pick = pool->next;
+            from = 4;
+        }
+    }
+    if (pool->rate_interval > 0) {
+        if (now < pool->next_start) {
+            *wait_until = pool->next_start;
+            return TAKE_WAIT;
+        }
+        pool->next_start = now + pool->rate_interval;
+    }
+    w->from_queue = from == 4;
+    if (from == 1) {
+        w->held = -1;
+    }
+    else if (from == 2) {
+        w->follow = -1;
+    }
+    else if (from == 3) {
+        pool->retry_list[slot] = pool->retry_list[--pool->nretry];
+    }
+    else {
+        pool->next++;
+    }
+    pool->tasks[pick].state = STATE_RUNNING;
+    pool->tasks[pick].ran_on = w->index;
+    return pick;
+}
+
+/* Under pool->mu: wait until `until` (monotonic), new work or a stop of the batch. */
+static void
+wait_for_work_locked(xt_pool *pool, unsigned long generation, double until)
+{
+    struct timespec ts;
+    ts.tv_sec = (time_t)until;
+    ts.tv_nsec = (long)((until - (double)ts.tv_sec) * 1e9);
+    while (pool->work_gen == generation && atomic_load(&pool->cancel) == CANCEL_NONE) {
+        if (pthread_cond_timedwait(&pool->work_cond, &pool->mu, &ts) == ETIMEDOUT) {
+            break;
+        }
+    }
+}
+
+/* Under pool->mu: the process tasks to send to w's worker process together with `first`
+ * (in w->chunk; their count), so that the worker process never waits for a round trip
+ * between two of them.  Only queued tasks without a timeout or a group, in a batch with
+ * neither gating nor a start rate, at most a quarter of each worker's share of what is
+ * left (the last tasks stay spread over the workers) and XT_CHUNK_BYTES of payload (the
+ * frames fit in the pipe, so sending never waits for the worker). */
+static int
+take_chunk_locked(xt_pool *pool, xt_worker *w, Py_ssize_t first)
+{
+    xt_task *task = &pool->tasks[first];
+    size_t bytes = task->payload_len;
+    Py_ssize_t limit;
+    int count = 1;
+
+    w->chunk[0] = first;
+    if (!pool->chunking || !w->from_queue || task->kind != TASK_PROCESS || task->timeout > 0
+        || task->group_next >= 0 || task->follower) {
+        return 1;
+    }
+    limit = (pool->n - pool->next) / ((Py_ssize_t)pool->planned * 4);
+    if (limit > XT_CHUNK_MAX) {
+        limit = XT_CHUNK_MAX;
+    }
+    while (count < limit && pool->next < pool->n) {
+        xt_task *next = &pool->tasks[pool->next];
+        if (next->kind != TASK_PROCESS || next->timeout > 0 || next->group_next >= 0
+            || next->follower || bytes + next->payload_len > XT_CHUNK_BYTES) {
+            break;
+        }
+        bytes += next->payload_len;
+        next->state = STATE_RUNNING;
+        next->ran_on = w->index;
+        w->chunk[count++] = pool->next++;
+    }
+    return count;
+}
+
+/* Queue a task that was taken but never reached a worker process (its worker died or the
+ * batch stopped first): any worker runs it, as if it had never been taken. */
+static void
+requeue_unstarted(xt_pool *pool, Py_ssize_t index)
+{
+    pthread_mutex_lock(&pool->mu);
+    pool->tasks[index].state = STATE_RETRY;
+    pool->tasks[index].not_before = 0.0;
+    pool->retry_list[pool->nretry++] = index;
+    pool->work_gen++;
+    pthread_cond_broadcast(&pool->work_cond);
+    pthread_mutex_unlock(&pool->mu);
+}
+
+/* Hand a finished task to the calling thread; when gated, wait for its verdict. */
+static void
+post_done(xt_pool *pool, xt_worker *w, Py_ssize_t index)
+{
+    xt_task *task = &pool->tasks[index];
+    pthread_mutex_lock(&pool->mu);
+    task->state = STATE_DONE;
+    Py_ssize_t position = pool->ndone++;
+    pool->done_order[position % pool->done_cap] = index;
+    pthread_cond_signal(&pool->cond);
+    while (pool->gated && pool->judged <= position
+           && atomic_load(&pool->cancel) == CANCEL_NONE) {
+        pthread_cond_wait(&pool->judged_cond, &pool->mu);
+    }
+    if (task->state == STATE_DONE) {
+        w->follow = task->group_next; /* a task queued for a retry keeps its group */
+    }
+    pthread_mutex_unlock(&pool->mu);
+}
+
+/* Outputs of an earlier attempt of a task that runs again. */
+static void
+reset_outputs(xt_task *task)
+{
+    free(task->tail);
+    task->tail = NULL;
+    task->tail_len = 0;
+    free(task->reply);
+    task->reply = NULL;
+    task->reply_len = 0;
+    task->interrupted = 0;
+    task->exit_code = 0;
+}
+
+/* Send the process tasks of w->chunk to w's worker process, then take their replies in
+ * order, reporting each as it arrives.  When the worker ends early (a task crashed it, or
+ * the batch stopped), the tasks behind the one it was running go back to the queue. */
+static void
+run_process_chunk(xt_pool *pool, xt_worker *w, int count)
+{
+    xt_proc_result out;
+    int sent = 0, k = 0;
+    double mark;
+
+    for (int i = 0; i < count; i++) {
+        reset_outputs(&pool->tasks[w->chunk[i]]);
+    }
+    for (; sent < count; sent++) {
+        xt_task *task = &pool->tasks[w->chunk[sent]];
+        if (xt_proc_send(&w->proc, &pool->procs, task->payload_data, task->payload_len, 0.0,
+                         &out) != 0) {
+            break;
+        }
+    }
+    mark = monotonic_now();
+    if (sent == 0) {
+        finish_process_task(pool, &pool->tasks[w->chunk[0]], &out, 0.0);
+        post_done(pool, w, w->chunk[0]);
+        k = 1;
+    }
+    for (; k < sent; k++) {
+        xt_task *task = &pool->tasks[w->chunk[k]];
+        double now;
+        (void)xt_proc_receive(&w->proc, &pool->procs, 0.0, &out);
+        now = monotonic_now();
+        finish_process_task(pool, task, &out, now - mark);
+        mark = now;
+        post_done(pool, w, w->chunk[k]);
+        if (out.outcome != XT_PROC_REPLIED) {
+            k++;
+            break;
+        }
+    }
+    for (; k < count; k++) {
+        requeue_unstarted(pool, w->chunk[k]);
+    }
+}
+
 /* ------------------------------------------------------------------ fork server */
 /* A script task with a launch request runs through its worker's fork server: a warm
  * interpreter (started once with posix_spawn, never a fork of this threaded process) that
@@ -685,41 +994,60 @@ worker_main(void *arg)
     current_worker = w;
     for (;;) {
         Py_ssize_t index;
+        double wait_until = 0.0;
+        int count;
         if (!slot_acquire(pool)) {
             break;
         }
         w->holds_slot = 1;
         pthread_mutex_lock(&pool->mu);
-        if (atomic_load(&pool->cancel) != CANCEL_NONE || pool->next >= pool->n) {
+        index = take_task_locked(pool, w, &wait_until);
+        if (index == TAKE_WAIT) {
+            /* Wait without holding a slot of the process-wide limit. */
+            unsigned long generation = pool->work_gen;
             pthread_mutex_unlock(&pool->mu);
+            w->holds_slot = 0;
+            slot_release();
+            pthread_mutex_lock(&pool->mu);
+            wait_for_work_locked(pool, generation, wait_until);
+            pthread_mutex_unlock(&pool->mu);
+            continue;
+        }
+        count = index >= 0 ? take_chunk_locked(pool, w, index) : 0;
+        pthread_mutex_unlock(&pool->mu);
+        if (index < 0) {
             w->holds_slot = 0;
             slot_release();
             break;
         }
-        index = pool->next++;
-        pthread_mutex_unlock(&pool->mu);
+        if (count > 1) {
+            run_process_chunk(pool, w, count);
+            w->holds_slot = 0;
+            slot_release();
+            continue;
+        }
 
-        if (pool->tasks[index].kind == TASK_FUNCTION) {
+        xt_task *task = &pool->tasks[index];
+        reset_outputs(task);
+        if (task->kind == TASK_FUNCTION) {
             run_function(w, index);
         }
-        else if (pool->tasks[index].request != NULL) {
-            run_script_forked(pool, w, &pool->tasks[index]);
+        else if (task->kind == TASK_PROCESS) {
+            run_process(pool, w, task);
+        }
+        else if (task->request != NULL) {
+            run_script_forked(pool, w, task);
         }
         else {
-            run_script(pool, &pool->tasks[index]);
+            run_script(pool, task);
         }
         w->holds_slot = 0;
         slot_release();
-
-        pthread_mutex_lock(&pool->mu);
-        Py_ssize_t position = pool->ndone++;
-        pool->done_order[position] = index;
-        pthread_cond_signal(&pool->cond);
-        while (pool->gated && pool->judged <= position
-               && atomic_load(&pool->cancel) == CANCEL_NONE) {
-            pthread_cond_wait(&pool->judged_cond, &pool->mu);
-        }
-        pthread_mutex_unlock(&pool->mu);
+        post_done(pool, w, index);
+    }
+    if (w->proc != NULL) {
+        xt_proc_close(w->proc, pool->grace);
+        w->proc = NULL;
     }
     forkserver_stop(w);
     if (w->tstate != NULL) {
@@ -839,10 +1167,24 @@ parse_task(PyObject *item, Py_ssize_t index, xt_task *task)
             task->request_len = (size_t)len;
         }
     }
+    else if (size == 2) {
+        PyObject *payload = PyTuple_GET_ITEM(item, 0);
+        if (!PyBytes_Check(payload)) {
+            PyErr_Format(PyExc_TypeError, "run_tasks: task %zd: the payload of a process "
+                         "task must be bytes, not %.100s", index, Py_TYPE(payload)->tp_name);
+            return -1;
+        }
+        task->kind = TASK_PROCESS;
+        task->payload = Py_NewRef(payload);
+        task->payload_data = PyBytes_AS_STRING(payload);
+        task->payload_len = (size_t)PyBytes_GET_SIZE(payload);
+        task->timeout = PyFloat_AsDouble(PyTuple_GET_ITEM(item, 1));
+    }
     else {
         PyErr_Format(PyExc_TypeError,
-                     "run_tasks: task %zd must be (callable, arg, timeout) or "
-                     "(argv, env, cwd, stdout_path, stderr_path, timeout[, launch_request])", index);
+                     "run_tasks: task %zd must be (callable, arg, timeout), "
+                     "(argv, env, cwd, stdout_path, stderr_path, timeout[, launch_request]) or "
+                     "(payload, timeout)", index);
         return -1;
     }
     if (task->timeout == -1.0 && PyErr_Occurred()) {
@@ -862,6 +1204,8 @@ pool_free(xt_pool *pool)
         Py_XDECREF(task->callable);
         Py_XDECREF(task->arg);
         Py_XDECREF(task->value);
+        Py_XDECREF(task->payload);
+        free(task->reply);
         free_string_list(task->argv);
         free_string_list(task->envp);
         free(task->cwd);
@@ -874,7 +1218,11 @@ pool_free(xt_pool *pool)
     free_string_list(pool->fs_envp);
     free(pool->tasks);
     free(pool->done_order);
+    free(pool->retry_list);
     free(pool->workers);
+    free_string_list(pool->procs.argv);
+    free_string_list(pool->procs.envp);
+    free(pool->procs.init);
     if (pool->wake_fds[0] >= 0) {
         (void)close(pool->wake_fds[0]);
         (void)close(pool->wake_fds[1]);
@@ -882,6 +1230,7 @@ pool_free(xt_pool *pool)
     pthread_mutex_destroy(&pool->mu);
     pthread_cond_destroy(&pool->cond);
     pthread_cond_destroy(&pool->judged_cond);
+    pthread_cond_destroy(&pool->work_cond);
     free(pool);
 }
 
@@ -905,12 +1254,15 @@ pool_new(PyObject *tasks, double grace)
     pthread_condattr_init(&cattr);
     pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
     pthread_cond_init(&pool->cond, &cattr);
+    pthread_cond_init(&pool->work_cond, &cattr);
     pthread_condattr_destroy(&cattr);
     pthread_cond_init(&pool->judged_cond, NULL);
     pool->n = PySequence_Fast_GET_SIZE(seq);
     pool->tasks = calloc((size_t)pool->n + 1, sizeof(xt_task));
-    pool->done_order = calloc((size_t)pool->n + 1, sizeof(Py_ssize_t));
-    if (pool->tasks == NULL || pool->done_order == NULL) {
+    pool->done_cap = pool->n + 1;
+    pool->done_order = calloc((size_t)pool->done_cap, sizeof(Py_ssize_t));
+    pool->retry_list = calloc((size_t)pool->n + 1, sizeof(Py_ssize_t));
+    if (pool->tasks == NULL || pool->done_order == NULL || pool->retry_list == NULL) {
         PyErr_NoMemory();
         goto fail;
     }
@@ -920,6 +1272,8 @@ pool_new(PyObject *tasks, double grace)
         goto fail;
     }
     for (Py_ssize_t i = 0; i < pool->n; i++) {
+        pool->tasks[i].group_next = -1;
+        pool->tasks[i].ran_on = -1;
         if (parse_task(PySequence_Fast_GET_ITEM(seq, i), i, &pool->tasks[i]) < 0) {
             goto fail;
         }
@@ -952,6 +1306,30 @@ pool_cancel(xt_pool *pool, int level, int status)
     wake_slot_waiters();
     pthread_mutex_lock(&pool->mu);
     pthread_cond_broadcast(&pool->judged_cond);
+    pthread_cond_broadcast(&pool->work_cond);
+    pthread_mutex_unlock(&pool->mu);
+    Py_END_ALLOW_THREADS
+}
+
+/* Queue task `index` to run again after `delay` seconds (on_done's verdict).  A task of a
+ * group waits for the worker that ran it, so the group stays on one worker in order. */
+static void
+pool_retry(xt_pool *pool, Py_ssize_t index, double delay)
+{
+    xt_task *task = &pool->tasks[index];
+    double at = monotonic_now() + (delay > 0 ? delay : 0.0);
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&pool->mu);
+    task->state = STATE_RETRY;
+    task->not_before = at;
+    if ((task->follower || task->group_next >= 0) && task->ran_on >= 0) {
+        pool->workers[task->ran_on].held = index;
+    }
+    else {
+        pool->retry_list[pool->nretry++] = index;
+    }
+    pool->work_gen++;
+    pthread_cond_broadcast(&pool->work_cond);
     pthread_mutex_unlock(&pool->mu);
     Py_END_ALLOW_THREADS
 }
@@ -1020,6 +1398,20 @@ report(xt_pool *pool, Py_ssize_t index, PyObject *on_done, int started)
         args[2] = task->value != NULL ? task->value : Py_NewRef(Py_None);
         task->value = NULL;
     }
+    else if (task->kind == TASK_PROCESS) {
+        if (task->status == XT_TASK_SPAWN_ERROR) {
+            args[2] = PyUnicode_FromFormat("could not start a worker process: %s",
+                                           strerror(task->spawn_errno));
+        }
+        else if (task->reply != NULL) {
+            args[2] = PyBytes_FromStringAndSize(task->reply, (Py_ssize_t)task->reply_len);
+            free(task->reply);
+            task->reply = NULL;
+        }
+        else {
+            args[2] = PyLong_FromLong(task->exit_code);
+        }
+    }
     else if (task->status == XT_TASK_SPAWN_ERROR) {
         args[2] = PyUnicode_FromFormat("could not start %s: %s", task->argv[0],
                                        strerror(task->spawn_errno));
@@ -1060,6 +1452,12 @@ report_one(xt_pool *pool, Py_ssize_t index, PyObject *on_done, int started, PyOb
         }
         return;
     }
+    if (started && PyFloat_CheckExact(res)) {
+        double delay = PyFloat_AS_DOUBLE(res);
+        Py_DECREF(res);
+        pool_retry(pool, index, delay);
+        return;
+    }
     int stop = PyObject_IsTrue(res);
     Py_DECREF(res);
     if (stop < 0) {
@@ -1080,6 +1478,7 @@ start_workers(xt_pool *pool, int nworkers)
         PyErr_NoMemory();
         return -1;
     }
+    pool->planned = nworkers;
     /* Workers block every signal: handlers run on the calling thread, and children get
      * an empty mask from posix_spawn. */
     sigfillset(&all);
@@ -1089,6 +1488,9 @@ start_workers(xt_pool *pool, int nworkers)
         w->pool = pool;
         w->running = -1;
         w->fs_in = w->fs_out = -1;
+        w->index = k;
+        w->follow = -1;
+        w->held = -1;
         pthread_mutex_lock(&pool->mu);
         pool->live++;
         pthread_mutex_unlock(&pool->mu);
@@ -1110,16 +1512,159 @@ start_workers(xt_pool *pool, int nworkers)
     return 0;
 }
 
+/* Chain the tasks of each group (groups[i]: a small int >= 0, or None/-1 for none). */
+static int
+link_groups(xt_pool *pool, PyObject *groups)
+{
+    int rc = -1;
+    Py_ssize_t *last = NULL;
+    PyObject *seq = PySequence_Fast(groups, "run_tasks: groups must be a list or None");
+    if (seq == NULL) {
+        return -1;
+    }
+    if (PySequence_Fast_GET_SIZE(seq) != pool->n) {
+        PyErr_Format(PyExc_ValueError, "run_tasks: groups has %zd entries for %zd tasks",
+                     PySequence_Fast_GET_SIZE(seq), pool->n);
+        goto done;
+    }
+    last = malloc(((size_t)pool->n + 1) * sizeof(Py_ssize_t));
+    if (last == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t g = 0; g < pool->n; g++) {
+        last[g] = -1;
+    }
+    for (Py_ssize_t i = 0; i < pool->n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        Py_ssize_t g;
+        if (item == Py_None) {
+            continue;
+        }
+        g = PyLong_AsSsize_t(item);
+        if (g == -1 && PyErr_Occurred()) {
+            goto done;
+        }
+        if (g < -1 || g >= pool->n) {
+            PyErr_Format(PyExc_ValueError, "run_tasks: group %zd of task %zd is not in "
+                         "[-1, %zd)", g, i, pool->n);
+            goto done;
+        }
+        if (g < 0) {
+            continue;
+        }
+        if (last[g] >= 0) {
+            pool->tasks[last[g]].group_next = i;
+            pool->tasks[i].follower = 1;
+        }
+        last[g] = i;
+    }
+    rc = 0;
+done:
+    free(last);
+    Py_DECREF(seq);
+    return rc;
+}
+
+/* Copy (argv, env, init_frame) for the pool's worker processes. */
+static int
+set_procs(xt_pool *pool, PyObject *procs)
+{
+    PyObject *init;
+    if (!PyTuple_Check(procs) || PyTuple_GET_SIZE(procs) != 3
+        || !PyBytes_Check(PyTuple_GET_ITEM(procs, 2))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "run_tasks: procs must be (argv, env, init_frame_bytes) or None");
+        return -1;
+    }
+    init = PyTuple_GET_ITEM(procs, 2);
+    if ((pool->procs.argv = copy_string_list(PyTuple_GET_ITEM(procs, 0), "argv item")) == NULL
+        || (pool->procs.envp = copy_string_list(PyTuple_GET_ITEM(procs, 1), "env item"))
+               == NULL) {
+        return -1;
+    }
+    if (pool->procs.argv[0] == NULL) {
+        PyErr_SetString(PyExc_ValueError, "run_tasks: the worker command (procs argv) is empty");
+        return -1;
+    }
+    pool->procs.init_len = (size_t)PyBytes_GET_SIZE(init);
+    pool->procs.init = malloc(pool->procs.init_len + 1);
+    if (pool->procs.init == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(pool->procs.init, PyBytes_AS_STRING(init), pool->procs.init_len);
+    pool->procs.grace = pool->grace;
+    pool->procs.cancel_fd = pool->wake_fds[0];
+    pool->have_procs = 1;
+    return 0;
+}
+
+/* The optional arguments rate, groups and procs of run_tasks. */
+static int
+configure_pool(xt_pool *pool, PyObject *const *extra, Py_ssize_t nextra)
+{
+    if (nextra > 0) {
+        double rate = PyFloat_AsDouble(extra[0]);
+        if (rate == -1.0 && PyErr_Occurred()) {
+            return -1;
+        }
+        pool->rate_interval = rate > 0 ? rate : 0.0;
+    }
+    if (nextra > 1 && extra[1] != Py_None && link_groups(pool, extra[1]) < 0) {
+        return -1;
+    }
+    if (nextra > 2 && extra[2] != Py_None && set_procs(pool, extra[2]) < 0) {
+        return -1;
+    }
+    if (nextra > 3 && extra[3] != Py_None) {
+        PyObject *fs = extra[3];
+        if (!PyTuple_Check(fs) || PyTuple_GET_SIZE(fs) != 2
+            || (pool->fs_argv = copy_string_list(PyTuple_GET_ITEM(fs, 0), "forkserver argv"))
+                   == NULL
+            || (pool->fs_envp = copy_string_list(PyTuple_GET_ITEM(fs, 1), "forkserver env"))
+                   == NULL
+            || pool->fs_argv[0] == NULL) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_TypeError,
+                                "run_tasks: forkserver must be (argv, env), argv not empty");
+            }
+            return -1;
+        }
+    }
+    for (Py_ssize_t i = 0; i < pool->n; i++) {
+        if (pool->tasks[i].kind == TASK_PROCESS && !pool->have_procs) {
+            PyErr_Format(PyExc_ValueError, "run_tasks: task %zd is a process task but no "
+                         "worker command (procs) was given", i);
+            return -1;
+        }
+        if (pool->tasks[i].request != NULL && pool->fs_argv == NULL) {
+            PyErr_Format(PyExc_ValueError,
+                         "run_tasks: task %zd has a launch request but no forkserver was given", i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 PyDoc_STRVAR(run_tasks__doc__,
 "run_tasks($module, tasks, workers, on_done, timeout=0.0, grace=2.0, gated=False,\n"
-"          forkserver=None, /)\n--\n\n"
+"          rate=0.0, groups=None, procs=None, forkserver=None, /)\n--\n\n"
 "Run tasks on a pool of `workers` native threads and report each as it finishes.\n\n"
-"A task is (callable, arg, timeout) -- called as callable(arg) with the GIL -- or\n"
+"A task is (callable, arg, timeout) -- called as callable(arg) with the GIL --,\n"
 "(argv, env, cwd, stdout_path, stderr_path, timeout) -- a process started with\n"
 "posix_spawn in a process group of its own, env a list of 'NAME=value', stdout and\n"
-"stderr written to the two files.  timeout <= 0 means none.  A script task may end\n"
-"with a launch request (bytes): it then runs through its worker's fork server, started\n"
-"from `forkserver` = (argv, env) on the worker's first such task.\n\n"
+"stderr written to the two files -- or (payload, timeout): the bytes sent to the\n"
+"worker's own worker process (started from procs = (argv, env, init_frame)), whose\n"
+"reply bytes are the value.  A worker process that dies, times out or is cancelled is\n"
+"killed with its process group and replaced for the next task; the value is then its\n"
+"exit code (negative: killed by that signal).  timeout <= 0 means none.  A script\n"
+"task may end with a launch request (bytes): it then runs through its worker's fork\n"
+"server, started from `forkserver` = (argv, env) on the worker's first such task.\n\n"
+"`rate` > 0 is the least number of seconds between two task starts.  `groups` (one\n"
+"small int or None per task) runs the tasks of a group one after another, in order,\n"
+"on one worker.  on_done may return a float: run the task again after that many\n"
+"seconds (give `gated` with retries, so the worker waits for the verdict).\n\n"
 "on_done(index, status, value, duration, stderr_tail) is called on this thread in\n"
 "completion order; status is 0 completed, 1 failed, 2 timeout, 3 cancelled, 4 could\n"
 "not start; value is the callable's result or exception, the exit code (negative:\n"
@@ -1139,13 +1684,13 @@ run_tasks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     xt_worker *me = current_worker;
     double timeout = 0.0, grace = 2.0, deadline = 0.0;
     int workers, lent = 0, top_level = me == NULL, finished = 0, gated = 0;
-    Py_ssize_t reported = 0, ndone = 0, nstarted;
+    Py_ssize_t reported = 0, ndone = 0;
 
     assert(!PyErr_Occurred());
-    if (nargs < 3 || nargs > 7) {
+    if (nargs < 3 || nargs > 10) {
         PyErr_SetString(PyExc_TypeError,
                         "run_tasks(tasks, workers, on_done, timeout=0.0, grace=2.0, gated=False, "
-                        "forkserver=None)");
+                        "rate=0.0, groups=None, procs=None, forkserver=None)");
         return NULL;
     }
     long requested = PyLong_AsLong(args[1]);
@@ -1179,28 +1724,9 @@ run_tasks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         pool_free(pool);
         Py_RETURN_NONE;
     }
-    if (nargs > 6 && args[6] != Py_None) {
-        if (!PyTuple_Check(args[6]) || PyTuple_GET_SIZE(args[6]) != 2
-            || (pool->fs_argv = copy_string_list(PyTuple_GET_ITEM(args[6], 0), "forkserver argv"))
-                   == NULL
-            || (pool->fs_envp = copy_string_list(PyTuple_GET_ITEM(args[6], 1), "forkserver env"))
-                   == NULL
-            || pool->fs_argv[0] == NULL) {
-            if (!PyErr_Occurred()) {
-                PyErr_SetString(PyExc_TypeError,
-                                "run_tasks: forkserver must be (argv, env), argv not empty");
-            }
-            pool_free(pool);
-            return NULL;
-        }
-    }
-    for (Py_ssize_t i = 0; i < pool->n; i++) {
-        if (pool->tasks[i].request != NULL && pool->fs_argv == NULL) {
-            PyErr_Format(PyExc_ValueError,
-                         "run_tasks: task %zd has a launch request but no forkserver was given", i);
-            pool_free(pool);
-            return NULL;
-        }
+    if (nargs > 6 && configure_pool(pool, args + 6, nargs - 6) < 0) {
+        pool_free(pool);
+        return NULL;
     }
     if (workers > pool->n) {
         workers = (int)pool->n;
@@ -1208,6 +1734,7 @@ run_tasks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     pool->parent = me != NULL ? me->pool : NULL;
     pool->drain = st->drain;
     pool->gated = gated;
+    pool->chunking = !gated && pool->rate_interval <= 0 && pool->have_procs;
 
     /* A task that runs a batch lends its slot while it waits for it. */
     Py_BEGIN_ALLOW_THREADS
@@ -1249,7 +1776,7 @@ run_tasks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_END_ALLOW_THREADS
 
         for (; reported < ndone; reported++) {
-            report_one(pool, pool->done_order[reported], on_done, 1, &saved);
+            report_one(pool, pool->done_order[reported % pool->done_cap], on_done, 1, &saved);
         }
         if (finished) {
             break;
@@ -1267,10 +1794,11 @@ run_tasks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         supervise_functions(st, pool);
     }
 
-    /* Every worker has exited: what is left never started. */
-    nstarted = pool->next;
-    for (Py_ssize_t i = nstarted; i < pool->n; i++) {
-        report_one(pool, i, on_done, 0, &saved);
+    /* Every worker has exited: what is left never started (or waits for a retry). */
+    for (Py_ssize_t i = 0; i < pool->n; i++) {
+        if (pool->tasks[i].state == STATE_QUEUED || pool->tasks[i].state == STATE_RETRY) {
+            report_one(pool, i, on_done, 0, &saved);
+        }
     }
 
     Py_BEGIN_ALLOW_THREADS

@@ -215,10 +215,8 @@ def test_bad_specs_are_rejected_before_anything_runs(tmp_path):
 
 def test_options_of_later_issues_say_so():
     spec = [ExperimentSpec(function=double, config={"x": 1})]
-    with pytest.raises(NotImplementedError, match="backend='process' is not available yet"):
-        run_multiple(spec, backend="process")
-    with pytest.raises(NotImplementedError, match="retries"):
-        run_multiple(spec, retries=2)
+    with pytest.raises(NotImplementedError, match="executor=.... is not available yet"):
+        run_multiple(spec, executor=object())
     with pytest.raises(ValueError, match="backend must be"):
         run_multiple(spec, backend="gpu")
 

@@ -1,6 +1,11 @@
 """One ``run_multiple`` batch: builds the C pool's tasks, turns what the pool reports into
 :class:`ExperimentResult` objects, records them and shows progress.
 
+Function tasks run on the pool's threads (``call_function``) or, with
+``backend="process"``, as pickled payloads on its worker processes (:mod:`xetrack_c._procs`).
+A task that fails in a way the retry policy accepts is handed back to the pool with a delay
+(``on_done`` returns it) and reported again when its next attempt ends.
+
 Script output goes to ``<tmp>/xetrack_c-run-*/NNNNN-<id>.out|.err``. The files of the
 experiments that completed are deleted when the batch ends, and the folder with them when
 nothing else is left; the files of the others are kept and named in their error message.
@@ -14,7 +19,7 @@ import sys
 import tempfile
 from typing import Any, Dict, List, Optional, Tuple
 
-from xetrack_c import _core, params
+from xetrack_c import _core, _procs, params
 from xetrack_c._specs import (
     BatchOptions,
     _call_mode,
@@ -58,6 +63,10 @@ class Batch:
         self.progress: Any = None
         self.done = 0
         self.consecutive_failures = 0
+        self.attempts = [0] * count
+        self.process = options.backend == "process"
+        self._payloads: Optional[_procs.Payloads] = None
+        self._init_token = object()  # marks the worker threads that ran worker_init
 
     # ------------------------------------------------------------------ seeds
     def _seed(self, spec: ExperimentSpec, index: int) -> int:
@@ -76,8 +85,26 @@ class Batch:
         return seed
 
     # ------------------------------------------------------------------ function tasks
+    def _worker_init(self) -> None:
+        """Run worker_init once on this worker thread; raise again if it failed there."""
+        from xetrack_c.executor import _worker_local
+
+        state = getattr(_worker_local, "init", None)
+        if state is None or state[0] is not self._init_token:
+            error = None
+            try:
+                self.options.worker_init()
+            except Exception as exc:
+                error = exc
+            state = _worker_local.init = (self._init_token, error)
+        if state[1] is not None:
+            raise RuntimeError(f"worker_init failed on this worker: "
+                               f"{type(state[1]).__name__}: {state[1]}") from state[1]
+
     def call_function(self, index: int) -> Any:
         """Run spec ``index``'s function on a worker (the pool calls this with the GIL)."""
+        if self.options.worker_init is not None:
+            self._worker_init()
         spec = self.specs[index]
         mode = self.modes[index]
         config = spec.config
@@ -121,6 +148,18 @@ class Batch:
         }).encode()
         return (argv, env, None, stem + ".out", stem + ".err", timeout, request)
 
+    def _payload(self, index: int) -> bytes:
+        """The pickled call of spec ``index`` for a worker process."""
+        if self._payloads is None:
+            self._payloads = _procs.Payloads()
+        spec = self.specs[index]
+        try:
+            return self._payloads.payload(spec.function, spec.config, self.seeds[index],
+                                          self.modes[index], self.ids[index], self.options.db,
+                                          spec.name)
+        except ValueError as exc:
+            raise ValueError(f"Invalid ExperimentSpec at index {index}: {exc}") from None
+
     def _tasks(self, skip: set) -> List[tuple]:
         base_env: Optional[List[str]] = None
         call = self.call_function
@@ -130,7 +169,11 @@ class Batch:
                 continue
             self.order.append(index)
             if spec.function is not None:
-                tasks.append((call, index, float(spec.timeout or 0.0)))
+                timeout = float(spec.timeout or 0.0)
+                if self.process:
+                    tasks.append((self._payload(index), timeout))
+                else:
+                    tasks.append((call, index, timeout))
                 continue
             if base_env is None:
                 base_env = [f"{key}={value}" for key, value in os.environ.items()
@@ -176,8 +219,12 @@ class Batch:
                 what = f"timed out: the batch timeout of {self.options.timeout:g}s passed"
             if spec.script_path is not None:
                 what += "; the script was stopped (SIGTERM, then SIGKILL)"
+            elif self.process:
+                what += "; its worker process was stopped (SIGTERM, then SIGKILL) and replaced"
             return what + _stderr_tail(tail)
         if spec.function is not None:
+            if self.process and isinstance(value, int):
+                return _procs.death(value)
             return describe_exception(value) if isinstance(value, BaseException) else str(value)
         if code == 4:
             return str(value)
@@ -186,14 +233,52 @@ class Batch:
         stem = os.path.join(self.log_dir or "", f"{index:05d}-{self.ids[index]}")
         return message + f"\n(full output: {stem}.out, {stem}.err)"
 
-    def on_done(self, position: int, code: int, value: Any, duration: float,
-                tail: Optional[bytes]) -> bool:
-        """Called by the pool for each finished task; True asks it to start no new task."""
-        index = self.order[position]
+    def _outcome(self, index: int, code: int, value: Any, duration: float,
+                 tail: Optional[bytes]) -> Tuple[str, Optional[str], Any, bool]:
+        """(status, error message, result, worth another attempt) of one report."""
+        spec = self.specs[index]
+        policy = self.options.retry
+        if code == 0 and self.process and spec.function is not None:
+            outcome = _procs.decode_reply(value)
+            retry = outcome.status == "failed" and outcome.type_names != () \
+                and policy.matches(outcome.exception, outcome.type_names)
+            return outcome.status, outcome.error, outcome.result, retry
         status = STATUS_NAMES[code]
         error = self._error(index, code, value, duration, tail)
-        result_value = value if code == 0 and self.specs[index].function is not None else None
+        result_value = value if code == 0 and spec.function is not None else None
+        retry = False
+        if code == 1 and spec.function is not None and isinstance(value, BaseException):
+            retry = policy.matches(value)
+        elif code == 2 and spec.timeout is not None and duration >= spec.timeout:
+            retry = policy.timeout_matches()
+        return status, error, result_value, retry
+
+    def on_done(self, position: int, code: int, value: Any, duration: float,
+                tail: Optional[bytes]) -> Any:
+        """Called by the pool for each report: True asks it to start no new task, a float
+        to run this one again after that many seconds."""
+        index = self.order[position]
+        started = not (code == 3 and value is None)
+        if not started and self.attempts[index] and self.results[index] is not None:
+            # Waiting for a retry when the batch stopped: its last failure is its result.
+            result = self.results[index]
+            result.error_message = (result.error_message or "") + \
+                "\n(no further attempt: the batch stopped first)"
+            return self._finish(index, result, False)
+        status, error, result_value, retry = self._outcome(index, code, value, duration, tail)
+        if started:
+            self.attempts[index] += 1
+        attempts = self.attempts[index]
+        if attempts > 1 and error is not None:
+            error += f"\n(attempt {attempts} of {self.options.retry.retries + 1})"
         result = self._result(index, status, error, duration, result_value)
+        if retry and attempts <= self.options.retry.retries:
+            self.results[index] = result  # kept if no further attempt runs
+            return self.options.retry.delay(attempts)
+        return self._finish(index, result, started)
+
+    def _finish(self, index: int, result: ExperimentResult, started: bool) -> bool:
+        status = result.status
         self.results[index] = result
         self.done += 1
         if self.table is not None:
@@ -205,7 +290,7 @@ class Batch:
         if status == "completed":
             self.consecutive_failures = 0
             return False
-        if status == "cancelled" and value is None:
+        if status == "cancelled" and not started:
             return False  # never started: not a failure of its own
         self.consecutive_failures += 1
         limit = self.options.max_consecutive_failures
@@ -223,7 +308,19 @@ class Batch:
 
     # ------------------------------------------------------------------ running
     def dry_run(self) -> List[ExperimentResult]:
-        """Every spec as ``skipped``, with its id and seed; nothing runs or is written."""
+        """Every spec as ``skipped``, with its id and seed; nothing runs or is written.
+
+        With ``backend="process"`` every function and config is pickled as for the run,
+        so what a worker process could not receive is refused here too."""
+        if self.process:
+            for index, spec in enumerate(self.specs):
+                if spec.function is not None:
+                    self._payload(index)
+            if self.options.worker_init is not None:
+                try:
+                    _procs.dumps(self.options.worker_init, "worker_init")
+                except ValueError as exc:
+                    raise ValueError(f"run_multiple: {exc}") from None
         return [self._result(index, "skipped", None, 0.0, None) for index in range(len(self.specs))]
 
     def _show_progress(self) -> bool:
@@ -253,9 +350,13 @@ class Batch:
                 try:
                     # Gated: a task starts only after the verdict on the one its worker
                     # ran, so fail_fast never starts a task after a failure it knew of.
-                    gated = self.options.fail_fast or self.options.max_consecutive_failures
+                    # Retries too: the worker waits for the verdict on its task.
+                    gated = self.options.fail_fast or self.options.max_consecutive_failures \
+                        or self.options.retry.retries
                     _core.run_tasks(tasks, workers, self.on_done, self.options.timeout or 0.0,
-                                    GRACE_SECONDS, bool(gated), self._forkserver())
+                                    GRACE_SECONDS, bool(gated), self.options.rate_interval,
+                                    self._groups(), self._worker_processes(tasks),
+                                    self._forkserver())
                 except KeyboardInterrupt as interrupt:
                     interrupt.results = self._finished_results()  # type: ignore[attr-defined]
                     raise
@@ -271,6 +372,21 @@ class Batch:
         env = [f"{key}={value}" for key, value in os.environ.items()
                if key not in _CHILD_VARIABLES]
         return ([sys.executable, server], env)
+
+    def _groups(self) -> Optional[List[Optional[int]]]:
+        """Group number of each pool task (None: no group), or None when there are none."""
+        numbers: Dict[str, int] = {}
+        groups = [None if self.specs[index].group is None
+                  else numbers.setdefault(self.specs[index].group, len(numbers))
+                  for index in self.order]
+        return groups if numbers else None
+
+    def _worker_processes(self, tasks: List[tuple]) -> Optional[tuple]:
+        """(argv, env, init frame) of the worker processes, when there are process tasks."""
+        if not self.process or not any(len(task) == 2 for task in tasks):
+            return None
+        return (_procs.worker_command(), _procs.environment(),
+                _procs.init_frame(self.options.worker_init))
 
     def _finished_results(self) -> List[ExperimentResult]:
         return [result if result is not None else self._result(index, "cancelled",

@@ -114,13 +114,20 @@ class BatchOptions:
     resume: bool
     limit: Optional[int]
     seed_policy: Any
+    retry: Any = None  # a xetrack_c._retry.RetryPolicy
+    rate_interval: float = 0.0
+    worker_init: Optional[Callable[[], Any]] = None
+    backend: str = "thread"
     launcher: str = "spawn"
 
     @classmethod
     def check(cls, *, parallel: Any, db: Any, table: Any, fail_fast: Any,
               max_consecutive_failures: Any, timeout: Any, progress: Any, on_progress: Any,
-              resume: Any, limit: Any, seed_policy: Any,
-              launcher: Any = "spawn") -> "BatchOptions":
+              resume: Any, limit: Any, seed_policy: Any, retries: Any = 0, retry_on: Any = (),
+              retry_delay: Any = 1.0, rate_limit: Any = None, worker_init: Any = None,
+              backend: Any = "auto", launcher: Any = "spawn") -> "BatchOptions":
+        from xetrack_c._retry import RetryPolicy, rate_interval
+
         if parallel is None:
             workers = 1
         elif isinstance(parallel, bool) or not isinstance(parallel, int):
@@ -148,13 +155,19 @@ class BatchOptions:
                                             or callable(seed_policy)):
             raise TypeError("seed_policy must be a SeedPolicy, a callable (spec, index) -> int, "
                             "or None")
+        if backend not in ("auto", "thread", "process"):
+            raise ValueError(f"backend must be 'auto', 'thread' or 'process', not {backend!r}")
+        if worker_init is not None and not callable(worker_init):
+            raise TypeError("worker_init must be a callable taking no arguments, or None")
         if launcher not in ("spawn", "forkserver"):
             raise ValueError(f"launcher must be 'spawn' (a new interpreter per script) or "
                              f"'forkserver' (scripts forked from a warm interpreter), "
                              f"not {launcher!r}")
         return cls(workers, db, table, bool(fail_fast), max_consecutive_failures,
                    _check_timeout(timeout, "timeout"), progress, on_progress, bool(resume),
-                   limit, seed_policy, launcher)
+                   limit, seed_policy, RetryPolicy(retries, retry_on, retry_delay),
+                   rate_interval(rate_limit), worker_init,
+                   "process" if backend == "process" else "thread", launcher)
 
 
 # ------------------------------------------------------------------ describing outcomes

@@ -5,19 +5,21 @@ Shared by :mod:`xetrack_c.params` (the child API) and the executor.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 #: The table :func:`xetrack_c.log_metrics` appends to unless told otherwise.
 DEFAULT_METRICS_TABLE = "metrics"
 
 
-@dataclasses.dataclass(frozen=True)
-class TaskInfo:
-    """What the child API knows about the experiment running in this context."""
+class TaskInfo(NamedTuple):
+    """What the child API knows about the experiment running in this context.
+
+    Immutable. A named tuple rather than a dataclass: worker processes build one per task
+    and should not import :mod:`dataclasses` (and :mod:`inspect`) to start.
+    """
 
     experiment_id: Optional[str]
     config: Mapping[str, Any]

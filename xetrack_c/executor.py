@@ -88,24 +88,19 @@ _worker_local = threading.local()
 
 
 def worker_cache() -> Dict[str, Any]:
-    """A dict private to the worker thread running the current task.
+    """A dict private to the worker running the current task.
 
-    It survives between the tasks that worker runs in a batch, so a task can keep a
-    loaded model there for the next one: ``cache = worker_cache(); model =
-    cache.get("model") or cache.setdefault("model", load())``. Outside a task it is
-    the calling thread's own dict.
+    It survives between the tasks that worker runs, so a task can keep a loaded model
+    there for the next one: ``cache = worker_cache(); model = cache.get("model") or
+    cache.setdefault("model", load())``. With the thread backend it belongs to the worker
+    thread (for one batch); with ``backend="process"`` to the worker process (for its
+    life). Specs with the same ``group`` run on one worker, so they share it. Outside a
+    task it is the calling thread's own dict.
     """
     cache = getattr(_worker_local, "cache", None)
     if cache is None:
         cache = _worker_local.cache = {}
     return cache
-
-
-def _not_yet(option: str, value: Any) -> NotImplementedError:
-    return NotImplementedError(
-        f"run_multiple({option}={value!r}) is not available yet; leave {option} at its "
-        "default"
-    )
 
 
 def run_multiple(
@@ -118,7 +113,7 @@ def run_multiple(
     max_consecutive_failures: Optional[int] = None,
     retries: int = 0,
     retry_on: Sequence[type] = (),
-    rate_limit: Optional[float] = None,
+    rate_limit: Union[None, float, str] = None,
     timeout: Optional[float] = None,
     progress: Optional[bool] = None,
     on_progress: Optional[Callable[[int, int, ExperimentResult], Any]] = None,
@@ -131,6 +126,7 @@ def run_multiple(
     executor: Any = None,
     launcher: str = "spawn",
     cache: Optional[Union[str, "os.PathLike[str]"]] = None,
+    retry_delay: float = 1.0,
 ) -> List[ExperimentResult]:
     """Run experiments one after another or on a pool of workers.
 
@@ -143,7 +139,17 @@ def run_multiple(
         fail_fast: After the first experiment that does not complete, start no new
             one (the rest are ``cancelled``; running ones finish).
         max_consecutive_failures: Start no new experiment after this many
-            non-completed ones in a row.
+            non-completed ones in a row (after retries: an experiment that fails and is
+            retried counts once, when its last attempt fails).
+        retries: Attempts after the first for a function task that raised one of
+            ``retry_on``, or for any task that ran past its own ``timeout`` when
+            ``TimeoutError`` is one of them. Crashed workers, failed scripts and
+            cancelled tasks are not retried.
+        retry_on: Exception types worth another attempt (e.g. ``(TimeoutError,
+            RateLimitError)``); empty: any ``Exception``.
+        rate_limit: At most this many task starts: a number per second, or ``"N/s"``,
+            ``"N/min"``, ``"N/h"``; starts are spaced evenly (``"50/min"``: one every
+            1.2 s). Retries are starts too.
         timeout: Seconds for the whole batch; when it passes, running experiments
             stop with status ``timeout`` and the rest are ``cancelled``.
         progress: Show a progress bar (tqdm when installed, else a stderr line);
@@ -157,7 +163,17 @@ def run_multiple(
             :class:`xetrack_c.SeedPolicy` (study id = ``group``, condition id = name,
             replicate = index), a callable ``(spec, index) -> int``, or None for
             ``derive_seed("run_multiple", name, index)``.
-        backend: ``"auto"`` or ``"thread"``: functions on threads, scripts as processes.
+        worker_init: Called once on each worker before its first task (a worker thread,
+            or a worker process with ``backend="process"``): load a model into
+            :func:`worker_cache` there. If it raises, every task of that worker fails
+            with its error. Local pool only.
+        backend: Where function tasks run. ``"auto"`` and ``"thread"``: on the pool's
+            threads (I/O-bound work; CPU-bound work on free-threaded Python).
+            ``"process"``: on persistent worker processes, one per worker, fed pickled
+            calls (cloudpickle for lambdas, closures and ``__main__`` functions): CPU
+            parallelism and crash isolation -- a task that segfaults, exits, is killed
+            or hangs past its timeout fails alone and its worker process is replaced.
+            Scripts always run as their own processes.
         executor: Run the tasks on this ``concurrent.futures.Executor``-like object (a
             ``dask.distributed.Client``, submitit, a ``ProcessPoolExecutor``) instead of
             the local pool; ``parallel`` then caps the tasks in flight (None: all). Rows
@@ -171,11 +187,11 @@ def run_multiple(
             directory, process group and output files, but interpreter options read at
             start-up (``PYTHONHASHSEED``, ``-X`` flags, ``PYTHONSTARTUP``) are the
             server's. Local pool only.
-        retries, retry_on, cache: With ``executor``: retry a failed task up to
-            ``retries`` times (exponential backoff with jitter) when its exception is one
-            of ``retry_on`` (empty: any failure); look function tasks up in the result
-            cache directory ``cache`` before submitting them, and store what they return.
-        rate_limit, worker_init: Reserved; only their defaults are accepted for now.
+        cache: With ``executor``: a result-cache directory; function tasks found there
+            are not submitted, and what the others return is stored there by this
+            process.
+        retry_delay: Base of the retry backoff, in seconds: before attempt ``k + 1`` a
+            task waits a random time in ``[0, retry_delay * 2**(k - 1)]``, at most 300 s.
 
     Returns:
         One :class:`ExperimentResult` per spec, in input order.
@@ -189,24 +205,24 @@ def run_multiple(
     from xetrack_c import _specs
     from xetrack_c._batch import Batch
 
-    if backend not in ("auto", "thread", "process"):
-        raise ValueError(f"backend must be 'auto', 'thread' or 'process', not {backend!r}")
-    if backend == "process":
+    if executor is not None:
+        for option, value, default in (("rate_limit", rate_limit, None),
+                                       ("worker_init", worker_init, None),
+                                       ("launcher", launcher, "spawn")):
+            if value != default:
+                raise NotImplementedError(
+                    f"run_multiple(executor=..., {option}=...) is not supported: {option} "
+                    f"applies to the local pool; leave it at {default!r} or drop executor")
+    elif cache is not None:
         raise NotImplementedError(
-            "backend='process' is not available yet; use backend='thread' (functions on "
-            "threads, scripts as processes)"
-        )
-    reserved = [("rate_limit", rate_limit, None), ("worker_init", worker_init, None)]
-    if executor is None:
-        reserved += [("retries", retries, 0), ("retry_on", retry_on, ()), ("cache", cache, None)]
-    for option, value, default in reserved:
-        if value != default and not (option == "retry_on" and not value):
-            raise _not_yet(option, value)
+            "run_multiple(cache=...) needs executor=...; on the local pool, track the function "
+            "with Tracker(db, cache=dir).track(...) inside the task instead")
     options = _specs.BatchOptions.check(
         parallel=parallel, db=db, table=table, fail_fast=fail_fast,
         max_consecutive_failures=max_consecutive_failures, timeout=timeout,
         progress=progress, on_progress=on_progress, resume=resume, limit=limit,
-        seed_policy=seed_policy, launcher=launcher,
+        seed_policy=seed_policy, retries=retries, retry_on=retry_on, retry_delay=retry_delay,
+        rate_limit=rate_limit, worker_init=worker_init, backend=backend, launcher=launcher,
     )
     specs = _specs.check_specs(specs, options.limit)
     if executor is not None and not dry_run:

@@ -28,6 +28,7 @@ import contextlib
 import contextvars
 import json
 import os
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, Dict, Optional, Tuple, Union
@@ -87,6 +88,19 @@ _RESERVED_METRIC_KEYS = ("experiment_id", "track_id", "timestamp")
 _current_task: contextvars.ContextVar[Optional[TaskInfo]] = contextvars.ContextVar(
     "xetrack_c_current_task", default=None
 )
+
+
+def _adopt_worker_task() -> None:
+    """In a worker process of ``backend="process"``, take over the task that is running
+    while this module is first imported (the worker imports xetrack_c only when a task
+    does, and keeps the task's values until then)."""
+    worker = sys.modules.get("xetrack_c._worker")
+    task = getattr(worker, "current_task", None)
+    if task is not None:
+        _current_task.set(TaskInfo(*task))
+
+
+_adopt_worker_task()
 
 
 

@@ -1,0 +1,169 @@
+"""Task functions for the process-backend tests: importable by worker processes (the tests
+put this folder on sys.path, which worker processes inherit)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import xetrack_c
+
+
+def double(config):
+    return config["x"] * 2
+
+
+def identify(config):
+    """(pid, thread id, x): which worker ran this task."""
+    return os.getpid(), threading.get_ident(), config.get("x")
+
+
+def segfault(config):
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+def hard_exit(config):
+    os._exit(config.get("code", 3))
+
+
+def killed(config):
+    os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(60)
+
+
+def allocate_until_refused(config):
+    """Lower this worker's address-space limit, then allocate until it is refused."""
+    import resource
+
+    with open(f"/proc/{os.getpid()}/statm") as statm:
+        size = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (size + 64 * 2**20, hard))
+    blocks = []
+    while True:
+        blocks.append(bytearray(16 * 2**20))
+
+
+def sleep_forever(config):
+    time.sleep(600)
+
+
+def with_params(config, seed, rng):
+    return {
+        "param": xetrack_c.get_param("x"),
+        "id": xetrack_c.get_experiment_id(),
+        "seed": seed,
+        "seed_api": xetrack_c.get_seed(),
+        "draw": rng.random(),
+        "pid": os.getpid(),
+    }
+
+
+def log_and_return(config):
+    xetrack_c.log_metrics({"x": config["x"], "pid": os.getpid()})
+    return config["x"]
+
+
+def warm(config):
+    """Counts the tasks this worker ran and when its model was loaded."""
+    cache = xetrack_c.worker_cache()
+    if "model" not in cache:
+        cache["model"] = {"loaded_by": config["x"], "pid": os.getpid()}
+        cache["count"] = 0
+    cache["count"] += 1
+    return cache["model"]["loaded_by"], cache["count"], os.getpid(), threading.get_ident()
+
+
+def init_worker():
+    cache = xetrack_c.worker_cache()
+    cache["inits"] = cache.get("inits", 0) + 1
+    cache["init_pid"] = os.getpid()
+
+
+def read_init(config):
+    cache = xetrack_c.worker_cache()
+    return cache.get("inits"), cache.get("init_pid"), os.getpid()
+
+
+def failing_init():
+    raise RuntimeError("no GPU here")
+
+
+def append_line(path: str, text: str) -> int:
+    with open(path, "a") as f:
+        f.write(text + "\n")
+    with open(path) as f:
+        return len(f.read().splitlines())
+
+
+def flaky(config):
+    """Raises config["error"] on the first config["failures"] attempts (counted in a file)."""
+    attempt = append_line(config["log"], str(config["x"]))
+    if attempt <= config["failures"]:
+        raise {"timeout": TimeoutError, "value": ValueError, "rate": RateLimitError}[
+            config["error"]](f"attempt {attempt}")
+    return attempt
+
+
+class RateLimitError(Exception):
+    """A mock API's 429."""
+
+
+def always_fails(config):
+    append_line(config["log"], str(config["x"]))
+    raise PermissionError("invalid API key")
+
+
+def record_start(config):
+    append_line(config["log"], f"{config['x']} {time.monotonic()}")
+    return config["x"]
+
+
+def _wait_for_rows(db: str, count: int) -> None:
+    """Wait until the experiments table of ``db`` has ``count`` rows (the rows of the tasks
+    before this one, recorded by the orchestrator as they finish)."""
+    import sqlite3
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with sqlite3.connect(db, timeout=10) as conn:
+                if conn.execute("SELECT COUNT(*) FROM experiments").fetchone()[0] >= count:
+                    return
+        except sqlite3.OperationalError:
+            pass  # no table yet
+        time.sleep(0.02)
+    raise TimeoutError(f"{db} did not get {count} experiment rows")
+
+
+def record_and_maybe_die(config):
+    """Appends "x pid" to config["log"]; with config["die_once"] (a marker path that does not
+    exist yet) it waits until the rows of the x tasks before it are in config["db"], creates
+    the marker and kills the orchestrator with SIGKILL: the parent
+    process when config["parent"] (a worker process), else this process (a thread)."""
+    append_line(config["log"], f"{config['x']} {os.getpid()}")
+    marker = config.get("die_once")
+    if marker and not os.path.exists(marker):
+        _wait_for_rows(config["db"], config["x"])
+        open(marker, "w").close()
+        if config.get("parent"):
+            os.kill(os.getppid(), signal.SIGKILL)
+            return None  # the reply finds no reader; the worker then ends
+        os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(60)
+    return config["x"]
+
+
+def crash_some(config):
+    """Crashes its worker process for the x values in config["crash"]; else (pid, x)."""
+    if config["x"] in config["crash"]:
+        if config["x"] % 2:
+            segfault(config)
+        os._exit(3)
+    if config.get("sleep"):
+        time.sleep(config["sleep"])
+    return os.getpid(), config["x"]

@@ -1,0 +1,223 @@
+"""The worker process of ``run_multiple(..., backend="process")``.
+
+The C pool (``csrc/procpool.c``) starts it with ``posix_spawn`` as ``python -S
+.../xetrack_c/_worker.py`` (see :func:`xetrack_c._procs.worker_command`), in a process group of its own,
+stdin from ``/dev/null`` and the parent's stdout and stderr. It reads frames on fd 3 and
+answers on fd 4; a frame is an 8-byte little-endian length, then that many bytes.
+
+* The first frame is the batch's init: the pickle of ``{"sys_path": [...],
+  "worker_init": bytes or None}``. ``sys.path`` becomes the parent's (``-S`` skipped the
+  ``site`` module: the parent's path already holds what it added), then ``worker_init`` is
+  unpickled and called once.
+* Each further frame is a task: the pickle of ``(function_bytes, config_bytes, seed, mode,
+  experiment_id, db, name)``. The function is called as the thread backend calls it, inside
+  the child API's task context; the reply frame is the pickle of ``("ok", value)``,
+  ``("error", exception_bytes or None, type_names, text)`` or, when ``worker_init`` raised,
+  ``("init_error", text)`` for every task of this worker.
+
+It ends at the end of its input: the batch is over, or its parent died.
+
+It imports nothing of xetrack_c until a task does: a worker starts in about the time of
+the interpreter plus :mod:`pickle`. The child API's context is set through
+:mod:`xetrack_c.params` when that module is loaded; when a task imports it for the first
+time, the module takes the running task over from :data:`current_task` as it loads.
+"""
+
+from __future__ import annotations
+
+import sys
+
+if __name__ == "__main__":
+    # Started as a script: its own folder is no place to import from, and the child API
+    # finds it under its package name.
+    del sys.path[0]
+    sys.modules["xetrack_c._worker"] = sys.modules[__name__]
+
+import os  # noqa: E402
+import pickle  # noqa: E402
+import struct  # noqa: E402
+
+#: (experiment_id, config, seed, db, name) of the task running while
+#: xetrack_c.params is not loaded yet, else None.
+current_task = None
+
+_HEADER = struct.Struct("<Q")
+_IN_FD = 3
+_OUT_FD = 4
+#: Characters of traceback kept in an error reply (as the thread backend keeps).
+_TAIL_CHARS = 2000
+
+
+def _read_frame(stream: object) -> bytes | None:
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        return None
+    (size,) = _HEADER.unpack(header)
+    data = stream.read(size)
+    return data if len(data) == size else None
+
+
+def _write_frame(data: bytes) -> None:
+    view = memoryview(_HEADER.pack(len(data)) + data)
+    while view:
+        written = os.write(_OUT_FD, view)
+        view = view[written:]
+
+
+def _describe(exc: BaseException) -> str:
+    import traceback
+
+    head = f"{type(exc).__name__}: {exc}"
+    trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if len(trace) > _TAIL_CHARS:
+        trace = "..." + trace[-_TAIL_CHARS:]
+    return f"{head}\n{trace}".rstrip()
+
+
+def _type_names(exc: BaseException) -> list[str]:
+    return [f"{cls.__module__}.{cls.__qualname__}" for cls in type(exc).__mro__]
+
+
+def _error_reply(exc: BaseException) -> bytes:
+    try:
+        exception: bytes | None = pickle.dumps(exc, pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        exception = None
+    return pickle.dumps(("error", exception, _type_names(exc), _describe(exc)),
+                        pickle.HIGHEST_PROTOCOL)
+
+
+class _Worker:
+    """One worker process's state: its functions, and whether worker_init failed."""
+
+    def __init__(self) -> None:
+        self.functions: dict[bytes, object] = {}
+        self.init_error: str | None = None
+
+    def start(self, init: bytes) -> None:
+        settings = pickle.loads(init)
+        sys.path[:] = list(settings["sys_path"])
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        if root not in sys.path:
+            sys.path.append(root)  # this copy of xetrack_c stays importable
+        worker_init = settings.get("worker_init")
+        if worker_init is not None:
+            try:
+                pickle.loads(worker_init)()
+            except BaseException as exc:  # reported with every task of this worker
+                self.init_error = _describe(exc)
+
+    def run(self, frame: bytes) -> bytes:
+        if self.init_error is not None:
+            return pickle.dumps(("init_error", self.init_error), pickle.HIGHEST_PROTOCOL)
+        try:
+            value = self._call(frame)
+        except BaseException as exc:  # the task's failure, reported to the parent
+            return _error_reply(exc)
+        try:
+            return pickle.dumps(("ok", value), pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            error = TypeError(
+                f"the return value ({type(value).__name__}) could not be pickled to send it "
+                f"back from the worker process: {exc}; return picklable values or use "
+                "backend='thread'"
+            )
+            return _error_reply(error)
+
+    def _call(self, frame: bytes) -> object:
+        global current_task
+
+        function_bytes, config_bytes, seed, mode, experiment_id, db, name = pickle.loads(frame)
+        function = self.functions.get(function_bytes)
+        if function is None:
+            function = self.functions[function_bytes] = pickle.loads(function_bytes)
+        config = pickle.loads(config_bytes)
+        task = (experiment_id, config, seed, db, name)
+        params = sys.modules.get("xetrack_c.params")
+        if params is not None:
+            token = params._current_task.set(params.TaskInfo(*task))
+        else:
+            current_task = task
+        try:
+            if mode is None:
+                return function(config)
+            kwargs: dict[str, object] = {}
+            if "config" in mode:
+                kwargs["config"] = config
+            if "seed" in mode:
+                kwargs["seed"] = seed
+            if "rng" in mode:
+                from xetrack_c.seeding import make_rng
+
+                kwargs["rng"] = make_rng(seed)
+            return function(**kwargs)
+        finally:
+            if params is not None:
+                params._current_task.reset(token)
+            else:
+                current_task = None
+                loaded = sys.modules.get("xetrack_c.params")
+                if loaded is not None:  # imported by the task: it took the task over
+                    loaded._current_task.set(None)
+
+
+def _flush_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def _exit() -> None:
+    """End as interpreter shutdown would, without finalising every object: wait for
+    non-daemon threads, run atexit handlers, flush open files, then ``os._exit(0)``."""
+    import atexit
+    import gc
+    import io
+
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        for thread in threading.enumerate():
+            if thread is not threading.main_thread() and not thread.daemon:
+                thread.join()
+    atexit._run_exitfuncs()
+    for obj in gc.get_objects():
+        if isinstance(obj, io.IOBase):
+            try:
+                if not obj.closed and obj.writable():
+                    obj.flush()
+            except (OSError, ValueError):
+                pass
+    _flush_streams()
+    os._exit(0)
+
+
+def main() -> None:
+    """Serve tasks until the end of input."""
+    import faulthandler
+
+    faulthandler.enable()  # a crashing task leaves its traceback on stderr
+    stream = open(_IN_FD, "rb", buffering=1 << 16, closefd=False)
+    init = _read_frame(stream)
+    if init is None:
+        return
+    worker = _Worker()
+    worker.start(init)
+    _flush_streams()
+    while True:
+        frame = _read_frame(stream)
+        if frame is None:
+            break
+        reply = worker.run(frame)
+        _flush_streams()
+        try:
+            _write_frame(reply)
+        except BrokenPipeError:
+            break  # the parent is gone
+    _exit()
+
+
+if __name__ == "__main__":
+    main()
