@@ -213,12 +213,19 @@ def test_bad_specs_are_rejected_before_anything_runs(tmp_path):
     assert ran == []
 
 
-def test_options_of_later_issues_say_so():
+def test_options_that_apply_only_to_one_path_say_so(tmp_path):
     spec = [ExperimentSpec(function=double, config={"x": 1})]
-    with pytest.raises(NotImplementedError, match="executor=.... is not available yet"):
-        run_multiple(spec, executor=object())
     with pytest.raises(ValueError, match="backend must be"):
         run_multiple(spec, backend="gpu")
+    with pytest.raises(NotImplementedError, match="cache=.*needs executor"):
+        run_multiple(spec, cache=str(tmp_path / "cache"))
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        for option in ({"rate_limit": "5/s"}, {"worker_init": print},
+                       {"launcher": "forkserver"}):
+            with pytest.raises(NotImplementedError, match="applies to the local pool"):
+                run_multiple(spec, executor=pool, **option)
 
 
 def test_yanex_style_spec_objects_are_accepted(tmp_path):
