@@ -114,7 +114,7 @@ def read_rows(db: str, table: str = "default", where: str = "", params: tuple = 
     try:
         cur = conn.execute(f'SELECT * FROM "{table}" {where} ORDER BY rowid', params)
         names = [d[0] for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
     finally:
         conn.close()
 

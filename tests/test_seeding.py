@@ -428,7 +428,7 @@ def test_seed_policy_matches_the_reference_derivation():
         payload = dict(zip(
             ["base_seed", "strategy", "per_run_offset", "study_id", "condition_id",
              "replicate", "salt"],
-            [policy.base_seed, policy.strategy, policy.per_run_offset, *args]))
+            [policy.base_seed, policy.strategy, policy.per_run_offset, *args], strict=True))
         seed = policy.derive_seed(*args)
         assert seed == reference_seed(payload)
         assert 0 <= seed <= 2**31 - 2
@@ -453,7 +453,7 @@ def test_policy_seed_core_equals_the_dict_payload():
                   random_value(rng), random_value(rng), random_value(rng), random_string(rng)]
         names = ["base_seed", "strategy", "per_run_offset", "study_id", "condition_id",
                  "replicate", "salt"]
-        payload = dict(zip(names, values))
+        payload = dict(zip(names, values, strict=True))
         assert _core.policy_seed(*values) == _core.seed_from_payload(payload, None, True)
     with pytest.raises(TypeError, match="7 or 8"):
         _core.policy_seed(1, 2, 3)

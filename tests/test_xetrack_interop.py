@@ -77,7 +77,7 @@ def same(a, b) -> bool:
 
 def assert_rows_equal(got, expected):
     assert len(got) == len(expected)
-    for g, e in zip(got, expected):
+    for g, e in zip(got, expected, strict=True):
         assert set(g) == set(e), (set(g) ^ set(e))
         for key in e:
             assert same(g[key], e[key]), (key, g[key], e[key])
