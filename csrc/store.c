@@ -81,6 +81,7 @@ done:
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/time.h>
 #include <time.h>
 
@@ -183,10 +184,59 @@ set_error(xt_error *err, int rc, const char *msg, const char *sql)
     snprintf(err->sql, sizeof(err->sql), "%s", sql ? sql : "");
 }
 
+/* The operating system's reason behind an I/O failure, for the ones a user can act on. */
+static const char *
+os_error_text(int sys_errno)
+{
+    switch (sys_errno) {
+    case ENOSPC:
+        return "no space left on the device";
+    case EFBIG:
+        return "file too large: the process's file size limit (ulimit -f) was reached";
+    case EDQUOT:
+        return "disk quota exceeded";
+    case EROFS:
+        return "read-only file system";
+    case EACCES:
+    case EPERM:
+        return "permission denied by the operating system";
+    case EIO:
+        return "the device reported a low-level I/O error";
+    default:
+        return NULL;
+    }
+}
+
+/* `sys_errno` is sqlite3_system_errno() taken right after the failing call: resetting a
+ * statement re-reads errno, which by then may say something else. */
+static void
+set_step_error(xt_store *s, xt_error *err, int rc, const char *sql, int sys_errno)
+{
+    const char *os_text = NULL;
+    int primary = rc & 0xff;
+
+    set_error(err, rc, s->db ? sqlite3_errmsg(s->db) : NULL, sql);
+    if (primary == SQLITE_IOERR || primary == SQLITE_FULL || primary == SQLITE_CANTOPEN) {
+        os_text = os_error_text(sys_errno);
+    }
+    /* SQLite often reports a write cut short by the file size limit without an errno
+     * (the short write() itself succeeds); name the limit when one is set. */
+    if (os_text == NULL && (primary == SQLITE_IOERR || primary == SQLITE_FULL)) {
+        struct rlimit limit;
+        if (getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY) {
+            os_text = "the process has a file size limit (ulimit -f), which may have been reached";
+        }
+    }
+    if (os_text != NULL) {
+        size_t used = strlen(err->msg);
+        snprintf(err->msg + used, sizeof(err->msg) - used, " (%s)", os_text);
+    }
+}
+
 static void
 set_db_error(xt_store *s, xt_error *err, int rc, const char *sql)
 {
-    set_error(err, rc, s->db ? sqlite3_errmsg(s->db) : NULL, sql);
+    set_step_error(s, err, rc, sql, s->db ? sqlite3_system_errno(s->db) : 0);
 }
 
 static char *
@@ -240,9 +290,10 @@ static int
 step_done(xt_store *s, sqlite3_stmt *stmt, xt_error *err)
 {
     int rc = sqlite3_step(stmt);
+    int sys_errno = sqlite3_system_errno(s->db);
     sqlite3_reset(stmt);
     if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-        set_db_error(s, err, rc, sqlite3_sql(stmt));
+        set_step_error(s, err, rc, sqlite3_sql(stmt), sys_errno);
         return -1;
     }
     return 0;
@@ -515,6 +566,7 @@ insert_row(xt_store *s, xt_row *row, xt_error *err)
     bind_row(stmt, row);
     for (int attempt = 0;; attempt++) {
         int rc = sqlite3_step(stmt);
+        int sys_errno = sqlite3_system_errno(s->db);
         sqlite3_reset(stmt);
         if (rc == SQLITE_DONE) {
             note_last_ts(s, row->ts_us);
@@ -532,7 +584,7 @@ insert_row(xt_store *s, xt_row *row, xt_error *err)
             }
             continue;
         }
-        set_db_error(s, err, rc, sqlite3_sql(stmt));
+        set_step_error(s, err, rc, sqlite3_sql(stmt), sys_errno);
         return -1;
     }
 }
