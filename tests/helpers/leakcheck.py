@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+import time
 import tracemalloc
 from typing import Callable, Tuple
 
@@ -69,3 +70,14 @@ def assert_bounded(step: Callable[[], object], iterations: int, warmup: int,
     assert traced < traced_limit, f"Python allocations grew by {traced} bytes over {iterations} calls"
     if RSS_MEANINGFUL:
         assert rss < rss_limit_kib, f"RSS grew by {rss} KiB over {iterations} calls"
+
+
+def threads_after(baseline: int, patience: float = 5.0) -> int:
+    """OS threads now, given a moment to reach ``baseline``: a thread that was joined can
+    still be leaving the kernel's task list when join() returns."""
+    deadline = time.monotonic() + patience
+    count = os_threads()
+    while count > baseline and time.monotonic() < deadline:
+        time.sleep(0.05)
+        count = os_threads()
+    return count
