@@ -50,15 +50,22 @@ def row(kind, worker, i):
             f"{kind}{worker}_{i // OWN_EVERY}": float(i)}
 
 
-def log_rows(tracker, kind, worker):
+def log_rows(tracker, kind, worker, own):
     for i in range(ROWS):
         tracker.log(row(kind, worker, i))
+        if i % 100 == 99:
+            # Reads while everyone writes; a read through the tracker sees its own rows
+            # (in async mode it flushes first).
+            n = len(tracker)
+            if own and n != i + 1:
+                raise AssertionError(f"{kind}{worker}: len(tracker) {n} after {i + 1} rows")
+            Reader(DB).to_arrays(track_id=tracker.track_id)
 
 
 def process_main(worker, barrier):
     tracker = Tracker(DB, durability=DURABILITY, track_id=f"p{worker}")
     barrier.wait()
-    log_rows(tracker, "p", worker)
+    log_rows(tracker, "p", worker, own=True)
     tracker.close()
 
 
@@ -79,7 +86,7 @@ def main():
             tracker = shared if worker % 2 == 0 else Tracker(DB, durability=DURABILITY,
                                                              track_id=f"t{worker}")
             barrier.wait()
-            log_rows(tracker, "t", worker)
+            log_rows(tracker, "t", worker, own=tracker is not shared)
             if tracker is not shared:
                 tracker.close()
         except BaseException:
