@@ -86,7 +86,7 @@ def executemany_seconds(path: Path, rows: Sequence[dict[str, Any]], ncols: int) 
         sql = insert_sql(ncols)
         start = time.perf_counter()
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(sql, ((TRACK_ID, stamp, *row.values()) for stamp, row in zip(stamps, rows)))
+        conn.executemany(sql, ((TRACK_ID, stamp, *row.values()) for stamp, row in zip(stamps, rows, strict=True)))
         conn.execute("COMMIT")
         return time.perf_counter() - start
     finally:
@@ -103,7 +103,7 @@ def execute_per_row_seconds(path: Path, rows: Sequence[dict[str, Any]], ncols: i
         sql = insert_sql(ncols)
         execute = conn.execute
         start = time.perf_counter()
-        for stamp, row in zip(stamps, rows):
+        for stamp, row in zip(stamps, rows, strict=True):
             execute("BEGIN IMMEDIATE")
             execute(sql, (TRACK_ID, stamp, *row.values()))
             execute("COMMIT")

@@ -31,7 +31,7 @@ def plot_scaling(ctx: Context, path: Path) -> str:
         return "skip: plot: matplotlib is not installed (pip install matplotlib)"
     panels = list(ctx.scaling)
     figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
-    for axis, panel in zip(axes[0], panels):
+    for axis, panel in zip(axes[0], panels, strict=True):
         curves: dict[str, list[tuple[float, float, float, float]]] = {}
         for point in ctx.scaling[panel]:
             result = point.result

@@ -260,14 +260,20 @@ xt_sha256(const void *data, size_t len, uint8_t out[XT_SHA256_DIGEST_SIZE])
 }
 
 void
-xt_hex_digest(const uint8_t digest[XT_SHA256_DIGEST_SIZE], char out[2 * XT_SHA256_DIGEST_SIZE + 1])
+xt_hex_encode(const uint8_t *bytes, size_t n, char *out)
 {
     static const char hex_digits[] = "0123456789abcdef";
-    for (int i = 0; i < XT_SHA256_DIGEST_SIZE; i++) {
-        out[2 * i] = hex_digits[digest[i] >> 4];
-        out[2 * i + 1] = hex_digits[digest[i] & 0x0f];
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hex_digits[bytes[i] >> 4];
+        out[2 * i + 1] = hex_digits[bytes[i] & 0x0f];
     }
-    out[2 * XT_SHA256_DIGEST_SIZE] = '\0';
+    out[2 * n] = '\0';
+}
+
+void
+xt_hex_digest(const uint8_t digest[XT_SHA256_DIGEST_SIZE], char out[2 * XT_SHA256_DIGEST_SIZE + 1])
+{
+    xt_hex_encode(digest, XT_SHA256_DIGEST_SIZE, out);
 }
 
 /* Inputs at least this large are hashed with the GIL released, so other threads run

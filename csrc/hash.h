@@ -28,6 +28,9 @@ void xt_sha256_update(xt_sha256_ctx *ctx, const void *data, size_t len);
 void xt_sha256_final(xt_sha256_ctx *ctx, uint8_t out[XT_SHA256_DIGEST_SIZE]);
 void xt_sha256(const void *data, size_t len, uint8_t out[XT_SHA256_DIGEST_SIZE]);
 
+/* Writes the 2*n lowercase hex digits of `bytes` and a terminating NUL to `out`. */
+void xt_hex_encode(const uint8_t *bytes, size_t n, char *out);
+
 /* Writes the 64 lowercase hex digits of `digest` and a terminating NUL to `out`. */
 void xt_hex_digest(const uint8_t digest[XT_SHA256_DIGEST_SIZE],
                    char out[2 * XT_SHA256_DIGEST_SIZE + 1]);

@@ -4,7 +4,8 @@
 #include <sqlite3.h>
 
 PyDoc_STRVAR(module_doc,
-    "Native core of xetrack_c: SQLite write path, columnar reads, hashing, seeding.\n\n"
+    "Native core of xetrack_c: SQLite write path, columnar reads, hashing, seeding,\n"
+    "the result cache, the worker pool.\n\n"
     "Use the public API in the xetrack_c package; names here may change.");
 
 static int
@@ -41,7 +42,9 @@ module_exec(PyObject *module)
     }
     if (intern_string(&st->str_item, "item") < 0
         || intern_string(&st->str_timestamp, "timestamp") < 0
-        || intern_string(&st->str_track_id, "track_id") < 0) {
+        || intern_string(&st->str_track_id, "track_id") < 0
+        || intern_string(&st->str_module, "__module__") < 0
+        || intern_string(&st->str_qualname, "__qualname__") < 0) {
         return -1;
     }
     if (PyModule_AddStringConstant(module, "sqlite_version", sqlite3_libversion()) < 0) {
@@ -49,7 +52,8 @@ module_exec(PyObject *module)
     }
     if (xt_names_exec(module, st) < 0 || xt_tracker_exec(module, st) < 0
         || xt_reader_exec(module, st) < 0 || xt_hash_exec(module, st) < 0
-        || xt_seed_exec(module, st) < 0) {
+        || xt_seed_exec(module, st) < 0 || xt_cache_exec(module, st) < 0
+        || xt_executor_exec(module, st) < 0) {
         return -1;
     }
     return 0;
@@ -62,7 +66,13 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->Error);
     Py_VISIT(st->StorageError);
     Py_VISIT(st->CorruptDatabaseError);
+    Py_VISIT(st->TaskTimeout);
+    Py_VISIT(st->TaskCancelled);
+    Py_VISIT(st->drain);
     Py_VISIT(st->TrackerCoreType);
+    Py_VISIT(st->ResultCacheType);
+    Py_VISIT(st->cache_helpers);
+    Py_VISIT(st->cache_warned);
     return 0;
 }
 
@@ -73,10 +83,18 @@ module_clear(PyObject *module)
     Py_CLEAR(st->Error);
     Py_CLEAR(st->StorageError);
     Py_CLEAR(st->CorruptDatabaseError);
+    Py_CLEAR(st->TaskTimeout);
+    Py_CLEAR(st->TaskCancelled);
+    Py_CLEAR(st->drain);
     Py_CLEAR(st->TrackerCoreType);
     Py_CLEAR(st->str_item);
     Py_CLEAR(st->str_timestamp);
     Py_CLEAR(st->str_track_id);
+    Py_CLEAR(st->ResultCacheType);
+    Py_CLEAR(st->str_module);
+    Py_CLEAR(st->str_qualname);
+    Py_CLEAR(st->cache_helpers);
+    Py_CLEAR(st->cache_warned);
     return 0;
 }
 

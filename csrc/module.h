@@ -14,12 +14,23 @@ typedef struct {
     PyObject *Error;
     PyObject *StorageError;
     PyObject *CorruptDatabaseError;
+    /* Raised inside function tasks of run_tasks (BaseException subclasses). */
+    PyObject *TaskTimeout;
+    PyObject *TaskCancelled;
+    PyObject *drain; /* executor: a Python no-op function */
     /* Types */
     PyTypeObject *TrackerCoreType;
+    PyTypeObject *ResultCacheType;
     /* Interned strings used on hot paths */
     PyObject *str_item;       /* "item" */
     PyObject *str_timestamp;  /* "timestamp" */
     PyObject *str_track_id;   /* "track_id" */
+    /* Result cache (cache.c): names read on every keyed call, helpers imported on first
+     * use (NULL until then), and the types the module-level cache_key() warned about. */
+    PyObject *str_module;     /* "__module__" */
+    PyObject *str_qualname;   /* "__qualname__" */
+    PyObject *cache_helpers;  /* dict: helper name -> object, filled lazily */
+    PyObject *cache_warned;   /* set of types */
 } xt_state;
 
 extern PyModuleDef xt_module_def;
@@ -47,5 +58,7 @@ int xt_tracker_exec(PyObject *module, xt_state *st);
 int xt_reader_exec(PyObject *module, xt_state *st);
 int xt_seed_exec(PyObject *module, xt_state *st);
 int xt_hash_exec(PyObject *module, xt_state *st);
+int xt_cache_exec(PyObject *module, xt_state *st);
+int xt_executor_exec(PyObject *module, xt_state *st);
 
 #endif

@@ -8,6 +8,7 @@
 
 #include <string.h>
 
+#include "cache.h"
 #include "names.h"
 #include "reader.h"
 #include <structmember.h>
@@ -35,6 +36,7 @@ typedef struct {
     PyObject *latest;    /* dict */
     PyObject *key_ids;   /* dict: key or column name (and its lower case) -> column id */
     PyObject *col_names; /* list: column id -> column name */
+    PyObject *cache;     /* ResultCache, or NULL when the result cache is off */
     PyObject *weakreflist;
     char *track_id_utf8;
     Py_ssize_t track_id_len;
@@ -879,6 +881,9 @@ tracker_close(TrackerCore *self, PyObject *Py_UNUSED(ignored))
     if (close_store(self, tracker_state(self)) < 0) {
         return NULL;
     }
+    if (self->cache != NULL && xt_cache_close(self->cache) < 0) {
+        return NULL;
+    }
     Py_RETURN_NONE;
 }
 
@@ -1173,22 +1178,210 @@ set_item_steal(PyObject *dict, const char *key, PyObject *value)
     return rc;
 }
 
+/* The row of one call: function_name, args, kwargs, error, function_time, the fields of
+ * dataclass/pydantic arguments, the result, the per-call params, then (when the result
+ * cache is on and the call has a key) `cache`: the run that computed the result, or "". */
+static PyObject *
+track_row(TrackerCore *self, PyObject *func, PyObject *args, PyObject *kwargs, PyObject *error,
+          double elapsed, PyObject *result, PyObject *params, PyObject *lineage)
+{
+    PyObject *row = PyDict_New();
+    if (row == NULL || set_item_steal(row, "function_name", function_name(func)) < 0
+        || set_item_steal(row, "args", PyObject_Str(args)) < 0
+        || set_item_steal(row, "kwargs", PyObject_Str(kwargs)) < 0
+        || PyDict_SetItemString(row, "error", error) < 0
+        || set_item_steal(row, "function_time", PyFloat_FromDouble(elapsed)) < 0) {
+        goto fail;
+    }
+    if ((PyList_GET_SIZE(args) || PyDict_GET_SIZE(kwargs)) && !all_plain(args, kwargs)) {
+        PyObject *fields = PyObject_CallMethod((PyObject *)self, "_unpack", "OOO", func, args, kwargs);
+        if (fields == NULL) {
+            goto fail;
+        }
+        int rc = PyDict_Check(fields) ? PyDict_Update(row, fields) : 0;
+        Py_DECREF(fields);
+        if (rc < 0) {
+            goto fail;
+        }
+    }
+    if (PyDict_Check(result)) {
+        PyObject *merged = self->warnings
+                               ? PyObject_CallMethod((PyObject *)self, "_merge_result", "OO", row, result)
+                               : (PyDict_Update(row, result) < 0 ? NULL : Py_NewRef(Py_None));
+        if (merged == NULL) {
+            goto fail;
+        }
+        Py_DECREF(merged);
+    }
+    else if (result == Py_None || !(PyLong_Check(result) || PyFloat_Check(result)
+                                     || PyUnicode_Check(result) || PyBytes_Check(result)
+                                     || PyByteArray_Check(result))) {
+        if (set_item_steal(row, "function_result", PyObject_Str(result)) < 0) {
+            goto fail;
+        }
+    }
+    else if (PyDict_SetItemString(row, "function_result", result) < 0) {
+        goto fail;
+    }
+    if (params != Py_None && PyDict_Check(params) && PyDict_Update(row, params) < 0) {
+        goto fail;
+    }
+    if (lineage != NULL && PyDict_SetItemString(row, "cache", lineage) < 0) {
+        goto fail;
+    }
+    return row;
+fail:
+    Py_XDECREF(row);
+    return NULL;
+}
+
+/* Call func, log the row, and return the result (None if it raised and raise_on_error
+ * is off).  *succeeded: the function returned normally. */
+static PyObject *
+call_and_log(TrackerCore *self, PyObject *func, PyObject *args, PyObject *kwargs, PyObject *params,
+             PyObject *lineage, int *succeeded)
+{
+    PyObject *call_args = NULL, *result = NULL, *row = NULL, *logged = NULL, *error = NULL, *res = NULL;
+    PyObject *exc_type = NULL, *exc_value = NULL, *exc_tb = NULL;
+
+    *succeeded = 0;
+    call_args = PyList_AsTuple(args);
+    if (call_args == NULL) {
+        goto done;
+    }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    result = PyObject_Call(func, call_args, PyDict_GET_SIZE(kwargs) ? kwargs : NULL);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double elapsed = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    if (result == NULL) {
+        /* As xetrack: Exceptions are logged; KeyboardInterrupt and SystemExit pass. */
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            goto done;
+        }
+        PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+        PyErr_NormalizeException(&exc_type, &exc_value, &exc_tb);
+        error = PyObject_Str(exc_value);
+        if (error == NULL) {
+            goto done;
+        }
+        result = Py_NewRef(Py_None);
+    }
+    else {
+        error = PyUnicode_FromStringAndSize(NULL, 0);
+        if (error == NULL) {
+            goto done;
+        }
+    }
+    row = track_row(self, func, args, kwargs, error, elapsed, result, params, lineage);
+    if (row == NULL) {
+        goto done;
+    }
+    logged = tracker_log(self, row);
+    if (logged == NULL) {
+        goto done;
+    }
+    if (exc_type != NULL && self->raise_on_error) {
+        PyErr_Restore(exc_type, exc_value, exc_tb);
+        exc_type = exc_value = exc_tb = NULL;
+        goto done;
+    }
+    *succeeded = exc_type == NULL;
+    res = Py_NewRef(result);
+done:
+    Py_XDECREF(exc_type);
+    Py_XDECREF(exc_value);
+    Py_XDECREF(exc_tb);
+    Py_XDECREF(call_args);
+    Py_XDECREF(result);
+    Py_XDECREF(row);
+    Py_XDECREF(logged);
+    Py_XDECREF(error);
+    return res;
+}
+
+/* track() with the result cache on: a hit logs a row with function_time 0.0 and `cache`
+ * set to the run that computed the result; a miss computes (once per key in this
+ * process, however many threads ask), logs `cache` = "" and stores the result unless
+ * the function raised. */
+static PyObject *
+track_cached(TrackerCore *self, PyObject *func, PyObject *args, PyObject *kwargs, PyObject *params,
+             int force)
+{
+    PyObject *result = NULL, *lineage = NULL, *row = NULL, *logged = NULL, *empty = NULL, *res = NULL;
+    xt_flight *flight = NULL;
+    xt_cache_key key;
+    int stale = 0, succeeded = 0;
+
+    int keyed = xt_cache_make_key(self->cache, func, args, kwargs, params, self->params,
+                                  self->warnings, &key);
+    if (keyed <= 0) {
+        return keyed < 0 ? NULL : call_and_log(self, func, args, kwargs, params, NULL, &succeeded);
+    }
+    while (!force) {
+        int hit = xt_cache_get(self->cache, &key, self->warnings, &result, &lineage, &stale);
+        if (hit < 0) {
+            goto done;
+        }
+        if (hit) {
+            empty = PyUnicode_FromStringAndSize(NULL, 0);
+            row = empty ? track_row(self, func, args, kwargs, empty, 0.0, result, params, lineage) : NULL;
+            logged = row ? tracker_log(self, row) : NULL;
+            if (logged != NULL) {
+                res = Py_NewRef(result);
+            }
+            goto done;
+        }
+        /* The owner looks once more after registering: a call that finished between
+         * our miss and the registration has stored its result by then. */
+        if (flight != NULL || stale) {
+            break;
+        }
+        int role = xt_cache_flight_begin(self->cache, &key, &flight);
+        if (role == XT_FLIGHT_BYPASS) {
+            break;
+        }
+    }
+    empty = PyUnicode_FromStringAndSize(NULL, 0);
+    if (empty == NULL) {
+        goto done;
+    }
+    result = call_and_log(self, func, args, kwargs, params, empty, &succeeded);
+    if (result != NULL && succeeded
+        && xt_cache_put(self->cache, &key, func, result, self->track_id, force || stale, self->warnings) < 0) {
+        goto done;
+    }
+    res = result;
+    result = NULL;
+done:
+    if (flight != NULL) {
+        xt_cache_flight_end(self->cache, flight);
+    }
+    Py_XDECREF(result);
+    Py_XDECREF(lineage);
+    Py_XDECREF(row);
+    Py_XDECREF(logged);
+    Py_XDECREF(empty);
+    return res;
+}
+
 PyDoc_STRVAR(track__doc__,
     "track($self, func, params=None, args=None, kwargs=None, cache_force=False)\n--\n\n"
     "Call func(*args, **kwargs), log a row describing the call and return its result.\n\n"
     "The row holds function_name, args, kwargs, error, function_time, the fields of\n"
     "dataclass/pydantic arguments as <param>_<field>, the result (a dict merges into the\n"
     "row, anything else is function_result) and then params.  An exception is logged and\n"
-    "re-raised unless raise_on_error is False.");
+    "re-raised unless raise_on_error is False.  With the result cache on, a call seen\n"
+    "before returns the stored result without running func and logs `cache` = the\n"
+    "track_id that computed it; cache_force=True recomputes and overwrites.");
 
 static PyObject *
 tracker_track(TrackerCore *self, PyObject *const *fargs, Py_ssize_t nargs, PyObject *kwnames)
 {
     static const char *const names[] = {"func", "params", "args", "kwargs", "cache_force"};
     PyObject *given[5] = {NULL, Py_None, Py_None, Py_None, Py_False};
-    PyObject *args = NULL, *kwargs = NULL, *call_args = NULL, *result = NULL, *row = NULL;
-    PyObject *exc_type = NULL, *exc_value = NULL, *exc_tb = NULL, *logged = NULL, *res = NULL;
-    PyObject *error = NULL;
+    PyObject *args = NULL, *kwargs = NULL, *res = NULL;
+    int succeeded;
 
     assert(!PyErr_Occurred());
     if (nargs > 5) {
@@ -1239,98 +1432,27 @@ tracker_track(TrackerCore *self, PyObject *const *fargs, Py_ssize_t nargs, PyObj
         PyErr_SetString(PyExc_TypeError, "track(kwargs=...) must be a dict");
         goto done;
     }
-    call_args = kwargs ? PyList_AsTuple(args) : NULL;
-    if (call_args == NULL) {
+    if (kwargs == NULL) {
         goto done;
     }
-
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    result = PyObject_Call(func, call_args, PyDict_GET_SIZE(kwargs) ? kwargs : NULL);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    double elapsed = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
-    if (result == NULL) {
-        /* As xetrack: Exceptions are logged; KeyboardInterrupt and SystemExit pass. */
-        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+    if (self->cache != NULL) {
+        int force = PyObject_IsTrue(given[4]);
+        if (force < 0) {
             goto done;
         }
-        PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
-        PyErr_NormalizeException(&exc_type, &exc_value, &exc_tb);
-        error = PyObject_Str(exc_value);
-        if (error == NULL) {
+        if (params != Py_None && !PyDict_Check(params)) {
+            PyErr_Format(PyExc_TypeError, "track(params=...) must be a dict, not %.100s",
+                         Py_TYPE(params)->tp_name);
             goto done;
         }
-        result = Py_NewRef(Py_None);
+        res = track_cached(self, func, args, kwargs, params, force);
     }
     else {
-        error = PyUnicode_FromStringAndSize(NULL, 0);
-        if (error == NULL) {
-            goto done;
-        }
+        res = call_and_log(self, func, args, kwargs, params, NULL, &succeeded);
     }
-
-    row = PyDict_New();
-    if (row == NULL || set_item_steal(row, "function_name", function_name(func)) < 0
-        || set_item_steal(row, "args", PyObject_Str(args)) < 0
-        || set_item_steal(row, "kwargs", PyObject_Str(kwargs)) < 0
-        || PyDict_SetItemString(row, "error", error) < 0
-        || set_item_steal(row, "function_time", PyFloat_FromDouble(elapsed)) < 0) {
-        goto done;
-    }
-    if ((PyList_GET_SIZE(args) || PyDict_GET_SIZE(kwargs)) && !all_plain(args, kwargs)) {
-        PyObject *fields = PyObject_CallMethod((PyObject *)self, "_unpack", "OOO", func, args, kwargs);
-        if (fields == NULL) {
-            goto done;
-        }
-        int rc = PyDict_Check(fields) ? PyDict_Update(row, fields) : 0;
-        Py_DECREF(fields);
-        if (rc < 0) {
-            goto done;
-        }
-    }
-    if (PyDict_Check(result)) {
-        PyObject *merged = self->warnings
-                               ? PyObject_CallMethod((PyObject *)self, "_merge_result", "OO", row, result)
-                               : (PyDict_Update(row, result) < 0 ? NULL : Py_NewRef(Py_None));
-        if (merged == NULL) {
-            goto done;
-        }
-        Py_DECREF(merged);
-    }
-    else if (result == Py_None || !(PyLong_Check(result) || PyFloat_Check(result)
-                                     || PyUnicode_Check(result) || PyBytes_Check(result)
-                                     || PyByteArray_Check(result))) {
-        if (set_item_steal(row, "function_result", PyObject_Str(result)) < 0) {
-            goto done;
-        }
-    }
-    else if (PyDict_SetItemString(row, "function_result", result) < 0) {
-        goto done;
-    }
-    if (params != Py_None && PyDict_Check(params) && PyDict_Update(row, params) < 0) {
-        goto done;
-    }
-    logged = tracker_log(self, row);
-    if (logged == NULL) {
-        goto done;
-    }
-    if (exc_type != NULL && self->raise_on_error) {
-        PyErr_Restore(exc_type, exc_value, exc_tb);
-        exc_type = exc_value = exc_tb = NULL;
-        goto done;
-    }
-    res = Py_NewRef(result);
 done:
-    Py_XDECREF(exc_type);
-    Py_XDECREF(exc_value);
-    Py_XDECREF(exc_tb);
     Py_XDECREF(args);
     Py_XDECREF(kwargs);
-    Py_XDECREF(call_args);
-    Py_XDECREF(result);
-    Py_XDECREF(row);
-    Py_XDECREF(logged);
-    Py_XDECREF(error);
     return res;
 }
 
@@ -1396,8 +1518,8 @@ static int
 tracker_init(TrackerCore *self, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"db", "table", "track_id", "params", "durability", "reset",
-                             "busy_timeout", "queue_size", "skip_insert", NULL};
-    PyObject *db = NULL, *table = NULL, *track_id = Py_None, *params = Py_None;
+                             "busy_timeout", "queue_size", "skip_insert", "cache", NULL};
+    PyObject *db = NULL, *table = NULL, *track_id = Py_None, *params = Py_None, *cache = Py_None;
     PyObject *durability_obj = NULL, *path_bytes = NULL, *table_text = NULL;
     int reset = 0, skip_insert = 0, queue_size = 16384;
     double busy_timeout = 60.0;
@@ -1410,9 +1532,14 @@ tracker_init(TrackerCore *self, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_RuntimeError, "Tracker is already initialised");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OU|OOOpdip:TrackerCore", kwlist, &db, &table,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OU|OOOpdipO:TrackerCore", kwlist, &db, &table,
                                      &track_id, &params, &durability_obj, &reset, &busy_timeout,
-                                     &queue_size, &skip_insert)) {
+                                     &queue_size, &skip_insert, &cache)) {
+        return -1;
+    }
+    if (cache != Py_None && !xt_cache_check(st, cache)) {
+        PyErr_Format(PyExc_TypeError, "cache must be a ResultCache or None, not %.100s",
+                     Py_TYPE(cache)->tp_name);
         return -1;
     }
     int durability = durability_obj ? parse_durability(durability_obj) : XT_DURABLE_COMMIT;
@@ -1468,6 +1595,7 @@ tracker_init(TrackerCore *self, PyObject *args, PyObject *kwargs)
     }
     self->path = Py_NewRef(db);
     self->table = Py_NewRef(table);
+    self->cache = cache == Py_None ? NULL : Py_NewRef(cache);
     self->skip_insert = skip_insert;
     self->raise_on_error = 1;
     self->warnings = 1;
@@ -1510,6 +1638,7 @@ tracker_traverse(TrackerCore *self, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->params);
     Py_VISIT(self->latest);
+    Py_VISIT(self->cache);
     return 0;
 }
 
@@ -1518,6 +1647,7 @@ tracker_clear(TrackerCore *self)
 {
     Py_CLEAR(self->params);
     Py_CLEAR(self->latest);
+    Py_CLEAR(self->cache);
     return 0;
 }
 
@@ -1633,7 +1763,14 @@ get_skip_insert(TrackerCore *self, void *Py_UNUSED(closure))
     return PyBool_FromLong(self->skip_insert);
 }
 
+static PyObject *
+get_cache(TrackerCore *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->cache ? self->cache : Py_None);
+}
+
 static PyGetSetDef tracker_getset[] = {
+    {"cache", (getter)get_cache, NULL, "The ResultCache of track(), or None when the cache is off.", NULL},
     {"track_id", (getter)get_track_id, (setter)set_track_id, "Id of this run, stored in every row.", NULL},
     {"params", (getter)get_params, (setter)set_params_attr, "Values added to every row.", NULL},
     {"latest", (getter)get_latest, (setter)set_latest, "The last row logged, as a dict.", NULL},
@@ -1669,7 +1806,7 @@ static PyMemberDef tracker_members[] = {
 
 PyDoc_STRVAR(tracker_doc,
     "TrackerCore(db, table, track_id=None, params=None, durability='commit', reset=False,\n"
-    "            busy_timeout=60.0, queue_size=16384, skip_insert=False)\n--\n\n"
+    "            busy_timeout=60.0, queue_size=16384, skip_insert=False, cache=None)\n--\n\n"
     "The native write path of xetrack_c.Tracker; use xetrack_c.Tracker.");
 
 static PyType_Slot tracker_slots[] = {

@@ -22,6 +22,16 @@ _LAZY = {
     "hash_identifier": "xetrack_c.seeding",
     "reproducible_seed": "xetrack_c.seeding",
     "make_rng": "xetrack_c.seeding",
+    "get_param": "xetrack_c.params",
+    "get_params": "xetrack_c.params",
+    "get_experiment_id": "xetrack_c.params",
+    "get_experiment_name": "xetrack_c.params",
+    "get_seed": "xetrack_c.params",
+    "log_metrics": "xetrack_c.params",
+    "run_multiple": "xetrack_c.executor",
+    "ExperimentSpec": "xetrack_c.executor",
+    "ExperimentResult": "xetrack_c.executor",
+    "worker_cache": "xetrack_c.executor",
 }
 
 __all__ = ["Tracker", "Error", "StorageError", "CorruptDatabaseError", *_LAZY]

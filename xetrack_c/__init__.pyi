@@ -1,5 +1,21 @@
 from os import PathLike
-from typing import Any, Callable, Dict, Iterable, List, Optional, TypeVar, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, TypeVar, Union
+
+from xetrack_c.executor import ExperimentResult as ExperimentResult
+from xetrack_c.executor import ExperimentSpec as ExperimentSpec
+from xetrack_c.executor import run_multiple as run_multiple
+from xetrack_c.executor import worker_cache as worker_cache
+from xetrack_c.params import get_experiment_id as get_experiment_id
+from xetrack_c.params import get_experiment_name as get_experiment_name
+from xetrack_c.params import get_param as get_param
+from xetrack_c.params import get_params as get_params
+from xetrack_c.params import get_seed as get_seed
+from xetrack_c.params import log_metrics as log_metrics
+from xetrack_c.seeding import SeedPolicy as SeedPolicy
+from xetrack_c.seeding import derive_seed as derive_seed
+from xetrack_c.seeding import hash_identifier as hash_identifier
+from xetrack_c.seeding import make_rng as make_rng
+from xetrack_c.seeding import reproducible_seed as reproducible_seed
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -44,6 +60,9 @@ class Tracker:
         busy_timeout: float = ...,
         queue_size: int = ...,
     ) -> None: ...
+    cache_path: Optional[str]
+    @property
+    def cache(self) -> Optional[ResultCache]: ...
     @property
     def db(self) -> str: ...
     @property
@@ -67,6 +86,13 @@ class Tracker:
         cache_force: bool = ...,
     ) -> Any: ...
     def wrap(self, params: Optional[Dict[str, Any]] = ...) -> Callable[[_F], _F]: ...
+    def cache_key(
+        self,
+        func: Callable[..., Any],
+        args: Optional[List[Any]] = ...,
+        kwargs: Optional[Dict[str, Any]] = ...,
+        params: Optional[Dict[str, Any]] = ...,
+    ) -> Optional[str]: ...
     def set_param(self, key: str, value: Any) -> str: ...
     def set_params(self, params: Dict[str, Any]) -> None: ...
     def set_value(self, key: str, value: Any) -> None: ...
@@ -89,6 +115,27 @@ class Tracker:
     def __enter__(self) -> "Tracker": ...
     def __exit__(self, *exc: Any) -> None: ...
 
+class ResultCache:
+    """The result cache file of a Tracker (``Tracker.cache``): ``<directory>/cache.db``."""
+    directory: str
+    path: str
+    @property
+    def closed(self) -> bool: ...
+    def key(
+        self,
+        func: Callable[..., Any],
+        args: Optional[List[Any]] = ...,
+        kwargs: Optional[Dict[str, Any]] = ...,
+        params: Optional[Dict[str, Any]] = ...,
+        tracker_params: Optional[Dict[str, Any]] = ...,
+        /,
+    ) -> Optional[str]: ...
+    def get_raw(self, key: str, /) -> Optional[Tuple[bytes, str, str, str]]: ...
+    def delete(self, key: str, /) -> bool: ...
+    def delete_by_track_id(self, track_id: str, /) -> int: ...
+    def __len__(self) -> int: ...
+    def close(self) -> None: ...
+
 class Reader:
     def __init__(self, db: Union[str, PathLike[str]], engine: str = ..., table: str = ...) -> None: ...
     @property
@@ -104,12 +151,12 @@ class Reader:
     def __len__(self) -> int: ...
     @classmethod
     def read_db(cls, db: Union[str, PathLike[str]], engine: str = ..., table: str = ..., track_id: Optional[str] = ..., head: Optional[int] = ..., tail: Optional[int] = ...) -> Any: ...
-
-from xetrack_c.seeding import SeedPolicy as SeedPolicy
-from xetrack_c.seeding import derive_seed as derive_seed
-from xetrack_c.seeding import hash_identifier as hash_identifier
-from xetrack_c.seeding import make_rng as make_rng
-from xetrack_c.seeding import reproducible_seed as reproducible_seed
+    @staticmethod
+    def read_cache(cache: Union[str, PathLike[str]], key: str) -> Optional[Dict[str, Any]]: ...
+    @staticmethod
+    def scan_cache(cache: Union[str, PathLike[str]]) -> Iterator[Tuple[str, Dict[str, Any]]]: ...
+    @staticmethod
+    def delete_cache_by_track_id(cache: Union[str, PathLike[str]], track_id: str) -> int: ...
 
 def set_backend(backend: str) -> None: ...
 def get_backend() -> str: ...

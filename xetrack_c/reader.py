@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import os
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple, Union
 
 from xetrack_c import _core
 from xetrack_c._core import StorageError
@@ -256,6 +256,30 @@ class Reader:
         """``Reader(db, engine, table).to_df(track_id, head, tail)`` in one call."""
         return cls(db, engine=engine, table=table).to_df(track_id=track_id, head=head, tail=tail)
 
+    # ----------------------------------------------------------------- result cache
+
+    @staticmethod
+    def read_cache(cache: PathLike, key: str) -> Optional[Dict[str, Any]]:
+        """The result cache entry stored under ``key`` (see ``Tracker.cache_key``) as
+        ``{"result", "cache", "created", "function_name"}``, or None."""
+        from xetrack_c.cache import read_cache
+
+        return read_cache(cache, key)
+
+    @staticmethod
+    def scan_cache(cache: PathLike) -> Iterator[Tuple[str, Dict[str, Any]]]:
+        """Every result cache entry as ``(key, entry)``."""
+        from xetrack_c.cache import scan_cache
+
+        return scan_cache(cache)
+
+    @staticmethod
+    def delete_cache_by_track_id(cache: PathLike, track_id: str) -> int:
+        """Delete the result cache entries computed by the run ``track_id``; returns how many."""
+        from xetrack_c.cache import delete_cache_by_track_id
+
+        return delete_cache_by_track_id(cache, track_id)
+
     # ----------------------------------------------------------------- writes
 
     def _execute(self, sql: str, params: Tuple[Any, ...] = ()) -> int:
@@ -351,12 +375,12 @@ class Reader:
         names = list(columns)
         cells = [[_short(value) for value in values] for values in columns.values()]
         widths = [max([len(name)] + [len(cell) for cell in column])
-                  for name, column in zip(names, cells)]
+                  for name, column in zip(names, cells, strict=True)]
         lines = [head + ": " + summary,
-                 "  ".join(name.ljust(width) for name, width in zip(names, widths))]
+                 "  ".join(name.ljust(width) for name, width in zip(names, widths, strict=True))]
         nrows = len(cells[0]) if cells else 0
         for i in range(nrows):
-            lines.append("  ".join(column[i].ljust(width) for column, width in zip(cells, widths)))
+            lines.append("  ".join(column[i].ljust(width) for column, width in zip(cells, widths, strict=True)))
         return "\n".join(line.rstrip() for line in lines)
 
     def _repr_html_(self) -> str:

@@ -24,7 +24,6 @@ _NOT_YET = {
     "logs_stdout": "logging rows to stdout",
     "jsonl": "JSONL log files",
     "compress": "compressed assets",
-    "cache": "the result cache",
 }
 
 _open_trackers: "weakref.WeakSet[Tracker]" = weakref.WeakSet()
@@ -86,6 +85,9 @@ class Tracker(_core.TrackerCore):
             background thread; flushed by ``flush()``, ``close()``, reads, exit, fork).
         busy_timeout: Seconds to wait for other writers before giving up.
         queue_size: Rows the async queue holds before ``log()`` waits.
+        cache: Directory of the result cache (``<cache>/cache.db``, created if needed);
+            ``track()`` then returns stored results of calls it has seen (see
+            docs/cache.md). ``None`` turns the cache off.
     """
 
     IN_MEMORY: str = ":memory:"
@@ -122,7 +124,6 @@ class Tracker(_core.TrackerCore):
             "logs_stdout": logs_stdout,
             "jsonl": jsonl,
             "compress": compress,
-            "cache": cache,
         }
         for option, value in requested.items():
             if value:
@@ -147,6 +148,7 @@ class Tracker(_core.TrackerCore):
             parent = os.path.dirname(db)
             if parent:
                 os.makedirs(parent, exist_ok=True)
+        cache_store = _open_cache(cache) if cache else None
         super().__init__(
             db,
             table,
@@ -157,6 +159,7 @@ class Tracker(_core.TrackerCore):
             busy_timeout=busy_timeout,
             queue_size=queue_size,
             skip_insert=skip_insert,
+            cache=cache_store,
         )
         self.engine = engine
         self.raise_on_error = bool(raise_on_error)
@@ -164,7 +167,7 @@ class Tracker(_core.TrackerCore):
         self.measurement_interval = measurement_interval
         self.logs_file_format = logs_file_format
         self.git_root = git_root
-        self.cache_path = cache
+        self.cache_path = os.fspath(cache) if cache else None
         if self.params:
             self._ensure_columns(self.params)
         if git_root:
@@ -190,6 +193,7 @@ class Tracker(_core.TrackerCore):
             "raise_on_error": self.raise_on_error,
             "warnings": self.warnings,
             "engine": self.engine,
+            "cache": self.cache_path,
         }
         return (_rebuild_tracker, (settings,))
 
@@ -374,9 +378,36 @@ class Tracker(_core.TrackerCore):
 
         return decorator
 
+    def cache_key(
+        self,
+        func: Callable[..., Any],
+        args: Optional[List[Any]] = None,
+        kwargs: Optional[Dict[str, Any]] = None,
+        params: Optional[Dict[str, Any]] = None,
+    ) -> Optional[str]:
+        """The key ``track(func, params, args, kwargs)`` uses in the result cache (a 32-digit
+        hex digest, with this tracker's params included), or None if the call cannot be
+        cached. Look the entry up with ``Reader.read_cache(cache_dir, key)``."""
+        cache = self.cache
+        if cache is not None:
+            return cache.key(func, args, kwargs, params, self.params)
+        return _core.cache_key(func, args, kwargs, params, self.params)
+
     def _warn(self, message: str) -> None:
         if self.warnings:
             _warnings.warn(message, stacklevel=3)
+
+
+def _open_cache(cache: Union[str, "os.PathLike[str]"]) -> "_core.ResultCache":
+    directory = os.fspath(cache)
+    if not isinstance(directory, str):
+        raise TypeError(f"cache must be a directory path (str), not {type(directory).__name__}")
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise NotADirectoryError(
+            f"cache={directory!r} is a file: pass a directory; the cache lives in {directory}/cache.db"
+        )
+    os.makedirs(directory, exist_ok=True)
+    return _core.ResultCache(directory)
 
 
 def _rebuild_tracker(settings: Dict[str, Any]) -> Tracker:

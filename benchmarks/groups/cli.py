@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 from benchmarks.context import Context
-from benchmarks.harness import Skip, measure, prepare, skipped
 from benchmarks.groups.read import build_database
+from benchmarks.harness import Skip, measure, prepare, skipped
 from benchmarks.peers import peer_version
 from benchmarks.report import Limit, Row, Table, per_op
 from benchmarks.subprocs import command_series

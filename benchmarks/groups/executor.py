@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import chdir, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -76,10 +76,20 @@ def pool_functions(tasks: int, pool: str) -> Build:
     return build
 
 
-def _write_script(workdir: Path) -> Path:
-    script = workdir / "trivial.py"
-    script.write_text(TRIVIAL_SCRIPT)
-    return script
+def _script_dir(workdir: Path, git: bool) -> Path:
+    """A directory holding the trivial script, made a one-commit git checkout when ``git``
+    (where a user's own project usually is); every contender runs from it."""
+    where = workdir / ("checkout" if git else "plain")
+    where.mkdir(exist_ok=True)
+    (where / "trivial.py").write_text(TRIVIAL_SCRIPT)
+    if git and not (where / ".git").exists():
+        quiet = {"check": True, "cwd": where, "stdout": subprocess.DEVNULL,
+                 "stderr": subprocess.DEVNULL}
+        subprocess.run(["git", "init", "-q"], **quiet)
+        subprocess.run(["git", "add", "trivial.py"], **quiet)
+        subprocess.run(["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost",
+                        "commit", "-q", "-m", "trivial script"], **quiet)
+    return where
 
 
 @contextmanager
@@ -95,34 +105,39 @@ def _environ(name: str, value: str) -> Iterator[None]:
             os.environ[name] = old
 
 
-def xetrack_c_scripts(count: int, parallel: int | None) -> Build:
+def xetrack_c_scripts(count: int, parallel: int | None, git: bool) -> Build:
     """Build a run of ``count`` trivial scripts through xetrack_c.run_multiple."""
     def build() -> Callable[[Path], float]:
         run_multiple = xetrack_c_attr("run_multiple")
         spec_class = xetrack_c_attr("ExperimentSpec")
 
         def run(workdir: Path) -> float:
-            script = _write_script(workdir)
-            specs = [spec_class(script_path=str(script), config={"i": i}) for i in range(count)]
-            start = time.perf_counter()
-            results = run_multiple(specs, parallel)
-            elapsed = time.perf_counter() - start
+            where = _script_dir(workdir, git)
+            specs = [spec_class(script_path=str(where / "trivial.py"), config={"i": i})
+                     for i in range(count)]
+            with chdir(where):
+                start = time.perf_counter()
+                results = run_multiple(specs, parallel)
+                elapsed = time.perf_counter() - start
             _check_completed(results, count, "xetrack_c run_multiple")
             return elapsed
         return run
     return build
 
 
-def yanex_scripts(count: int, parallel: int | None) -> Build:
+def yanex_scripts(count: int, parallel: int | None, git: bool) -> Build:
     """Build a run of ``count`` trivial scripts through yanex.run_multiple (output silenced,
     experiments stored in the run's directory)."""
     def build() -> Callable[[Path], float]:
         yanex = peer("yanex")
 
         def run(workdir: Path) -> float:
-            script = _write_script(workdir)
-            specs = [yanex.ExperimentSpec(script_path=script, config={"i": i}) for i in range(count)]
-            with _environ("YANEX_EXPERIMENTS_DIR", str(workdir / "yanex")), quiet_output():
+            where = _script_dir(workdir, git)
+            specs = [yanex.ExperimentSpec(script_path=where / "trivial.py", config={"i": i})
+                     for i in range(count)]
+            # Inside a git checkout yanex also records the repository state of each experiment.
+            with _environ("YANEX_EXPERIMENTS_DIR", str(workdir / "yanex")), chdir(where), \
+                    quiet_output():
                 start = time.perf_counter()
                 results = yanex.run_multiple(specs, parallel=parallel)
                 elapsed = time.perf_counter() - start
@@ -132,15 +147,15 @@ def yanex_scripts(count: int, parallel: int | None) -> Build:
     return build
 
 
-def subprocess_scripts(count: int, parallel: int | None) -> Build:
+def subprocess_scripts(count: int, parallel: int | None, git: bool) -> Build:
     """Build a run of ``count`` trivial scripts with subprocess.run: the floor."""
     def build() -> Callable[[Path], float]:
         def run(workdir: Path) -> float:
-            script = _write_script(workdir)
+            where = _script_dir(workdir, git)
             env = subprocess_env()
 
             def one(_: int) -> None:
-                subprocess.run([sys.executable, str(script)], env=env, check=True,
+                subprocess.run([sys.executable, "trivial.py"], env=env, check=True, cwd=where,
                                stdout=subprocess.DEVNULL)
             start = time.perf_counter()
             if parallel is None:
@@ -214,29 +229,41 @@ def _as_batch(result: Result) -> Result:
 def _scripts(ctx: Context) -> None:
     count = ctx.pick(50, 10)
     version = peer_version("yanex")
-    plan = {
-        "c_seq": prepare("xetrack_c sequential", count, xetrack_c_scripts(count, None)),
-        "c_par": prepare(f"xetrack_c parallel={WORKERS}", count, xetrack_c_scripts(count, WORKERS)),
-        "y_seq": prepare(f"yanex {version} sequential", count, yanex_scripts(count, None)),
-        "y_par": prepare(f"yanex {version} parallel={WORKERS}", count, yanex_scripts(count, WORKERS)),
-        "s_seq": prepare("subprocess.run sequential", count, subprocess_scripts(count, None)),
-        "s_par": prepare(f"subprocess.run, {WORKERS} threads", count,
-                         subprocess_scripts(count, WORKERS)),
-    }
-    labels = {key: entry.label for key, entry in plan.items()}
-    results = measure(GROUP, list(plan.values()), ctx.reps, ctx.group_dir(GROUP),
-                      f"{count} scripts")
-    r = {key: results[label] for key, label in labels.items()}
+    rows: list[Row] = []
+    for git, where in ((False, "plain directory"), (True, "git checkout")):
+        plan = {
+            "c_seq": prepare(f"xetrack_c sequential, {where}", count,
+                             xetrack_c_scripts(count, None, git)),
+            "c_par": prepare(f"xetrack_c parallel={WORKERS}, {where}", count,
+                             xetrack_c_scripts(count, WORKERS, git)),
+            "y_seq": prepare(f"yanex {version} sequential, {where}", count,
+                             yanex_scripts(count, None, git)),
+            "y_par": prepare(f"yanex {version} parallel={WORKERS}, {where}", count,
+                             yanex_scripts(count, WORKERS, git)),
+            "s_seq": prepare(f"subprocess.run sequential, {where}", count,
+                             subprocess_scripts(count, None, git)),
+            "s_par": prepare(f"subprocess.run, {WORKERS} threads, {where}", count,
+                             subprocess_scripts(count, WORKERS, git)),
+        }
+        labels = {key: entry.label for key, entry in plan.items()}
+        results = measure(GROUP, list(plan.values()), ctx.reps, ctx.group_dir(GROUP),
+                          f"{count} scripts, {where}")
+        r = {key: results[label] for key, label in labels.items()}
+        rows += [
+            Row(f"run_multiple, sequential, {where}", f"{count} scripts", r["c_seq"], [r["y_seq"]],
+                Limit(r["s_seq"], "subprocess.run"), per_op("script")),
+            Row(f"run_multiple, parallel={WORKERS}, {where}", f"{count} scripts", r["c_par"],
+                [r["y_par"]], Limit(r["s_par"], f"subprocess.run, {WORKERS} threads"),
+                per_op("script")),
+        ]
     ctx.emit(Table(
         f"executor: {count} trivial scripts (`import sys`)",
         "Time per script, median [min–max]; each script is a new Python process.",
         notes=["Target: >= 10x yanex, sequential and parallel=2.",
                "yanex also records each experiment (metadata, config, output capture) under a "
-               "temporary YANEX_EXPERIMENTS_DIR; its console output is discarded."],
-        rows=[
-            Row("run_multiple, sequential", f"{count} scripts", r["c_seq"], [r["y_seq"]],
-                Limit(r["s_seq"], "subprocess.run"), per_op("script")),
-            Row(f"run_multiple, parallel={WORKERS}", f"{count} scripts", r["c_par"], [r["y_par"]],
-                Limit(r["s_par"], f"subprocess.run, {WORKERS} threads"), per_op("script")),
-        ],
+               "temporary YANEX_EXPERIMENTS_DIR; its console output is discarded.",
+               "Every contender runs from the same working directory: a plain temporary "
+               "directory, then a one-commit git checkout (where a user's project usually "
+               "lives; yanex then also records the repository state)."],
+        rows=rows,
     ))

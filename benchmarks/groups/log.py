@@ -20,9 +20,9 @@ from typing import Any
 from benchmarks import data
 from benchmarks.context import Context
 from benchmarks.env import subprocess_env
-from benchmarks.harness import Result, Skip, measure, note, prepare, skipped
+from benchmarks.harness import Result, Skip, measure, note, prepare
 from benchmarks.peers import peer, peer_version, xetrack_c_attr
-from benchmarks.report import Limit, Row, Table, growth_note, human, rows_per_second
+from benchmarks.report import Limit, Row, Table, growth_note, human
 
 GROUP = "log"
 Rows = Sequence[dict[str, Any]]

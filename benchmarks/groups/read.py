@@ -41,11 +41,11 @@ def column_arrays(path: Path) -> dict[str, Any]:
     try:
         cursor = conn.execute(QUERY)
         names = [d[0] for d in cursor.description]
-        columns = list(zip(*cursor.fetchall()))
+        columns = list(zip(*cursor.fetchall(), strict=True))
     finally:
         conn.close()
     arrays = {}
-    for name, values in zip(names, columns):
+    for name, values in zip(names, columns, strict=True):
         sample = values[0] if values else None
         dtype = np.int64 if isinstance(sample, int) else np.float64 if isinstance(sample, float) else object
         arrays[name] = np.array(values, dtype=dtype)
@@ -133,7 +133,7 @@ def combined(label: str, first: Result, second: Result) -> Result:
     if not (first.ok and second.ok):
         return Result(label=label, ops=1, status=first.status if not first.ok else second.status,
                       reason=first.reason or second.reason)
-    return derived(label, 1, [a + b for a, b in zip(first.seconds, second.seconds)])
+    return derived(label, 1, [a + b for a, b in zip(first.seconds, second.seconds, strict=True)])
 
 
 def run(ctx: Context) -> None:

@@ -82,7 +82,7 @@ def overhead(label: str, tracked: Result, logged: Result) -> Result:
         reason = tracked.reason or logged.reason or "needs both track() and log()"
         return Result(label=label, ops=1, status=tracked.status if not tracked.ok else logged.status,
                       reason=reason)
-    pairs = zip(tracked.per_op, logged.per_op)
+    pairs = zip(tracked.per_op, logged.per_op, strict=True)
     return derived(label, 1, [t - lg for t, lg in pairs])
 
 

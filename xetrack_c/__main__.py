@@ -1,0 +1,7 @@
+"""``python -m xetrack_c ...`` runs the ``xt`` command line."""
+
+import sys
+
+from xetrack_c.cli import main
+
+sys.exit(main())

@@ -1,0 +1,301 @@
+"""One ``run_multiple`` batch: builds the C pool's tasks, turns what the pool reports into
+:class:`ExperimentResult` objects, records them and shows progress.
+
+Script output goes to ``<tmp>/xetrack_c-run-*/NNNNN-<id>.out|.err``. The files of the
+experiments that completed are deleted when the batch ends, and the folder with them when
+nothing else is left; the files of the others are kept and named in their error message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from typing import Any, Dict, List, Optional, Tuple
+
+from xetrack_c import _core, params
+from xetrack_c._specs import (
+    BatchOptions,
+    _call_mode,
+    _signal_name,
+    _stderr_tail,
+    describe_exception,
+    target_of,
+)
+from xetrack_c.executor import ExperimentResult, ExperimentSpec
+from xetrack_c.params import TaskInfo, _current_task
+from xetrack_c.seeding import derive_seed, make_rng
+
+#: Status names by the pool's status code (4: the script could not be started).
+STATUS_NAMES = ("completed", "failed", "timeout", "cancelled", "failed")
+#: Seconds between SIGTERM and SIGKILL for a script that must stop.
+GRACE_SECONDS = 2.0
+#: The variables child_environment sets (never inherited from this process).
+_CHILD_VARIABLES = frozenset(
+    (params.XETRACK_C_EXPERIMENT_ID, params.XETRACK_C_CONFIG, params.XETRACK_C_SEED,
+     params.XETRACK_C_DB, params.XETRACK_C_EXPERIMENT_NAME, params.XETRACK_C_METRICS_TABLE)
+)
+
+
+class Batch:
+    """The specs of one call, their ids and seeds, and the results as they come in."""
+
+    def __init__(self, specs: List[ExperimentSpec], options: BatchOptions) -> None:
+        self.specs = specs
+        self.options = options
+        count = len(specs)
+        ids = os.urandom(4 * count).hex()
+        self.ids = [ids[8 * i: 8 * i + 8] for i in range(count)]
+        self.seeds = [self._seed(spec, index) for index, spec in enumerate(specs)]
+        self.results: List[Optional[ExperimentResult]] = [None] * count
+        modes: Dict[Any, Optional[Tuple[str, ...]]] = {}
+        self.modes = [None if spec.function is None else _call_mode(spec.function, modes)
+                      for spec in specs]
+        self.order: List[int] = []  # spec index of each pool task
+        self.log_dir: Optional[str] = None
+        self.table: Any = None
+        self.progress: Any = None
+        self.done = 0
+        self.consecutive_failures = 0
+
+    # ------------------------------------------------------------------ seeds
+    def _seed(self, spec: ExperimentSpec, index: int) -> int:
+        if spec.seed is not None:
+            return spec.seed
+        policy = self.options.seed_policy
+        if policy is None:
+            return derive_seed("run_multiple", spec.name or "", index)
+        if hasattr(policy, "derive_seed"):
+            return policy.derive_seed(spec.group or "run_multiple",
+                                      spec.name or f"spec-{index}", index)
+        seed = policy(spec, index)
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**32 - 1:
+            raise ValueError(f"Invalid ExperimentSpec at index {index}: seed_policy returned "
+                             f"{seed!r}; it must return an int in [0, 2**32 - 1]")
+        return seed
+
+    # ------------------------------------------------------------------ function tasks
+    def call_function(self, index: int) -> Any:
+        """Run spec ``index``'s function on a worker (the pool calls this with the GIL)."""
+        spec = self.specs[index]
+        mode = self.modes[index]
+        config = spec.config
+        # What params.task_context does, without re-checking values checked already.
+        token = _current_task.set(TaskInfo(self.ids[index], config, self.seeds[index],
+                                           self.options.db, spec.name))
+        try:
+            if mode is None:
+                return spec.function(config)
+            kwargs: Dict[str, Any] = {}
+            if "config" in mode:
+                kwargs["config"] = config
+            if "seed" in mode:
+                kwargs["seed"] = self.seeds[index]
+            if "rng" in mode:
+                kwargs["rng"] = make_rng(self.seeds[index])
+            return spec.function(**kwargs)
+        finally:
+            _current_task.reset(token)
+
+    # ------------------------------------------------------------------ building tasks
+    def _script_task(self, index: int, base_env: List[str]) -> tuple:
+        spec = self.specs[index]
+        if self.log_dir is None:
+            self.log_dir = tempfile.mkdtemp(prefix="xetrack_c-run-")
+        try:
+            extra = params.child_environment(self.ids[index], spec.config, self.seeds[index],
+                                             self.options.db, spec.name)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"Invalid ExperimentSpec at index {index}: {exc}") from exc
+        stem = os.path.join(self.log_dir, f"{index:05d}-{self.ids[index]}")
+        argv = [sys.executable, os.path.abspath(os.fspath(spec.script_path)), *spec.script_args]
+        env = base_env + [f"{key}={value}" for key, value in extra.items()]
+        timeout = float(spec.timeout or 0.0)
+        if self.options.launcher == "spawn":
+            return (argv, env, None, stem + ".out", stem + ".err", timeout)
+        request = json.dumps({
+            "argv": [str(arg) for arg in argv[1:]],
+            "env": dict(item.split("=", 1) for item in env),
+            "cwd": os.getcwd(), "stdout": stem + ".out", "stderr": stem + ".err",
+        }).encode()
+        return (argv, env, None, stem + ".out", stem + ".err", timeout, request)
+
+    def _tasks(self, skip: set) -> List[tuple]:
+        base_env: Optional[List[str]] = None
+        call = self.call_function
+        tasks = []
+        for index, spec in enumerate(self.specs):
+            if index in skip:
+                continue
+            self.order.append(index)
+            if spec.function is not None:
+                tasks.append((call, index, float(spec.timeout or 0.0)))
+                continue
+            if base_env is None:
+                base_env = [f"{key}={value}" for key, value in os.environ.items()
+                            if key not in _CHILD_VARIABLES]
+            tasks.append(self._script_task(index, base_env))
+        return tasks
+
+    def _fingerprint(self, index: int) -> str:
+        from xetrack_c._experiments import fingerprint
+
+        spec = self.specs[index]
+        return fingerprint(target_of(spec)[1], spec.config, self.seeds[index])
+
+    def _resumed(self) -> set:
+        """Indices of specs that already completed in the experiments table."""
+        if not self.options.resume:
+            return set()
+        done = self.table.completed_fingerprints()
+        skip = {index for index in range(len(self.specs)) if self._fingerprint(index) in done}
+        for index in skip:
+            self.results[index] = self._result(index, "skipped", None, 0.0, None)
+        return skip
+
+    # ------------------------------------------------------------------ results
+    def _result(self, index: int, status: str, error: Optional[str], duration: float,
+                value: Any) -> ExperimentResult:
+        return ExperimentResult(self.ids[index], status, error, duration, self.specs[index].name,
+                                value, self.seeds[index])
+
+    def _error(self, index: int, code: int, value: Any, duration: float,
+               tail: Optional[bytes]) -> Optional[str]:
+        spec = self.specs[index]
+        if code == 0:
+            return None
+        if code == 3:
+            if value is None:
+                return "cancelled before it started"
+            return "cancelled while running (Ctrl-C or a stopped batch)"
+        if code == 2:
+            if spec.timeout is not None and duration >= spec.timeout:
+                what = f"timed out after {spec.timeout:g}s (its timeout)"
+            else:
+                what = f"timed out: the batch timeout of {self.options.timeout:g}s passed"
+            if spec.script_path is not None:
+                what += "; the script was stopped (SIGTERM, then SIGKILL)"
+            return what + _stderr_tail(tail)
+        if spec.function is not None:
+            return describe_exception(value) if isinstance(value, BaseException) else str(value)
+        if code == 4:
+            return str(value)
+        how = f"exit code {value}" if value >= 0 else f"killed by {_signal_name(-value)}"
+        message = f"script {spec.script_path} failed: {how}" + _stderr_tail(tail)
+        stem = os.path.join(self.log_dir or "", f"{index:05d}-{self.ids[index]}")
+        return message + f"\n(full output: {stem}.out, {stem}.err)"
+
+    def on_done(self, position: int, code: int, value: Any, duration: float,
+                tail: Optional[bytes]) -> bool:
+        """Called by the pool for each finished task; True asks it to start no new task."""
+        index = self.order[position]
+        status = STATUS_NAMES[code]
+        error = self._error(index, code, value, duration, tail)
+        result_value = value if code == 0 and self.specs[index].function is not None else None
+        result = self._result(index, status, error, duration, result_value)
+        self.results[index] = result
+        self.done += 1
+        if self.table is not None:
+            self._record(index, result)
+        if self.progress is not None:
+            self.progress.update(status)
+        if self.options.on_progress is not None:
+            self.options.on_progress(self.done, len(self.order), result)
+        if status == "completed":
+            self.consecutive_failures = 0
+            return False
+        if status == "cancelled" and value is None:
+            return False  # never started: not a failure of its own
+        self.consecutive_failures += 1
+        limit = self.options.max_consecutive_failures
+        return self.options.fail_fast or (limit is not None and self.consecutive_failures >= limit)
+
+    def _record(self, index: int, result: ExperimentResult) -> None:
+        spec = self.specs[index]
+        kind, target = target_of(spec)
+        self.table.record(
+            experiment_id=result.experiment_id, name=spec.name, status=result.status,
+            duration=result.duration, seed=result.seed, error_message=result.error_message,
+            tags=spec.tags, config=spec.config, kind=kind, target=target,
+            fingerprint=self._fingerprint(index),
+        )
+
+    # ------------------------------------------------------------------ running
+    def dry_run(self) -> List[ExperimentResult]:
+        """Every spec as ``skipped``, with its id and seed; nothing runs or is written."""
+        return [self._result(index, "skipped", None, 0.0, None) for index in range(len(self.specs))]
+
+    def _show_progress(self) -> bool:
+        if self.options.progress is not None:
+            return self.options.progress
+        if params._current_task.get() is not None:
+            return False  # a batch inside a task: the outer batch shows progress
+        try:
+            return sys.stderr is not None and sys.stderr.isatty()
+        except (AttributeError, ValueError):
+            return False
+
+    def run(self) -> List[ExperimentResult]:
+        """Run the batch; the results in input order."""
+        if self.options.db is not None:
+            from xetrack_c._experiments import ExperimentTable
+
+            self.table = ExperimentTable(self.options.db, self.options.table)
+        try:
+            tasks = self._tasks(self._resumed())
+            if tasks:
+                if self._show_progress():
+                    from xetrack_c._progress import Progress
+
+                    self.progress = Progress(len(tasks))
+                workers = min(self.options.workers, len(tasks))
+                try:
+                    # Gated: a task starts only after the verdict on the one its worker
+                    # ran, so fail_fast never starts a task after a failure it knew of.
+                    gated = self.options.fail_fast or self.options.max_consecutive_failures
+                    _core.run_tasks(tasks, workers, self.on_done, self.options.timeout or 0.0,
+                                    GRACE_SECONDS, bool(gated), self._forkserver())
+                except KeyboardInterrupt as interrupt:
+                    interrupt.results = self._finished_results()  # type: ignore[attr-defined]
+                    raise
+        finally:
+            self._close()
+        return self._finished_results()
+
+    def _forkserver(self) -> Optional[tuple]:
+        """The command and environment of the workers' fork servers, when scripts use one."""
+        if self.options.launcher != "forkserver":
+            return None
+        server = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_zygote.py")
+        env = [f"{key}={value}" for key, value in os.environ.items()
+               if key not in _CHILD_VARIABLES]
+        return ([sys.executable, server], env)
+
+    def _finished_results(self) -> List[ExperimentResult]:
+        return [result if result is not None else self._result(index, "cancelled",
+                                                               "cancelled before it started",
+                                                               0.0, None)
+                for index, result in enumerate(self.results)]
+
+    def _close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
+        if self.table is not None:
+            self.table.close()
+        if self.log_dir is not None:
+            self._remove_logs()
+
+    def _remove_logs(self) -> None:
+        for index, result in enumerate(self.results):
+            if result is not None and result.status in ("completed", "skipped"):
+                stem = os.path.join(self.log_dir, f"{index:05d}-{self.ids[index]}")
+                for suffix in (".out", ".err"):
+                    try:
+                        os.unlink(stem + suffix)
+                    except FileNotFoundError:
+                        pass
+        try:
+            os.rmdir(self.log_dir)
+        except OSError:
+            pass  # logs of failed experiments are kept

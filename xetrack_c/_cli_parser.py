@@ -1,0 +1,209 @@
+"""The ``xt`` argument parser.
+
+Building every sub-parser costs a few milliseconds (argparse looks up message translations for
+each), so :func:`build_parser` can build just the command being run; the full parser is only
+built for ``--help``, ``--version`` and unknown commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Callable, Dict, Optional
+
+PROG = "xt"
+ENGINES = ("sqlite", "duckdb")
+
+
+class UsageError(Exception):
+    """A command line argparse cannot parse."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors become one line and exit status 1."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: error: {message} (see '{self.prog} --help')")
+
+
+def _count_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _db_options(parser: argparse.ArgumentParser, table: str = "default") -> None:
+    parser.add_argument("--engine", default="sqlite", choices=ENGINES,
+                        help='database engine: "sqlite" or "duckdb" (both read the SQLite file)')
+    parser.add_argument("--table", default=table, help=f"table to use (default: {table})")
+
+
+def _json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action=argparse.BooleanOptionalAction, default=False,
+                        help="print JSON instead of a Markdown table")
+
+
+def _command(subparsers: Any, name: str, key: str, help_text: str, db: bool = True,
+             table: str = "default") -> argparse.ArgumentParser:
+    """A command's parser; ``key`` (e.g. "head", "cache ls") names its handler."""
+    parser = subparsers.add_parser(name, help=help_text, description=help_text)
+    if db:
+        parser.add_argument("db", metavar="DB", help="path to the database file")
+    parser.set_defaults(command_key=key)
+    if db:
+        _db_options(parser, table)
+    return parser
+
+
+def _head_or_tail(commands: Any, name: str, text: str) -> None:
+    parser = _command(commands, name, name, text)
+    parser.add_argument("--n", type=_count_arg, default=5, help="number of rows (default 5)")
+    _json_option(parser)
+
+
+def _add_head(commands: Any) -> None:
+    _head_or_tail(commands, "head", "Show the first rows of the table")
+
+
+def _add_tail(commands: Any) -> None:
+    _head_or_tail(commands, "tail", "Show the last rows of the table")
+
+
+def _add_columns(commands: Any) -> None:
+    _json_option(_command(commands, "columns", "columns", "List the columns of the table"))
+
+
+def _add_ls(commands: Any) -> None:
+    parser = _command(commands, "ls", "ls",
+                      "List the columns, or the values of COLUMN in timestamp order")
+    parser.add_argument("column", metavar="COLUMN", nargs="?", help="column whose values to list")
+    parser.add_argument("--unique", action=argparse.BooleanOptionalAction, default=False,
+                        help="each value once, in order of first appearance")
+    parser.add_argument("--track-id", help="only the rows of this run")
+    _json_option(parser)
+
+
+def _add_sql(commands: Any) -> None:
+    parser = _command(commands, "sql", "sql",
+                      'Run one read-only SQL query, e.g. \'SELECT count(*) FROM "default"\'')
+    parser.add_argument("query", metavar="QUERY", help="the SQL statement")
+    _json_option(parser)
+
+
+def _add_runs(commands: Any) -> None:
+    parser = _command(commands, "runs", "runs",
+                      "Summarise a run_multiple experiments table: status counts, durations, "
+                      "failures", table="experiments")
+    parser.add_argument("--full", action=argparse.BooleanOptionalAction, default=False,
+                        help="also print each failure's whole error text")
+    _json_option(parser)
+
+
+def _add_delete(commands: Any) -> None:
+    parser = _command(commands, "delete", "delete", "Delete the rows of one run")
+    parser.add_argument("track_id", metavar="TRACK_ID", help="track id of the run to delete")
+
+
+def _add_set(commands: Any) -> None:
+    parser = _command(commands, "set", "set",
+                      "Set KEY to VALUE in every row, or only in the rows selected by "
+                      "--track-id and/or --where-key/--where-value")
+    parser.add_argument("key", metavar="KEY", help="column to set (added when missing)")
+    parser.add_argument("value", metavar="VALUE", help="value to store")
+    parser.add_argument("--track-id", help="only rows of this run")
+    parser.add_argument("--where-key", help="only rows whose WHERE_KEY column ...")
+    parser.add_argument("--where-value", help="... equals WHERE_VALUE (omitted: is NULL)")
+
+
+def _add_copy(commands: Any) -> None:
+    parser = _command(commands, "copy", "copy",
+                      "Merge tables of SOURCE into TARGET: add missing columns, skip rows "
+                      "already present", db=False)
+    parser.add_argument("source", metavar="SOURCE", help="database to copy from (not modified)")
+    parser.add_argument("target", metavar="TARGET",
+                        help="database to copy into (created if missing)")
+    parser.add_argument("--table", action="append",
+                        help="table to copy; repeat for several (default: default)")
+    parser.add_argument("--engine", default="sqlite", choices=ENGINES, help=argparse.SUPPRESS)
+    parser.add_argument("--assets", action=argparse.BooleanOptionalAction, default=True,
+                        help="also copy xetrack's asset tables (default: yes)")
+    _json_option(parser)
+
+
+def _add_cache(commands: Any) -> None:
+    cache = commands.add_parser("cache", help="Result cache commands")
+    cache_commands = cache.add_subparsers(dest="cache_command", metavar="COMMAND", required=True)
+    parser = _command(cache_commands, "ls", "cache ls",
+                      "List cached entries with the track_id that computed them", db=False)
+    parser.add_argument("cache_path", metavar="DIR", help="cache directory")
+    _json_option(parser)
+    parser = _command(cache_commands, "delete", "cache delete",
+                      "Delete the cache entries computed by one run", db=False)
+    parser.add_argument("cache_path", metavar="DIR", help="cache directory")
+    parser.add_argument("track_id", metavar="TRACK_ID", help="track id whose entries to delete")
+
+
+def _add_stats(commands: Any) -> None:
+    stats = commands.add_parser("stats", help="Basic statistics")
+    stats_commands = stats.add_subparsers(dest="stats_command", metavar="COMMAND", required=True)
+    parser = _command(stats_commands, "describe", "stats describe",
+                      "Describe the columns (count, mean, std, quartiles; or counts for text)")
+    parser.add_argument("--columns", default="", help='comma-separated columns, e.g. "a,b"')
+    _json_option(parser)
+    for name, text in (("top", "rows with the largest COLUMN"),
+                       ("bottom", "rows with the smallest COLUMN")):
+        parser = _command(stats_commands, name, f"stats {name}", f"Show the {text}")
+        parser.add_argument("column", metavar="COLUMN")
+        _json_option(parser)
+
+
+def _add_plot(commands: Any) -> None:
+    plot = commands.add_parser("plot", help="Plots: a PNG with matplotlib, else in the terminal")
+    plot_commands = plot.add_subparsers(dest="plot_command", metavar="COMMAND", required=True)
+    hist = _command(plot_commands, "hist", "plot hist", "Histogram of COLUMN")
+    hist.add_argument("column", metavar="COLUMN")
+    hist.add_argument("--bins", type=int, help="number of bins")
+    hist.add_argument("--width", type=int, help="width of the terminal bars")
+    hist.add_argument("--height", type=int, help="accepted for xetrack compatibility")
+    hist.add_argument("--xlab", action=argparse.BooleanOptionalAction, default=False,
+                      help="accepted for xetrack compatibility")
+    hist.add_argument("--summary", action=argparse.BooleanOptionalAction, default=True,
+                      help="print a summary under a terminal histogram")
+    scatter = _command(plot_commands, "scatter", "plot scatter", "Scatter plot of Y against X")
+    scatter.add_argument("x", metavar="X")
+    scatter.add_argument("y", metavar="Y")
+    scatter.add_argument("--size", type=int, default=20, help="point size / terminal grid size")
+    for parser in (hist, scatter):
+        parser.add_argument("--pch", default="o", help="point character of terminal plots")
+        parser.add_argument("--colour", default="white", help="colour of the plot")
+        parser.add_argument("--title", help="title of the plot")
+        parser.add_argument("--output", "-o", help="PNG file to write (default: named after "
+                                                   "the columns, in the current directory)")
+        parser.add_argument("--terminal", action="store_true",
+                            help="draw in the terminal even when matplotlib is installed")
+
+
+# Top-level command -> function adding its parser, in the order --help lists them.
+BUILDERS: Dict[str, Callable[[Any], None]] = {
+    "head": _add_head, "tail": _add_tail, "columns": _add_columns, "ls": _add_ls,
+    "sql": _add_sql, "runs": _add_runs, "delete": _add_delete, "set": _add_set,
+    "copy": _add_copy, "cache": _add_cache, "stats": _add_stats, "plot": _add_plot,
+}
+
+
+def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
+    """The ``xt`` parser: with only ``command``'s sub-parser when it names one, else all."""
+    from xetrack_c import __version__
+
+    parser = Parser(prog=PROG, description="Look at and edit xetrack / xetrack_c databases.")
+    parser.add_argument("--version", action="version", version=f"xt (xetrack_c) {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    if command in BUILDERS:
+        BUILDERS[command](commands)
+    else:
+        for add in BUILDERS.values():
+            add(commands)
+    return parser

@@ -1,0 +1,240 @@
+"""``xt``: look at and edit tracking databases from the shell.
+
+The commands, arguments and options are xetrack's (``head``, ``tail``, ``columns``, ``ls``,
+``delete``, ``set``, ``sql``, ``copy``, ``cache ls|delete``, ``stats describe|top|bottom``,
+``plot hist|scatter``) plus ``runs`` for the experiments table of ``run_multiple``.  Tables
+print as Markdown, ``--json`` prints JSON.  Exit status: 0 on success, 1 for a problem with
+the input (one line on stderr, no traceback), 130 when interrupted.
+
+The reading and editing commands go through the C core and never import pandas or numpy,
+so they start in a few milliseconds; ``stats describe`` uses pandas and ``plot`` matplotlib.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from xetrack_c import _cli_db as db_access
+from xetrack_c._cli_db import UserError
+from xetrack_c._cli_parser import PROG, UsageError, build_parser
+from xetrack_c._cli_render import json_records, json_text, markdown_table
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _table_or_json(names: Sequence[str], rows: Sequence[Sequence[Any]], as_json: bool) -> str:
+    return json_records(names, rows) if as_json else markdown_table(names, rows)
+
+
+# ------------------------------------------------------------------------ commands
+def cmd_head(args: argparse.Namespace) -> None:
+    names, rows = db_access.head_rows(args.db, args.table, args.n)
+    _out(_table_or_json(names, rows, args.json))
+
+
+def cmd_tail(args: argparse.Namespace) -> None:
+    names, rows = db_access.tail_rows(args.db, args.table, args.n)
+    _out(_table_or_json(names, rows, args.json))
+
+
+def cmd_columns(args: argparse.Namespace) -> None:
+    names = db_access.columns(args.db, args.table)
+    if args.json:
+        _out(json_text(names))
+    else:
+        _out(f"Columns in {args.db} table '{args.table}':\n\n{names}")
+
+
+def cmd_ls(args: argparse.Namespace) -> None:
+    if args.column is None:
+        names = db_access.columns(args.db, args.table)
+        _out(json_text(names) if args.json else str(names))
+        return
+    values = db_access.column_values(args.db, args.table, args.column, args.track_id)
+    if args.unique:
+        values = list(dict.fromkeys(values))
+    _out(_table_or_json([args.column], [(value,) for value in values], args.json))
+
+
+def cmd_delete(args: argparse.Namespace) -> None:
+    deleted = db_access.delete_run(args.db, args.table, args.track_id)
+    _out(f"Deleted {deleted} rows of track_id '{args.track_id}' from table '{args.table}'")
+
+
+def cmd_set(args: argparse.Namespace) -> None:
+    if args.where_value is not None and args.where_key is None:
+        raise UserError("--where-value needs --where-key (the column to match)")
+    changed = db_access.set_value(args.db, args.table, args.key, args.value, args.track_id,
+                                  args.where_key, args.where_value)
+    _out(f"Set {args.key} = {args.value!r} in {changed} rows of table '{args.table}'")
+
+
+def cmd_sql(args: argparse.Namespace) -> None:
+    names, rows = db_access.run_query(args.db, args.query)
+    if names:
+        _out(_table_or_json(names, rows, args.json))
+
+
+def cmd_runs(args: argparse.Namespace) -> None:
+    from xetrack_c._cli_runs import runs
+
+    _out(runs(args.db, args.table, args.json, args.full))
+
+
+def cmd_copy(args: argparse.Namespace) -> None:
+    from xetrack_c._cli_copy import copy_databases
+
+    tables = args.table or ["default"]
+    report = copy_databases(args.source, args.target, tables, args.assets)
+    if args.json:
+        _out(json_text(report))
+        return
+    total = 0
+    for table in dict.fromkeys(tables):
+        counts = report[table]
+        total += counts["copied"]
+        _out(f"table '{table}': copied {counts['copied']} rows, skipped {counts['skipped']} "
+             f"already present, added {counts['columns_added']} columns")
+    if "assets" in report:
+        _out(f"assets: copied {report['assets']['copied']}")
+    _out(f"Successfully copied {total} events")
+
+
+def _cache_module() -> Any:
+    try:
+        from xetrack_c import cache
+    except ImportError as exc:
+        raise UserError(f"this build of xetrack_c has no result cache module ({exc})") from exc
+    return cache
+
+
+def _check_cache_dir(path: str) -> None:
+    if not os.path.isdir(path):
+        raise UserError(f"no such cache directory: {path!r} (pass the directory given as "
+                        f"Tracker(cache=...))")
+
+
+def _cache_entries(cache_dir: str) -> List[Dict[str, Any]]:
+    """Every entry's key, track_id, creation time and function, without unpickling results
+    (which could import numpy or pandas, or fail for a class that moved)."""
+    from xetrack_c import _core
+
+    path = _cache_module().cache_file(cache_dir)
+    if not os.path.exists(path):
+        return []
+    entries: List[Dict[str, Any]] = []
+    try:
+        with _core.ResultCache(cache_dir, "read") as cache:
+            after, page_size = "", 512
+            while True:
+                page = cache.scan_raw(after, page_size)
+                entries += [{"key": key, "track_id": track_id, "created": created,
+                             "function_name": function_name}
+                            for key, _, track_id, created, function_name in page]
+                if len(page) < page_size:
+                    return entries
+                after = page[-1][0]
+    except (_core.Error, ValueError) as exc:
+        raise UserError(db_access.one_line(str(exc))) from exc
+
+
+def cmd_cache_ls(args: argparse.Namespace) -> None:
+    _check_cache_dir(args.cache_path)
+    entries = _cache_entries(args.cache_path)
+    if args.json:
+        _out(json_text(entries))
+    elif not entries:
+        _out("Cache is empty")
+    else:
+        _out(f"Cache entries in {args.cache_path}:\n")
+        for entry in entries:
+            _out(f"  track_id: {entry['track_id'] or 'N/A'}  key: {entry['key']}")
+
+
+def cmd_cache_delete(args: argparse.Namespace) -> None:
+    _check_cache_dir(args.cache_path)
+    from xetrack_c import _core
+
+    try:
+        deleted = _cache_module().delete_cache_by_track_id(args.cache_path, args.track_id)
+    except (_core.Error, ValueError) as exc:
+        raise UserError(db_access.one_line(str(exc))) from exc
+    _out(f"Deleted {deleted} cache entries for track_id '{args.track_id}'")
+
+
+def cmd_stats_describe(args: argparse.Namespace) -> None:
+    from xetrack_c._cli_stats import describe
+
+    _out(describe(args.db, args.table, args.columns, args.json))
+
+
+def cmd_stats_top(args: argparse.Namespace) -> None:
+    from xetrack_c._cli_stats import top_or_bottom
+
+    _out(top_or_bottom(args.db, args.table, args.column, True, args.json))
+
+
+def cmd_stats_bottom(args: argparse.Namespace) -> None:
+    from xetrack_c._cli_stats import top_or_bottom
+
+    _out(top_or_bottom(args.db, args.table, args.column, False, args.json))
+
+
+def cmd_plot_hist(args: argparse.Namespace) -> None:
+    from xetrack_c._cli_plot import hist
+
+    _out(hist(args, sys.stdout.isatty()))
+
+
+def cmd_plot_scatter(args: argparse.Namespace) -> None:
+    from xetrack_c._cli_plot import scatter
+
+    _out(scatter(args, sys.stdout.isatty()))
+
+
+# Parser key (see _cli_parser) -> the function that runs the command.
+HANDLERS: Dict[str, Callable[[argparse.Namespace], None]] = {
+    "head": cmd_head, "tail": cmd_tail, "columns": cmd_columns, "ls": cmd_ls, "sql": cmd_sql,
+    "runs": cmd_runs, "delete": cmd_delete, "set": cmd_set, "copy": cmd_copy,
+    "cache ls": cmd_cache_ls, "cache delete": cmd_cache_delete,
+    "stats describe": cmd_stats_describe, "stats top": cmd_stats_top,
+    "stats bottom": cmd_stats_bottom, "plot hist": cmd_plot_hist,
+    "plot scatter": cmd_plot_scatter,
+}
+
+
+def _error(message: str) -> int:
+    sys.stderr.write(message + "\n")
+    return 1
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run ``xt`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = build_parser(argv[0] if argv else None).parse_args(argv)
+        HANDLERS[args.command_key](args)
+        sys.stdout.flush()
+    except UsageError as exc:
+        return _error(str(exc))
+    except UserError as exc:
+        return _error(f"{PROG}: error: {exc}")
+    except SystemExit as exc:  # --help and --version
+        return exc.code if isinstance(exc.code, int) else 0
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader of our output went away (xt head db | head -1): stop quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
