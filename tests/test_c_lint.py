@@ -4,9 +4,10 @@ Every ``csrc/*.c`` is scanned, so a new concern file is covered as soon as it ex
 
 - between ``Py_BEGIN_ALLOW_THREADS`` and ``Py_END_ALLOW_THREADS`` there is no ``Py*`` call
   (functions or macros) and no ``return``/``goto`` that would leave with the GIL released;
-- in every function, each ``PyGILState_Ensure`` is paired with a ``PyGILState_Release`` of
-  the same state (and ``PyEval_SaveThread`` with ``PyEval_RestoreThread``), release after
-  acquire;
+- each ``PyGILState_Ensure`` is paired with a ``PyGILState_Release`` of the same state
+  (and ``PyEval_SaveThread`` with ``PyEval_RestoreThread``): in the same function, release
+  after acquire, for a state in a local variable; somewhere in the file for a state kept
+  in a struct member (a worker thread that keeps its thread state across tasks);
 - the built extension exports exactly one symbol, ``PyInit__core`` (``nm``).
 """
 
@@ -149,20 +150,55 @@ def test_gil_release_macros_are_balanced(path):
     assert source.count("Py_BEGIN_ALLOW_THREADS") == source.count("Py_END_ALLOW_THREADS")
 
 
-def pairing_problem(body: str, acquire: str, release: str) -> Optional[str]:
-    """Why the ``acquire``/``release`` calls in one function body do not pair up, or None."""
-    got = [(m.start(), m.group(1)) for m in re.finditer(r"(\w+)\s*=\s*" + acquire + r"\s*\(", body)]
-    if len(re.findall(r"\b" + acquire + r"\s*\(", body)) != len(got):
-        return f"the result of {acquire}() must be kept for {release}()"
-    put = [(m.start(), m.group(1)) for m in re.finditer(r"\b" + release + r"\s*\(\s*(\w+)\s*\)", body)]
-    if len(got) != len(put):
-        return f"{len(got)} {acquire}() against {len(put)} {release}()"
-    for (got_pos, state), (put_pos, released) in zip(got, put, strict=True):
-        if state != released:
-            return f"{release}({released}) does not match {state} = {acquire}()"
-        if put_pos < got_pos:
-            return f"{release}({released}) comes before {acquire}()"
-    return None
+LVALUE = r"((?:\w+\s*(?:->|\.)\s*)*\w+)"
+
+
+def _calls(code: str, acquire: str, release: str):
+    got = [(m.start(), re.sub(r"\s", "", m.group(1)))
+           for m in re.finditer(LVALUE + r"\s*=\s*" + acquire + r"\s*\(", code)]
+    bare = len(re.findall(r"\b" + acquire + r"\s*\(", code)) - len(got)
+    put = [(m.start(), re.sub(r"\s", "", m.group(1)))
+           for m in re.finditer(r"\b" + release + r"\s*\(\s*" + LVALUE + r"\s*\)", code)]
+    return got, bare, put
+
+
+def _field(state: str) -> Optional[str]:
+    """The member name of a state kept in a struct (``w->gil`` -> ``gil``), else None."""
+    parts = re.split(r"->|\.", state)
+    return parts[-1] if len(parts) > 1 else None
+
+
+def pairing_problems(code: str, acquire: str, release: str) -> List[str]:
+    """Why the ``acquire``/``release`` calls of one stripped C file do not pair up.
+
+    A state kept in a local variable is acquired and released in the same function, in
+    that order, once each (one ``done:`` exit). A state kept in a struct member (a worker
+    that holds a thread state across tasks) is released somewhere in the same file.
+    """
+    problems: List[str] = []
+    for name, line, body in functions(code):
+        got, bare, put = _calls(body, acquire, release)
+        where = f"line {line}: {name}()"
+        if bare:
+            problems.append(f"{where}: the result of {acquire}() must be kept for {release}()")
+        got = [(pos, state) for pos, state in got if _field(state) is None]
+        put = [(pos, state) for pos, state in put if _field(state) is None]
+        if len(got) != len(put):
+            problems.append(f"{where}: {len(got)} {acquire}() against {len(put)} {release}()")
+            continue
+        for (got_pos, state), (put_pos, released) in zip(got, put, strict=True):
+            if state != released:
+                problems.append(f"{where}: {release}({released}) does not match {state}")
+            elif put_pos < got_pos:
+                problems.append(f"{where}: {release}({released}) comes before {acquire}()")
+    got, _, put = _calls(code, acquire, release)
+    kept = {_field(state) for _, state in got} - {None}
+    given_back = {_field(state) for _, state in put} - {None}
+    for member in sorted(kept - given_back):
+        problems.append(f"{acquire}() kept in .{member} is never passed to {release}()")
+    for member in sorted(given_back - kept):
+        problems.append(f"{release}() of .{member}, which no {acquire}() fills")
+    return problems
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=os.path.basename)
@@ -170,10 +206,8 @@ def pairing_problem(body: str, acquire: str, release: str) -> Optional[str]:
     "acquire, release",
     [("PyGILState_Ensure", "PyGILState_Release"), ("PyEval_SaveThread", "PyEval_RestoreThread")],
 )
-def test_gil_state_calls_are_paired_in_each_function(path, acquire, release):
-    for name, line, body in functions(_read(path)):
-        problem = pairing_problem(body, acquire, release)
-        assert problem is None, f"{path}:{line}: {name}(): {problem}"
+def test_gil_state_calls_are_paired(path, acquire, release):
+    assert pairing_problems(_read(path), acquire, release) == [], path
 
 
 @pytest.mark.parametrize(
@@ -185,14 +219,16 @@ def test_gil_state_calls_are_paired_in_each_function(path, acquire, release):
         ("void f(void) { PyGILState_STATE g = PyGILState_Ensure(); PyGILState_Release(h); }", False),
         ("void f(void) { PyGILState_STATE g = PyGILState_Ensure(); }\n"
          "void h(PyGILState_STATE g) { PyGILState_Release(g); }", False),
+        # A worker keeps its state in a struct across tasks and gives it back when it ends.
+        ("static void run(W *w) { if (!w->t) { w->gil = PyGILState_Ensure(); } }\n"
+         "static void *main(void *a) { W *w = a; run(w); PyGILState_Release(w->gil); }", True),
+        ("static void run(W *w) { w->gil = PyGILState_Ensure(); }\n", False),
+        ("static void end(W *w) { PyGILState_Release(w->gil); }\n", False),
     ],
 )
 def test_the_pairing_check_catches_mistakes(snippet, ok):
-    problems = [
-        pairing_problem(body, "PyGILState_Ensure", "PyGILState_Release")
-        for _, _, body in functions(strip_comments_and_strings(snippet))
-    ]
-    assert all(p is None for p in problems) is ok
+    code = strip_comments_and_strings(snippet)
+    assert (pairing_problems(code, "PyGILState_Ensure", "PyGILState_Release") == []) is ok
 
 
 def test_only_the_module_init_is_exported():

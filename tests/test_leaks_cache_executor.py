@@ -74,7 +74,8 @@ def test_cache_key_releases_its_arguments():
     args = [("a" * 50, 1.5), {"k": [1, 2, 3]}]
     kwargs = {"scale": 10**12 + 5}
     params = {"model": "m" * 20}
-    before = refcounts(doubled, args, kwargs, params, args[0], kwargs["scale"])
+    objects = (doubled, args, kwargs, params, args[0], kwargs["scale"])
+    before = refcounts(*objects)
     keys = {cache_key(doubled, args=args, kwargs=kwargs, params=params, tracker_params=params)
             for _ in range(2000)}
     assert len(keys) == 1
@@ -83,7 +84,7 @@ def test_cache_key_releases_its_arguments():
         warnings.simplefilter("ignore")  # one warning per type: maybe already given
         for _ in range(200):
             assert cache_key(doubled, args=unkeyable) is None
-    assert refcounts(doubled, args, kwargs, params, args[0], kwargs["scale"]) == before
+    assert refcounts(*objects) == before
 
 
 CACHE_LOOP = r"""
