@@ -234,7 +234,7 @@ def seed_one():
 steps = {
     "tracker_lifecycle": (tracker_lifecycle, 300, 30, 8 * 1024),
     "async_lifecycle": (async_lifecycle, 200, 20, 8 * 1024),
-    "log": (log_one, 60000, 10000, 6 * 1024),
+    "log": (log_one, 60000, 10000, 4 * 1024),
     "track": (track_one, 5000, 1000, 4 * 1024),
     "errors": (error_one, 5000, 500, 4 * 1024),
     "reader": (reader_one, 300, 30, 8 * 1024),
