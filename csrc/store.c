@@ -738,6 +738,30 @@ xt_store_new(void)
     return s;
 }
 
+/* Connections that open a new file at once all try to convert it to WAL; SQLite then
+ * answers SQLITE_BUSY at once, without calling the busy handler, to every one but the
+ * first (each holds a shared lock the others wait for).  Reading the schema waits, in the
+ * busy handler, until the first one has converted the file; asking for WAL again is then
+ * a no-op.  Each round blocks in SQLite, so this does not spin; the deadline only bounds
+ * a pathological run of such rounds. */
+int
+xt_enable_wal(sqlite3 *db, int busy_timeout_ms)
+{
+    int64_t deadline = xt_now_us() + (int64_t)busy_timeout_ms * 1000;
+    int rc;
+
+    for (;;) {
+        rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
+        if ((rc & 0xff) != SQLITE_BUSY || xt_now_us() >= deadline) {
+            return rc;
+        }
+        rc = sqlite3_exec(db, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL);
+        if (rc != SQLITE_OK && ((rc & 0xff) != SQLITE_BUSY || xt_now_us() >= deadline)) {
+            return rc;
+        }
+    }
+}
+
 static int
 store_connect(xt_store *s, int reset, xt_error *err)
 {
@@ -755,7 +779,12 @@ store_connect(xt_store *s, int reset, xt_error *err)
      * commit survive a crash of the process (not of the machine, which FULL adds). */
     const char *sync = s->durability == XT_DURABLE_FSYNC ? "PRAGMA synchronous=FULL"
                                                          : "PRAGMA synchronous=NORMAL";
-    if (exec_sql(s, "PRAGMA journal_mode=WAL", err) < 0 || exec_sql(s, sync, err) < 0) {
+    rc = xt_enable_wal(s->db, s->busy_timeout_ms);
+    if (rc != SQLITE_OK) {
+        set_db_error(s, err, rc, "PRAGMA journal_mode=WAL");
+        return -1;
+    }
+    if (exec_sql(s, sync, err) < 0) {
         return -1;
     }
     rc = sqlite3_prepare_v3(s->db, "BEGIN IMMEDIATE", -1, SQLITE_PREPARE_PERSISTENT, &s->begin_stmt, NULL);
