@@ -166,6 +166,66 @@ def test_threads_and_processes_grow_the_schema_and_lose_no_row(run_py, db_path, 
     assert integrity_check(db_path) == "ok"
 
 
+# --------------------------------------------------------------- opening a new file at once
+OPEN_ROUNDS = 40
+OPENERS = 8
+
+OPENING = r"""
+import json, os, sys, traceback
+import multiprocessing as mp
+from xetrack_c import Tracker
+
+base, rounds, openers, with_cache = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+
+
+def opener(db, cache, barrier, errors):
+    barrier.wait()
+    try:
+        tracker = Tracker(db, cache=cache, track_id=f"o{os.getpid()}", warnings=False)
+        if cache:
+            tracker.track(pow, args=[2, 10])
+        else:
+            tracker.log({"pid": os.getpid()})
+        tracker.close()
+    except BaseException:
+        errors.put(traceback.format_exc())
+
+
+if __name__ == "__main__":
+    ctx = mp.get_context("fork")
+    errors = ctx.Queue()
+    for r in range(rounds):
+        db = os.path.join(base, f"round{r}.db")
+        cache = os.path.join(base, f"cache{r}") if with_cache == "cache" else None
+        barrier = ctx.Barrier(openers)
+        procs = [ctx.Process(target=opener, args=(db, cache, barrier, errors))
+                 for _ in range(openers)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+    found = []
+    while not errors.empty():
+        found.append(errors.get())
+    print(json.dumps({"errors": found}))
+"""
+
+
+@pytest.mark.parametrize("what", ["tracker", "cache"])
+def test_processes_opening_a_new_file_at_once_never_see_locked(run_py, tmp_path, what):
+    """All converting a new file to WAL at once once gave "database is locked" at once."""
+    if what == "cache":
+        pytest.importorskip("xetrack_c.cache", reason="result cache is not merged yet")
+    proc = run_py(OPENING, timeout=240, args=[str(tmp_path), str(OPEN_ROUNDS), str(OPENERS), what])
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["errors"] == []
+    if what == "tracker":
+        for r in range(OPEN_ROUNDS):
+            db = str(tmp_path / f"round{r}.db")
+            assert count_rows(db) == OPENERS
+            assert integrity_check(db) == "ok"
+
+
 # --------------------------------------------------------------- writers killed at random
 KILL_ROUNDS = 8
 KILL_WRITERS = 4
