@@ -1282,8 +1282,12 @@ open_db(ResultCache *c, xt_error *err)
     }
     sqlite3_extended_result_codes(c->db, 1);
     sqlite3_busy_timeout(c->db, c->busy_timeout_ms);
-    if (query_int(c, "PRAGMA application_id", &app_id, err) < 0
-        || query_int(c, "SELECT count(*) FROM sqlite_master", &tables, err) < 0) {
+    /* Tables first: another process may create the cache between the two reads, and its
+     * tables and application id arrive in one commit.  Read in this order, a new cache
+     * looks empty (decided again below, in a write transaction) or complete, never like
+     * a foreign file with tables but no id. */
+    if (query_int(c, "SELECT count(*) FROM sqlite_master", &tables, err) < 0
+        || query_int(c, "PRAGMA application_id", &app_id, err) < 0) {
         goto fail;
     }
     if (tables > 0 && app_id != CACHE_APPLICATION_ID) {
@@ -1291,10 +1295,15 @@ open_db(ResultCache *c, xt_error *err)
         goto fail;
     }
     c->empty = tables == 0;
-    if (c->mode != MODE_READ
-        && (exec_sql(c, "PRAGMA journal_mode=WAL", err) < 0
-            || exec_sql(c, "PRAGMA synchronous=NORMAL", err) < 0)) {
-        goto fail;
+    if (c->mode != MODE_READ) {
+        rc = xt_enable_wal(c->db, c->busy_timeout_ms);
+        if (rc != SQLITE_OK) {
+            set_db_err(c, err, rc, "PRAGMA journal_mode=WAL");
+            goto fail;
+        }
+        if (exec_sql(c, "PRAGMA synchronous=NORMAL", err) < 0) {
+            goto fail;
+        }
     }
     if (c->empty && c->mode == MODE_CREATE) {
         /* Another process may be creating it too: decide inside one write transaction. */

@@ -81,6 +81,7 @@ done:
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/time.h>
 #include <time.h>
 
@@ -183,10 +184,59 @@ set_error(xt_error *err, int rc, const char *msg, const char *sql)
     snprintf(err->sql, sizeof(err->sql), "%s", sql ? sql : "");
 }
 
+/* The operating system's reason behind an I/O failure, for the ones a user can act on. */
+static const char *
+os_error_text(int sys_errno)
+{
+    switch (sys_errno) {
+    case ENOSPC:
+        return "no space left on the device";
+    case EFBIG:
+        return "file too large: the process's file size limit (ulimit -f) was reached";
+    case EDQUOT:
+        return "disk quota exceeded";
+    case EROFS:
+        return "read-only file system";
+    case EACCES:
+    case EPERM:
+        return "permission denied by the operating system";
+    case EIO:
+        return "the device reported a low-level I/O error";
+    default:
+        return NULL;
+    }
+}
+
+/* `sys_errno` is sqlite3_system_errno() taken right after the failing call: resetting a
+ * statement re-reads errno, which by then may say something else. */
+static void
+set_step_error(xt_store *s, xt_error *err, int rc, const char *sql, int sys_errno)
+{
+    const char *os_text = NULL;
+    int primary = rc & 0xff;
+
+    set_error(err, rc, s->db ? sqlite3_errmsg(s->db) : NULL, sql);
+    if (primary == SQLITE_IOERR || primary == SQLITE_FULL || primary == SQLITE_CANTOPEN) {
+        os_text = os_error_text(sys_errno);
+    }
+    /* SQLite often reports a write cut short by the file size limit without an errno
+     * (the short write() itself succeeds); name the limit when one is set. */
+    if (os_text == NULL && (primary == SQLITE_IOERR || primary == SQLITE_FULL)) {
+        struct rlimit limit;
+        if (getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY) {
+            os_text = "the process has a file size limit (ulimit -f), which may have been reached";
+        }
+    }
+    if (os_text != NULL) {
+        size_t used = strlen(err->msg);
+        snprintf(err->msg + used, sizeof(err->msg) - used, " (%s)", os_text);
+    }
+}
+
 static void
 set_db_error(xt_store *s, xt_error *err, int rc, const char *sql)
 {
-    set_error(err, rc, s->db ? sqlite3_errmsg(s->db) : NULL, sql);
+    set_step_error(s, err, rc, sql, s->db ? sqlite3_system_errno(s->db) : 0);
 }
 
 static char *
@@ -240,9 +290,10 @@ static int
 step_done(xt_store *s, sqlite3_stmt *stmt, xt_error *err)
 {
     int rc = sqlite3_step(stmt);
+    int sys_errno = sqlite3_system_errno(s->db);
     sqlite3_reset(stmt);
     if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-        set_db_error(s, err, rc, sqlite3_sql(stmt));
+        set_step_error(s, err, rc, sqlite3_sql(stmt), sys_errno);
         return -1;
     }
     return 0;
@@ -515,6 +566,7 @@ insert_row(xt_store *s, xt_row *row, xt_error *err)
     bind_row(stmt, row);
     for (int attempt = 0;; attempt++) {
         int rc = sqlite3_step(stmt);
+        int sys_errno = sqlite3_system_errno(s->db);
         sqlite3_reset(stmt);
         if (rc == SQLITE_DONE) {
             note_last_ts(s, row->ts_us);
@@ -532,7 +584,7 @@ insert_row(xt_store *s, xt_row *row, xt_error *err)
             }
             continue;
         }
-        set_db_error(s, err, rc, sqlite3_sql(stmt));
+        set_step_error(s, err, rc, sqlite3_sql(stmt), sys_errno);
         return -1;
     }
 }
@@ -686,6 +738,30 @@ xt_store_new(void)
     return s;
 }
 
+/* Connections that open a new file at once all try to convert it to WAL; SQLite then
+ * answers SQLITE_BUSY at once, without calling the busy handler, to every one but the
+ * first (each holds a shared lock the others wait for).  Reading the schema waits, in the
+ * busy handler, until the first one has converted the file; asking for WAL again is then
+ * a no-op.  Each round blocks in SQLite, so this does not spin; the deadline only bounds
+ * a pathological run of such rounds. */
+int
+xt_enable_wal(sqlite3 *db, int busy_timeout_ms)
+{
+    int64_t deadline = xt_now_us() + (int64_t)busy_timeout_ms * 1000;
+    int rc;
+
+    for (;;) {
+        rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
+        if ((rc & 0xff) != SQLITE_BUSY || xt_now_us() >= deadline) {
+            return rc;
+        }
+        rc = sqlite3_exec(db, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL);
+        if (rc != SQLITE_OK && ((rc & 0xff) != SQLITE_BUSY || xt_now_us() >= deadline)) {
+            return rc;
+        }
+    }
+}
+
 static int
 store_connect(xt_store *s, int reset, xt_error *err)
 {
@@ -703,7 +779,12 @@ store_connect(xt_store *s, int reset, xt_error *err)
      * commit survive a crash of the process (not of the machine, which FULL adds). */
     const char *sync = s->durability == XT_DURABLE_FSYNC ? "PRAGMA synchronous=FULL"
                                                          : "PRAGMA synchronous=NORMAL";
-    if (exec_sql(s, "PRAGMA journal_mode=WAL", err) < 0 || exec_sql(s, sync, err) < 0) {
+    rc = xt_enable_wal(s->db, s->busy_timeout_ms);
+    if (rc != SQLITE_OK) {
+        set_db_error(s, err, rc, "PRAGMA journal_mode=WAL");
+        return -1;
+    }
+    if (exec_sql(s, sync, err) < 0) {
         return -1;
     }
     rc = sqlite3_prepare_v3(s->db, "BEGIN IMMEDIATE", -1, SQLITE_PREPARE_PERSISTENT, &s->begin_stmt, NULL);

@@ -120,6 +120,10 @@ void xt_store_unlock(xt_store *s);
 int xt_store_forked(xt_store *s);
 int xt_store_reopen_after_fork(xt_store *s, xt_error *err);
 
+/* Put `db` in WAL mode, waiting up to `busy_timeout_ms` for other connections; returns
+ * the SQLite result code (sqlite3_errmsg(db) describes a failure).  Call without the GIL. */
+int xt_enable_wal(sqlite3 *db, int busy_timeout_ms);
+
 /* Store error as a Python exception; returns NULL. */
 PyObject *xt_raise_store_error(xt_state *st, xt_store *s, const xt_error *err);
 

@@ -18,6 +18,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 HELPERS = Path(__file__).resolve().parent / "helpers"
+if str(HELPERS) not in sys.path:
+    sys.path.insert(0, str(HELPERS))  # shared helper modules (leakcheck), as in child_env()
 
 
 def child_env(extra_path: Optional[List[str]] = None) -> Dict[str, str]:
