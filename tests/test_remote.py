@@ -35,15 +35,14 @@ def rows_seen_by_task(db):
             return 0
         conn = sqlite3.connect(db)
         try:
-            tables = {name for (name,) in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type='table'")}
             seen = 0
-            if "metrics" in tables:
-                seen += conn.execute("SELECT count(*) FROM metrics WHERE value = ?",
-                                     (config["i"],)).fetchone()[0]
-            if "mine" in tables:
-                seen += conn.execute("SELECT count(*) FROM mine WHERE x = ?",
-                                     (config["i"],)).fetchone()[0]
+            # The driver may be writing other tasks' rows meanwhile: a table can exist
+            # before its columns do, so look for the column, not the table.
+            for table, column in (("metrics", "value"), ("mine", "x")):
+                columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                if column in columns:
+                    seen += conn.execute(f"SELECT count(*) FROM {table} WHERE {column} = ?",
+                                         (config["i"],)).fetchone()[0]
             return seen
         finally:
             conn.close()

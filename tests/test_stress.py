@@ -282,7 +282,8 @@ def test_sigkill_of_writers_keeps_every_returned_row(run_py, db_path, tmp_path):
                 time.sleep(rng.uniform(0.0, 0.25))
                 proc.send_signal(signal.SIGKILL)
             for _, _, proc in procs:
-                assert proc.wait(timeout=60) == -signal.SIGKILL
+                code = proc.wait(timeout=60)
+                assert code == -signal.SIGKILL, proc.stderr.read().decode(errors="replace")
                 kills += 1
         finally:
             for _, _, proc in procs:
