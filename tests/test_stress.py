@@ -240,8 +240,9 @@ ack = os.open(ack_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 tracker = Tracker(db, track_id=f"r{round_no}w{worker}")  # default durability
 i = 0
 while True:
-    # A new column every 20 rows, so kills also land in schema changes.
-    tracker.log({"round": round_no, "worker": worker, "i": i, f"c{round_no}_{i // 20}": i,
+    # A new column every 20 rows (50 per round at most: a writer the machine lets run long
+    # must not reach SQLite's 2,000-column limit), so kills also land in schema changes.
+    tracker.log({"round": round_no, "worker": worker, "i": i, f"c{round_no}_{i // 20 % 50}": i,
                  "payload": "x" * (i % 300)})
     os.write(ack, b"%d\n" % i)  # log() returned: from here on the row must survive
     if i == 0:
