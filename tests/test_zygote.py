@@ -133,3 +133,23 @@ def test_ended_child_is_reaped_only_at_the_next_request(server, tmp_path):
         assert stat.read().rsplit(")", 1)[1].split()[0] == "Z"
     assert server.run(path, "0")[0] == 0
     assert not os.path.exists(f"/proc/{pid}")
+
+
+def test_main_module_looks_like_a_scripts(server, tmp_path):
+    path = script(tmp_path, "s.py", (
+        "import sys\n"
+        "main = sys.modules['__main__']\n"
+        "print(main is sys.modules[__name__], __file__, __cached__, type(__loader__).__name__)\n"
+        "def f(): pass\n"
+        "print(f.__module__, f.__qualname__)\n"))
+    code, out, _ = server.run(path)
+    assert code == 0
+    assert out.split("\n")[:2] == [f"True {path} None SourceFileLoader", "__main__ f"]
+
+
+def test_a_directory_with_a_main_module_runs(server, tmp_path):
+    package = tmp_path / "app"
+    package.mkdir()
+    (package / "__main__.py").write_text("import sys\nprint('app', sys.argv[1:])\n")
+    code, out, _ = server.run(package, "x")
+    assert (code, out) == (0, "app ['x']\n")

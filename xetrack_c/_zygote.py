@@ -12,8 +12,9 @@ never a fork of a threaded process), it reads launch requests on stdin and answe
 
 The child runs the script as ``python script args`` would, minus interpreter start-up: its own
 process group, the request's working directory and environment, stdin from /dev/null,
-stdout and stderr to the request's files, ``sys.argv`` and ``sys.path[0]`` set, the script run
-as ``__main__``, then a normal interpreter exit (atexit handlers, flushed streams). The server
+stdout and stderr to the request's files, ``sys.argv`` and ``sys.path[0]`` set, the script
+compiled and run as the ``__main__`` module, then the end of a normal interpreter exit
+(non-daemon threads joined, atexit handlers run, open files flushed). The server
 exits when its stdin closes (the executor is gone).
 """
 
@@ -101,7 +102,8 @@ def _enter_child(request: dict[str, Any]) -> str:
     script = request["argv"][0]
     sys.argv = list(request["argv"])
     extra = [p for p in request["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
-    sys.path[:] = [os.path.dirname(os.path.abspath(script))] + extra + sys.path
+    home = script if os.path.isdir(script) else os.path.dirname(os.path.abspath(script))
+    sys.path[:] = [home] + extra + sys.path
     return script
 
 
@@ -115,11 +117,28 @@ def _exit_code(exc: SystemExit) -> int:
     return 1
 
 
-def _run_script(script: str) -> int:
-    import runpy
+def _run_main(script: str) -> None:
+    """Run ``script`` as ``__main__``, as ``python script`` does."""
+    if not os.path.isfile(script):  # a directory or zip file with a __main__.py
+        import runpy
 
-    try:
         runpy.run_path(script, run_name="__main__")
+        return
+    from importlib.machinery import SourceFileLoader
+    from types import ModuleType
+
+    main = ModuleType("__main__")
+    main.__dict__.update(__file__=script, __cached__=None, __builtins__=__builtins__,
+                         __loader__=SourceFileLoader("__main__", script))
+    sys.modules["__main__"] = main
+    with open(script, "rb") as source:
+        code = compile(source.read(), script, "exec")
+    exec(code, main.__dict__)
+
+
+def _run_script(script: str) -> int:
+    try:
+        _run_main(script)
     except SystemExit as exc:
         return _exit_code(exc)
     except KeyboardInterrupt:
@@ -170,6 +189,14 @@ def main() -> None:
 
     if sys.path and sys.path[0] == os.path.dirname(os.path.abspath(__file__)):
         del sys.path[0]  # started as a file: its folder is no place to import from
+    # What every child needs, imported once here instead of once per script.
+    import atexit  # noqa: F401
+    import importlib.machinery  # noqa: F401
+    import io  # noqa: F401
+    import threading  # noqa: F401
+    import traceback  # noqa: F401
+    import types  # noqa: F401
+
     try:  # scripts run by run_multiple read their configuration through the child API
         import xetrack_c.params  # noqa: F401
     except ImportError:
