@@ -33,7 +33,6 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, Dict, Optional, Tuple, Union
 
-from xetrack_c import _buffer
 from xetrack_c._task_info import (
     DEFAULT_METRICS_TABLE,
     TaskInfo,
@@ -400,7 +399,8 @@ def log_metrics(metrics: Dict[str, Any], step: Optional[int] = None) -> Dict[str
     if step is not None:
         row["step"] = step
     row.update(metrics)
-    buffer = _buffer.active()
+    buffers = sys.modules.get("xetrack_c._buffer")  # imported by every remote task
+    buffer = buffers.active() if buffers is not None else None
     if buffer is not None:  # a task on an executor: the driver writes the row
         return buffer.metrics_tracker(db, table).log(row)
     return _metrics_tracker(db, table).log(row)

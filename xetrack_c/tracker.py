@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 import threading
 import warnings as _warnings
 import weakref
 from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
-from xetrack_c import _buffer, _core
+from xetrack_c import _core
 
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 _TABLE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
@@ -62,6 +63,15 @@ def _validate_table(table: str) -> str:
 
 def _quote(name: str) -> str:
     return _core.quote_identifier(name)
+
+
+def _remote_buffer() -> Any:
+    """The row buffer of the remote task running in this context, or None.
+
+    A remote task is set up by xetrack_c._buffer; until something imports that module no
+    task can be running, and ordinary scripts do not pay for importing it."""
+    buffers = sys.modules.get("xetrack_c._buffer")
+    return buffers.active() if buffers is not None else None
 
 
 class Tracker(_core.TrackerCore):
@@ -139,7 +149,7 @@ class Tracker(_core.TrackerCore):
         db = os.fspath(db)
         if not isinstance(db, str):
             raise TypeError(f"db must be a str path, not {type(db).__name__}")
-        buffer = _buffer.active()
+        buffer = _remote_buffer()
         if buffer is not None and buffer.redirects(db):
             db, cache = self.IN_MEMORY, None  # a remote task: the rows travel to the driver
         else:
