@@ -67,9 +67,11 @@ def logs_then_checks(db):
             return os.getpid(), 0
         conn = sqlite3.connect(db)
         try:
-            tables = {n for (n,) in conn.execute("SELECT name FROM sqlite_master")}
+            # The driver may be writing other tasks' rows meanwhile: a table can exist
+            # before its columns do, so look for the column, not the table.
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(metrics)")}
             seen = conn.execute("SELECT count(*) FROM metrics WHERE value = ?",
-                                (config["i"],)).fetchone()[0] if "metrics" in tables else 0
+                                (config["i"],)).fetchone()[0] if "value" in columns else 0
         finally:
             conn.close()
         return os.getpid(), seen
