@@ -2,7 +2,6 @@
 #include "cache.h"
 
 #include <math.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -1175,24 +1174,6 @@ typedef struct {
     unsigned long fork_generation;
 } ResultCache;
 
-/* Process-wide count of fork()s, bumped in the child: a cache compares it with the value
- * it saw to learn that its connection and locks belong to the parent.  Process-wide
- * because fork is. */
-static atomic_ulong fork_generation;
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-
-static void
-on_fork_child(void)
-{
-    atomic_fetch_add(&fork_generation, 1);
-}
-
-static void
-register_atfork(void)
-{
-    (void)pthread_atfork(NULL, NULL, on_fork_child);
-}
-
 static void
 set_err(xt_error *err, int rc, const char *msg, const char *sql)
 {
@@ -1397,7 +1378,7 @@ raise_cache_error(ResultCache *c, const xt_error *err)
 static void
 check_fork(ResultCache *c)
 {
-    unsigned long now = atomic_load_explicit(&fork_generation, memory_order_relaxed);
+    unsigned long now = xt_fork_generation();
     if (c->fork_generation == now) {
         return;
     }
@@ -1946,7 +1927,7 @@ cache_init(ResultCache *self, PyObject *args, PyObject *kwargs)
         return -1;
     }
     self->busy_timeout_ms = busy_timeout <= 0 ? 0 : busy_timeout > 2e6 ? 2000000000 : (int)(busy_timeout * 1000);
-    self->fork_generation = atomic_load(&fork_generation);
+    self->fork_generation = xt_fork_generation();
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&self->db_lock);
     rc = ready(self, &err);
@@ -1968,11 +1949,10 @@ cache_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     if (self == NULL) {
         return NULL;
     }
-    pthread_once(&atfork_once, register_atfork);
     pthread_mutex_init(&self->db_lock, NULL);
     pthread_mutex_init(&self->flight_lock, NULL);
     pthread_cond_init(&self->flight_done, NULL);
-    self->fork_generation = atomic_load(&fork_generation);
+    self->fork_generation = xt_fork_generation();
     return (PyObject *)self;
 }
 

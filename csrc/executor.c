@@ -375,6 +375,65 @@ read_tail(xt_task *task)
     (void)close(fd);
 }
 
+/* Waits until `fd` turns readable (the child ended), the deadline passes (0: none) or the
+ * batch is cancelled; 0, or the status the child is to be stopped with. */
+static int
+wait_child(xt_pool *pool, int fd, double deadline)
+{
+    for (;;) {
+        struct pollfd fds[2] = {{fd, POLLIN, 0}, {pool->wake_fds[0], POLLIN, 0}};
+        int ms = -1;
+        if (deadline > 0) {
+            double left = deadline - monotonic_now();
+            if (left <= 0) {
+                return XT_TASK_TIMEOUT;
+            }
+            ms = (int)ceil(left * 1000.0);
+        }
+        int n = poll(fds, 2, ms);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            return XT_TASK_CANCELLED;
+        }
+        if (fds[0].revents) {
+            return 0;
+        }
+        if (fds[1].revents && atomic_load(&pool->cancel) == CANCEL_ALL) {
+            return atomic_load(&pool->cancel_status);
+        }
+    }
+}
+
+/* SIGTERM to the child's process group, up to `grace` seconds for `fd` (-1: none) to say
+ * it ended, then SIGKILL -- always, as grandchildren that ignored SIGTERM are in the group. */
+static void
+stop_group(xt_pool *pool, pid_t pid, int fd)
+{
+    (void)kill(-pid, SIGTERM);
+    if (fd >= 0) {
+        (void)wait_readable(fd, pool->grace);
+    }
+    (void)kill(-pid, SIGKILL);
+}
+
+/* Records how a script child ended: its raw wait status, the status it was stopped with
+ * (0: not stopped), its duration and the tail of its stderr. */
+static void
+finish_script(xt_task *task, int wstatus, int stop, double start)
+{
+    task->duration = monotonic_now() - start;
+    if (WIFEXITED(wstatus)) {
+        task->exit_code = WEXITSTATUS(wstatus);
+    }
+    else if (WIFSIGNALED(wstatus)) {
+        task->exit_code = -(long)WTERMSIG(wstatus);
+    }
+    task->status = stop ? stop : task->exit_code == 0 ? XT_TASK_COMPLETED : XT_TASK_FAILED;
+    read_tail(task);
+}
+
 static int
 spawn_script(xt_task *task, pid_t *pid)
 {
@@ -453,41 +512,10 @@ run_script(xt_pool *pool, xt_task *task)
     }
 
     if (watch_fd >= 0) {
-        for (;;) {
-            struct pollfd fds[2] = {{watch_fd, POLLIN, 0}, {pool->wake_fds[0], POLLIN, 0}};
-            int ms = -1;
-            if (deadline > 0) {
-                double left = deadline - monotonic_now();
-                if (left <= 0) {
-                    stop = XT_TASK_TIMEOUT;
-                    break;
-                }
-                ms = (int)ceil(left * 1000.0);
-            }
-            int n = poll(fds, 2, ms);
-            if (n < 0 && errno == EINTR) {
-                continue;
-            }
-            if (n < 0) {
-                stop = XT_TASK_CANCELLED;
-                break;
-            }
-            if (fds[0].revents) {
-                break;
-            }
-            if (fds[1].revents && atomic_load(&pool->cancel) == CANCEL_ALL) {
-                stop = atomic_load(&pool->cancel_status);
-                break;
-            }
-        }
+        stop = wait_child(pool, watch_fd, deadline);
     }
     if (stop) {
-        (void)kill(-pid, SIGTERM);
-        if (watch_fd >= 0) {
-            (void)wait_readable(watch_fd, pool->grace);
-        }
-        /* Always: grandchildren that ignored SIGTERM are in the same group. */
-        (void)kill(-pid, SIGKILL);
+        stop_group(pool, pid, watch_fd);
     }
     if (have_reaper) {
         pthread_join(reaper_thread, NULL);
@@ -503,20 +531,7 @@ run_script(xt_pool *pool, xt_task *task)
     if (reaper_pipe[0] >= 0) {
         (void)close(reaper_pipe[0]);
     }
-    task->duration = monotonic_now() - start;
-    if (WIFEXITED(wstatus)) {
-        task->exit_code = WEXITSTATUS(wstatus);
-    }
-    else if (WIFSIGNALED(wstatus)) {
-        task->exit_code = -(long)WTERMSIG(wstatus);
-    }
-    if (stop) {
-        task->status = stop;
-    }
-    else {
-        task->status = task->exit_code == 0 ? XT_TASK_COMPLETED : XT_TASK_FAILED;
-    }
-    read_tail(task);
+    finish_script(task, wstatus, stop, start);
 }
 
 /* ------------------------------------------------------------------ process tasks */
@@ -935,37 +950,9 @@ run_script_forked(xt_pool *pool, xt_worker *w, xt_task *task)
         task->duration = monotonic_now() - start;
         return;
     }
-    for (;;) {
-        struct pollfd fds[2] = {{w->fs_out, POLLIN, 0}, {pool->wake_fds[0], POLLIN, 0}};
-        int ms = -1;
-        if (deadline > 0) {
-            double left = deadline - monotonic_now();
-            if (left <= 0) {
-                stop = XT_TASK_TIMEOUT;
-                break;
-            }
-            ms = (int)ceil(left * 1000.0);
-        }
-        int n = poll(fds, 2, ms);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0) {
-            stop = XT_TASK_CANCELLED;
-            break;
-        }
-        if (fds[0].revents) {
-            break;
-        }
-        if (fds[1].revents && atomic_load(&pool->cancel) == CANCEL_ALL) {
-            stop = atomic_load(&pool->cancel_status);
-            break;
-        }
-    }
+    stop = wait_child(pool, w->fs_out, deadline);
     if (stop) {
-        (void)kill(-(pid_t)pid, SIGTERM);
-        (void)wait_readable(w->fs_out, pool->grace);
-        (void)kill(-(pid_t)pid, SIGKILL);
+        stop_group(pool, (pid_t)pid, w->fs_out);
     }
     if (read_int32(w->fs_out, &wstatus) < 0) {
         /* The server died while the child ran: make sure the child's group is gone too. */
@@ -973,15 +960,7 @@ run_script_forked(xt_pool *pool, xt_worker *w, xt_task *task)
         forkserver_stop(w);
         wstatus = SIGKILL;
     }
-    task->duration = monotonic_now() - start;
-    if (WIFEXITED(wstatus)) {
-        task->exit_code = WEXITSTATUS(wstatus);
-    }
-    else if (WIFSIGNALED(wstatus)) {
-        task->exit_code = -(long)WTERMSIG(wstatus);
-    }
-    task->status = stop ? stop : task->exit_code == 0 ? XT_TASK_COMPLETED : XT_TASK_FAILED;
-    read_tail(task);
+    finish_script(task, wstatus, stop, start);
 }
 
 /* ------------------------------------------------------------------ workers */

@@ -153,6 +153,13 @@ register_atfork(void)
     (void)pthread_atfork(NULL, NULL, on_fork_child);
 }
 
+unsigned long
+xt_fork_generation(void)
+{
+    pthread_once(&atfork_once, register_atfork);
+    return atomic_load_explicit(&fork_generation, memory_order_relaxed);
+}
+
 int64_t
 xt_now_us(void)
 {

@@ -80,6 +80,10 @@ typedef struct xt_store xt_store;
 /* Format `us` (microseconds since the epoch) as local time "%Y-%m-%d %H:%M:%S.%f". */
 void xt_format_timestamp(int64_t us, char out[XT_TS_SIZE]);
 int64_t xt_now_us(void);
+/* How many fork()s this process has been through (counted in the child, process-wide): an
+ * object that saved it at open and sees it change is in a child and must not touch the
+ * parent's connection.  The first call installs the pthread_atfork handler. */
+unsigned long xt_fork_generation(void);
 
 /* Everything below runs without the GIL and takes the store's own locks. */
 xt_store *xt_store_new(void);

@@ -108,3 +108,16 @@ def make_db(path: str) -> None:
     other = Tracker(path, table="other", track_id="run-c")
     other.log({"score": 42})
     other.close()
+
+
+# Fixtures of the xt tests (loaded for every test module through conftest's pytest_plugins).
+@pytest.fixture
+def xt(tmp_path: Path) -> Xt:
+    return Xt(tmp_path)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    path = str(tmp_path / "track.db")
+    make_db(path)
+    return path

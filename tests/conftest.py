@@ -16,6 +16,8 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
+pytest_plugins = ["cli_support"]  # the xt fixtures
+
 ROOT = Path(__file__).resolve().parent.parent
 HELPERS = Path(__file__).resolve().parent / "helpers"
 if str(HELPERS) not in sys.path:

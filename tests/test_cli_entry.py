@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import List
 
 import pytest
-from cli_support import Xt, make_db, run
+from cli_support import make_db, run
 from conftest import ROOT, read_rows
 
 
@@ -62,11 +62,6 @@ def test_main_returns_status_codes(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
     assert main(["--help"]) == 0
     assert main(["head"]) == 1
-
-
-@pytest.fixture
-def xt(tmp_path: Path) -> Xt:
-    return Xt(tmp_path)
 
 
 def test_cache_commands_need_an_existing_directory(xt, tmp_path):

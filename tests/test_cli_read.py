@@ -3,23 +3,8 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
-from cli_support import Xt, make_db
-
-
-@pytest.fixture
-def xt(tmp_path: Path) -> Xt:
-    return Xt(tmp_path)
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> str:
-    path = str(tmp_path / "track.db")
-    make_db(path)
-    return path
-
 
 COLUMNS = ["track_id", "timestamp", "model", "n", "acc", "name"]
 

@@ -5,22 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cli_support import Xt, make_db, parse_markdown
+from cli_support import parse_markdown
 
 TRACEBACK = ('Traceback (most recent call last):\n  File "task.py", line 3, in run\n'
              '    raise ValueError("boom")\nValueError: boom')
-
-
-@pytest.fixture
-def xt(tmp_path: Path) -> Xt:
-    return Xt(tmp_path)
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> str:
-    path = str(tmp_path / "track.db")
-    make_db(path)
-    return path
 
 
 @pytest.fixture

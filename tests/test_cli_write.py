@@ -5,23 +5,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from pathlib import Path
 
-import pytest
-from cli_support import Xt, make_db
 from conftest import count_rows, integrity_check, read_rows, table_info, table_names
-
-
-@pytest.fixture
-def xt(tmp_path: Path) -> Xt:
-    return Xt(tmp_path)
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> str:
-    path = str(tmp_path / "track.db")
-    make_db(path)
-    return path
 
 
 def test_delete_removes_one_run(xt, db):

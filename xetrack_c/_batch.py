@@ -25,12 +25,13 @@ from xetrack_c._specs import (
     _call_mode,
     _signal_name,
     _stderr_tail,
+    call_in_mode,
     describe_exception,
     target_of,
 )
 from xetrack_c.executor import ExperimentResult, ExperimentSpec
 from xetrack_c.params import TaskInfo, _current_task
-from xetrack_c.seeding import derive_seed, make_rng
+from xetrack_c.seeding import derive_seed
 
 #: Status names by the pool's status code (4: the script could not be started).
 STATUS_NAMES = ("completed", "failed", "timeout", "cancelled", "failed")
@@ -112,16 +113,7 @@ class Batch:
         token = _current_task.set(TaskInfo(self.ids[index], config, self.seeds[index],
                                            self.options.db, spec.name))
         try:
-            if mode is None:
-                return spec.function(config)
-            kwargs: Dict[str, Any] = {}
-            if "config" in mode:
-                kwargs["config"] = config
-            if "seed" in mode:
-                kwargs["seed"] = self.seeds[index]
-            if "rng" in mode:
-                kwargs["rng"] = make_rng(self.seeds[index])
-            return spec.function(**kwargs)
+            return call_in_mode(spec.function, mode, config, self.seeds[index])
         finally:
             _current_task.reset(token)
 

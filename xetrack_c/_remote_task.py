@@ -21,6 +21,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from xetrack_c import _buffer
+from xetrack_c._specs import call_in_mode
 
 #: (status, value, error text, duration in seconds, chunks, retryable)
 Outcome = Tuple[str, Any, Optional[str], float, List[_buffer.Chunk], bool]
@@ -66,7 +67,7 @@ def run_function_task(function_blob: bytes, task_blob: bytes) -> Outcome:
         with _buffer.remote_task(db) as buffer:
             try:
                 with params.task_context(experiment_id, config, seed, db, name):
-                    value = _call(function, mode, config, seed)
+                    value = call_in_mode(function, mode, config, seed)
             finally:
                 chunks = buffer.collect()
     except BaseException as exc:  # noqa: BLE001 - any failure of the task is its outcome
@@ -83,19 +84,6 @@ def _without_wrapper(exc: BaseException) -> BaseException:
     return exc.with_traceback(trace) if trace is not None else exc
 
 
-def _call(function: Any, mode: Optional[Tuple[str, ...]], config: Any, seed: Any) -> Any:
-    if mode is None:
-        return function(config)
-    kwargs: Dict[str, Any] = {}
-    if "config" in mode:
-        kwargs["config"] = config
-    if "seed" in mode:
-        kwargs["seed"] = seed
-    if "rng" in mode:
-        from xetrack_c.seeding import make_rng
-
-        kwargs["rng"] = make_rng(seed)
-    return function(**kwargs)
 
 
 def run_script_task(argv: List[str], env: Dict[str, str], timeout: Optional[float],

@@ -219,6 +219,24 @@ def _call_mode(function: Callable[..., Any], cache: Dict[Any, Optional[Tuple[str
     return mode
 
 
+def call_in_mode(function: Callable[..., Any], mode: Optional[Tuple[str, ...]], config: Any,
+                 seed: int) -> Any:
+    """Call ``function`` as its mode (from :func:`_call_mode`) says: ``function(config)``,
+    or with the keyword arguments it names among config, seed and rng."""
+    if mode is None:
+        return function(config)
+    kwargs: Dict[str, Any] = {}
+    if "config" in mode:
+        kwargs["config"] = config
+    if "seed" in mode:
+        kwargs["seed"] = seed
+    if "rng" in mode:
+        from xetrack_c.seeding import make_rng
+
+        kwargs["rng"] = make_rng(seed)
+    return function(**kwargs)
+
+
 def target_of(spec: ExperimentSpec) -> Tuple[str, str]:
     """(kind, target) as recorded: ("script", path) or ("function", qualified name)."""
     if spec.function is not None:

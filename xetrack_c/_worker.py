@@ -139,6 +139,8 @@ class _Worker:
         else:
             current_task = task
         try:
+            # As _specs.call_in_mode, which this module cannot import: a worker process
+            # loads nothing of xetrack_c before a task needs it.
             if mode is None:
                 return function(config)
             kwargs: dict[str, object] = {}
