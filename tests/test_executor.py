@@ -495,7 +495,7 @@ def test_exceptions_are_base_exceptions():
 
 # ------------------------------------------------------------------ fork server launcher
 def _fork_servers_of(pid: int) -> list:
-    """Live fork servers (xetrack_c/_zygote.py) whose parent is ``pid``."""
+    """Live fork servers (xetrack_c/run/forkserver.py) whose parent is ``pid``."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -507,7 +507,7 @@ def _fork_servers_of(pid: int) -> list:
                 ppid = int(f.read().rsplit(")", 1)[1].split()[1])
         except (FileNotFoundError, ProcessLookupError):
             continue
-        if ppid == pid and b"_zygote.py" in cmdline and alive(int(entry)):
+        if ppid == pid and b"xetrack_c/run/forkserver.py" in cmdline and alive(int(entry)):
             found.append(int(entry))
     return found
 

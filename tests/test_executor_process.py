@@ -198,7 +198,7 @@ def test_a_task_timeout_is_retried_as_a_timeout_error():
 
 def test_retry_waits_hold_no_worker(tmp_path, monkeypatch):
     """A task waiting for its retry does not keep the only worker from the others."""
-    from xetrack_c._retry import RetryPolicy
+    from xetrack_c.run.retry import RetryPolicy
 
     monkeypatch.setattr(RetryPolicy, "delay", lambda self, attempt: 3.0)
     log = str(tmp_path / "attempts")
@@ -241,7 +241,7 @@ def test_bad_retry_and_rate_options_are_refused():
 
 
 def test_rate_limit_spaces_task_starts(tmp_path):
-    from xetrack_c._retry import rate_interval
+    from xetrack_c.run.retry import rate_interval
 
     assert rate_interval("50/min") == pytest.approx(1.2)
     assert rate_interval("2/s") == rate_interval(2) == 0.5

@@ -13,7 +13,7 @@ from conftest import child_env, read_rows, table_info, table_names
 
 import xetrack_c
 from xetrack_c import Tracker
-from xetrack_c._experiments import FIXED_COLUMNS, ExperimentTable, fingerprint, flatten_config
+from xetrack_c.run.experiments import FIXED_COLUMNS, ExperimentTable, fingerprint, flatten_config
 
 
 def _record(table: ExperimentTable, experiment_id: str, status: str = "completed", **extra):
@@ -222,7 +222,7 @@ class _Point:
 
 
 FINGERPRINT_CODE = (
-    "from xetrack_c._experiments import fingerprint\n"
+    "from xetrack_c.run.experiments import fingerprint\n"
     "print(fingerprint('mod.fn', {'s': {'b', 'a', 'c'}, 'k': 'v', 1: [1.5, None, True],"
     " 'u': '\u00e9\u6f22'}, 12))\n"
 )

@@ -176,7 +176,7 @@ def test_failure_is_recorded_with_its_rows(db_path):
         bad, good = run_multiple(specs, executor=pool, db=db_path)
     assert bad.status == "failed" and good.status == "completed"
     assert bad.error_message.startswith("ValueError: bad value 1")
-    assert "_remote_task.py" not in bad.error_message  # the wrapper's frames are cut
+    assert "remote_task.py" not in bad.error_message  # the wrapper's frames are cut
     rows = read_rows(db_path, "metrics")
     assert [row["experiment_id"] for row in rows if row.get("before_failure") == 1] == \
         [bad.experiment_id]

@@ -1,16 +1,16 @@
 from os import PathLike
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, TypeVar, Union
 
-from xetrack_c.executor import ExperimentResult as ExperimentResult
-from xetrack_c.executor import ExperimentSpec as ExperimentSpec
-from xetrack_c.executor import run_multiple as run_multiple
-from xetrack_c.executor import worker_cache as worker_cache
 from xetrack_c.params import get_experiment_id as get_experiment_id
 from xetrack_c.params import get_experiment_name as get_experiment_name
 from xetrack_c.params import get_param as get_param
 from xetrack_c.params import get_params as get_params
 from xetrack_c.params import get_seed as get_seed
 from xetrack_c.params import log_metrics as log_metrics
+from xetrack_c.run import ExperimentResult as ExperimentResult
+from xetrack_c.run import ExperimentSpec as ExperimentSpec
+from xetrack_c.run import run_multiple as run_multiple
+from xetrack_c.run import worker_cache as worker_cache
 from xetrack_c.seeding import SeedPolicy as SeedPolicy
 from xetrack_c.seeding import derive_seed as derive_seed
 from xetrack_c.seeding import hash_identifier as hash_identifier

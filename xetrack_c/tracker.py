@@ -68,9 +68,9 @@ def _quote(name: str) -> str:
 def _remote_buffer() -> Any:
     """The row buffer of the remote task running in this context, or None.
 
-    A remote task is set up by xetrack_c._buffer; until something imports that module no
+    A remote task is set up by xetrack_c.run.remote_buffer; until something imports that module no
     task can be running, and ordinary scripts do not pay for importing it."""
-    buffers = sys.modules.get("xetrack_c._buffer")
+    buffers = sys.modules.get("xetrack_c.run.remote_buffer")
     return buffers.active() if buffers is not None else None
 
 

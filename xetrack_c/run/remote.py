@@ -3,9 +3,9 @@
 The driver (this process) submits one task per spec through ``executor.submit`` -- a
 ``dask.distributed.Client`` or ``client.get_executor()``, a submitit executor, a
 ``ProcessPoolExecutor`` -- and is the only process that writes the batch's database:
-tasks ship the rows they log back with their outcome (:mod:`xetrack_c._buffer`), and
+tasks ship the rows they log back with their outcome (:mod:`xetrack_c.run.remote_buffer`), and
 the driver writes them, the experiment rows and the cache entries. Seeds, ids, resume
-and the experiments table are the local pool's (:class:`xetrack_c._batch.Batch`).
+and the experiments table are the local pool's (:class:`xetrack_c.run.batch.Batch`).
 
 What the driver decides: a task whose future has not finished ``spec.timeout`` seconds
 after it was submitted is ``timeout`` (and cancelled); a script also stops itself on its
@@ -23,10 +23,10 @@ import random
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from xetrack_c import _buffer, _remote_dask, params
-from xetrack_c._batch import GRACE_SECONDS, Batch
-from xetrack_c._specs import BatchOptions, describe_exception
-from xetrack_c.executor import ExperimentResult, ExperimentSpec
+from xetrack_c.run import child, remote_buffer, remote_dask
+from xetrack_c.run.batch import GRACE_SECONDS, Batch
+from xetrack_c.run.tasks import describe_exception
+from xetrack_c.run.types import BatchOptions, ExperimentResult, ExperimentSpec
 
 #: Seconds before the first retry; each further retry waits twice as long (at most
 #: RETRY_MAX_DELAY), times a random factor in [0.5, 1.5).
@@ -88,8 +88,8 @@ class RemoteBatch(Batch):
         self.retry_on = retry_on
         self.cache_dir = cache
         self.window = parallel if parallel else len(specs)
-        self.dask = _remote_dask.is_dask_client(executor)
-        self.writer = _buffer.ChunkWriter(options.db)
+        self.dask = remote_dask.is_dask_client(executor)
+        self.writer = remote_buffer.ChunkWriter(options.db)
         self.events: "queue.SimpleQueue[Tuple[int, int, Any]]" = queue.SimpleQueue()
         self.flights: Dict[int, _Flight] = {}
         self.deadlines: List[Tuple[float, int, int]] = []
@@ -130,23 +130,23 @@ class RemoteBatch(Batch):
     def _args(self, index: int, attempt: int) -> Tuple[Any, ...]:
         import cloudpickle
 
-        from xetrack_c import _remote_task
+        from xetrack_c.run import remote_task
 
         spec = self.specs[index]
         seed = self.seeds[index]
         if spec.function is not None:
             task = (self.ids[index], spec.config, seed, self.options.db, spec.name,
                     self.modes[index], self.retry_on, attempt)
-            return (_remote_task.run_function_task, self._blobs[id(spec.function)],
+            return (remote_task.run_function_task, self._blobs[id(spec.function)],
                     cloudpickle.dumps(task))
         try:
-            env = params.child_environment(self.ids[index], spec.config, seed,
+            env = child.child_environment(self.ids[index], spec.config, seed,
                                            self.options.db, spec.name)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"Invalid ExperimentSpec at index {index}: {exc}") from exc
         argv = [os.path.abspath(os.fspath(spec.script_path)), *spec.script_args]
-        destination = _buffer.BATCH if self.options.db else _buffer.STANDALONE
-        return (_remote_task.run_script_task, argv, env, spec.timeout, GRACE_SECONDS,
+        destination = remote_buffer.BATCH if self.options.db else remote_buffer.STANDALONE
+        return (remote_task.run_script_task, argv, env, spec.timeout, GRACE_SECONDS,
                 os.getcwd(), destination, self.retry_on, attempt)
 
     def _submit(self, batch: List[Tuple[int, int]]) -> None:
@@ -163,7 +163,7 @@ class RemoteBatch(Batch):
                 continue
             prepared.append((index, attempt, function, args))
         if self.dask:
-            futures = _remote_dask.submit(self.executor, [
+            futures = remote_dask.submit(self.executor, [
                 (function, args, f"xetrack_c-{self.specs[index].name or 'task'}-"
                                  f"{self.ids[index]}-{attempt}")
                 for index, attempt, function, args in prepared])
@@ -200,7 +200,7 @@ class RemoteBatch(Batch):
     def _cache_probe(self, index: int) -> Tuple[bool, Any]:
         """(hit, value) of the result cache for function spec ``index``."""
         if self._cache is None:
-            from xetrack_c._task_cache import TaskCache
+            from xetrack_c.run.task_cache import TaskCache
 
             self._cache = TaskCache(self.cache_dir)
         spec = self.specs[index]
@@ -213,7 +213,7 @@ class RemoteBatch(Batch):
 
     # ------------------------------------------------------------------ outcomes
     def _finish(self, index: int, status: str, error: Optional[str], duration: float,
-                value: Any, chunks: List[_buffer.Chunk], started: bool = True) -> None:
+                value: Any, chunks: List[remote_buffer.Chunk], started: bool = True) -> None:
         if chunks:
             self.writer.write(chunks)
         if status == "completed" and self.cache_dir is not None \
@@ -315,7 +315,7 @@ class RemoteBatch(Batch):
     def run(self) -> List[ExperimentResult]:
         """Run the batch; the results in input order."""
         if self.options.db is not None:
-            from xetrack_c._experiments import ExperimentTable
+            from xetrack_c.run.experiments import ExperimentTable
 
             self.table = ExperimentTable(self.options.db, self.options.table)
         try:
@@ -323,7 +323,7 @@ class RemoteBatch(Batch):
             todo = [index for index in range(len(self.specs)) if index not in skip]
             self.total = len(todo)
             if todo and self._show_progress():
-                from xetrack_c._progress import Progress
+                from xetrack_c.run.progress import Progress
 
                 self.progress = Progress(len(todo))
             self._pickle_functions(todo)
@@ -392,7 +392,7 @@ class RemoteBatch(Batch):
                     continue  # an attempt already marked timeout or cancelled
                 del self.flights[index]
                 done.append((index, flight, future))
-            fetched = _remote_dask.fetch(self.executor if self.dask else None,
+            fetched = remote_dask.fetch(self.executor if self.dask else None,
                                          [future for _, _, future in done])
             for (index, flight, _), got in zip(done, fetched, strict=True):
                 self._outcome(index, flight, got)

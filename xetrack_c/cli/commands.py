@@ -17,10 +17,10 @@ import os
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from xetrack_c import _cli_db as db_access
-from xetrack_c._cli_db import UserError
-from xetrack_c._cli_parser import PROG, UsageError, build_parser
-from xetrack_c._cli_render import json_records, json_text, markdown_table
+from xetrack_c.cli import db as db_access
+from xetrack_c.cli.db import UserError
+from xetrack_c.cli.parser import PROG, UsageError, build_parser
+from xetrack_c.cli.render import json_records, json_text, markdown_table
 
 
 def _out(text: str) -> None:
@@ -81,13 +81,13 @@ def cmd_sql(args: argparse.Namespace) -> None:
 
 
 def cmd_runs(args: argparse.Namespace) -> None:
-    from xetrack_c._cli_runs import runs
+    from xetrack_c.cli.runs import runs
 
     _out(runs(args.db, args.table, args.json, args.full))
 
 
 def cmd_copy(args: argparse.Namespace) -> None:
-    from xetrack_c._cli_copy import copy_databases
+    from xetrack_c.cli.copy import copy_databases
 
     tables = args.table or ["default"]
     report = copy_databases(args.source, args.target, tables, args.assets)
@@ -168,36 +168,36 @@ def cmd_cache_delete(args: argparse.Namespace) -> None:
 
 
 def cmd_stats_describe(args: argparse.Namespace) -> None:
-    from xetrack_c._cli_stats import describe
+    from xetrack_c.cli.stats import describe
 
     _out(describe(args.db, args.table, args.columns, args.json))
 
 
 def cmd_stats_top(args: argparse.Namespace) -> None:
-    from xetrack_c._cli_stats import top_or_bottom
+    from xetrack_c.cli.stats import top_or_bottom
 
     _out(top_or_bottom(args.db, args.table, args.column, True, args.json))
 
 
 def cmd_stats_bottom(args: argparse.Namespace) -> None:
-    from xetrack_c._cli_stats import top_or_bottom
+    from xetrack_c.cli.stats import top_or_bottom
 
     _out(top_or_bottom(args.db, args.table, args.column, False, args.json))
 
 
 def cmd_plot_hist(args: argparse.Namespace) -> None:
-    from xetrack_c._cli_plot import hist
+    from xetrack_c.cli.plot import hist
 
     _out(hist(args, sys.stdout.isatty()))
 
 
 def cmd_plot_scatter(args: argparse.Namespace) -> None:
-    from xetrack_c._cli_plot import scatter
+    from xetrack_c.cli.plot import scatter
 
     _out(scatter(args, sys.stdout.isatty()))
 
 
-# Parser key (see _cli_parser) -> the function that runs the command.
+# Parser key (see parser.py) -> the function that runs the command.
 HANDLERS: Dict[str, Callable[[argparse.Namespace], None]] = {
     "head": cmd_head, "tail": cmd_tail, "columns": cmd_columns, "ls": cmd_ls, "sql": cmd_sql,
     "runs": cmd_runs, "delete": cmd_delete, "set": cmd_set, "copy": cmd_copy,

@@ -1,6 +1,6 @@
 """Rows logged inside a task that runs on an executor: kept in memory, shipped back.
 
-Inside :func:`remote_task` (entered by the task wrappers of :mod:`xetrack_c._remote_task`),
+Inside :func:`remote_task` (entered by the task wrappers of :mod:`xetrack_c.run.remote_task`),
 ``log_metrics`` and every ``Tracker`` opened on the batch's database write to in-memory
 SQLite databases instead of a file. :meth:`RemoteBuffer.collect` turns what they hold into
 :class:`Chunk` tuples that travel back with the task's result; on the driver,
@@ -174,7 +174,7 @@ class ChunkWriter:
     def _path(self, destination: str) -> str:
         if destination == BATCH and self.db is not None:
             return self.db
-        from xetrack_c.params import STANDALONE_METRICS_DB
+        from xetrack_c.run.child import STANDALONE_METRICS_DB
 
         return os.path.abspath(STANDALONE_METRICS_DB)
 

@@ -15,7 +15,7 @@ import sqlite3
 from typing import Dict, List, Sequence
 from urllib.parse import quote as url_quote
 
-from xetrack_c._cli_db import TIMESTAMP, TRACK_ID, UserError, check_file, one_line, quote
+from xetrack_c.cli.db import TIMESTAMP, TRACK_ID, UserError, check_file, one_line, quote
 
 ASSET_TABLES = ("assets", "keys", "counts")
 

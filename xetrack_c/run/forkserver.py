@@ -1,6 +1,6 @@
 """A fork server for script tasks: a warm interpreter that forks one child per script.
 
-Started once per executor worker (``python -m xetrack_c._zygote``, by posix_spawn, so it is
+Started once per executor worker (``python -m xetrack_c.run.forkserver``, by posix_spawn, so it is
 never a fork of a threaded process), it reads launch requests on stdin and answers on stdout:
 
 - request: a 4-byte little-endian length, then UTF-8 JSON
@@ -198,7 +198,7 @@ def main() -> None:
     import types  # noqa: F401
 
     try:  # scripts run by run_multiple read their configuration through the child API
-        import xetrack_c.params  # noqa: F401
+        import xetrack_c.params  # noqa: F401  (loads xetrack_c.run.child)
     except ImportError:
         pass
     gc.freeze()  # the server's objects stay out of the children's collections (fewer page copies)

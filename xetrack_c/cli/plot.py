@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any, List, Optional, Sequence, Tuple
 
-from xetrack_c import _cli_db as db_access
+from xetrack_c.cli import db as db_access
 
 _COLOURS = {"black": 30, "red": 31, "green": 32, "yellow": 33, "blue": 34, "magenta": 35,
             "cyan": 36, "white": 37}

@@ -1,6 +1,6 @@
 """What the child API knows about one experiment, and the checks on its parts.
 
-Shared by :mod:`xetrack_c.params` (the child API) and the executor.
+Shared by :mod:`xetrack_c.run.child` (the child API) and the runner.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The worker process of ``run_multiple(..., backend="process")``.
 
 The C pool (``csrc/procpool.c``) starts it with ``posix_spawn`` as ``python -S
-.../xetrack_c/_worker.py`` (see :func:`xetrack_c._procs.worker_command`), in a process group of its own,
-stdin from ``/dev/null`` and the parent's stdout and stderr. It reads frames on fd 3 and
+.../xetrack_c/run/process_worker.py`` (see :func:`xetrack_c.run.process_tasks.worker_command`),
+in a process group of its own, stdin from ``/dev/null`` and the parent's stdout and stderr. It reads frames on fd 3 and
 answers on fd 4; a frame is an 8-byte little-endian length, then that many bytes.
 
 * The first frame is the batch's init: the pickle of ``{"sys_path": [...],
@@ -19,7 +19,7 @@ It ends at the end of its input: the batch is over, or its parent died.
 
 It imports nothing of xetrack_c until a task does: a worker starts in about the time of
 the interpreter plus :mod:`pickle`. The child API's context is set through
-:mod:`xetrack_c.params` when that module is loaded; when a task imports it for the first
+:mod:`xetrack_c.run.child` when that module is loaded; when a task imports it for the first
 time, the module takes the running task over from :data:`current_task` as it loads.
 """
 
@@ -31,14 +31,14 @@ if __name__ == "__main__":
     # Started as a script: its own folder is no place to import from, and the child API
     # finds it under its package name.
     del sys.path[0]
-    sys.modules["xetrack_c._worker"] = sys.modules[__name__]
+    sys.modules["xetrack_c.run.process_worker"] = sys.modules[__name__]
 
 import os  # noqa: E402
 import pickle  # noqa: E402
 import struct  # noqa: E402
 
 #: (experiment_id, config, seed, db, name) of the task running while
-#: xetrack_c.params is not loaded yet, else None.
+#: xetrack_c.run.child is not loaded yet, else None.
 current_task = None
 
 _HEADER = struct.Struct("<Q")
@@ -97,7 +97,8 @@ class _Worker:
     def start(self, init: bytes) -> None:
         settings = pickle.loads(init)
         sys.path[:] = list(settings["sys_path"])
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        # .../root/xetrack_c/run/process_worker.py -> .../root
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         if root not in sys.path:
             sys.path.append(root)  # this copy of xetrack_c stays importable
         worker_init = settings.get("worker_init")
@@ -133,13 +134,13 @@ class _Worker:
             function = self.functions[function_bytes] = pickle.loads(function_bytes)
         config = pickle.loads(config_bytes)
         task = (experiment_id, config, seed, db, name)
-        params = sys.modules.get("xetrack_c.params")
-        if params is not None:
-            token = params._current_task.set(params.TaskInfo(*task))
+        child = sys.modules.get("xetrack_c.run.child")
+        if child is not None:
+            token = child.current_task.set(child.TaskInfo(*task))
         else:
             current_task = task
         try:
-            # As _specs.call_in_mode, which this module cannot import: a worker process
+            # As tasks.call_in_mode, which this module cannot import: a worker process
             # loads nothing of xetrack_c before a task needs it.
             if mode is None:
                 return function(config)
@@ -154,13 +155,13 @@ class _Worker:
                 kwargs["rng"] = make_rng(seed)
             return function(**kwargs)
         finally:
-            if params is not None:
-                params._current_task.reset(token)
+            if child is not None:
+                child.current_task.reset(token)
             else:
                 current_task = None
-                loaded = sys.modules.get("xetrack_c.params")
+                loaded = sys.modules.get("xetrack_c.run.child")
                 if loaded is not None:  # imported by the task: it took the task over
-                    loaded._current_task.set(None)
+                    loaded.current_task.set(None)
 
 
 def _flush_streams() -> None:

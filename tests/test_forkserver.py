@@ -1,4 +1,4 @@
-"""The script fork server (xetrack_c/_zygote.py), driven through its pipe protocol."""
+"""The script fork server (xetrack_c/run/forkserver.py), driven through its pipe protocol."""
 
 import json
 import os
@@ -11,7 +11,7 @@ import time
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SERVER = os.path.join(ROOT, "xetrack_c", "_zygote.py")
+SERVER = os.path.join(ROOT, "xetrack_c", "run", "forkserver.py")
 INT = struct.Struct("<i")
 
 
@@ -83,7 +83,7 @@ def test_exit_codes_and_tracebacks(server, tmp_path):
     code, _, err = server.run(path, "raise")
     assert code == 1
     assert err.splitlines()[0] == "Traceback (most recent call last):"
-    assert "ValueError: boom" in err and "runpy" not in err and "_zygote" not in err
+    assert "ValueError: boom" in err and "runpy" not in err and "forkserver" not in err
     assert server.run(path, "exit3")[0] == 3
     code, _, err = server.run(path, "exitmsg")
     assert (code, err.strip()) == (1, "bad config")

@@ -3,7 +3,7 @@
 :func:`run_function_task` and :func:`run_script_task` never raise for a failure of the
 task itself: they return an :data:`Outcome` tuple ``(status, value, error, duration,
 chunks, retryable)`` where ``chunks`` are the rows the task logged (see
-:mod:`xetrack_c._buffer`), for the driver to write. Nothing here writes a file the driver
+:mod:`xetrack_c.run.remote_buffer`), for the driver to write. Nothing here writes a file the driver
 reads: function tasks buffer their rows in memory; a script child logs into a SQLite file
 in a private temporary directory of the worker, read back and deleted when it exits.
 """
@@ -20,13 +20,12 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from xetrack_c import _buffer
-from xetrack_c._specs import call_in_mode
+from xetrack_c.run import remote_buffer
+from xetrack_c.run.tasks import TAIL_CHARS, call_in_mode, signal_name
 
 #: (status, value, error text, duration in seconds, chunks, retryable)
-Outcome = Tuple[str, Any, Optional[str], float, List[_buffer.Chunk], bool]
+Outcome = Tuple[str, Any, Optional[str], float, List[remote_buffer.Chunk], bool]
 #: Characters of a script's stderr kept in its error message.
-TAIL_CHARS = 2000
 _FUNCTIONS: Dict[bytes, Any] = {}
 _FUNCTIONS_KEPT = 64
 
@@ -55,18 +54,18 @@ def run_function_task(function_blob: bytes, task_blob: bytes) -> Outcome:
             pickled with cloudpickle; ``mode`` names the keyword arguments to pass
             (None: call ``function(config)``).
     """
-    from xetrack_c import params
-    from xetrack_c._specs import describe_exception
+    from xetrack_c.run import child
+    from xetrack_c.run.tasks import describe_exception
 
     start = time.perf_counter()
     retry_on: Tuple[type, ...] = ()
-    chunks: List[_buffer.Chunk] = []
+    chunks: List[remote_buffer.Chunk] = []
     try:
         function = _function(function_blob)
         experiment_id, config, seed, db, name, mode, retry_on, _ = pickle.loads(task_blob)
-        with _buffer.remote_task(db) as buffer:
+        with remote_buffer.remote_task(db) as buffer:
             try:
-                with params.task_context(experiment_id, config, seed, db, name):
+                with child.task_context(experiment_id, config, seed, db, name):
                     value = call_in_mode(function, mode, config, seed)
             finally:
                 chunks = buffer.collect()
@@ -99,35 +98,35 @@ def run_script_task(argv: List[str], env: Dict[str, str], timeout: Optional[floa
             ``grace`` seconds later, SIGKILL.
         grace: See ``timeout``.
         cwd: Working directory, used when it exists on this machine.
-        destination: Where the driver writes the script's rows (``_buffer.BATCH`` or
-            ``_buffer.STANDALONE``).
+        destination: Where the driver writes the script's rows (``remote_buffer.BATCH`` or
+            ``remote_buffer.STANDALONE``).
         retry_on: Exception types the driver retries; an empty tuple retries any failure.
         attempt: Attempt number (part of the arguments, so every attempt is a new task).
     """
-    from xetrack_c import params
+    from xetrack_c.run import child
 
     start = time.perf_counter()
     workdir = tempfile.mkdtemp(prefix="xetrack_c-task-")
     try:
         child_env = {key: value for key, value in os.environ.items()
-                     if key not in env and key != params.XETRACK_C_DB}
+                     if key not in env and key != child.XETRACK_C_DB}
         child_env.update(env)
         buffer_db = os.path.join(workdir, "rows.db")
-        child_env[params.XETRACK_C_DB] = buffer_db
+        child_env[child.XETRACK_C_DB] = buffer_db
         err_path = os.path.join(workdir, "stderr")
         with open(os.path.join(workdir, "stdout"), "wb") as out, open(err_path, "wb") as err:
             code, timed_out = _run_child([sys.executable, *argv], child_env,
                                          cwd if cwd and os.path.isdir(cwd) else None,
                                          out, err, timeout, grace)
         duration = time.perf_counter() - start
-        chunks = _buffer.chunks_from_file(buffer_db, destination)
+        chunks = remote_buffer.chunks_from_file(buffer_db, destination)
         tail = _tail(err_path)
         if timed_out:
             return ("timeout", None, f"timed out after {timeout:g}s (its timeout); the script was "
                     f"stopped (SIGTERM, then SIGKILL){tail}", duration, chunks, False)
         if code == 0:
             return ("completed", None, None, duration, chunks, False)
-        how = f"exit code {code}" if code >= 0 else f"killed by {_signal_name(-code)}"
+        how = f"exit code {code}" if code >= 0 else f"killed by {signal_name(-code)}"
         return ("failed", None, f"script {argv[0]} failed: {how}{tail}", duration, chunks,
                 not retry_on)
     except OSError as exc:
@@ -178,9 +177,3 @@ def _tail(path: str) -> str:
         return ""
     return "\nstderr (last lines):\n" + text.rstrip() if text.strip() else ""
 
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"

@@ -1,21 +1,85 @@
-"""Checking ``run_multiple``'s specs and options, and describing what went wrong."""
+"""The data types of ``run_multiple``: what to run, what came of it, and the batch's options.
+
+This is the bottom of :mod:`xetrack_c.run`: :class:`ExperimentSpec` (yanex's spec),
+:class:`ExperimentResult`, :class:`BatchOptions` and the checks that turn a user's specs and
+options into them, each error naming what was wrong. Nothing here imports the runner; the
+local batch, the executor path and ``run_multiple`` build on these.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import numbers
 import os
-import traceback
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Union
 
-from xetrack_c.executor import ExperimentSpec
+__all__ = ["ExperimentSpec", "ExperimentResult", "BatchOptions", "STATUSES", "check_specs",
+           "validate_spec"]
 
-#: Characters of stderr (scripts) or traceback (functions) kept in an error message.
-TAIL_CHARS = 2000
-#: The function parameters run_multiple fills in by name.
-INJECTED = ("config", "seed", "rng")
+#: Statuses an :class:`ExperimentResult` can have.
+STATUSES = ("completed", "failed", "cancelled", "timeout", "skipped")
+
+
+@dataclasses.dataclass
+class ExperimentSpec:
+    """What to run: exactly one of ``script_path`` or ``function``.
+
+    Attributes:
+        script_path: A Python script, run as ``sys.executable script_path *script_args``
+            in a new process (no shell), in the caller's working directory.
+        script_args: Extra command-line arguments of the script (list of str).
+        function: A callable, called as ``function(config)``, or with the keyword
+            arguments its signature names among ``config``, ``seed`` and ``rng``.
+        config: The experiment's parameters: ``get_param``/``get_params`` in the task;
+            for scripts it must be JSON-serialisable.
+        name: A name for the experiment (also part of the default seed).
+        tags: Labels recorded with the experiment.
+        description: Free text.
+        seed: This experiment's seed; derived from ``seed_policy`` (or name and index)
+            when None.
+        timeout: Seconds this experiment may run; None for no limit.
+        group: Group label (used as the study id of a ``SeedPolicy``).
+    """
+
+    script_path: Optional[Union[str, "os.PathLike[str]"]] = None
+    script_args: List[str] = dataclasses.field(default_factory=list)
+    function: Optional[Callable[..., Any]] = None
+    config: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    name: Optional[str] = None
+    tags: List[str] = dataclasses.field(default_factory=list)
+    description: Optional[str] = None
+    seed: Optional[int] = None
+    timeout: Optional[float] = None
+    group: Optional[str] = None
+
+    def validate(self) -> None:
+        """Raise ValueError (or TypeError) naming what is wrong with this spec."""
+        validate_spec(self)
+
+
+@dataclasses.dataclass
+class ExperimentResult:
+    """Outcome of one experiment.
+
+    Attributes:
+        experiment_id: Unique id (8 hex digits).
+        status: ``completed``, ``failed``, ``cancelled``, ``timeout`` or ``skipped``.
+        error_message: Why it did not complete: exception type, message and traceback
+            tail (functions), or exit code and stderr tail (scripts); None otherwise.
+        duration: Seconds it ran (0.0 when it never started).
+        name: The spec's name.
+        result: What the function returned (None for scripts).
+        seed: The seed it ran with.
+    """
+
+    experiment_id: str
+    status: str
+    error_message: Optional[str] = None
+    duration: Optional[float] = None
+    name: Optional[str] = None
+    result: Any = None
+    seed: Optional[int] = None
 
 
 # ------------------------------------------------------------------ checking
@@ -114,7 +178,7 @@ class BatchOptions:
     resume: bool
     limit: Optional[int]
     seed_policy: Any
-    retry: Any = None  # a xetrack_c._retry.RetryPolicy
+    retry: Any = None  # a xetrack_c.run.retry.RetryPolicy
     rate_interval: float = 0.0
     worker_init: Optional[Callable[[], Any]] = None
     backend: str = "thread"
@@ -126,7 +190,7 @@ class BatchOptions:
               resume: Any, limit: Any, seed_policy: Any, retries: Any = 0, retry_on: Any = (),
               retry_delay: Any = 1.0, rate_limit: Any = None, worker_init: Any = None,
               backend: Any = "auto", launcher: Any = "spawn") -> "BatchOptions":
-        from xetrack_c._retry import RetryPolicy, rate_interval
+        from xetrack_c.run.retry import RetryPolicy, rate_interval
 
         if parallel is None:
             workers = 1
@@ -168,80 +232,3 @@ class BatchOptions:
                    limit, seed_policy, RetryPolicy(retries, retry_on, retry_delay),
                    rate_interval(rate_limit), worker_init,
                    "process" if backend == "process" else "thread", launcher)
-
-
-# ------------------------------------------------------------------ describing outcomes
-def describe_exception(exc: BaseException) -> str:
-    """``Type: message`` and the tail of the traceback."""
-    head = f"{type(exc).__name__}: {exc}"
-    trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    if len(trace) > TAIL_CHARS:
-        trace = "..." + trace[-TAIL_CHARS:]
-    return f"{head}\n{trace}".rstrip()
-
-
-def _signal_name(number: int) -> str:
-    import signal
-
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
-def _stderr_tail(tail: Optional[bytes]) -> str:
-    if not tail:
-        return ""
-    text = tail.decode("utf-8", errors="replace")[-TAIL_CHARS:]
-    return "\nstderr (last lines):\n" + text.rstrip()
-
-
-def _call_mode(function: Callable[..., Any], cache: Dict[Any, Optional[Tuple[str, ...]]]
-               ) -> Optional[Tuple[str, ...]]:
-    """The injected names ``function`` takes by keyword, or None to call ``function(config)``."""
-    try:
-        return cache[function]
-    except (KeyError, TypeError):
-        pass
-    try:
-        parameters = inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        wanted: Tuple[str, ...] = ()
-    else:
-        wanted = tuple(name for name in INJECTED if name in parameters
-                       and parameters[name].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                                     inspect.Parameter.KEYWORD_ONLY))
-    mode = wanted or None
-    try:
-        cache[function] = mode
-    except TypeError:
-        pass
-    return mode
-
-
-def call_in_mode(function: Callable[..., Any], mode: Optional[Tuple[str, ...]], config: Any,
-                 seed: int) -> Any:
-    """Call ``function`` as its mode (from :func:`_call_mode`) says: ``function(config)``,
-    or with the keyword arguments it names among config, seed and rng."""
-    if mode is None:
-        return function(config)
-    kwargs: Dict[str, Any] = {}
-    if "config" in mode:
-        kwargs["config"] = config
-    if "seed" in mode:
-        kwargs["seed"] = seed
-    if "rng" in mode:
-        from xetrack_c.seeding import make_rng
-
-        kwargs["rng"] = make_rng(seed)
-    return function(**kwargs)
-
-
-def target_of(spec: ExperimentSpec) -> Tuple[str, str]:
-    """(kind, target) as recorded: ("script", path) or ("function", qualified name)."""
-    if spec.function is not None:
-        function = spec.function
-        name = getattr(function, "__qualname__", None) or type(function).__qualname__
-        return "function", f"{getattr(function, '__module__', None) or '?'}.{name}"
-    return "script", os.path.abspath(os.fspath(spec.script_path))
-

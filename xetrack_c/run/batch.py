@@ -2,7 +2,7 @@
 :class:`ExperimentResult` objects, records them and shows progress.
 
 Function tasks run on the pool's threads (``call_function``) or, with
-``backend="process"``, as pickled payloads on its worker processes (:mod:`xetrack_c._procs`).
+``backend="process"``, as pickled payloads on its worker processes (:mod:`xetrack_c.run.process_tasks`).
 A task that fails in a way the retry policy accepts is handed back to the pool with a delay
 (``on_done`` returns it) and reported again when its next attempt ends.
 
@@ -19,18 +19,20 @@ import sys
 import tempfile
 from typing import Any, Dict, List, Optional, Tuple
 
-from xetrack_c import _core, _procs, params
-from xetrack_c._specs import (
-    BatchOptions,
-    _call_mode,
-    _signal_name,
-    _stderr_tail,
+from xetrack_c import _core
+from xetrack_c.run import child
+from xetrack_c.run import process_tasks as procs
+from xetrack_c.run.child import TaskInfo, current_task
+from xetrack_c.run.tasks import (
     call_in_mode,
+    call_mode,
     describe_exception,
+    signal_name,
+    stderr_tail,
     target_of,
 )
-from xetrack_c.executor import ExperimentResult, ExperimentSpec
-from xetrack_c.params import TaskInfo, _current_task
+from xetrack_c.run.types import BatchOptions, ExperimentResult, ExperimentSpec
+from xetrack_c.run.workers import worker_state
 from xetrack_c.seeding import derive_seed
 
 #: Status names by the pool's status code (4: the script could not be started).
@@ -39,8 +41,8 @@ STATUS_NAMES = ("completed", "failed", "timeout", "cancelled", "failed")
 GRACE_SECONDS = 2.0
 #: The variables child_environment sets (never inherited from this process).
 _CHILD_VARIABLES = frozenset(
-    (params.XETRACK_C_EXPERIMENT_ID, params.XETRACK_C_CONFIG, params.XETRACK_C_SEED,
-     params.XETRACK_C_DB, params.XETRACK_C_EXPERIMENT_NAME, params.XETRACK_C_METRICS_TABLE)
+    (child.XETRACK_C_EXPERIMENT_ID, child.XETRACK_C_CONFIG, child.XETRACK_C_SEED,
+     child.XETRACK_C_DB, child.XETRACK_C_EXPERIMENT_NAME, child.XETRACK_C_METRICS_TABLE)
 )
 
 
@@ -56,7 +58,7 @@ class Batch:
         self.seeds = [self._seed(spec, index) for index, spec in enumerate(specs)]
         self.results: List[Optional[ExperimentResult]] = [None] * count
         modes: Dict[Any, Optional[Tuple[str, ...]]] = {}
-        self.modes = [None if spec.function is None else _call_mode(spec.function, modes)
+        self.modes = [None if spec.function is None else call_mode(spec.function, modes)
                       for spec in specs]
         self.order: List[int] = []  # spec index of each pool task
         self.log_dir: Optional[str] = None
@@ -66,7 +68,7 @@ class Batch:
         self.consecutive_failures = 0
         self.attempts = [0] * count
         self.process = options.backend == "process"
-        self._payloads: Optional[_procs.Payloads] = None
+        self._payloads: Optional[procs.Payloads] = None
         self._init_token = object()  # marks the worker threads that ran worker_init
 
     # ------------------------------------------------------------------ seeds
@@ -88,16 +90,14 @@ class Batch:
     # ------------------------------------------------------------------ function tasks
     def _worker_init(self) -> None:
         """Run worker_init once on this worker thread; raise again if it failed there."""
-        from xetrack_c.executor import _worker_local
-
-        state = getattr(_worker_local, "init", None)
+        state = getattr(worker_state, "init", None)
         if state is None or state[0] is not self._init_token:
             error = None
             try:
                 self.options.worker_init()
             except Exception as exc:
                 error = exc
-            state = _worker_local.init = (self._init_token, error)
+            state = worker_state.init = (self._init_token, error)
         if state[1] is not None:
             raise RuntimeError(f"worker_init failed on this worker: "
                                f"{type(state[1]).__name__}: {state[1]}") from state[1]
@@ -109,13 +109,13 @@ class Batch:
         spec = self.specs[index]
         mode = self.modes[index]
         config = spec.config
-        # What params.task_context does, without re-checking values checked already.
-        token = _current_task.set(TaskInfo(self.ids[index], config, self.seeds[index],
+        # What child.task_context does, without re-checking values checked already.
+        token = current_task.set(TaskInfo(self.ids[index], config, self.seeds[index],
                                            self.options.db, spec.name))
         try:
             return call_in_mode(spec.function, mode, config, self.seeds[index])
         finally:
-            _current_task.reset(token)
+            current_task.reset(token)
 
     # ------------------------------------------------------------------ building tasks
     def _script_task(self, index: int, base_env: List[str]) -> tuple:
@@ -123,7 +123,7 @@ class Batch:
         if self.log_dir is None:
             self.log_dir = tempfile.mkdtemp(prefix="xetrack_c-run-")
         try:
-            extra = params.child_environment(self.ids[index], spec.config, self.seeds[index],
+            extra = child.child_environment(self.ids[index], spec.config, self.seeds[index],
                                              self.options.db, spec.name)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"Invalid ExperimentSpec at index {index}: {exc}") from exc
@@ -143,7 +143,7 @@ class Batch:
     def _payload(self, index: int) -> bytes:
         """The pickled call of spec ``index`` for a worker process."""
         if self._payloads is None:
-            self._payloads = _procs.Payloads()
+            self._payloads = procs.Payloads()
         spec = self.specs[index]
         try:
             return self._payloads.payload(spec.function, spec.config, self.seeds[index],
@@ -174,7 +174,7 @@ class Batch:
         return tasks
 
     def _fingerprint(self, index: int) -> str:
-        from xetrack_c._experiments import fingerprint
+        from xetrack_c.run.experiments import fingerprint
 
         spec = self.specs[index]
         return fingerprint(target_of(spec)[1], spec.config, self.seeds[index])
@@ -213,15 +213,15 @@ class Batch:
                 what += "; the script was stopped (SIGTERM, then SIGKILL)"
             elif self.process:
                 what += "; its worker process was stopped (SIGTERM, then SIGKILL) and replaced"
-            return what + _stderr_tail(tail)
+            return what + stderr_tail(tail)
         if spec.function is not None:
             if self.process and isinstance(value, int):
-                return _procs.death(value)
+                return procs.death(value)
             return describe_exception(value) if isinstance(value, BaseException) else str(value)
         if code == 4:
             return str(value)
-        how = f"exit code {value}" if value >= 0 else f"killed by {_signal_name(-value)}"
-        message = f"script {spec.script_path} failed: {how}" + _stderr_tail(tail)
+        how = f"exit code {value}" if value >= 0 else f"killed by {signal_name(-value)}"
+        message = f"script {spec.script_path} failed: {how}" + stderr_tail(tail)
         stem = os.path.join(self.log_dir or "", f"{index:05d}-{self.ids[index]}")
         return message + f"\n(full output: {stem}.out, {stem}.err)"
 
@@ -231,7 +231,7 @@ class Batch:
         spec = self.specs[index]
         policy = self.options.retry
         if code == 0 and self.process and spec.function is not None:
-            outcome = _procs.decode_reply(value)
+            outcome = procs.decode_reply(value)
             retry = outcome.status == "failed" and outcome.type_names != () \
                 and policy.matches(outcome.exception, outcome.type_names)
             return outcome.status, outcome.error, outcome.result, retry
@@ -310,7 +310,7 @@ class Batch:
                     self._payload(index)
             if self.options.worker_init is not None:
                 try:
-                    _procs.dumps(self.options.worker_init, "worker_init")
+                    procs.dumps(self.options.worker_init, "worker_init")
                 except ValueError as exc:
                     raise ValueError(f"run_multiple: {exc}") from None
         return [self._result(index, "skipped", None, 0.0, None) for index in range(len(self.specs))]
@@ -318,7 +318,7 @@ class Batch:
     def _show_progress(self) -> bool:
         if self.options.progress is not None:
             return self.options.progress
-        if params._current_task.get() is not None:
+        if current_task.get() is not None:
             return False  # a batch inside a task: the outer batch shows progress
         try:
             return sys.stderr is not None and sys.stderr.isatty()
@@ -328,14 +328,14 @@ class Batch:
     def run(self) -> List[ExperimentResult]:
         """Run the batch; the results in input order."""
         if self.options.db is not None:
-            from xetrack_c._experiments import ExperimentTable
+            from xetrack_c.run.experiments import ExperimentTable
 
             self.table = ExperimentTable(self.options.db, self.options.table)
         try:
             tasks = self._tasks(self._resumed())
             if tasks:
                 if self._show_progress():
-                    from xetrack_c._progress import Progress
+                    from xetrack_c.run.progress import Progress
 
                     self.progress = Progress(len(tasks))
                 workers = min(self.options.workers, len(tasks))
@@ -360,7 +360,7 @@ class Batch:
         """The command and environment of the workers' fork servers, when scripts use one."""
         if self.options.launcher != "forkserver":
             return None
-        server = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_zygote.py")
+        server = os.path.join(os.path.dirname(os.path.abspath(__file__)), "forkserver.py")
         env = [f"{key}={value}" for key, value in os.environ.items()
                if key not in _CHILD_VARIABLES]
         return ([sys.executable, server], env)
@@ -377,8 +377,8 @@ class Batch:
         """(argv, env, init frame) of the worker processes, when there are process tasks."""
         if not self.process or not any(len(task) == 2 for task in tasks):
             return None
-        return (_procs.worker_command(), _procs.environment(),
-                _procs.init_frame(self.options.worker_init))
+        return (procs.worker_command(), procs.environment(),
+                procs.init_frame(self.options.worker_init))
 
     def _finished_results(self) -> List[ExperimentResult]:
         return [result if result is not None else self._result(index, "cancelled",

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any, List, Optional, Tuple
 
-from xetrack_c import _cli_db as db_access
-from xetrack_c._cli_render import json_records, markdown_table
+from xetrack_c.cli import db as db_access
+from xetrack_c.cli.render import json_records, markdown_table
 
 
 def _plain(value: Any) -> Any:

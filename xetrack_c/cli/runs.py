@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from xetrack_c import _cli_db as db_access
-from xetrack_c._cli_render import json_text, json_value, markdown_table
+from xetrack_c.cli import db as db_access
+from xetrack_c.cli.render import json_text, json_value, markdown_table
 
 STATUSES = ("completed", "failed", "cancelled", "timeout", "skipped")
 PROBLEM_STATUSES = ("failed", "timeout", "cancelled")

@@ -2,7 +2,7 @@
 
 Everything here runs on the calling thread with the GIL: payloads are pickled before the C
 pool starts, and replies are unpickled as the pool reports them (see
-:mod:`xetrack_c._worker` for the protocol).
+:mod:`xetrack_c.run.process_worker` for the protocol).
 
 Callables and configs are pickled with :mod:`pickle` where that gives something a fresh
 worker process can load, and with ``cloudpickle`` (when installed) where it does not:
@@ -26,7 +26,7 @@ def worker_command() -> List[str]:
     """argv of a worker process: this interpreter, without ``site`` (the init frame hands
     it this process's ``sys.path``), running this copy of xetrack_c's worker module."""
     return [sys.executable, "-S", os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                               "_worker.py")]
+                                               "process_worker.py")]
 
 
 def _cloudpickle(value: Any, what: str, reason: str) -> bytes:
