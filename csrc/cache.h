@@ -4,7 +4,10 @@
  * The key of a call is the first 16 bytes of the SHA-256 of a canonical binary encoding
  * of (qualified function name, args, kwargs, per-call params, tracker params); the
  * encoding is described in docs/cache.md.  Tracker.track (tracker.c) uses the functions
- * below; everything reachable from Python is added by xt_cache_exec. */
+ * below; everything reachable from Python is added by xt_cache_exec.
+ *
+ * Implemented in cache_key.c (key encoding), cache.c (the SQLite store and the ResultCache
+ * type) and cache_flight.c (single flight); what they share is in cache_internal.h. */
 #ifndef XT_CACHE_H
 #define XT_CACHE_H
 
