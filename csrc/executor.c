@@ -1,4 +1,7 @@
-/* The worker pool behind run_multiple (see executor.h and docs/design.md).
+/* The worker pool behind run_multiple (see executor.h and docs/design.md): its pthread
+ * workers, their scheduling, the process-wide limit on running workers, the calling
+ * thread's supervision, and run_tasks itself.  The pool's types and its building from
+ * Python arguments are in pool.h/pool.c; script tasks are run by launcher.c.
  *
  * run_tasks() copies every task into C memory, starts pthread workers and waits on a
  * condition variable with the GIL released.  A worker takes a slot of the process-wide
@@ -8,142 +11,29 @@
  *   - for a script task, posix_spawn()s it in a process group of its own with stdout and
  *     stderr sent to files, and waits on a pidfd (or a reaper thread) and the batch's
  *     cancel pipe with poll(); on timeout or cancel it sends SIGTERM to the group, waits
- *     a grace period, then SIGKILL.
+ *     a grace period, then SIGKILL (launcher.c).
  * The calling thread wakes on every completion, and at least every 100 ms to run signal
  * handlers (Ctrl-C), enforce function and batch deadlines and follow a cancelled parent
  * batch; it hands each finished task to the Python callback on_done in completion order.
  */
 #include "executor.h"
+#include "launcher.h"
+#include "pool.h"
 #include "procpool.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <math.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-#define XT_TAIL_BYTES 4096
 #define XT_TICK_SECONDS 0.1
-/* Process tasks sent to a worker process at once (see take_chunk_locked). */
-#define XT_CHUNK_MAX 16
+/* Payload bytes of the process tasks sent to a worker process at once (see
+ * take_chunk_locked; their count is bounded by XT_CHUNK_MAX in pool.h). */
 #define XT_CHUNK_BYTES 32768
-
-enum { TASK_FUNCTION, TASK_SCRIPT, TASK_PROCESS };
-/* Where a task is (xt_task.state, under the pool mutex). */
-enum { STATE_QUEUED = 0, STATE_RUNNING, STATE_DONE, STATE_RETRY };
-/* Cancel levels of a batch: start nothing new; also stop what runs. */
-enum { CANCEL_NONE = 0, CANCEL_PENDING = 1, CANCEL_ALL = 2 };
-
-typedef struct {
-    int kind;
-    double timeout; /* seconds; <= 0: none */
-    /* function task (strong references) */
-    PyObject *callable;
-    PyObject *arg;
-    /* script task (malloc'd, NULL-terminated lists) */
-    char **argv;
-    char **envp;
-    char *cwd;
-    char *out_path;
-    char *err_path;
-    char *request; /* launch request for the worker's fork server, or NULL: posix_spawn */
-    size_t request_len;
-    /* process task: the pickled call (a strong reference to immutable bytes, read
-     * without the GIL) and the worker's reply (malloc'd) */
-    PyObject *payload;
-    const char *payload_data;
-    size_t payload_len;
-    char *reply;
-    size_t reply_len;
-    /* scheduling, under the pool mutex */
-    int state;
-    int follower;          /* runs after the previous task of its group, on its worker */
-    Py_ssize_t group_next; /* next task of the same group, or -1 */
-    int ran_on;            /* index of the worker that ran it last */
-    double not_before;     /* STATE_RETRY: monotonic time it may start again */
-    /* outputs, written by the worker before the task is queued as done */
-    int status;
-    long exit_code; /* >= 0: exit code; < 0: killed by signal -exit_code */
-    int spawn_errno;
-    double duration;
-    char *tail;
-    size_t tail_len;
-    PyObject *value; /* function: the return value or the exception */
-    /* function supervision, read and written under the GIL */
-    double started;
-    int interrupted; /* 0, XT_TASK_TIMEOUT or XT_TASK_CANCELLED: async exception sent */
-    double interrupt_sent;
-} xt_task;
-
-typedef struct xt_pool xt_pool;
-
-typedef struct {
-    pthread_t thread;
-    xt_pool *pool;
-    PyThreadState *tstate; /* made on the first function task, kept until the worker ends */
-    PyGILState_STATE gil;
-    unsigned long ident;
-    Py_ssize_t running; /* function task being called, or -1; under the GIL */
-    int holds_slot;
-    /* This worker's fork server (xetrack_c/_zygote.py), started on its first script task
-     * that asks for one: pid, request pipe (write end), answer pipe (read end). */
-    pid_t fs_pid;
-    int fs_in;
-    int fs_out;
-    int index;           /* position in pool->workers */
-    xt_proc *proc;       /* its worker process (process tasks), or NULL */
-    Py_ssize_t follow;   /* next task of the group it runs, or -1; under mu */
-    Py_ssize_t held;     /* a task of its group waiting for a retry, or -1; under mu */
-    int from_queue;      /* its last task came from the queue (not a retry or a group) */
-    Py_ssize_t chunk[XT_CHUNK_MAX]; /* process tasks sent to its worker process at once */
-} xt_worker;
-
-struct xt_pool {
-    pthread_mutex_t mu;
-    pthread_cond_t cond; /* signalled on each completion and when a worker exits */
-    xt_task *tasks;
-    Py_ssize_t n;
-    Py_ssize_t next;  /* first task not started; under mu */
-    Py_ssize_t ndone; /* entries of done_order; under mu */
-    Py_ssize_t judged; /* entries of done_order handed to on_done; under mu */
-    int gated;         /* a worker waits for on_done's verdict before its next task */
-    pthread_cond_t judged_cond;
-    Py_ssize_t *done_order;
-    int live; /* workers not yet exited; under mu */
-    atomic_int cancel;
-    atomic_int cancel_status; /* status of running tasks stopped by CANCEL_ALL */
-    int wake_fds[2];          /* written once at CANCEL_ALL: wakes script workers */
-    double grace;
-    xt_worker *workers;
-    int nworkers;
-    xt_pool *parent;
-    PyObject *drain; /* a Python no-op (borrowed from the module state) */
-    char **fs_argv;  /* command and environment of the fork servers, or NULL */
-    char **fs_envp;
-    Py_ssize_t done_cap; /* done_order is a ring of this size: fewer are ever unreported */
-    /* retries and the start rate, under mu */
-    pthread_cond_t work_cond; /* a retry was queued, or the batch stops */
-    unsigned long work_gen;   /* bumped with each work_cond broadcast */
-    Py_ssize_t *retry_list;   /* tasks waiting for a retry on any worker */
-    Py_ssize_t nretry;
-    double rate_interval; /* seconds between task starts; 0: no limit */
-    double next_start;
-    /* worker processes of process tasks */
-    xt_proc_setup procs;
-    int have_procs;
-    int chunking; /* send several process tasks at once: no gating, no start rate */
-    int planned;  /* workers start_workers starts (set before any of them runs) */
-};
 
 /* Process-wide limit on running workers.  It is shared by every batch of the process so
  * that batches started inside tasks (nested run_multiple) cannot multiply the number of
@@ -159,14 +49,6 @@ static int limit_batches_max; /* largest worker count among them since the count
 /* The pool worker running on this thread, if any: a batch started from inside a task
  * lends that worker's slot and follows its pool's cancellation. */
 static _Thread_local xt_worker *current_worker;
-
-static double
-monotonic_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* ------------------------------------------------------------------ worker limit */
 static int
@@ -279,7 +161,7 @@ run_function(xt_worker *w, Py_ssize_t index)
         w->tstate = PyEval_SaveThread();
     }
     PyEval_RestoreThread(w->tstate);
-    task->started = monotonic_now();
+    task->started = xt_monotonic_now();
     w->running = index;
     res = PyObject_CallOneArg(task->callable, task->arg);
     if (res == NULL) {
@@ -290,7 +172,7 @@ run_function(xt_worker *w, Py_ssize_t index)
         task->value = res;
         task->status = XT_TASK_COMPLETED;
     }
-    task->duration = monotonic_now() - task->started;
+    task->duration = xt_monotonic_now() - task->started;
     w->running = -1;
     if (task->interrupted) {
         /* An interruption sent after the task's last bytecode must not land in the next
@@ -301,237 +183,6 @@ run_function(xt_worker *w, Py_ssize_t index)
         PyErr_Clear();
     }
     w->tstate = PyEval_SaveThread();
-}
-
-/* ------------------------------------------------------------------ script tasks */
-typedef struct {
-    pid_t pid;
-    int status;
-    int fd; /* write end, closed when the child is reaped */
-} xt_reaper;
-
-/* Fallback when pidfd_open is unavailable: a thread blocked in waitpid. */
-static void *
-reaper_main(void *arg)
-{
-    xt_reaper *r = arg;
-    while (waitpid(r->pid, &r->status, 0) < 0 && errno == EINTR) {
-    }
-    (void)close(r->fd);
-    return NULL;
-}
-
-/* Wait up to `seconds` for fd to become readable (-1: forever); 1 if it did. */
-static int
-wait_readable(int fd, double seconds)
-{
-    struct pollfd pfd = {fd, POLLIN, 0};
-    double deadline = monotonic_now() + seconds;
-    for (;;) {
-        int ms = -1;
-        if (seconds >= 0) {
-            double left = deadline - monotonic_now();
-            ms = left > 0 ? (int)ceil(left * 1000.0) : 0;
-        }
-        int n = poll(&pfd, 1, ms);
-        if (n > 0) {
-            return 1;
-        }
-        if (n == 0) {
-            return 0;
-        }
-        if (errno != EINTR) {
-            return 0;
-        }
-    }
-}
-
-static void
-read_tail(xt_task *task)
-{
-    struct stat sb;
-    int fd = open(task->err_path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        return;
-    }
-    if (fstat(fd, &sb) == 0 && sb.st_size > 0) {
-        off_t offset = sb.st_size > XT_TAIL_BYTES ? sb.st_size - XT_TAIL_BYTES : 0;
-        size_t want = (size_t)(sb.st_size - offset);
-        char *buf = malloc(want);
-        size_t got = 0;
-        while (buf != NULL && got < want) {
-            ssize_t r = pread(fd, buf + got, want - got, offset + (off_t)got);
-            if (r < 0 && errno == EINTR) {
-                continue;
-            }
-            if (r <= 0) {
-                break;
-            }
-            got += (size_t)r;
-        }
-        task->tail = buf;
-        task->tail_len = buf != NULL ? got : 0;
-    }
-    (void)close(fd);
-}
-
-/* Waits until `fd` turns readable (the child ended), the deadline passes (0: none) or the
- * batch is cancelled; 0, or the status the child is to be stopped with. */
-static int
-wait_child(xt_pool *pool, int fd, double deadline)
-{
-    for (;;) {
-        struct pollfd fds[2] = {{fd, POLLIN, 0}, {pool->wake_fds[0], POLLIN, 0}};
-        int ms = -1;
-        if (deadline > 0) {
-            double left = deadline - monotonic_now();
-            if (left <= 0) {
-                return XT_TASK_TIMEOUT;
-            }
-            ms = (int)ceil(left * 1000.0);
-        }
-        int n = poll(fds, 2, ms);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0) {
-            return XT_TASK_CANCELLED;
-        }
-        if (fds[0].revents) {
-            return 0;
-        }
-        if (fds[1].revents && atomic_load(&pool->cancel) == CANCEL_ALL) {
-            return atomic_load(&pool->cancel_status);
-        }
-    }
-}
-
-/* SIGTERM to the child's process group, up to `grace` seconds for `fd` (-1: none) to say
- * it ended, then SIGKILL -- always, as grandchildren that ignored SIGTERM are in the group. */
-static void
-stop_group(xt_pool *pool, pid_t pid, int fd)
-{
-    (void)kill(-pid, SIGTERM);
-    if (fd >= 0) {
-        (void)wait_readable(fd, pool->grace);
-    }
-    (void)kill(-pid, SIGKILL);
-}
-
-/* Records how a script child ended: its raw wait status, the status it was stopped with
- * (0: not stopped), its duration and the tail of its stderr. */
-static void
-finish_script(xt_task *task, int wstatus, int stop, double start)
-{
-    task->duration = monotonic_now() - start;
-    if (WIFEXITED(wstatus)) {
-        task->exit_code = WEXITSTATUS(wstatus);
-    }
-    else if (WIFSIGNALED(wstatus)) {
-        task->exit_code = -(long)WTERMSIG(wstatus);
-    }
-    task->status = stop ? stop : task->exit_code == 0 ? XT_TASK_COMPLETED : XT_TASK_FAILED;
-    read_tail(task);
-}
-
-static int
-spawn_script(xt_task *task, pid_t *pid)
-{
-    posix_spawn_file_actions_t actions;
-    posix_spawnattr_t attr;
-    sigset_t empty, defaults;
-    int rc;
-    static const int default_signals[] = {SIGINT, SIGTERM, SIGPIPE, SIGXFSZ, SIGHUP, SIGQUIT};
-
-    rc = posix_spawn_file_actions_init(&actions);
-    if (rc != 0) {
-        return rc;
-    }
-    rc = posix_spawnattr_init(&attr);
-    if (rc != 0) {
-        posix_spawn_file_actions_destroy(&actions);
-        return rc;
-    }
-    sigemptyset(&empty);
-    sigemptyset(&defaults);
-    for (size_t i = 0; i < sizeof(default_signals) / sizeof(default_signals[0]); i++) {
-        sigaddset(&defaults, default_signals[i]);
-    }
-    if ((rc = posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)) == 0
-        && (rc = posix_spawn_file_actions_addopen(&actions, 1, task->out_path,
-                                                  O_WRONLY | O_CREAT | O_TRUNC, 0644)) == 0
-        && (rc = posix_spawn_file_actions_addopen(&actions, 2, task->err_path,
-                                                  O_WRONLY | O_CREAT | O_TRUNC, 0644)) == 0
-        && (task->cwd == NULL
-            || (rc = posix_spawn_file_actions_addchdir_np(&actions, task->cwd)) == 0)
-        && (rc = posix_spawnattr_setpgroup(&attr, 0)) == 0
-        && (rc = posix_spawnattr_setsigmask(&attr, &empty)) == 0
-        && (rc = posix_spawnattr_setsigdefault(&attr, &defaults)) == 0
-        && (rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK
-                                                     | POSIX_SPAWN_SETSIGDEF)) == 0) {
-        rc = posix_spawn(pid, task->argv[0], &actions, &attr, task->argv, task->envp);
-    }
-    posix_spawnattr_destroy(&attr);
-    posix_spawn_file_actions_destroy(&actions);
-    return rc;
-}
-
-static void
-run_script(xt_pool *pool, xt_task *task)
-{
-    double start = monotonic_now();
-    double deadline = task->timeout > 0 ? start + task->timeout : 0.0;
-    pid_t pid = -1;
-    int pidfd = -1, watch_fd = -1, wstatus = 0, stop = 0;
-    int reaper_pipe[2] = {-1, -1};
-    xt_reaper reaper = {0, 0, -1};
-    pthread_t reaper_thread;
-    int have_reaper = 0;
-
-    int rc = spawn_script(task, &pid);
-    if (rc != 0) {
-        task->status = XT_TASK_SPAWN_ERROR;
-        task->spawn_errno = rc;
-        task->duration = monotonic_now() - start;
-        return;
-    }
-    pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (pidfd >= 0) {
-        watch_fd = pidfd;
-    }
-    else if (pipe2(reaper_pipe, O_CLOEXEC) == 0) {
-        reaper.pid = pid;
-        reaper.fd = reaper_pipe[1];
-        if (pthread_create(&reaper_thread, NULL, reaper_main, &reaper) == 0) {
-            have_reaper = 1;
-            watch_fd = reaper_pipe[0];
-        }
-        else {
-            (void)close(reaper_pipe[1]);
-        }
-    }
-
-    if (watch_fd >= 0) {
-        stop = wait_child(pool, watch_fd, deadline);
-    }
-    if (stop) {
-        stop_group(pool, pid, watch_fd);
-    }
-    if (have_reaper) {
-        pthread_join(reaper_thread, NULL);
-        wstatus = reaper.status;
-    }
-    else {
-        while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
-        }
-    }
-    if (pidfd >= 0) {
-        (void)close(pidfd);
-    }
-    if (reaper_pipe[0] >= 0) {
-        (void)close(reaper_pipe[0]);
-    }
-    finish_script(task, wstatus, stop, start);
 }
 
 /* ------------------------------------------------------------------ process tasks */
@@ -568,11 +219,11 @@ static void
 run_process(xt_pool *pool, xt_worker *w, xt_task *task)
 {
     xt_proc_result out;
-    double start = monotonic_now();
+    double start = xt_monotonic_now();
 
     (void)xt_proc_run(&w->proc, &pool->procs, task->payload_data, task->payload_len,
                       task->timeout, &out);
-    finish_process_task(pool, task, &out, monotonic_now() - start);
+    finish_process_task(pool, task, &out, xt_monotonic_now() - start);
 }
 
 /* ------------------------------------------------------------------ scheduling */
@@ -593,7 +244,7 @@ take_task_locked(xt_pool *pool, xt_worker *w, double *wait_until)
     if (atomic_load(&pool->cancel) != CANCEL_NONE) {
         return TAKE_NOTHING;
     }
-    now = monotonic_now();
+    now = xt_monotonic_now();
     if (w->held >= 0) {
         if (pool->tasks[w->held].not_before > now) {
             *wait_until = pool->tasks[w->held].not_before;
@@ -781,7 +432,7 @@ run_process_chunk(xt_pool *pool, xt_worker *w, int count)
             break;
         }
     }
-    mark = monotonic_now();
+    mark = xt_monotonic_now();
     if (sent == 0) {
         finish_process_task(pool, &pool->tasks[w->chunk[0]], &out, 0.0);
         post_done(pool, w, w->chunk[0]);
@@ -791,7 +442,7 @@ run_process_chunk(xt_pool *pool, xt_worker *w, int count)
         xt_task *task = &pool->tasks[w->chunk[k]];
         double now;
         (void)xt_proc_receive(&w->proc, &pool->procs, 0.0, &out);
-        now = monotonic_now();
+        now = xt_monotonic_now();
         finish_process_task(pool, task, &out, now - mark);
         mark = now;
         post_done(pool, w, w->chunk[k]);
@@ -803,164 +454,6 @@ run_process_chunk(xt_pool *pool, xt_worker *w, int count)
     for (; k < count; k++) {
         requeue_unstarted(pool, w->chunk[k]);
     }
-}
-
-/* ------------------------------------------------------------------ fork server */
-/* A script task with a launch request runs through its worker's fork server: a warm
- * interpreter (started once with posix_spawn, never a fork of this threaded process) that
- * forks a child per request, answers with the child's pid, then with its wait status.  The
- * server leaves an ended child a zombie until its next request, so signalling the child's
- * process group here can never hit a reused pid. */
-
-static int
-write_all(int fd, const char *data, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, data, len);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            return -1;
-        }
-        data += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-/* Reads a 4-byte little-endian int; -1 at end of file or on error. */
-static int
-read_int32(int fd, int32_t *value)
-{
-    unsigned char buf[4];
-    size_t got = 0;
-    while (got < sizeof(buf)) {
-        ssize_t n = read(fd, buf + got, sizeof(buf) - got);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            return -1;
-        }
-        got += (size_t)n;
-    }
-    *value = (int32_t)((uint32_t)buf[0] | (uint32_t)buf[1] << 8 | (uint32_t)buf[2] << 16
-                       | (uint32_t)buf[3] << 24);
-    return 0;
-}
-
-static void
-forkserver_stop(xt_worker *w)
-{
-    if (w->fs_pid <= 0) {
-        return;
-    }
-    (void)close(w->fs_in); /* end of input: the server reaps its last child and exits */
-    (void)close(w->fs_out);
-    while (waitpid(w->fs_pid, NULL, 0) < 0 && errno == EINTR) {
-    }
-    w->fs_pid = 0;
-    w->fs_in = w->fs_out = -1;
-}
-
-/* Starts the worker's fork server if it has none; 0, or an errno value. */
-static int
-forkserver_start(xt_pool *pool, xt_worker *w)
-{
-    posix_spawn_file_actions_t actions;
-    posix_spawnattr_t attr;
-    sigset_t empty;
-    int to_server[2], from_server[2], rc;
-    pid_t pid;
-
-    if (w->fs_pid > 0) {
-        return 0;
-    }
-    if (pipe2(to_server, O_CLOEXEC) != 0) {
-        return errno;
-    }
-    if (pipe2(from_server, O_CLOEXEC) != 0) {
-        rc = errno;
-        (void)close(to_server[0]);
-        (void)close(to_server[1]);
-        return rc;
-    }
-    rc = posix_spawn_file_actions_init(&actions);
-    if (rc == 0 && (rc = posix_spawnattr_init(&attr)) != 0) {
-        posix_spawn_file_actions_destroy(&actions);
-    }
-    if (rc == 0) {
-        sigemptyset(&empty);
-        /* Its own process group: a Ctrl-C at the terminal is this process's to handle. */
-        if ((rc = posix_spawn_file_actions_adddup2(&actions, to_server[0], 0)) == 0
-            && (rc = posix_spawn_file_actions_adddup2(&actions, from_server[1], 1)) == 0
-            && (rc = posix_spawnattr_setpgroup(&attr, 0)) == 0
-            && (rc = posix_spawnattr_setsigmask(&attr, &empty)) == 0
-            && (rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP
-                                                         | POSIX_SPAWN_SETSIGMASK)) == 0) {
-            rc = posix_spawn(&pid, pool->fs_argv[0], &actions, &attr, pool->fs_argv,
-                             pool->fs_envp);
-        }
-        posix_spawnattr_destroy(&attr);
-        posix_spawn_file_actions_destroy(&actions);
-    }
-    (void)close(to_server[0]);
-    (void)close(from_server[1]);
-    if (rc != 0) {
-        (void)close(to_server[1]);
-        (void)close(from_server[0]);
-        return rc;
-    }
-    w->fs_pid = pid;
-    w->fs_in = to_server[1];
-    w->fs_out = from_server[0];
-    return 0;
-}
-
-static void
-run_script_forked(xt_pool *pool, xt_worker *w, xt_task *task)
-{
-    double start = monotonic_now();
-    double deadline = task->timeout > 0 ? start + task->timeout : 0.0;
-    unsigned char header[4];
-    int32_t pid = 0, wstatus = 0;
-    int rc, stop = 0;
-
-    rc = forkserver_start(pool, w);
-    if (rc == 0) {
-        uint32_t len = (uint32_t)task->request_len;
-        header[0] = (unsigned char)(len & 0xFF);
-        header[1] = (unsigned char)(len >> 8 & 0xFF);
-        header[2] = (unsigned char)(len >> 16 & 0xFF);
-        header[3] = (unsigned char)(len >> 24 & 0xFF);
-        if (write_all(w->fs_in, (const char *)header, 4) < 0
-            || write_all(w->fs_in, task->request, task->request_len) < 0
-            || read_int32(w->fs_out, &pid) < 0) {
-            rc = EPIPE; /* the server is gone: start a new one for the next task */
-        }
-        else if (pid <= 0) {
-            rc = pid < 0 ? -pid : ECHILD;
-        }
-    }
-    if (rc != 0) {
-        forkserver_stop(w);
-        task->status = XT_TASK_SPAWN_ERROR;
-        task->spawn_errno = rc;
-        task->duration = monotonic_now() - start;
-        return;
-    }
-    stop = wait_child(pool, w->fs_out, deadline);
-    if (stop) {
-        stop_group(pool, (pid_t)pid, w->fs_out);
-    }
-    if (read_int32(w->fs_out, &wstatus) < 0) {
-        /* The server died while the child ran: make sure the child's group is gone too. */
-        (void)kill(-(pid_t)pid, SIGKILL);
-        forkserver_stop(w);
-        wstatus = SIGKILL;
-    }
-    finish_script(task, wstatus, stop, start);
 }
 
 /* ------------------------------------------------------------------ workers */
@@ -1015,10 +508,10 @@ worker_main(void *arg)
             run_process(pool, w, task);
         }
         else if (task->request != NULL) {
-            run_script_forked(pool, w, task);
+            xt_run_script_forked(pool, w, task);
         }
         else {
-            run_script(pool, task);
+            xt_run_script(pool, task);
         }
         w->holds_slot = 0;
         slot_release();
@@ -1028,7 +521,7 @@ worker_main(void *arg)
         xt_proc_close(w->proc, pool->grace);
         w->proc = NULL;
     }
-    forkserver_stop(w);
+    xt_forkserver_stop(w);
     if (w->tstate != NULL) {
         PyEval_RestoreThread(w->tstate);
         w->tstate = NULL;
@@ -1040,230 +533,6 @@ worker_main(void *arg)
     pthread_cond_signal(&pool->cond);
     pthread_mutex_unlock(&pool->mu);
     return NULL;
-}
-
-/* ------------------------------------------------------------------ building the pool */
-static void
-free_string_list(char **list)
-{
-    if (list == NULL) {
-        return;
-    }
-    for (char **p = list; *p != NULL; p++) {
-        free(*p);
-    }
-    free(list);
-}
-
-/* A malloc'd copy of a str/bytes/path in the filesystem encoding; NULL with an error. */
-static char *
-copy_fs_string(PyObject *obj, const char *what)
-{
-    PyObject *bytes = NULL;
-    char *copy = NULL;
-    if (!PyUnicode_FSConverter(obj, &bytes)) {
-        PyErr_Format(PyExc_TypeError, "run_tasks: %s must be a str path without NUL "
-                     "characters, not %.100s", what, Py_TYPE(obj)->tp_name);
-        return NULL;
-    }
-    copy = strdup(PyBytes_AS_STRING(bytes));
-    Py_DECREF(bytes);
-    if (copy == NULL) {
-        PyErr_NoMemory();
-    }
-    return copy;
-}
-
-static char **
-copy_string_list(PyObject *obj, const char *what)
-{
-    PyObject *seq = PySequence_Fast(obj, "run_tasks: argv and env must be lists of str");
-    char **list = NULL;
-    Py_ssize_t n;
-    if (seq == NULL) {
-        return NULL;
-    }
-    n = PySequence_Fast_GET_SIZE(seq);
-    list = calloc((size_t)n + 1, sizeof(char *));
-    if (list == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        list[i] = copy_fs_string(PySequence_Fast_GET_ITEM(seq, i), what);
-        if (list[i] == NULL) {
-            free_string_list(list);
-            list = NULL;
-            goto done;
-        }
-    }
-done:
-    Py_DECREF(seq);
-    return list;
-}
-
-static int
-parse_task(PyObject *item, Py_ssize_t index, xt_task *task)
-{
-    Py_ssize_t size;
-    if (!PyTuple_Check(item)) {
-        PyErr_Format(PyExc_TypeError, "run_tasks: task %zd must be a tuple", index);
-        return -1;
-    }
-    size = PyTuple_GET_SIZE(item);
-    if (size == 3) {
-        task->kind = TASK_FUNCTION;
-        task->callable = Py_NewRef(PyTuple_GET_ITEM(item, 0));
-        task->arg = Py_NewRef(PyTuple_GET_ITEM(item, 1));
-        task->timeout = PyFloat_AsDouble(PyTuple_GET_ITEM(item, 2));
-    }
-    else if (size == 6 || size == 7) {
-        PyObject *cwd = PyTuple_GET_ITEM(item, 2);
-        task->kind = TASK_SCRIPT;
-        if ((task->argv = copy_string_list(PyTuple_GET_ITEM(item, 0), "argv item")) == NULL
-            || (task->envp = copy_string_list(PyTuple_GET_ITEM(item, 1), "env item")) == NULL
-            || (cwd != Py_None && (task->cwd = copy_fs_string(cwd, "cwd")) == NULL)
-            || (task->out_path = copy_fs_string(PyTuple_GET_ITEM(item, 3), "stdout path")) == NULL
-            || (task->err_path = copy_fs_string(PyTuple_GET_ITEM(item, 4), "stderr path")) == NULL) {
-            return -1;
-        }
-        if (task->argv[0] == NULL) {
-            PyErr_Format(PyExc_ValueError, "run_tasks: task %zd has an empty argv", index);
-            return -1;
-        }
-        task->timeout = PyFloat_AsDouble(PyTuple_GET_ITEM(item, 5));
-        if (size == 7 && PyTuple_GET_ITEM(item, 6) != Py_None) {
-            char *data;
-            Py_ssize_t len;
-            if (PyBytes_AsStringAndSize(PyTuple_GET_ITEM(item, 6), &data, &len) < 0) {
-                return -1;
-            }
-            if ((task->request = malloc((size_t)len + 1)) == NULL) {
-                PyErr_NoMemory();
-                return -1;
-            }
-            memcpy(task->request, data, (size_t)len);
-            task->request_len = (size_t)len;
-        }
-    }
-    else if (size == 2) {
-        PyObject *payload = PyTuple_GET_ITEM(item, 0);
-        if (!PyBytes_Check(payload)) {
-            PyErr_Format(PyExc_TypeError, "run_tasks: task %zd: the payload of a process "
-                         "task must be bytes, not %.100s", index, Py_TYPE(payload)->tp_name);
-            return -1;
-        }
-        task->kind = TASK_PROCESS;
-        task->payload = Py_NewRef(payload);
-        task->payload_data = PyBytes_AS_STRING(payload);
-        task->payload_len = (size_t)PyBytes_GET_SIZE(payload);
-        task->timeout = PyFloat_AsDouble(PyTuple_GET_ITEM(item, 1));
-    }
-    else {
-        PyErr_Format(PyExc_TypeError,
-                     "run_tasks: task %zd must be (callable, arg, timeout), "
-                     "(argv, env, cwd, stdout_path, stderr_path, timeout[, launch_request]) or "
-                     "(payload, timeout)", index);
-        return -1;
-    }
-    if (task->timeout == -1.0 && PyErr_Occurred()) {
-        return -1;
-    }
-    return 0;
-}
-
-static void
-pool_free(xt_pool *pool)
-{
-    if (pool == NULL) {
-        return;
-    }
-    for (Py_ssize_t i = 0; pool->tasks != NULL && i < pool->n; i++) {
-        xt_task *task = &pool->tasks[i];
-        Py_XDECREF(task->callable);
-        Py_XDECREF(task->arg);
-        Py_XDECREF(task->value);
-        Py_XDECREF(task->payload);
-        free(task->reply);
-        free_string_list(task->argv);
-        free_string_list(task->envp);
-        free(task->cwd);
-        free(task->out_path);
-        free(task->err_path);
-        free(task->request);
-        free(task->tail);
-    }
-    free_string_list(pool->fs_argv);
-    free_string_list(pool->fs_envp);
-    free(pool->tasks);
-    free(pool->done_order);
-    free(pool->retry_list);
-    free(pool->workers);
-    free_string_list(pool->procs.argv);
-    free_string_list(pool->procs.envp);
-    free(pool->procs.init);
-    if (pool->wake_fds[0] >= 0) {
-        (void)close(pool->wake_fds[0]);
-        (void)close(pool->wake_fds[1]);
-    }
-    pthread_mutex_destroy(&pool->mu);
-    pthread_cond_destroy(&pool->cond);
-    pthread_cond_destroy(&pool->judged_cond);
-    pthread_cond_destroy(&pool->work_cond);
-    free(pool);
-}
-
-static xt_pool *
-pool_new(PyObject *tasks, double grace)
-{
-    xt_pool *pool = NULL;
-    pthread_condattr_t cattr;
-    PyObject *seq = PySequence_Fast(tasks, "run_tasks: tasks must be a list");
-    if (seq == NULL) {
-        return NULL;
-    }
-    pool = calloc(1, sizeof(xt_pool));
-    if (pool == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    pool->wake_fds[0] = pool->wake_fds[1] = -1;
-    pool->grace = grace;
-    pthread_mutex_init(&pool->mu, NULL);
-    pthread_condattr_init(&cattr);
-    pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
-    pthread_cond_init(&pool->cond, &cattr);
-    pthread_cond_init(&pool->work_cond, &cattr);
-    pthread_condattr_destroy(&cattr);
-    pthread_cond_init(&pool->judged_cond, NULL);
-    pool->n = PySequence_Fast_GET_SIZE(seq);
-    pool->tasks = calloc((size_t)pool->n + 1, sizeof(xt_task));
-    pool->done_cap = pool->n + 1;
-    pool->done_order = calloc((size_t)pool->done_cap, sizeof(Py_ssize_t));
-    pool->retry_list = calloc((size_t)pool->n + 1, sizeof(Py_ssize_t));
-    if (pool->tasks == NULL || pool->done_order == NULL || pool->retry_list == NULL) {
-        PyErr_NoMemory();
-        goto fail;
-    }
-    if (pipe2(pool->wake_fds, O_CLOEXEC) != 0) {
-        pool->wake_fds[0] = pool->wake_fds[1] = -1;
-        PyErr_SetFromErrno(PyExc_OSError);
-        goto fail;
-    }
-    for (Py_ssize_t i = 0; i < pool->n; i++) {
-        pool->tasks[i].group_next = -1;
-        pool->tasks[i].ran_on = -1;
-        if (parse_task(PySequence_Fast_GET_ITEM(seq, i), i, &pool->tasks[i]) < 0) {
-            goto fail;
-        }
-    }
-    goto done;
-fail:
-    pool_free(pool);
-    pool = NULL;
-done:
-    Py_DECREF(seq);
-    return pool;
 }
 
 /* ------------------------------------------------------------------ the calling thread */
@@ -1296,7 +565,7 @@ static void
 pool_retry(xt_pool *pool, Py_ssize_t index, double delay)
 {
     xt_task *task = &pool->tasks[index];
-    double at = monotonic_now() + (delay > 0 ? delay : 0.0);
+    double at = xt_monotonic_now() + (delay > 0 ? delay : 0.0);
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&pool->mu);
     task->state = STATE_RETRY;
@@ -1317,7 +586,7 @@ pool_retry(xt_pool *pool, Py_ssize_t index, double delay)
 static void
 supervise_functions(xt_state *st, xt_pool *pool)
 {
-    double now = monotonic_now();
+    double now = xt_monotonic_now();
     int cancel_all = atomic_load(&pool->cancel) == CANCEL_ALL;
     for (int k = 0; k < pool->nworkers; k++) {
         xt_worker *w = &pool->workers[k];
@@ -1491,141 +760,6 @@ start_workers(xt_pool *pool, int nworkers)
     return 0;
 }
 
-/* Chain the tasks of each group (groups[i]: a small int >= 0, or None/-1 for none). */
-static int
-link_groups(xt_pool *pool, PyObject *groups)
-{
-    int rc = -1;
-    Py_ssize_t *last = NULL;
-    PyObject *seq = PySequence_Fast(groups, "run_tasks: groups must be a list or None");
-    if (seq == NULL) {
-        return -1;
-    }
-    if (PySequence_Fast_GET_SIZE(seq) != pool->n) {
-        PyErr_Format(PyExc_ValueError, "run_tasks: groups has %zd entries for %zd tasks",
-                     PySequence_Fast_GET_SIZE(seq), pool->n);
-        goto done;
-    }
-    last = malloc(((size_t)pool->n + 1) * sizeof(Py_ssize_t));
-    if (last == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    for (Py_ssize_t g = 0; g < pool->n; g++) {
-        last[g] = -1;
-    }
-    for (Py_ssize_t i = 0; i < pool->n; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
-        Py_ssize_t g;
-        if (item == Py_None) {
-            continue;
-        }
-        g = PyLong_AsSsize_t(item);
-        if (g == -1 && PyErr_Occurred()) {
-            goto done;
-        }
-        if (g < -1 || g >= pool->n) {
-            PyErr_Format(PyExc_ValueError, "run_tasks: group %zd of task %zd is not in "
-                         "[-1, %zd)", g, i, pool->n);
-            goto done;
-        }
-        if (g < 0) {
-            continue;
-        }
-        if (last[g] >= 0) {
-            pool->tasks[last[g]].group_next = i;
-            pool->tasks[i].follower = 1;
-        }
-        last[g] = i;
-    }
-    rc = 0;
-done:
-    free(last);
-    Py_DECREF(seq);
-    return rc;
-}
-
-/* Copy (argv, env, init_frame) for the pool's worker processes. */
-static int
-set_procs(xt_pool *pool, PyObject *procs)
-{
-    PyObject *init;
-    if (!PyTuple_Check(procs) || PyTuple_GET_SIZE(procs) != 3
-        || !PyBytes_Check(PyTuple_GET_ITEM(procs, 2))) {
-        PyErr_SetString(PyExc_TypeError,
-                        "run_tasks: procs must be (argv, env, init_frame_bytes) or None");
-        return -1;
-    }
-    init = PyTuple_GET_ITEM(procs, 2);
-    if ((pool->procs.argv = copy_string_list(PyTuple_GET_ITEM(procs, 0), "argv item")) == NULL
-        || (pool->procs.envp = copy_string_list(PyTuple_GET_ITEM(procs, 1), "env item"))
-               == NULL) {
-        return -1;
-    }
-    if (pool->procs.argv[0] == NULL) {
-        PyErr_SetString(PyExc_ValueError, "run_tasks: the worker command (procs argv) is empty");
-        return -1;
-    }
-    pool->procs.init_len = (size_t)PyBytes_GET_SIZE(init);
-    pool->procs.init = malloc(pool->procs.init_len + 1);
-    if (pool->procs.init == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    memcpy(pool->procs.init, PyBytes_AS_STRING(init), pool->procs.init_len);
-    pool->procs.grace = pool->grace;
-    pool->procs.cancel_fd = pool->wake_fds[0];
-    pool->have_procs = 1;
-    return 0;
-}
-
-/* The optional arguments rate, groups and procs of run_tasks. */
-static int
-configure_pool(xt_pool *pool, PyObject *const *extra, Py_ssize_t nextra)
-{
-    if (nextra > 0) {
-        double rate = PyFloat_AsDouble(extra[0]);
-        if (rate == -1.0 && PyErr_Occurred()) {
-            return -1;
-        }
-        pool->rate_interval = rate > 0 ? rate : 0.0;
-    }
-    if (nextra > 1 && extra[1] != Py_None && link_groups(pool, extra[1]) < 0) {
-        return -1;
-    }
-    if (nextra > 2 && extra[2] != Py_None && set_procs(pool, extra[2]) < 0) {
-        return -1;
-    }
-    if (nextra > 3 && extra[3] != Py_None) {
-        PyObject *fs = extra[3];
-        if (!PyTuple_Check(fs) || PyTuple_GET_SIZE(fs) != 2
-            || (pool->fs_argv = copy_string_list(PyTuple_GET_ITEM(fs, 0), "forkserver argv"))
-                   == NULL
-            || (pool->fs_envp = copy_string_list(PyTuple_GET_ITEM(fs, 1), "forkserver env"))
-                   == NULL
-            || pool->fs_argv[0] == NULL) {
-            if (!PyErr_Occurred()) {
-                PyErr_SetString(PyExc_TypeError,
-                                "run_tasks: forkserver must be (argv, env), argv not empty");
-            }
-            return -1;
-        }
-    }
-    for (Py_ssize_t i = 0; i < pool->n; i++) {
-        if (pool->tasks[i].kind == TASK_PROCESS && !pool->have_procs) {
-            PyErr_Format(PyExc_ValueError, "run_tasks: task %zd is a process task but no "
-                         "worker command (procs) was given", i);
-            return -1;
-        }
-        if (pool->tasks[i].request != NULL && pool->fs_argv == NULL) {
-            PyErr_Format(PyExc_ValueError,
-                         "run_tasks: task %zd has a launch request but no forkserver was given", i);
-            return -1;
-        }
-    }
-    return 0;
-}
-
 PyDoc_STRVAR(run_tasks__doc__,
 "run_tasks($module, tasks, workers, on_done, timeout=0.0, grace=2.0, gated=False,\n"
 "          rate=0.0, groups=None, procs=None, forkserver=None, /)\n--\n\n"
@@ -1695,16 +829,16 @@ run_tasks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "run_tasks: workers must be at least 1");
         return NULL;
     }
-    pool = pool_new(args[0], grace < 0 ? 0 : grace);
+    pool = xt_pool_new(args[0], grace < 0 ? 0 : grace);
     if (pool == NULL) {
         return NULL;
     }
     if (pool->n == 0) {
-        pool_free(pool);
+        xt_pool_free(pool);
         Py_RETURN_NONE;
     }
-    if (nargs > 6 && configure_pool(pool, args + 6, nargs - 6) < 0) {
-        pool_free(pool);
+    if (nargs > 6 && xt_configure_pool(pool, args + 6, nargs - 6) < 0) {
+        xt_pool_free(pool);
         return NULL;
     }
     if (workers > pool->n) {
@@ -1728,7 +862,7 @@ run_tasks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_END_ALLOW_THREADS
 
     if (timeout > 0) {
-        deadline = monotonic_now() + timeout;
+        deadline = xt_monotonic_now() + timeout;
     }
     if (start_workers(pool, workers) < 0) {
         saved = take_exception();
@@ -1736,7 +870,7 @@ run_tasks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
 
     while (!finished) {
-        double tick = monotonic_now() + XT_TICK_SECONDS;
+        double tick = xt_monotonic_now() + XT_TICK_SECONDS;
         Py_BEGIN_ALLOW_THREADS
         struct timespec until;
         until.tv_sec = (time_t)tick;
@@ -1764,7 +898,7 @@ run_tasks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             saved = take_exception();
             pool_cancel(pool, CANCEL_ALL, XT_TASK_CANCELLED);
         }
-        if (deadline > 0 && monotonic_now() >= deadline) {
+        if (deadline > 0 && xt_monotonic_now() >= deadline) {
             pool_cancel(pool, CANCEL_ALL, XT_TASK_TIMEOUT);
         }
         if (pool->parent != NULL && atomic_load(&pool->parent->cancel) == CANCEL_ALL) {
@@ -1793,7 +927,7 @@ run_tasks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_END_ALLOW_THREADS
 
-    pool_free(pool);
+    xt_pool_free(pool);
     if (saved != NULL) {
         PyErr_SetObject((PyObject *)Py_TYPE(saved), saved);
         Py_DECREF(saved);
