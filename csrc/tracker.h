@@ -1,14 +1,51 @@
 /* Tracker: the TrackerCore type, whose log() and log_batch() encode rows in C and hand
- * them to the store.  xetrack_c.Tracker (Python) subclasses it for the rest of the API. */
+ * them to the store.  xetrack_c.Tracker (Python) subclasses it for the rest of the API.
+ *
+ * The object layout lives here because three files share it: tracker.c (the type, its
+ * methods and its use of the store), row.c (encoding rows) and track.c (track()). */
 #ifndef XT_TRACKER_H
 #define XT_TRACKER_H
 
 #include "module.h"
 #include "store.h"
 
-/* Bind a Python value to parameter `index` (1-based) of `stmt`: None, bool, int, float,
- * str, bytes, bytearray; anything else as str(value).  0 on success, -1 with an
- * exception set. */
-int xt_bind_python(sqlite3_stmt *stmt, int index, PyObject *value);
+/* Direct-mapped cache from key object identity to column id.  Loops log the same key
+ * objects again and again (literals are interned), so a pointer compare replaces a dict
+ * lookup.  Entries hold a strong reference, so an address is never reused while cached. */
+#define XT_KEY_CACHE 128
+
+typedef struct {
+    PyObject *key;
+    int col;
+} xt_key_slot;
+
+typedef struct {
+    PyObject_HEAD
+    xt_store *store;
+    PyObject *path;      /* str, as given */
+    PyObject *table;     /* str */
+    PyObject *track_id;  /* str */
+    PyObject *params;    /* dict */
+    PyObject *latest;    /* dict */
+    PyObject *key_ids;   /* dict: key or column name (and its lower case) -> column id */
+    PyObject *col_names; /* list: column id -> column name */
+    PyObject *cache;     /* ResultCache, or NULL when the result cache is off */
+    PyObject *weakreflist;
+    char *track_id_utf8;
+    Py_ssize_t track_id_len;
+    int skip_insert;
+    char raise_on_error; /* track(): re-raise the function's exception after logging */
+    char warnings;
+    /* Timestamps: strictly increasing per tracker.  Touched only with the GIL held, with
+     * no Python call in between. */
+    int64_t last_ts;
+    int64_t ts_cache_sec;
+    char ts_cache_text[XT_TS_SIZE];
+    xt_key_slot key_cache[XT_KEY_CACHE];
+} TrackerCore;
+
+/* TrackerCore.log(data): the row as a dict, or NULL with an exception set.  track()
+ * (track.c) logs the row of a call through it. */
+PyObject *xt_tracker_log(TrackerCore *self, PyObject *data);
 
 #endif

@@ -1,0 +1,551 @@
+/* Row encoding (row.h): classifying Python values into SQLite storage classes, the
+ * key -> column id mapping (with the tracker's key cache), the per-tracker timestamps,
+ * and building the encoded xt_row of log() in one allocation while holding the GIL;
+ * plus xt_bind_python for statements run on the tracker's connection. */
+#include "row.h"
+
+#include <string.h>
+
+#include "names.h"
+
+/* Values encoded on the stack before spilling to the heap. */
+#define XT_STACK_PAIRS 64
+
+typedef struct {
+    xt_pair *pairs;
+    int n, cap;
+    xt_pair stack[XT_STACK_PAIRS];
+    uint64_t seen[(XT_REGISTRY_SIZE + 63) / 64];
+    size_t bytes; /* text and blob bytes to copy */
+    /* Every key is its own column name and every value is shown as given: the row dict
+     * is then params | data, built by copying instead of inserting key by key. */
+    int copyable;
+} xt_encoder;
+
+/* ---------------------------------------------------------------------------------- */
+/* Value classification                                                               */
+/* ---------------------------------------------------------------------------------- */
+
+/* How a value is stored: fills pair->type/i/d/p/n and pair->value (new reference, the
+ * value the returned row shows).  Returns the declared type for a new column.  Rules
+ * (DESIGN.md section 2): None -> NULL; bool -> INTEGER 0/1; int -> INTEGER (beyond 64
+ * bits: TEXT of its digits); float -> REAL; str -> TEXT; bytes -> BLOB in a TEXT column;
+ * bytearray -> BLOB; numpy scalars -> their Python value; anything else -> str(value). */
+int
+xt_classify(xt_state *st, PyObject *value, xt_pair *pair, int depth)
+{
+    PyTypeObject *type = Py_TYPE(value);
+
+    if (value == Py_None) {
+        pair->type = XT_NULL;
+        pair->value = Py_NewRef(value);
+        return XT_TEXT;
+    }
+    if (PyBool_Check(value)) {
+        pair->type = XT_INT;
+        pair->i = value == Py_True;
+        pair->value = Py_NewRef(value);
+        return XT_INT;
+    }
+    if (PyLong_Check(value)) {
+        int overflow = 0;
+        long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+        if (v == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (overflow) {
+            /* SQLite has no wider integer, and its column affinity would turn the digits
+             * into a lossy REAL: refuse rather than store a different number. */
+            PyErr_Format(PyExc_OverflowError,
+                         "%R does not fit SQLite's 64-bit INTEGER; log str(value) to keep "
+                         "its digits or float(value) to keep its magnitude",
+                         value);
+            return -1;
+        }
+        pair->type = XT_INT;
+        pair->i = v;
+        pair->value = PyLong_CheckExact(value) ? Py_NewRef(value) : PyLong_FromLongLong(v);
+        return pair->value ? XT_INT : -1;
+    }
+    if (PyFloat_Check(value)) {
+        pair->type = XT_REAL;
+        pair->d = PyFloat_AS_DOUBLE(value);
+        pair->value = PyFloat_CheckExact(value) ? Py_NewRef(value) : PyFloat_FromDouble(pair->d);
+        return pair->value ? XT_REAL : -1;
+    }
+    if (PyUnicode_Check(value)) {
+        pair->p = PyUnicode_AsUTF8AndSize(value, &pair->n);
+        if (pair->p == NULL) {
+            return -1;
+        }
+        pair->type = XT_TEXT;
+        pair->value = Py_NewRef(value);
+        return XT_TEXT;
+    }
+    if (PyBytes_Check(value)) {
+        pair->type = XT_BLOB;
+        pair->p = PyBytes_AS_STRING(value);
+        pair->n = PyBytes_GET_SIZE(value);
+        pair->value = Py_NewRef(value);
+        return XT_TEXT;
+    }
+    if (PyByteArray_Check(value)) {
+        /* Snapshot: the caller may mutate the bytearray after log() returns. */
+        PyObject *copy = PyBytes_FromStringAndSize(PyByteArray_AS_STRING(value),
+                                                   PyByteArray_GET_SIZE(value));
+        if (copy == NULL) {
+            return -1;
+        }
+        pair->type = XT_BLOB;
+        pair->p = PyBytes_AS_STRING(copy);
+        pair->n = PyBytes_GET_SIZE(copy);
+        pair->value = copy;
+        return XT_BLOB;
+    }
+    if (depth == 0 && strncmp(type->tp_name, "numpy.", 6) == 0
+        && strcmp(type->tp_name, "numpy.ndarray") != 0) {
+        /* A numpy scalar: store its Python value (item()), without importing numpy. */
+        PyObject *item = PyObject_CallMethodNoArgs(value, st->str_item);
+        if (item == NULL) {
+            PyErr_Clear();
+        }
+        else {
+            int res = xt_classify(st, item, pair, depth + 1);
+            Py_DECREF(item);
+            return res;
+        }
+    }
+    PyObject *text = PyObject_Str(value);
+    if (text == NULL) {
+        return -1;
+    }
+    pair->p = PyUnicode_AsUTF8AndSize(text, &pair->n);
+    if (pair->p == NULL) {
+        Py_DECREF(text);
+        return -1;
+    }
+    pair->type = XT_TEXT;
+    pair->value = text;
+    return XT_TEXT;
+}
+
+int
+xt_bind_python(sqlite3_stmt *stmt, int index, PyObject *value)
+{
+    if (value == Py_None) {
+        return sqlite3_bind_null(stmt, index) == SQLITE_OK ? 0 : -1;
+    }
+    if (PyLong_Check(value)) {
+        int overflow = 0;
+        long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+        if (v == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (!overflow) {
+            sqlite3_bind_int64(stmt, index, v);
+            return 0;
+        }
+    }
+    else if (PyFloat_Check(value)) {
+        sqlite3_bind_double(stmt, index, PyFloat_AS_DOUBLE(value));
+        return 0;
+    }
+    else if (PyBytes_Check(value)) {
+        sqlite3_bind_blob64(stmt, index, PyBytes_AS_STRING(value),
+                            (sqlite3_uint64)PyBytes_GET_SIZE(value), SQLITE_TRANSIENT);
+        return 0;
+    }
+    else if (PyByteArray_Check(value)) {
+        sqlite3_bind_blob64(stmt, index, PyByteArray_AS_STRING(value),
+                            (sqlite3_uint64)PyByteArray_GET_SIZE(value), SQLITE_TRANSIENT);
+        return 0;
+    }
+    PyObject *text = PyUnicode_Check(value) ? Py_NewRef(value) : PyObject_Str(value);
+    if (text == NULL) {
+        return -1;
+    }
+    Py_ssize_t n;
+    const char *p = PyUnicode_AsUTF8AndSize(text, &n);
+    if (p != NULL) {
+        sqlite3_bind_text64(stmt, index, p, (sqlite3_uint64)n, SQLITE_TRANSIENT, SQLITE_UTF8);
+    }
+    Py_DECREF(text);
+    return p == NULL ? -1 : 0;
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Columns                                                                            */
+/* ---------------------------------------------------------------------------------- */
+
+/* Register a new column `name` (sanitised) with `decl_type`; returns its id or -1. */
+static int
+new_column(TrackerCore *self, PyObject *name, int decl_type)
+{
+    xt_columns *cols = xt_store_columns(self->store);
+    int id = atomic_load_explicit(&cols->count, memory_order_relaxed);
+    PyObject *id_obj = NULL, *lower = NULL;
+    xt_column *c = NULL;
+    int res = -1;
+
+    if (id >= XT_REGISTRY_SIZE) {
+        PyErr_Format(PyExc_ValueError,
+                     "cannot add column %R: this tracker has seen %d distinct keys; a table "
+                     "holds at most %d columns, so log fewer distinct keys or split them "
+                     "across tables (table=...)",
+                     name, XT_REGISTRY_SIZE, XT_MAX_COLUMNS);
+        goto done;
+    }
+    Py_ssize_t len;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(name, &len);
+    if (utf8 == NULL) {
+        goto done;
+    }
+    lower = PyObject_CallMethod(name, "lower", NULL);
+    id_obj = PyLong_FromLong(id);
+    c = PyMem_RawCalloc(1, sizeof(*c));
+    if (lower == NULL || id_obj == NULL || c == NULL) {
+        if (c == NULL) {
+            PyErr_NoMemory();
+        }
+        goto done;
+    }
+    c->name = PyMem_RawMalloc((size_t)len + 1);
+    if (c->name == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    memcpy(c->name, utf8, (size_t)len + 1);
+    c->decl_type = decl_type;
+    if (PyList_Append(self->col_names, name) < 0 || PyDict_SetItem(self->key_ids, name, id_obj) < 0
+        || PyDict_SetItem(self->key_ids, lower, id_obj) < 0) {
+        goto done;
+    }
+    cols->slots[id] = c;
+    c = NULL;
+    atomic_store_explicit(&cols->count, id + 1, memory_order_release);
+    res = id;
+done:
+    if (c != NULL) {
+        PyMem_RawFree(c->name);
+        PyMem_RawFree(c);
+    }
+    Py_XDECREF(lower);
+    Py_XDECREF(id_obj);
+    return res;
+}
+
+/* Column id for `key`, creating the column entry (typed by decl_type) if it is new. */
+static inline xt_key_slot *
+key_slot(TrackerCore *self, PyObject *key)
+{
+    return &self->key_cache[((uintptr_t)key >> 4) % XT_KEY_CACHE];
+}
+
+static void
+remember_key(TrackerCore *self, PyObject *key, int col)
+{
+    xt_key_slot *slot = key_slot(self, key);
+    Py_XSETREF(slot->key, Py_NewRef(key));
+    slot->col = col;
+}
+
+int
+xt_column_for_key(TrackerCore *self, PyObject *key, int decl_type)
+{
+    PyObject *found, *name = NULL, *lower = NULL;
+    int id = -1;
+
+    xt_key_slot *slot = key_slot(self, key);
+    if (slot->key == key) {
+        return slot->col;
+    }
+    if (PyUnicode_CheckExact(key)) {
+        found = PyDict_GetItemWithError(self->key_ids, key);
+        if (found != NULL) {
+            id = (int)PyLong_AsLong(found);
+            remember_key(self, key, id);
+            return id;
+        }
+        if (PyErr_Occurred()) {
+            return -1;
+        }
+    }
+    name = xt_sanitize_key(key);
+    if (name == NULL) {
+        goto done;
+    }
+    /* SQLite column names ignore case: "Acc" and "acc" share one column. */
+    lower = PyObject_CallMethod(name, "lower", NULL);
+    if (lower == NULL) {
+        goto done;
+    }
+    found = PyDict_GetItemWithError(self->key_ids, lower);
+    if (found != NULL) {
+        id = (int)PyLong_AsLong(found);
+    }
+    else if (PyErr_Occurred()) {
+        goto done;
+    }
+    else {
+        id = new_column(self, name, decl_type);
+    }
+    if (id >= 0 && PyUnicode_CheckExact(key)) {
+        PyObject *id_obj = PyLong_FromLong(id);
+        if (id_obj == NULL || PyDict_SetItem(self->key_ids, key, id_obj) < 0) {
+            id = -1;
+        }
+        Py_XDECREF(id_obj);
+        if (id >= 0) {
+            remember_key(self, key, id);
+        }
+    }
+done:
+    Py_XDECREF(name);
+    Py_XDECREF(lower);
+    return id;
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Encoding rows                                                                      */
+/* ---------------------------------------------------------------------------------- */
+
+static void
+encoder_init(xt_encoder *enc)
+{
+    enc->pairs = enc->stack;
+    enc->n = 0;
+    enc->cap = XT_STACK_PAIRS;
+    memset(enc->seen, 0, sizeof(enc->seen));
+    enc->bytes = 0;
+    enc->copyable = 1;
+}
+
+static void
+encoder_clear(xt_encoder *enc)
+{
+    for (int i = 0; i < enc->n; i++) {
+        Py_CLEAR(enc->pairs[i].value);
+    }
+    if (enc->pairs != enc->stack) {
+        PyMem_Free(enc->pairs);
+    }
+}
+
+/* Add one key/value; a later value for the same column replaces the earlier one in
+ * place, as dict.update would. */
+static int
+encoder_add(TrackerCore *self, xt_state *st, xt_encoder *enc, PyObject *key, PyObject *value)
+{
+    xt_pair pair = {0};
+    int decl = xt_classify(st, value, &pair, 0);
+    if (decl < 0) {
+        return -1;
+    }
+    int col = xt_column_for_key(self, key, decl);
+    if (col < 0) {
+        Py_XDECREF(pair.value);
+        return -1;
+    }
+    pair.col = col;
+    if (enc->copyable
+        && (pair.value != value || !PyUnicode_CheckExact(key)
+            || PyList_GET_ITEM(self->col_names, col) != key)) {
+        /* Fall back to key-by-key unless the key is the column's own name object. */
+        enc->copyable = pair.value == value && PyUnicode_CheckExact(key)
+                        && PyUnicode_Compare(PyList_GET_ITEM(self->col_names, col), key) == 0;
+        if (PyErr_Occurred()) {
+            Py_DECREF(pair.value);
+            return -1;
+        }
+    }
+    uint64_t bit = (uint64_t)1 << (col & 63);
+    if (enc->seen[col >> 6] & bit) {
+        for (int i = 0; i < enc->n; i++) {
+            if (enc->pairs[i].col == col) {
+                if (enc->pairs[i].type == XT_TEXT || enc->pairs[i].type == XT_BLOB) {
+                    enc->bytes -= (size_t)enc->pairs[i].n;
+                }
+                Py_DECREF(enc->pairs[i].value);
+                enc->pairs[i] = pair;
+                break;
+            }
+        }
+    }
+    else {
+        if (enc->n == enc->cap) {
+            int cap = enc->cap * 2;
+            xt_pair *grown = PyMem_Malloc(sizeof(xt_pair) * (size_t)cap);
+            if (grown == NULL) {
+                Py_DECREF(pair.value);
+                PyErr_NoMemory();
+                return -1;
+            }
+            memcpy(grown, enc->pairs, sizeof(xt_pair) * (size_t)enc->n);
+            if (enc->pairs != enc->stack) {
+                PyMem_Free(enc->pairs);
+            }
+            enc->pairs = grown;
+            enc->cap = cap;
+        }
+        enc->seen[col >> 6] |= bit;
+        enc->pairs[enc->n++] = pair;
+    }
+    if (pair.type == XT_TEXT || pair.type == XT_BLOB) {
+        enc->bytes += (size_t)pair.n;
+    }
+    return 0;
+}
+
+static int
+encoder_add_dict(TrackerCore *self, xt_state *st, xt_encoder *enc, PyObject *dict)
+{
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(dict, &pos, &key, &value)) {
+        Py_INCREF(key);
+        Py_INCREF(value);
+        int rc = encoder_add(self, st, enc, key, value);
+        Py_DECREF(key);
+        Py_DECREF(value);
+        if (rc < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Next timestamp: strictly after every timestamp this tracker or its store handed out,
+ * so the (track_id, timestamp) primary key never collides within a tracker. */
+static int64_t
+next_timestamp(TrackerCore *self, char out[XT_TS_SIZE])
+{
+    int64_t now = xt_now_us();
+    int64_t floor = self->last_ts;
+    int64_t written = xt_store_last_ts(self->store);
+    if (written > floor) {
+        floor = written;
+    }
+    if (now <= floor) {
+        now = floor + 1;
+    }
+    self->last_ts = now;
+    int64_t sec = now / 1000000;
+    int frac = (int)(now % 1000000);
+    if (sec != self->ts_cache_sec) {
+        xt_format_timestamp(sec * 1000000, self->ts_cache_text);
+        self->ts_cache_sec = sec;
+    }
+    /* The cached text is "YYYY-MM-DD HH:MM:SS.000000": rewrite the six digits. */
+    size_t len = strlen(self->ts_cache_text);
+    memcpy(out, self->ts_cache_text, len + 1);
+    for (int i = 1; i <= 6; i++) {
+        out[len - (size_t)i] = (char)('0' + frac % 10);
+        frac /= 10;
+    }
+    return now;
+}
+
+/* Encode params + data (+ timestamp, track_id).  On success *row_out is a malloc'd row
+ * owned by the caller and *dict_out the row dict to return. */
+int
+xt_encode_row(TrackerCore *self, xt_state *st, PyObject *data, xt_row **row_out,
+              PyObject **dict_out)
+{
+    xt_encoder enc;
+    xt_row *row = NULL;
+    PyObject *dict = NULL, *ts_obj = NULL;
+    int res = -1;
+
+    encoder_init(&enc);
+    if (!PyDict_Check(data)) {
+        PyErr_Format(PyExc_TypeError,
+                     "log() takes a dict of column name -> value, not %.100s; wrap the value, "
+                     "e.g. tracker.log({'value': x})",
+                     Py_TYPE(data)->tp_name);
+        goto done;
+    }
+    Py_ssize_t width = PyDict_GET_SIZE(self->params) + PyDict_GET_SIZE(data) + 2;
+    if (width > XT_MAX_COLUMNS) {
+        PyErr_Format(PyExc_ValueError,
+                     "a row of %zd keys (with params, timestamp and track_id) is wider than "
+                     "the %d columns a SQLite table holds; split it across rows or tables",
+                     width, XT_MAX_COLUMNS);
+        goto done;
+    }
+    if (encoder_add_dict(self, st, &enc, self->params) < 0
+        || encoder_add_dict(self, st, &enc, data) < 0) {
+        goto done;
+    }
+    char ts_text[XT_TS_SIZE];
+    int64_t ts = next_timestamp(self, ts_text);
+    ts_obj = PyUnicode_FromString(ts_text);
+    if (ts_obj == NULL || encoder_add(self, st, &enc, st->str_timestamp, ts_obj) < 0
+        || encoder_add(self, st, &enc, st->str_track_id, self->track_id) < 0) {
+        goto done;
+    }
+
+    size_t size = sizeof(xt_row) + sizeof(xt_value) * (size_t)enc.n + enc.bytes;
+    row = malloc(size);
+    if (enc.copyable) {
+        dict = PyDict_Copy(self->params);
+        if (dict != NULL && PyDict_Update(dict, data) < 0) {
+            Py_CLEAR(dict);
+        }
+        if (dict != NULL
+            && (PyDict_SetItem(dict, st->str_timestamp, ts_obj) < 0
+                || PyDict_SetItem(dict, st->str_track_id, self->track_id) < 0)) {
+            Py_CLEAR(dict);
+        }
+    }
+    else {
+        dict = PyDict_New();
+    }
+    if (row == NULL || dict == NULL) {
+        if (row == NULL) {
+            PyErr_NoMemory();
+        }
+        goto done;
+    }
+    row->next = NULL;
+    row->ts_us = ts;
+    row->n = enc.n;
+    memcpy(row->ts_text, ts_text, sizeof(ts_text));
+    char *arena = (char *)&row->vals[enc.n];
+    for (int i = 0; i < enc.n; i++) {
+        xt_pair *p = &enc.pairs[i];
+        xt_value *v = &row->vals[i];
+        v->col = p->col;
+        v->type = p->type;
+        if (p->col == XT_COL_TIMESTAMP) {
+            v->v.s.p = row->ts_text;
+            v->v.s.n = (int64_t)strlen(row->ts_text);
+        }
+        else if (p->type == XT_INT) {
+            v->v.i = p->i;
+        }
+        else if (p->type == XT_REAL) {
+            v->v.d = p->d;
+        }
+        else if (p->type == XT_TEXT || p->type == XT_BLOB) {
+            memcpy(arena, p->p, (size_t)p->n);
+            v->v.s.p = arena;
+            v->v.s.n = p->n;
+            arena += p->n;
+        }
+        if (!enc.copyable
+            && PyDict_SetItem(dict, PyList_GET_ITEM(self->col_names, p->col), p->value) < 0) {
+            goto done;
+        }
+    }
+    *row_out = row;
+    *dict_out = dict;
+    row = NULL;
+    dict = NULL;
+    res = 0;
+done:
+    encoder_clear(&enc);
+    free(row);
+    Py_XDECREF(dict);
+    Py_XDECREF(ts_obj);
+    return res;
+}
