@@ -1,7 +1,9 @@
-/* Reader: the columnar read path.  One pass over a SELECT fills C buffers with the GIL
- * released; NumPy arrays (and the str/bytes objects of text columns) are built from them
- * afterwards with the GIL held.  NumPy is imported on the first read, never at module
- * import. */
+/* Reader: the columnar read path (reader.c).  One pass over a SELECT fills C buffers with
+ * the GIL released; NumPy arrays (and the str/bytes objects of text columns) are built from
+ * them afterwards with the GIL held.  NumPy is imported on the first read, never at module
+ * import.  Also the statement helpers that dbfile.c (the module-level functions on a
+ * database path) shares with the read path; dbfile.c's xt_reader_exec() is declared in
+ * module.h with the other exec hooks. */
 #ifndef XT_READER_H
 #define XT_READER_H
 
@@ -55,5 +57,21 @@ enum {
  * ValueError if no result column has that name. */
 PyObject *xt_read_columns_ex(xt_state *st, sqlite3 *db, const char *filename, const char *sql,
                              PyObject *params, int flags, const char *sort_by);
+
+/* Prepare exactly one statement of `sql` on `db` (the GIL is released while SQLite
+ * prepares) and set *stmt_out; 0 on success, -1 with an exception set.  Trailing
+ * whitespace, ';' and comments are allowed; an empty `sql` or a second statement raises
+ * ValueError, a SQLite failure raises through xt_raise_sqlite() naming `filename` and
+ * `sql`.  The caller finalizes *stmt_out. */
+int xt_prepare_one(xt_state *st, sqlite3 *db, const char *filename, const char *sql,
+                   sqlite3_stmt **stmt_out);
+
+/* Bind `params` (a tuple or list, or NULL or None for none) to the placeholders of `stmt`,
+ * with the GIL held: None, int (or any __index__), float (or any __float__), str, bytes and
+ * bytearray.  0 on success, -1 with an exception set: ValueError when the count does not
+ * match the statement's placeholders, TypeError or OverflowError for a value that cannot
+ * be bound, a SQLite failure through xt_raise_sqlite(). */
+int xt_bind_params(xt_state *st, sqlite3 *db, sqlite3_stmt *stmt, PyObject *params,
+                   const char *filename, const char *sql);
 
 #endif
