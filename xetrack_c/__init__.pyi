@@ -7,10 +7,10 @@ from xetrack_c.params import get_param as get_param
 from xetrack_c.params import get_params as get_params
 from xetrack_c.params import get_seed as get_seed
 from xetrack_c.params import log_metrics as log_metrics
-from xetrack_c.run import ExperimentResult as ExperimentResult
-from xetrack_c.run import ExperimentSpec as ExperimentSpec
-from xetrack_c.run import run_multiple as run_multiple
-from xetrack_c.run import worker_cache as worker_cache
+from xetrack_c.run.runner import run_multiple as run_multiple
+from xetrack_c.run.types import ExperimentResult as ExperimentResult
+from xetrack_c.run.types import ExperimentSpec as ExperimentSpec
+from xetrack_c.run.workers import worker_cache as worker_cache
 from xetrack_c.seeding import SeedPolicy as SeedPolicy
 from xetrack_c.seeding import derive_seed as derive_seed
 from xetrack_c.seeding import hash_identifier as hash_identifier
