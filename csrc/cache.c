@@ -339,8 +339,10 @@ get_locked(ResultCache *c, const char *key, entry **out, xt_error *err)
         return 0;
     }
     sqlite3_stmt *stmt = c->get_stmt;
-    sqlite3_bind_text(stmt, 1, key, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(stmt), res = 0;
+    int rc = sqlite3_bind_text(stmt, 1, key, -1, SQLITE_STATIC), res = 0;
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(stmt);
+    }
     if (rc == SQLITE_ROW) {
         *out = copy_entry(stmt, 0);
         if (*out == NULL) {
@@ -554,12 +556,23 @@ xt_cache_put(PyObject *cache, const xt_cache_key *key, PyObject *func, PyObject 
     rc = ready(c, &err);
     if (rc == 0) {
         sqlite3_stmt *stmt = replace ? c->replace_stmt : c->insert_stmt;
-        sqlite3_bind_text(stmt, 1, key->hex, -1, SQLITE_STATIC);
-        sqlite3_bind_blob(stmt, 2, data, data_len, SQLITE_STATIC);
-        sqlite3_bind_text(stmt, 3, track_utf8, -1, SQLITE_STATIC);
-        sqlite3_bind_text(stmt, 4, created, -1, SQLITE_STATIC);
-        sqlite3_bind_text(stmt, 5, name_utf8, -1, SQLITE_STATIC);
-        int step = sqlite3_step(stmt);
+        /* A failed bind would store NULL: it fails the put instead. */
+        int step = sqlite3_bind_text(stmt, 1, key->hex, -1, SQLITE_STATIC);
+        if (step == SQLITE_OK) {
+            step = sqlite3_bind_blob(stmt, 2, data, data_len, SQLITE_STATIC);
+        }
+        if (step == SQLITE_OK) {
+            step = sqlite3_bind_text(stmt, 3, track_utf8, -1, SQLITE_STATIC);
+        }
+        if (step == SQLITE_OK) {
+            step = sqlite3_bind_text(stmt, 4, created, -1, SQLITE_STATIC);
+        }
+        if (step == SQLITE_OK) {
+            step = sqlite3_bind_text(stmt, 5, name_utf8, -1, SQLITE_STATIC);
+        }
+        if (step == SQLITE_OK) {
+            step = sqlite3_step(stmt);
+        }
         if (step != SQLITE_DONE) {
             set_db_err(c, &err, step, replace ? replace_sql : insert_sql);
             rc = -1;
@@ -788,10 +801,18 @@ run_locked(ResultCache *c, const char *sql, const char *text, int64_t number, in
         set_db_err(c, err, rc, sql);
         goto done;
     }
-    if (text != NULL) {
-        sqlite3_bind_text(stmt, 1, text, -1, SQLITE_STATIC);
+    /* ?1 is the text and ?2 the number, where the statement has them. */
+    int nparams = sqlite3_bind_parameter_count(stmt);
+    if (text != NULL && nparams >= 1) {
+        rc = sqlite3_bind_text(stmt, 1, text, -1, SQLITE_STATIC);
     }
-    sqlite3_bind_int64(stmt, 2, number);
+    if (rc == SQLITE_OK && nparams >= 2) {
+        rc = sqlite3_bind_int64(stmt, 2, number);
+    }
+    if (rc != SQLITE_OK) {
+        set_db_err(c, err, rc, sql);
+        goto done;
+    }
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
         if (collect) {
             *tail = copy_entry(stmt, 1);

@@ -29,8 +29,9 @@ typedef struct {
 /* How a value is stored: fills pair->type/i/d/p/n and pair->value (new reference, the
  * value the returned row shows).  Returns the declared type for a new column.  Rules
  * (DESIGN.md section 2): None -> NULL; bool -> INTEGER 0/1; int -> INTEGER (beyond 64
- * bits: TEXT of its digits); float -> REAL; str -> TEXT; bytes -> BLOB in a TEXT column;
- * bytearray -> BLOB; numpy scalars -> their Python value; anything else -> str(value). */
+ * bits: OverflowError); float -> REAL; str -> TEXT; bytes and memoryview -> BLOB in a TEXT
+ * column (as xetrack declares them); bytearray -> BLOB; numpy scalars -> their Python
+ * value; anything else -> str(value). */
 int
 xt_classify(xt_state *st, PyObject *value, xt_pair *pair, int depth)
 {
@@ -89,10 +90,14 @@ xt_classify(xt_state *st, PyObject *value, xt_pair *pair, int depth)
         pair->value = Py_NewRef(value);
         return XT_TEXT;
     }
-    if (PyByteArray_Check(value)) {
-        /* Snapshot: the caller may mutate the bytearray after log() returns. */
-        PyObject *copy = PyBytes_FromStringAndSize(PyByteArray_AS_STRING(value),
-                                                   PyByteArray_GET_SIZE(value));
+    if (PyByteArray_Check(value) || PyMemoryView_Check(value)) {
+        /* Snapshot: the caller may change the buffer after log() returns.  A memoryview
+         * of any format, shape or strides is stored as its tobytes() (C order); a released
+         * one raises ValueError. */
+        int is_bytearray = PyByteArray_Check(value);
+        PyObject *copy = is_bytearray ? PyBytes_FromStringAndSize(PyByteArray_AS_STRING(value),
+                                                                  PyByteArray_GET_SIZE(value))
+                                      : PyBytes_FromObject(value);
         if (copy == NULL) {
             return -1;
         }
@@ -100,7 +105,7 @@ xt_classify(xt_state *st, PyObject *value, xt_pair *pair, int depth)
         pair->p = PyBytes_AS_STRING(copy);
         pair->n = PyBytes_GET_SIZE(copy);
         pair->value = copy;
-        return XT_BLOB;
+        return is_bytearray ? XT_BLOB : XT_TEXT;
     }
     if (depth == 0 && strncmp(type->tp_name, "numpy.", 6) == 0
         && strcmp(type->tp_name, "numpy.ndarray") != 0) {
@@ -129,11 +134,36 @@ xt_classify(xt_state *st, PyObject *value, xt_pair *pair, int depth)
     return XT_TEXT;
 }
 
-int
-xt_bind_python(sqlite3_stmt *stmt, int index, PyObject *value)
+/* The exception for a failed bind of `n` bytes to parameter `index`; returns -1.  SQLite
+ * would leave the parameter NULL: a value longer than SQLITE_LIMIT_LENGTH is refused. */
+static int
+bind_failed(xt_state *st, sqlite3_stmt *stmt, int rc, int index, Py_ssize_t n)
 {
+    sqlite3 *db = sqlite3_db_handle(stmt);
+    if (rc == SQLITE_TOOBIG) {
+        PyErr_Format(PyExc_ValueError,
+                     "SQL parameter %d is %zd bytes, more than the %d bytes SQLite stores in "
+                     "one value (SQLITE_LIMIT_LENGTH); the statement was not run",
+                     index, n, sqlite3_limit(db, SQLITE_LIMIT_LENGTH, -1));
+        return -1;
+    }
+    const char *filename = sqlite3_db_filename(db, "main");
+    xt_raise_sqlite(st, rc, sqlite3_errmsg(db), filename && filename[0] ? filename : ":memory:",
+                    sqlite3_sql(stmt));
+    return -1;
+}
+
+int
+xt_bind_python(xt_state *st, sqlite3_stmt *stmt, int index, PyObject *value)
+{
+    PyObject *owned = NULL;
+    const char *p = NULL;
+    Py_ssize_t n = 0;
+    int rc;
+
     if (value == Py_None) {
-        return sqlite3_bind_null(stmt, index) == SQLITE_OK ? 0 : -1;
+        rc = sqlite3_bind_null(stmt, index);
+        goto done;
     }
     if (PyLong_Check(value)) {
         int overflow = 0;
@@ -142,35 +172,34 @@ xt_bind_python(sqlite3_stmt *stmt, int index, PyObject *value)
             return -1;
         }
         if (!overflow) {
-            sqlite3_bind_int64(stmt, index, v);
-            return 0;
+            rc = sqlite3_bind_int64(stmt, index, v);
+            goto done;
         }
     }
     else if (PyFloat_Check(value)) {
-        sqlite3_bind_double(stmt, index, PyFloat_AS_DOUBLE(value));
-        return 0;
+        rc = sqlite3_bind_double(stmt, index, PyFloat_AS_DOUBLE(value));
+        goto done;
     }
-    else if (PyBytes_Check(value)) {
-        sqlite3_bind_blob64(stmt, index, PyBytes_AS_STRING(value),
-                            (sqlite3_uint64)PyBytes_GET_SIZE(value), SQLITE_TRANSIENT);
-        return 0;
+    else if (PyBytes_Check(value) || PyByteArray_Check(value) || PyMemoryView_Check(value)) {
+        /* As log() stores them: a memoryview as its tobytes(). */
+        owned = PyBytes_Check(value) ? Py_NewRef(value) : PyBytes_FromObject(value);
+        if (owned == NULL) {
+            return -1;
+        }
+        n = PyBytes_GET_SIZE(owned);
+        rc = sqlite3_bind_blob64(stmt, index, PyBytes_AS_STRING(owned), (sqlite3_uint64)n,
+                                 SQLITE_TRANSIENT);
+        goto done;
     }
-    else if (PyByteArray_Check(value)) {
-        sqlite3_bind_blob64(stmt, index, PyByteArray_AS_STRING(value),
-                            (sqlite3_uint64)PyByteArray_GET_SIZE(value), SQLITE_TRANSIENT);
-        return 0;
-    }
-    PyObject *text = PyUnicode_Check(value) ? Py_NewRef(value) : PyObject_Str(value);
-    if (text == NULL) {
+    owned = PyUnicode_Check(value) ? Py_NewRef(value) : PyObject_Str(value);
+    if (owned == NULL || (p = PyUnicode_AsUTF8AndSize(owned, &n)) == NULL) {
+        Py_XDECREF(owned);
         return -1;
     }
-    Py_ssize_t n;
-    const char *p = PyUnicode_AsUTF8AndSize(text, &n);
-    if (p != NULL) {
-        sqlite3_bind_text64(stmt, index, p, (sqlite3_uint64)n, SQLITE_TRANSIENT, SQLITE_UTF8);
-    }
-    Py_DECREF(text);
-    return p == NULL ? -1 : 0;
+    rc = sqlite3_bind_text64(stmt, index, p, (sqlite3_uint64)n, SQLITE_TRANSIENT, SQLITE_UTF8);
+done:
+    Py_XDECREF(owned);
+    return rc == SQLITE_OK ? 0 : bind_failed(st, stmt, rc, index, n);
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -202,20 +231,15 @@ new_column(TrackerCore *self, PyObject *name, int decl_type)
     }
     lower = PyObject_CallMethod(name, "lower", NULL);
     id_obj = PyLong_FromLong(id);
-    c = PyMem_RawCalloc(1, sizeof(*c));
-    if (lower == NULL || id_obj == NULL || c == NULL) {
-        if (c == NULL) {
-            PyErr_NoMemory();
-        }
+    if (lower == NULL || id_obj == NULL) {
         goto done;
     }
-    c->name = PyMem_RawMalloc((size_t)len + 1);
-    if (c->name == NULL) {
+    /* The store owns the column from here on and frees it with its own allocator. */
+    c = xt_column_new(utf8, (size_t)len, decl_type);
+    if (c == NULL) {
         PyErr_NoMemory();
         goto done;
     }
-    memcpy(c->name, utf8, (size_t)len + 1);
-    c->decl_type = decl_type;
     if (PyList_Append(self->col_names, name) < 0 || PyDict_SetItem(self->key_ids, name, id_obj) < 0
         || PyDict_SetItem(self->key_ids, lower, id_obj) < 0) {
         goto done;
@@ -225,10 +249,7 @@ new_column(TrackerCore *self, PyObject *name, int decl_type)
     atomic_store_explicit(&cols->count, id + 1, memory_order_release);
     res = id;
 done:
-    if (c != NULL) {
-        PyMem_RawFree(c->name);
-        PyMem_RawFree(c);
-    }
+    xt_column_free(c);
     Py_XDECREF(lower);
     Py_XDECREF(id_obj);
     return res;
@@ -414,6 +435,36 @@ encoder_add_dict(TrackerCore *self, xt_state *st, xt_encoder *enc, PyObject *dic
     return 0;
 }
 
+/* Refuse a row SQLite cannot hold, before anything of it is written or queued: SQLite
+ * would store a value longer than SQLITE_LIMIT_LENGTH as NULL, and refuses a row whose
+ * record is longer.  The values' bytes are a lower bound of the record's length, so no
+ * row that fits is refused; the few bytes of record header are left to the write. */
+static int
+check_lengths(TrackerCore *self, const xt_encoder *enc)
+{
+    size_t limit = (size_t)xt_store_length_limit(self->store);
+    for (int i = 0; i < enc->n; i++) {
+        const xt_pair *p = &enc->pairs[i];
+        if ((p->type == XT_TEXT || p->type == XT_BLOB) && (size_t)p->n > limit) {
+            PyErr_Format(PyExc_ValueError,
+                         "the value of %R is %zd bytes, more than the %zu bytes SQLite stores "
+                         "in one value (SQLITE_LIMIT_LENGTH); nothing was logged: write large "
+                         "data to a file and log its path",
+                         PyList_GET_ITEM(self->col_names, p->col), p->n, limit);
+            return -1;
+        }
+    }
+    if (enc->bytes > limit) {
+        PyErr_Format(PyExc_ValueError,
+                     "the row's text and blob values add up to %zu bytes, more than the %zu "
+                     "bytes SQLite stores in one row (SQLITE_LIMIT_LENGTH); nothing was "
+                     "logged: log the large values in separate rows",
+                     enc->bytes, limit);
+        return -1;
+    }
+    return 0;
+}
+
 /* Next timestamp: strictly after every timestamp this tracker or its store handed out,
  * so the (track_id, timestamp) primary key never collides within a tracker. */
 static int64_t
@@ -480,7 +531,8 @@ xt_encode_row(TrackerCore *self, xt_state *st, PyObject *data, xt_row **row_out,
     int64_t ts = next_timestamp(self, ts_text);
     ts_obj = PyUnicode_FromString(ts_text);
     if (ts_obj == NULL || encoder_add(self, st, &enc, st->str_timestamp, ts_obj) < 0
-        || encoder_add(self, st, &enc, st->str_track_id, self->track_id) < 0) {
+        || encoder_add(self, st, &enc, st->str_track_id, self->track_id) < 0
+        || check_lengths(self, &enc) < 0) {
         goto done;
     }
 

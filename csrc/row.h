@@ -28,13 +28,15 @@ int xt_column_for_key(TrackerCore *self, PyObject *key, int decl_type);
 
 /* Encode the tracker's params + data (+ timestamp, track_id).  0 on success, with
  * *row_out a malloc'd row owned by the caller and *dict_out the row dict to return;
- * -1 with an exception set. */
+ * -1 with an exception set.  A text or blob value longer than the store's length limit
+ * (SQLITE_LIMIT_LENGTH), or a row whose values add up to more, raises ValueError. */
 int xt_encode_row(TrackerCore *self, xt_state *st, PyObject *data, xt_row **row_out,
                   PyObject **dict_out);
 
 /* Bind a Python value to parameter `index` (1-based) of `stmt`: None, bool, int, float,
- * str, bytes, bytearray; anything else as str(value).  0 on success, -1 with an
- * exception set. */
-int xt_bind_python(sqlite3_stmt *stmt, int index, PyObject *value);
+ * str, bytes, bytearray, memoryview (its tobytes()); anything else as str(value).  0 on
+ * success, -1 with an exception set: ValueError for a value longer than the connection's
+ * SQLITE_LIMIT_LENGTH, which SQLite would otherwise leave NULL. */
+int xt_bind_python(xt_state *st, sqlite3_stmt *stmt, int index, PyObject *value);
 
 #endif

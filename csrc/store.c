@@ -116,6 +116,7 @@ struct xt_store {
     uint64_t stmt_clock;
     sqlite3_stmt *begin_stmt, *commit_stmt, *rollback_stmt;
     atomic_llong last_ts;
+    atomic_int length_limit; /* the connection's SQLITE_LIMIT_LENGTH, read without a lock */
 
     /* Async writer: a bounded queue drained by one thread in large transactions. */
     pthread_mutex_t qlock;
@@ -520,29 +521,49 @@ drop_statements(xt_store *s)
     s->last_stmt = 0;
 }
 
-static void
-bind_row(sqlite3_stmt *stmt, const xt_row *row)
+/* Bind the row's values.  SQLite leaves a parameter it refuses NULL: a value longer than
+ * SQLITE_LIMIT_LENGTH would be stored as NULL.  log() refuses such rows before they get
+ * here; this is the backstop (the limit may have been lowered since), and fails the row. */
+static int
+bind_row(xt_store *s, sqlite3_stmt *stmt, const xt_row *row, xt_error *err)
 {
     for (int i = 0; i < row->n; i++) {
         const xt_value *v = &row->vals[i];
+        int rc;
         switch (v->type) {
         case XT_INT:
-            sqlite3_bind_int64(stmt, i + 1, v->v.i);
+            rc = sqlite3_bind_int64(stmt, i + 1, v->v.i);
             break;
         case XT_REAL:
-            sqlite3_bind_double(stmt, i + 1, v->v.d);
+            rc = sqlite3_bind_double(stmt, i + 1, v->v.d);
             break;
         case XT_TEXT:
-            sqlite3_bind_text64(stmt, i + 1, v->v.s.p, (sqlite3_uint64)v->v.s.n, SQLITE_STATIC,
-                                SQLITE_UTF8);
+            rc = sqlite3_bind_text64(stmt, i + 1, v->v.s.p, (sqlite3_uint64)v->v.s.n,
+                                     SQLITE_STATIC, SQLITE_UTF8);
             break;
         case XT_BLOB:
-            sqlite3_bind_blob64(stmt, i + 1, v->v.s.p, (sqlite3_uint64)v->v.s.n, SQLITE_STATIC);
+            rc = sqlite3_bind_blob64(stmt, i + 1, v->v.s.p, (sqlite3_uint64)v->v.s.n,
+                                     SQLITE_STATIC);
             break;
         default:
-            sqlite3_bind_null(stmt, i + 1);
+            rc = sqlite3_bind_null(stmt, i + 1);
+        }
+        if (rc == SQLITE_TOOBIG) {
+            err->rc = rc;
+            snprintf(err->msg, sizeof(err->msg),
+                     "the value of column \"%.64s\" is %lld bytes, more than the %d bytes SQLite "
+                     "stores in one value (SQLITE_LIMIT_LENGTH); the row was not written",
+                     s->columns.slots[v->col]->name, (long long)v->v.s.n,
+                     sqlite3_limit(s->db, SQLITE_LIMIT_LENGTH, -1));
+            snprintf(err->sql, sizeof(err->sql), "%s", sqlite3_sql(stmt));
+            return -1;
+        }
+        if (rc != SQLITE_OK) {
+            set_db_error(s, err, rc, sqlite3_sql(stmt));
+            return -1;
         }
     }
+    return 0;
 }
 
 static void
@@ -570,7 +591,9 @@ insert_row(xt_store *s, xt_row *row, xt_error *err)
     if (stmt == NULL) {
         return -1;
     }
-    bind_row(stmt, row);
+    if (bind_row(s, stmt, row, err) < 0) {
+        return -1;
+    }
     for (int attempt = 0;; attempt++) {
         int rc = sqlite3_step(stmt);
         int sys_errno = sqlite3_system_errno(s->db);
@@ -585,8 +608,12 @@ insert_row(xt_store *s, xt_row *row, xt_error *err)
             for (int i = 0; i < row->n; i++) {
                 if (row->vals[i].col == XT_COL_TIMESTAMP) {
                     row->vals[i].v.s.n = (int64_t)strlen(row->ts_text);
-                    sqlite3_bind_text(stmt, i + 1, row->ts_text, (int)row->vals[i].v.s.n,
-                                      SQLITE_STATIC);
+                    rc = sqlite3_bind_text(stmt, i + 1, row->ts_text, (int)row->vals[i].v.s.n,
+                                           SQLITE_STATIC);
+                    if (rc != SQLITE_OK) {
+                        set_db_error(s, err, rc, sqlite3_sql(stmt));
+                        return -1;
+                    }
                 }
             }
             continue;
@@ -710,16 +737,37 @@ write_locked(xt_store *s, xt_row **rows, size_t n, xt_error *err)
 /* Opening and closing                                                                  */
 /* ------------------------------------------------------------------------------------ */
 
+xt_column *
+xt_column_new(const char *name, size_t len, int decl_type)
+{
+    xt_column *c = calloc(1, sizeof(*c));
+    if (c == NULL || (c->name = malloc(len + 1)) == NULL) {
+        free(c);
+        return NULL;
+    }
+    memcpy(c->name, name, len);
+    c->name[len] = '\0';
+    c->decl_type = decl_type;
+    return c;
+}
+
+void
+xt_column_free(xt_column *c)
+{
+    if (c != NULL) {
+        free(c->name);
+        free(c);
+    }
+}
+
 static int
 add_builtin_column(xt_store *s, const char *name)
 {
     int i = atomic_load(&s->columns.count);
-    xt_column *c = calloc(1, sizeof(*c));
-    if (c == NULL || (c->name = dup_string(name)) == NULL) {
-        free(c);
+    xt_column *c = xt_column_new(name, strlen(name), XT_TEXT);
+    if (c == NULL) {
         return -1;
     }
-    c->decl_type = XT_TEXT;
     s->columns.slots[i] = c;
     atomic_store_explicit(&s->columns.count, i + 1, memory_order_release);
     return 0;
@@ -738,6 +786,7 @@ xt_store_new(void)
     pthread_cond_init(&s->q_nonempty, NULL);
     pthread_cond_init(&s->q_space, NULL);
     pthread_cond_init(&s->q_idle, NULL);
+    atomic_init(&s->length_limit, XT_DEFAULT_LENGTH_LIMIT);
     if (add_builtin_column(s, "track_id") < 0 || add_builtin_column(s, "timestamp") < 0) {
         xt_store_free(s);
         return NULL;
@@ -782,6 +831,7 @@ store_connect(xt_store *s, int reset, xt_error *err)
     }
     sqlite3_extended_result_codes(s->db, 1);
     sqlite3_busy_timeout(s->db, s->busy_timeout_ms);
+    atomic_store(&s->length_limit, sqlite3_limit(s->db, SQLITE_LIMIT_LENGTH, -1));
     /* WAL lets readers work while writers commit; NORMAL sync in WAL still makes each
      * commit survive a crash of the process (not of the machine, which FULL adds). */
     const char *sync = s->durability == XT_DURABLE_FSYNC ? "PRAGMA synchronous=FULL"
@@ -1143,8 +1193,7 @@ xt_store_free(xt_store *s)
     free_rows(s->qhead);
     int count = atomic_load(&s->columns.count);
     for (int i = 0; i < count; i++) {
-        free(s->columns.slots[i]->name);
-        free(s->columns.slots[i]);
+        xt_column_free(s->columns.slots[i]);
     }
     free(s->path);
     free(s->table);
@@ -1191,6 +1240,25 @@ int64_t
 xt_store_last_ts(xt_store *s)
 {
     return atomic_load(&s->last_ts);
+}
+
+int
+xt_store_length_limit(xt_store *s)
+{
+    return atomic_load_explicit(&s->length_limit, memory_order_relaxed);
+}
+
+int
+xt_store_set_length_limit(xt_store *s, int limit)
+{
+    pthread_mutex_lock(&s->lock);
+    int previous = atomic_load(&s->length_limit);
+    if (s->open && limit >= 0) {
+        sqlite3_limit(s->db, SQLITE_LIMIT_LENGTH, limit);
+        atomic_store(&s->length_limit, sqlite3_limit(s->db, SQLITE_LIMIT_LENGTH, -1));
+    }
+    pthread_mutex_unlock(&s->lock);
+    return previous;
 }
 
 PyObject *

@@ -37,6 +37,12 @@ typedef struct {
     int in_db;     /* the table is known to have this column; guarded by the store lock */
 } xt_column;
 
+/* A registry column named by the `len` bytes at `name`; NULL when out of memory.  The
+ * store owns the columns it is given and frees them with xt_column_free.  Like all the
+ * store owns, they come from malloc: the store is pure C, used without the GIL. */
+xt_column *xt_column_new(const char *name, size_t len, int decl_type);
+void xt_column_free(xt_column *c);
+
 /* Append-only column registry.  Slots never move once published, so the writer thread
  * reads a column it was handed without any lock; `count` is published with release
  * ordering after the slot is filled. */
@@ -113,6 +119,17 @@ int xt_store_is_open(xt_store *s);
 int xt_store_durability(xt_store *s);
 /* Highest timestamp the store has written (after primary-key bumps). */
 int64_t xt_store_last_ts(xt_store *s);
+
+/* SQLite's default SQLITE_MAX_LENGTH: the longest string or blob, in bytes. */
+#define XT_DEFAULT_LENGTH_LIMIT 1000000000
+
+/* The longest string or blob the connection stores (its SQLITE_LIMIT_LENGTH), in bytes;
+ * XT_DEFAULT_LENGTH_LIMIT before it opens.  Any thread, no lock: log() checks values
+ * against it while encoding, so a row SQLite would refuse is never queued. */
+int xt_store_length_limit(xt_store *s);
+/* Set the connection's SQLITE_LIMIT_LENGTH (a negative limit only reads it); returns the
+ * previous limit.  Takes the store lock: call without the GIL. */
+int xt_store_set_length_limit(xt_store *s, int limit);
 
 /* Lock the store for direct use of its connection.  Call with the GIL released. */
 void xt_store_lock(xt_store *s);

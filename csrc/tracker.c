@@ -301,6 +301,37 @@ tracker_close(TrackerCore *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(set_length_limit__doc__,
+    "_set_length_limit($self, limit, /)\n--\n\n"
+    "Private, for tests: set the connection's SQLITE_LIMIT_LENGTH, the longest string or\n"
+    "blob SQLite stores, to `limit` bytes (SQLite caps it at its compile-time maximum)\n"
+    "and return the previous limit; a negative `limit` only reads it.  log() refuses a\n"
+    "longer value with ValueError.  Rows queued before the call are written first.");
+
+static PyObject *
+tracker_set_length_limit(TrackerCore *self, PyObject *arg)
+{
+    xt_state *st = tracker_state(self);
+    int previous;
+
+    assert(!PyErr_Occurred());
+    long limit = PyLong_AsLong(arg);
+    if (limit == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (limit > INT_MAX) {
+        PyErr_Format(PyExc_OverflowError, "limit %ld is more than %d", limit, INT_MAX);
+        return NULL;
+    }
+    if (st == NULL || check_usable(self, st) < 0 || flush_store(self, st) < 0) {
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    previous = xt_store_set_length_limit(self->store, limit < 0 ? -1 : (int)limit);
+    Py_END_ALLOW_THREADS
+    return PyLong_FromLong(previous);
+}
+
 PyDoc_STRVAR(ensure_columns__doc__,
     "_ensure_columns($self, data, /)\n--\n\n"
     "Create the columns for the keys of `data` now, typed by its values.  Returns the\n"
@@ -325,6 +356,9 @@ tracker_ensure_columns(TrackerCore *self, PyObject *data)
     names = PyList_New(0);
     cols = PyMem_Malloc(sizeof(int) * (size_t)(PyDict_GET_SIZE(data) + 1));
     if (names == NULL || cols == NULL) {
+        if (cols == NULL) {
+            PyErr_NoMemory();
+        }
         goto done;
     }
     while (PyDict_Next(data, &pos, &key, &value)) {
@@ -359,7 +393,7 @@ done:
 }
 
 static int
-bind_params(sqlite3_stmt *stmt, PyObject *params)
+bind_params(xt_state *st, sqlite3_stmt *stmt, PyObject *params)
 {
     PyObject *seq = PySequence_Fast(params, "SQL parameters must be a sequence");
     if (seq == NULL) {
@@ -373,7 +407,7 @@ bind_params(sqlite3_stmt *stmt, PyObject *params)
         rc = -1;
     }
     for (Py_ssize_t i = 0; rc == 0 && i < n; i++) {
-        rc = xt_bind_python(stmt, (int)i + 1, PySequence_Fast_GET_ITEM(seq, i));
+        rc = xt_bind_python(st, stmt, (int)i + 1, PySequence_Fast_GET_ITEM(seq, i));
     }
     Py_DECREF(seq);
     return rc;
@@ -442,7 +476,7 @@ run_statement(TrackerCore *self, PyObject *args, int write)
         PyErr_SetString(PyExc_ValueError, "empty SQL statement");
         goto done;
     }
-    if (params != NULL && params != Py_None && bind_params(stmt, params) < 0) {
+    if (params != NULL && params != Py_None && bind_params(st, stmt, params) < 0) {
         goto done;
     }
     int ncols = sqlite3_column_count(stmt);
@@ -871,6 +905,7 @@ static PyMethodDef tracker_methods[] = {
     {"flush", (PyCFunction)tracker_flush, METH_NOARGS, flush__doc__},
     {"close", (PyCFunction)tracker_close, METH_NOARGS, close__doc__},
     {"_ensure_columns", (PyCFunction)tracker_ensure_columns, METH_O, ensure_columns__doc__},
+    {"_set_length_limit", (PyCFunction)tracker_set_length_limit, METH_O, set_length_limit__doc__},
     {"_query", (PyCFunction)tracker_query, METH_VARARGS, query__doc__},
     {"_execute", (PyCFunction)tracker_execute, METH_VARARGS, execute__doc__},
     {"_read_columns", (PyCFunction)(void (*)(void))tracker_read_columns, METH_VARARGS | METH_KEYWORDS,

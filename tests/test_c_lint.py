@@ -8,6 +8,8 @@ Every ``csrc/*.c`` is scanned, so a new concern file is covered as soon as it ex
   (and ``PyEval_SaveThread`` with ``PyEval_RestoreThread``): in the same function, release
   after acquire, for a state in a local variable; somewhere in the file for a state kept
   in a struct member (a worker thread that keeps its thread state across tasks);
+- no ``sqlite3_bind_*`` result code is dropped: SQLite leaves a parameter it refuses NULL
+  (a value longer than SQLITE_LIMIT_LENGTH, say), so an unchecked bind stores NULL silently;
 - the built extension exports exactly one symbol, ``PyInit__core`` (``nm``).
 """
 
@@ -142,6 +144,38 @@ def test_no_python_call_or_exit_while_the_gil_is_released(path):
         # loop that itself sits in the region they are fine, but no code does that yet.
         leave = LEAVES.search(body)
         assert leave is None, f"{path}:{line}: {leave.group(0)!r} leaves a GIL-released region"
+
+
+# A bind call as a statement of its own (its result dropped), with or without a (void) cast.
+DROPPED_BIND = re.compile(r"(?:^|[;{}])\s*(?:\(\s*void\s*\)\s*)?(sqlite3_bind_\w+)\s*\(", re.M)
+BIND_QUERIES = {"sqlite3_bind_parameter_count", "sqlite3_bind_parameter_index", "sqlite3_bind_parameter_name"}
+
+
+def dropped_binds(source: str) -> List[Tuple[int, str]]:
+    return [
+        (source[: m.start(1)].count("\n") + 1, m.group(1))
+        for m in DROPPED_BIND.finditer(source)
+        if m.group(1) not in BIND_QUERIES
+    ]
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=os.path.basename)
+def test_every_sqlite_bind_result_is_checked(path):
+    dropped = dropped_binds(_read(path))
+    assert not dropped, "\n".join(f"{path}:{line}: the result of {name}() is dropped" for line, name in dropped)
+
+
+def test_the_bind_check_catches_dropped_results():
+    code = strip_comments_and_strings(
+        "static void f(sqlite3_stmt *s) {\n"
+        "    sqlite3_bind_int64(s, 1, 2);\n"
+        "    if (x) { (void)sqlite3_bind_null(s, 2); }\n"
+        "    int rc = sqlite3_bind_text(s, 3, t, -1, NULL);\n"
+        "    if (rc == SQLITE_OK) rc = sqlite3_bind_double(s, 4, 1.0);\n"
+        "    int n = sqlite3_bind_parameter_count(s);\n"
+        "}\n"
+    )
+    assert dropped_binds(code) == [(2, "sqlite3_bind_int64"), (3, "sqlite3_bind_null")]
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=os.path.basename)

@@ -281,3 +281,45 @@ def test_warning_paths_do_not_accumulate(tmp_path):
     tracker.close()
     del tracker
     assert refcounts(marker) == before
+
+
+# ------------------------------------------------------------------ allocators
+DEBUG_ALLOCATOR_USE = """
+import gc, sys, warnings
+from xetrack_c import Reader, Tracker
+
+db, cache_dir = sys.argv[1], sys.argv[2]
+warnings.simplefilter("ignore")
+for durability in ("commit", "fsync", "async"):
+    tracker = Tracker(db, durability=durability, params={"p": 1}, cache=cache_dir)
+    tracker.log({"a": 1, "b": "x" * 100, "c": b"y" * 700, "d": bytearray(3), "e": 1.5})
+    tracker.log_batch([{"f": i, "g": [i]} for i in range(100)])
+    tracker.track(lambda x: {"out": x * 2}, args=[3])
+    tracker.track(lambda x: {"out": x * 2}, args=[3])  # a cache hit
+    tracker.set_value("b", "z")
+    len(tracker), tracker.to_df(), tracker.columns
+    tracker.close()
+    del tracker
+dropped = Tracker(db, durability="async")
+dropped.log({"h": 1})
+del dropped  # dropped without close()
+reader = Reader(db)
+reader.to_df(), len(reader)
+del reader
+gc.collect()
+print("freed")
+"""
+
+
+def test_every_allocation_is_freed_by_its_own_allocator(run_py, tmp_path):
+    """CPython's debug allocator aborts on a pointer freed by another allocator family
+    (PyMem_RawMalloc'd memory passed to free(), say)."""
+    proc = run_py(
+        DEBUG_ALLOCATOR_USE,
+        timeout=240,
+        check=False,
+        args=[str(tmp_path / "alloc.db"), str(tmp_path / "cache")],
+        env={"PYTHONMALLOC": "debug", "PYTHONDEVMODE": "1"},
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-3000:]}"
+    assert proc.stdout.strip().endswith("freed")

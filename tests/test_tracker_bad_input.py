@@ -205,6 +205,127 @@ def test_mutating_a_bytearray_after_log_does_not_change_the_row(db_path):
     assert read_rows(db_path)[0]["b"] == b"before"
 
 
+def test_released_memoryview_raises_and_stores_nothing(db_path):
+    view = memoryview(b"abc")
+    view.release()
+    tracker = Tracker(db_path)
+    tracker.log({"i": 1})
+    with pytest.raises(ValueError, match="released memoryview"):
+        tracker.log({"i": 2, "m": view})
+    tracker.close()
+    assert [r["i"] for r in read_rows(db_path)] == [1]
+    assert "m" not in table_info(db_path)
+
+
+# ------------------------------------------------------------------ values too long for SQLite
+# SQLite refuses a string or blob longer than SQLITE_LIMIT_LENGTH (1,000,000,000 bytes by
+# default).  The tests lower the connection's limit with the private hook
+# _set_length_limit() instead of building gigabyte values.
+LIMIT = 1000
+
+
+def sqlite_default_length_limit() -> int:
+    conn = sqlite3.connect(":memory:")
+    try:
+        return conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
+    finally:
+        conn.close()
+
+
+def test_length_limit_is_read_from_the_connection(db_path):
+    tracker = Tracker(db_path)
+    assert tracker._set_length_limit(-1) == sqlite_default_length_limit()  # -1: only read it
+    assert tracker._set_length_limit(LIMIT) == sqlite_default_length_limit()
+    assert tracker._set_length_limit(-1) == LIMIT
+    tracker.close()
+
+
+TOO_LONG = {
+    "str": "x" * (LIMIT + 1),
+    "str-utf8": "é" * (LIMIT // 2 + 1),  # 501 characters, 1002 bytes in UTF-8
+    "bytes": b"\x00" * (LIMIT + 1),
+    "bytearray": bytearray(LIMIT + 1),
+    "memoryview": memoryview(bytes(LIMIT + 1)),
+    "object": [0] * (LIMIT // 3 + 1),  # stored as str(value): over 1000 bytes
+}
+
+
+@pytest.mark.parametrize("durability", ["commit", "async"])
+@pytest.mark.parametrize("kind", list(TOO_LONG))
+def test_value_longer_than_sqlite_can_hold_is_refused_not_stored_as_null(db_path, durability, kind):
+    tracker = Tracker(db_path, durability=durability)
+    tracker.log({"i": 1})
+    tracker._set_length_limit(LIMIT)
+    with pytest.raises(ValueError, match=r"'big' is \d+ bytes.* 1000 bytes.*SQLITE_LIMIT_LENGTH"):
+        tracker.log({"i": 2, "big": TOO_LONG[kind]})
+    tracker.log({"i": 3, "small": "x" * 500})
+    tracker.close()
+    rows = read_rows(db_path)
+    assert [r["i"] for r in rows] == [1, 3]
+    assert "big" not in table_info(db_path)
+    assert rows[-1]["small"] == "x" * 500
+
+
+@pytest.mark.parametrize("durability", ["commit", "async"])
+def test_param_longer_than_sqlite_can_hold_is_refused(db_path, durability):
+    tracker = Tracker(db_path, durability=durability, params={"p": "x" * (LIMIT + 1)})
+    tracker._set_length_limit(LIMIT)
+    with pytest.raises(ValueError, match="'p' is 1001 bytes"):
+        tracker.log({"i": 1})
+    tracker.set_param("p", "short")
+    tracker.log({"i": 2})
+    tracker.close()
+    assert [(r["i"], r["p"]) for r in read_rows(db_path)] == [(2, "short")]
+
+
+@pytest.mark.parametrize("durability", ["commit", "async"])
+def test_row_whose_values_add_up_past_the_limit_is_refused(db_path, durability):
+    tracker = Tracker(db_path, durability=durability)
+    tracker.log({"i": 1})
+    tracker._set_length_limit(LIMIT)
+    with pytest.raises(ValueError, match=r"add up to \d+ bytes.* 1000 bytes"):
+        tracker.log({"i": 2, "a": "x" * 600, "b": b"y" * 600})
+    tracker.close()
+    assert [r["i"] for r in read_rows(db_path)] == [1]
+
+
+@pytest.mark.parametrize("durability", ["commit", "async"])
+def test_log_batch_with_a_value_too_long_refuses_the_whole_batch(db_path, durability):
+    tracker = Tracker(db_path, durability=durability)
+    tracker.log({"i": 0})
+    tracker._set_length_limit(LIMIT)
+    with pytest.raises(ValueError, match="'big' is 1001 bytes"):
+        tracker.log_batch([{"i": 1}, {"i": 2, "big": "x" * (LIMIT + 1)}, {"i": 3}])
+    tracker.close()
+    assert [r["i"] for r in read_rows(db_path)] == [0]
+
+
+def test_set_value_longer_than_sqlite_can_hold_is_refused(db_path):
+    tracker = Tracker(db_path)
+    tracker.log({"note": "short"})
+    tracker._set_length_limit(LIMIT)
+    with pytest.raises(ValueError, match="1001 bytes.* 1000 bytes"):
+        tracker.set_value("note", "x" * (LIMIT + 1))
+    tracker.close()
+    assert [r["note"] for r in read_rows(db_path)] == ["short"]
+
+
+@pytest.mark.no_sanitizer  # a 1 GB value: more shadow memory than the sanitizer job should take
+def test_value_over_one_gigabyte_is_refused_at_the_default_limit(db_path):
+    # bytes(n) is calloc'd: its pages stay untouched (and cost no memory) unless copied.
+    big = bytes(1_000_000_001)
+    try:
+        for durability in ("commit", "async"):
+            with Tracker(db_path, durability=durability) as tracker:
+                with pytest.raises(ValueError, match="'big' is 1000000001 bytes"):
+                    tracker.log({"i": 1, "big": big})
+                tracker.log({"i": 2})
+    finally:
+        del big
+    assert [r["i"] for r in read_rows(db_path)] == [2, 2]
+    assert "big" not in table_info(db_path)
+
+
 # ------------------------------------------------------------------ broken files and paths
 @pytest.mark.parametrize("content", ["random", "text", "bad-pages"])
 def test_corrupt_file_raises_corrupt_database_error_naming_it(tmp_path, content):

@@ -69,6 +69,51 @@ def test_primitive_values_round_trip_with_their_storage_class(db_path):
     assert row["yes"] is True and row["i"] == 7 and row["nothing"] is None
 
 
+def test_memoryview_and_bytearray_are_stored_as_their_bytes(db_path):
+    from array import array
+
+    ints = array("i", [1, -2, 3])
+    source = bytearray(b"abcdef")
+    values = {
+        "ba": bytearray(b"\x00\x01"),
+        "mv": memoryview(b"xyz"),
+        "mv_rw": memoryview(source),
+        "mv_strided": memoryview(b"abcdef")[::2],  # not contiguous
+        "mv_ints": memoryview(ints),  # not a byte format
+        "mv_2d": memoryview(b"abcdef").cast("B", (2, 3)),
+        "mv_empty": memoryview(b""),
+    }
+    expected = {
+        "ba": b"\x00\x01", "mv": b"xyz", "mv_rw": b"abcdef", "mv_strided": b"ace",
+        "mv_ints": ints.tobytes(), "mv_2d": b"abcdef", "mv_empty": b"",
+    }
+    tracker = Tracker(db_path)
+    row = tracker.log(values)
+    source[:] = b"ZZZZZZ"  # the row is a copy taken by log()
+    tracker.close()
+    (stored,) = read_rows(db_path)
+    for column, data in expected.items():
+        assert stored[column] == data, column
+        assert typeof(db_path, column) == ["blob"], column
+        assert type(row[column]) is bytes and row[column] == data, column
+    decl = table_info(db_path)
+    # as xetrack 0.7 declares them: bytearray -> BLOB, memoryview (like bytes) -> TEXT
+    assert decl["ba"] == "BLOB" and decl["mv"] == "TEXT"
+
+
+def test_negative_zero_reads_back_as_zero(db_path):
+    """Documented (docs/tracker.md): SQLite stores a REAL with an integral value as an
+    integer, which has no sign."""
+    import math
+
+    tracker = Tracker(db_path)
+    tracker.log({"z": -0.0, "t": "text column"})
+    tracker.log({"t": -0.0})
+    tracker.close()
+    first, second = read_rows(db_path)
+    assert first["z"] == 0.0 and math.copysign(1.0, first["z"]) == 1.0
+    assert second["t"] == "0.0"
+
 def test_containers_and_objects_are_stored_as_str(db_path):
     tracker = Tracker(db_path)
     value_map = {"d": {"a": 1, "b": [2]}, "l": [1, "x"], "t": (1, 2), "obj": Thing()}
