@@ -8,8 +8,8 @@
  * limit, takes the next task and:
  *   - for a function task, takes the GIL (its own thread state, made once with
  *     PyGILState_Ensure) for the call only;
- *   - for a script task, posix_spawn()s it in a process group of its own with stdout and
- *     stderr sent to files, and waits on a pidfd (or a reaper thread) and the batch's
+ *   - for a script task, spawns it (spawner.c) in a process group of its own with stdout
+ *     and stderr sent to files, and waits on a pidfd (or a reaper thread) and the batch's
  *     cancel pipe with poll(); on timeout or cancel it sends SIGTERM to the group, waits
  *     a grace period, then SIGKILL (launcher.c).
  * The calling thread wakes on every completion, and at least every 100 ms to run signal
@@ -728,7 +728,7 @@ start_workers(xt_pool *pool, int nworkers)
     }
     pool->planned = nworkers;
     /* Workers block every signal: handlers run on the calling thread, and children get
-     * an empty mask from posix_spawn. */
+     * an empty mask from xt_spawn. */
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
     for (int k = 0; k < nworkers; k++) {
@@ -765,15 +765,16 @@ PyDoc_STRVAR(run_tasks__doc__,
 "          rate=0.0, groups=None, procs=None, forkserver=None, /)\n--\n\n"
 "Run tasks on a pool of `workers` native threads and report each as it finishes.\n\n"
 "A task is (callable, arg, timeout) -- called as callable(arg) with the GIL --,\n"
-"(argv, env, cwd, stdout_path, stderr_path, timeout) -- a process started with\n"
-"posix_spawn in a process group of its own, env a list of 'NAME=value', stdout and\n"
-"stderr written to the two files -- or (payload, timeout): the bytes sent to the\n"
+"(argv, env, cwd, stdout_path, stderr_path, timeout) -- a process started in a\n"
+"process group of its own, env a list of 'NAME=value', stdout and stderr written to\n"
+"the two files -- or (payload, timeout): the bytes sent to the\n"
 "worker's own worker process (started from procs = (argv, env, init_frame)), whose\n"
 "reply bytes are the value.  A worker process that dies, times out or is cancelled is\n"
 "killed with its process group and replaced for the next task; the value is then its\n"
 "exit code (negative: killed by that signal).  timeout <= 0 means none.  A script\n"
 "task may end with a launch request (bytes): it then runs through its worker's fork\n"
-"server, started from `forkserver` = (argv, env) on the worker's first such task.\n\n"
+"server, started from `forkserver` = (argv, env) on the worker's first such task.\n"
+"Every process started here is killed with SIGKILL if this process dies.\n\n"
 "`rate` > 0 is the least number of seconds between two task starts.  `groups` (one\n"
 "small int or None per task) runs the tasks of a group one after another, in order,\n"
 "on one worker.  on_done may return a float: run the task again after that many\n"

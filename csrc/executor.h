@@ -1,5 +1,5 @@
 /* The worker pool behind run_multiple: pthread workers that run Python function tasks
- * (taking the GIL only for the call) and script tasks (posix_spawn, pidfd + poll,
+ * (taking the GIL only for the call) and script tasks (spawner.c, pidfd + poll,
  * SIGTERM then SIGKILL on timeout), with a process-wide limit on running workers shared
  * by nested batches.  run_tasks and the pool's threads are in executor.c, the pool's data
  * and its building from Python arguments in pool.h/pool.c, script tasks in launcher.c. */

@@ -1,10 +1,12 @@
-/* The script launcher of run_tasks (launcher.h): posix_spawn of a script in a process
- * group of its own with stdout and stderr sent to files, waits on a pidfd (or a reaper
- * thread) and the batch's cancel pipe with poll(), SIGTERM then SIGKILL to the group on
- * timeout or cancel, the tail of its stderr; and the client side of the per-worker fork
- * server that runs scripts carrying a launch request.  No Python objects are touched here:
- * these functions run on worker threads without the GIL. */
+/* The script launcher of run_tasks (launcher.h): spawn of a script (spawner.c: a process
+ * group of its own, SIGKILL when its worker thread ends) with stdout and stderr sent to
+ * files, waits on a pidfd (or a reaper thread) and the batch's cancel pipe with poll(),
+ * SIGTERM then SIGKILL to the group on timeout or cancel, the tail of its stderr; and the
+ * client side of the per-worker fork server that runs scripts carrying a launch request.
+ * No Python objects are touched here: these functions run on worker threads without the
+ * GIL. */
 #include "launcher.h"
+#include "spawner.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -12,7 +14,6 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -158,43 +159,13 @@ finish_script(xt_task *task, int wstatus, int stop, double start)
 static int
 spawn_script(xt_task *task, pid_t *pid)
 {
-    posix_spawn_file_actions_t actions;
-    posix_spawnattr_t attr;
-    sigset_t empty, defaults;
-    int rc;
-    static const int default_signals[] = {SIGINT, SIGTERM, SIGPIPE, SIGXFSZ, SIGHUP, SIGQUIT};
-
-    rc = posix_spawn_file_actions_init(&actions);
-    if (rc != 0) {
-        return rc;
-    }
-    rc = posix_spawnattr_init(&attr);
-    if (rc != 0) {
-        posix_spawn_file_actions_destroy(&actions);
-        return rc;
-    }
-    sigemptyset(&empty);
-    sigemptyset(&defaults);
-    for (size_t i = 0; i < sizeof(default_signals) / sizeof(default_signals[0]); i++) {
-        sigaddset(&defaults, default_signals[i]);
-    }
-    if ((rc = posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)) == 0
-        && (rc = posix_spawn_file_actions_addopen(&actions, 1, task->out_path,
-                                                  O_WRONLY | O_CREAT | O_TRUNC, 0644)) == 0
-        && (rc = posix_spawn_file_actions_addopen(&actions, 2, task->err_path,
-                                                  O_WRONLY | O_CREAT | O_TRUNC, 0644)) == 0
-        && (task->cwd == NULL
-            || (rc = posix_spawn_file_actions_addchdir_np(&actions, task->cwd)) == 0)
-        && (rc = posix_spawnattr_setpgroup(&attr, 0)) == 0
-        && (rc = posix_spawnattr_setsigmask(&attr, &empty)) == 0
-        && (rc = posix_spawnattr_setsigdefault(&attr, &defaults)) == 0
-        && (rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK
-                                                     | POSIX_SPAWN_SETSIGDEF)) == 0) {
-        rc = posix_spawn(pid, task->argv[0], &actions, &attr, task->argv, task->envp);
-    }
-    posix_spawnattr_destroy(&attr);
-    posix_spawn_file_actions_destroy(&actions);
-    return rc;
+    const xt_spawn_fd fds[] = {
+        {0, -1, "/dev/null", O_RDONLY},
+        {1, -1, task->out_path, O_WRONLY | O_CREAT | O_TRUNC},
+        {2, -1, task->err_path, O_WRONLY | O_CREAT | O_TRUNC},
+    };
+    const xt_spawn_args args = {task->argv, task->envp, fds, 3, task->cwd, 1};
+    return xt_spawn(&args, pid);
 }
 
 void
@@ -257,8 +228,9 @@ xt_run_script(xt_pool *pool, xt_task *task)
 
 /* ------------------------------------------------------------------ fork server */
 /* A script task with a launch request runs through its worker's fork server: a warm
- * interpreter (started once with posix_spawn, never a fork of this threaded process) that
- * forks a child per request, answers with the child's pid, then with its wait status.  The
+ * interpreter (started once with xt_spawn, never a fork of this threaded process, so it
+ * dies with this worker thread) that forks a child per request, answers with the child's
+ * pid, then with its wait status; each child dies with the server (forkserver.py).  The
  * server leaves an ended child a zombie until its next request, so signalling the child's
  * process group here can never hit a reused pid. */
 
@@ -318,9 +290,6 @@ xt_forkserver_stop(xt_worker *w)
 static int
 forkserver_start(xt_pool *pool, xt_worker *w)
 {
-    posix_spawn_file_actions_t actions;
-    posix_spawnattr_t attr;
-    sigset_t empty;
     int to_server[2], from_server[2], rc;
     pid_t pid;
 
@@ -336,25 +305,10 @@ forkserver_start(xt_pool *pool, xt_worker *w)
         (void)close(to_server[1]);
         return rc;
     }
-    rc = posix_spawn_file_actions_init(&actions);
-    if (rc == 0 && (rc = posix_spawnattr_init(&attr)) != 0) {
-        posix_spawn_file_actions_destroy(&actions);
-    }
-    if (rc == 0) {
-        sigemptyset(&empty);
-        /* Its own process group: a Ctrl-C at the terminal is this process's to handle. */
-        if ((rc = posix_spawn_file_actions_adddup2(&actions, to_server[0], 0)) == 0
-            && (rc = posix_spawn_file_actions_adddup2(&actions, from_server[1], 1)) == 0
-            && (rc = posix_spawnattr_setpgroup(&attr, 0)) == 0
-            && (rc = posix_spawnattr_setsigmask(&attr, &empty)) == 0
-            && (rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP
-                                                         | POSIX_SPAWN_SETSIGMASK)) == 0) {
-            rc = posix_spawn(&pid, pool->fs_argv[0], &actions, &attr, pool->fs_argv,
-                             pool->fs_envp);
-        }
-        posix_spawnattr_destroy(&attr);
-        posix_spawn_file_actions_destroy(&actions);
-    }
+    /* Its own process group: a Ctrl-C at the terminal is this process's to handle. */
+    const xt_spawn_fd fds[] = {{0, to_server[0], NULL, 0}, {1, from_server[1], NULL, 0}};
+    const xt_spawn_args args = {pool->fs_argv, pool->fs_envp, fds, 2, NULL, 0};
+    rc = xt_spawn(&args, &pid);
     (void)close(to_server[0]);
     (void)close(from_server[1]);
     if (rc != 0) {

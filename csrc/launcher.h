@@ -1,14 +1,14 @@
-/* Script tasks of run_tasks: started with posix_spawn, or forked by the worker's fork
- * server (xetrack_c/_zygote.py) when the task carries a launch request; waited for on a
- * pidfd (or a reaper thread) and the batch's cancel pipe; stopped on timeout or cancel
- * with SIGTERM, then SIGKILL, to their process group.  Called on worker threads, without
- * the GIL. */
+/* Script tasks of run_tasks: started with xt_spawn (spawner.h), or forked by the worker's
+ * fork server (xetrack_c/run/forkserver.py) when the task carries a launch request; waited
+ * for on a pidfd (or a reaper thread) and the batch's cancel pipe; stopped on timeout or
+ * cancel with SIGTERM, then SIGKILL, to their process group.  Called on worker threads,
+ * without the GIL. */
 #ifndef XT_LAUNCHER_H
 #define XT_LAUNCHER_H
 
 #include "pool.h"
 
-/* Runs a script task with posix_spawn and fills in its outputs (status, exit code,
+/* Runs a script task with xt_spawn and fills in its outputs (status, exit code,
  * duration, stderr tail). */
 void xt_run_script(xt_pool *pool, xt_task *task);
 /* Runs a script task through w's fork server (started first if w has none), filling in

@@ -35,7 +35,7 @@ typedef struct {
     char *cwd;
     char *out_path;
     char *err_path;
-    char *request; /* launch request for the worker's fork server, or NULL: posix_spawn */
+    char *request; /* launch request for the worker's fork server, or NULL: xt_spawn */
     size_t request_len;
     /* process task: the pickled call (a strong reference to immutable bytes, read
      * without the GIL) and the worker's reply (malloc'd) */

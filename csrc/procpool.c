@@ -5,13 +5,13 @@
  * batch's cancel pipe, bounded by the task's deadline: no loop sleeps.
  */
 #include "procpool.h"
+#include "spawner.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -210,14 +210,10 @@ set_nonblocking(int fd)
 static int
 proc_spawn(const xt_proc_setup *setup, xt_proc **out)
 {
-    posix_spawn_file_actions_t actions;
-    posix_spawnattr_t attr;
-    sigset_t empty, defaults;
     int in_pipe[2] = {-1, -1}, out_pipe[2] = {-1, -1};
     int child_in = -1, child_out = -1, rc;
     pid_t pid = -1;
     xt_proc *proc = NULL;
-    static const int default_signals[] = {SIGINT, SIGTERM, SIGPIPE, SIGXFSZ, SIGHUP, SIGQUIT};
 
     if (pipe2(in_pipe, O_CLOEXEC) != 0 || pipe2(out_pipe, O_CLOEXEC) != 0) {
         rc = errno;
@@ -233,32 +229,13 @@ proc_spawn(const xt_proc_setup *setup, xt_proc **out)
         rc = errno;
         goto fail;
     }
-    rc = posix_spawn_file_actions_init(&actions);
-    if (rc != 0) {
-        goto fail;
-    }
-    rc = posix_spawnattr_init(&attr);
-    if (rc != 0) {
-        posix_spawn_file_actions_destroy(&actions);
-        goto fail;
-    }
-    sigemptyset(&empty);
-    sigemptyset(&defaults);
-    for (size_t i = 0; i < sizeof(default_signals) / sizeof(default_signals[0]); i++) {
-        sigaddset(&defaults, default_signals[i]);
-    }
-    if ((rc = posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)) == 0
-        && (rc = posix_spawn_file_actions_adddup2(&actions, child_in, CHILD_IN_FD)) == 0
-        && (rc = posix_spawn_file_actions_adddup2(&actions, child_out, CHILD_OUT_FD)) == 0
-        && (rc = posix_spawnattr_setpgroup(&attr, 0)) == 0
-        && (rc = posix_spawnattr_setsigmask(&attr, &empty)) == 0
-        && (rc = posix_spawnattr_setsigdefault(&attr, &defaults)) == 0
-        && (rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK
-                                                     | POSIX_SPAWN_SETSIGDEF)) == 0) {
-        rc = posix_spawn(&pid, setup->argv[0], &actions, &attr, setup->argv, setup->envp);
-    }
-    posix_spawnattr_destroy(&attr);
-    posix_spawn_file_actions_destroy(&actions);
+    const xt_spawn_fd fds[] = {
+        {0, -1, "/dev/null", O_RDONLY},
+        {CHILD_IN_FD, child_in, NULL, 0},
+        {CHILD_OUT_FD, child_out, NULL, 0},
+    };
+    const xt_spawn_args args = {setup->argv, setup->envp, fds, 3, NULL, 1};
+    rc = xt_spawn(&args, &pid);
     close_fd(&child_in);
     close_fd(&child_out);
     if (rc != 0) {

@@ -1,10 +1,11 @@
 /* Persistent Python worker processes for run_multiple's process backend.
  *
- * A worker process is started with posix_spawn (never a fork of this threaded process) in
- * a process group of its own, with two pipes: it reads frames on fd 3 and writes frames on
- * fd 4.  A frame is an 8-byte little-endian length, then that many bytes.  The first frame
- * a new worker gets is the batch's init frame; then one task frame at a time, each answered
- * by one reply frame.  The bytes are opaque here (pickles made and read by the Python
+ * A worker process is started with xt_spawn (spawner.h: never a fork of this threaded
+ * process; SIGKILLed when the worker thread that started it ends, so when this process
+ * dies) in a process group of its own, with two pipes: it reads frames on fd 3 and writes
+ * frames on fd 4.  A frame is an 8-byte little-endian length, then that many bytes.  The
+ * first frame a new worker gets is the batch's init frame; then one task frame at a time,
+ * each answered by one reply frame.  The bytes are opaque here (pickles made and read by the Python
  * layer).  No function of this file touches Python objects: they run without the GIL.
  */
 #ifndef XT_PROCPOOL_H

@@ -167,3 +167,35 @@ def crash_some(config):
     if config.get("sleep"):
         time.sleep(config["sleep"])
     return os.getpid(), config["x"]
+
+
+def record_pid(folder: str) -> None:
+    """Writes this process's parent pid into ``folder/<pid>``; the file appears whole (it is
+    renamed into place)."""
+    path = os.path.join(folder, str(os.getpid()))
+    with open(path + ".tmp", "w") as f:
+        f.write(str(os.getppid()))
+    os.rename(path + ".tmp", path)
+
+
+def record_pid_and_sleep(config):
+    """Records this worker process's pid in config["folder"], then sleeps config["sleep"] s."""
+    record_pid(config["folder"])
+    time.sleep(config["sleep"])
+    return config["x"]
+
+
+_left_open = None
+
+
+def mark_exit(folder: str) -> None:
+    """worker_init: when the worker process ends, an atexit handler creates
+    ``folder/<pid>.atexit``, and ``folder/<pid>.open``, left open with unflushed text, has
+    that text only if open files are flushed at exit."""
+    import atexit
+
+    global _left_open
+    pid = os.getpid()
+    atexit.register(lambda: open(os.path.join(folder, f"{pid}.atexit"), "w").close())
+    _left_open = open(os.path.join(folder, f"{pid}.open"), "w")
+    _left_open.write("flushed at exit")

@@ -1,7 +1,9 @@
 """A fork server for script tasks: a warm interpreter that forks one child per script.
 
-Started once per executor worker (``python -m xetrack_c.run.forkserver``, by posix_spawn, so it is
-never a fork of a threaded process), it reads launch requests on stdin and answers on stdout:
+Started once per executor worker (``python .../xetrack_c/run/forkserver.py``, by the C core's
+spawn: never a fork of a threaded process, and SIGKILLed when that worker's thread ends, at
+the latest when the executor's process dies), it reads launch requests on stdin and answers
+on stdout:
 
 - request: a 4-byte little-endian length, then UTF-8 JSON
   ``{"argv": [script, *args], "env": {...}, "cwd": str, "stdout": path, "stderr": path}``;
@@ -10,8 +12,9 @@ never a fork of a threaded process), it reads launch requests on stdin and answe
   child is reaped only when the next request (or end of input) arrives, so the executor can
   still signal its process group without hitting a reused pid.
 
-The child runs the script as ``python script args`` would, minus interpreter start-up: its own
-process group, the request's working directory and environment, stdin from /dev/null,
+The child runs the script as ``python script args`` would, minus interpreter start-up: SIGKILL
+when the server dies (Linux ``PR_SET_PDEATHSIG``, set right after the fork), its own process
+group, the request's working directory and environment, stdin from /dev/null,
 stdout and stderr to the request's files, ``sys.argv`` and ``sys.path[0]`` set, the script
 compiled and run as the ``__main__`` module, then the end of a normal interpreter exit
 (non-daemon threads joined, atexit handlers run, open files flushed). The server
@@ -28,6 +31,34 @@ import sys
 from typing import Any
 
 _INT = struct.Struct("<i")
+_PR_SET_PDEATHSIG = 1
+#: libc's prctl (loaded by main(), before the first fork), or None.
+_prctl: Any = None
+
+
+def _load_prctl() -> Any:
+    """libc's ``prctl``, or None where there is none (loaded once by the server, so that a
+    child pays nothing for it)."""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (ImportError, OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                      ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+def _die_with(server: int) -> None:
+    """In a forked child: be SIGKILLed when the server (pid ``server``) dies, so that the
+    script dies with the executor (which the server dies with); a server that died before
+    the ``prctl`` took effect leaves nothing to run for."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != server:
+        os._exit(1)
 
 
 def _read_exact(fd: int, size: int) -> bytes:
@@ -63,6 +94,7 @@ def serve() -> dict[str, Any] | None:
     An ended child stays a zombie until the next request arrives, so its pid (and process
     group id) cannot be reused while the executor may still signal its group."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the executor's to handle
+    server = os.getpid()
     previous = 0
     while True:
         header = _read_exact(0, 4)
@@ -78,6 +110,7 @@ def serve() -> dict[str, Any] | None:
             _write_int(-(exc.errno or 1))
             continue
         if pid == 0:
+            _die_with(server)
             return request
         _write_int(pid)
         _write_int(_wait_status(pid))
@@ -185,6 +218,7 @@ def _finish(code: int) -> None:
 
 
 def main() -> None:
+    global _prctl
     import gc
 
     if sys.path and sys.path[0] == os.path.dirname(os.path.abspath(__file__)):
@@ -201,6 +235,7 @@ def main() -> None:
         import xetrack_c.params  # noqa: F401  (loads xetrack_c.run.child)
     except ImportError:
         pass
+    _prctl = _load_prctl()
     gc.freeze()  # the server's objects stay out of the children's collections (fewer page copies)
     request = serve()
     if request is None:

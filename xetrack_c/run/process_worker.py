@@ -1,9 +1,11 @@
 """The worker process of ``run_multiple(..., backend="process")``.
 
-The C pool (``csrc/procpool.c``) starts it with ``posix_spawn`` as ``python -S
-.../xetrack_c/run/process_worker.py`` (see :func:`xetrack_c.run.process_tasks.worker_command`),
-in a process group of its own, stdin from ``/dev/null`` and the parent's stdout and stderr. It reads frames on fd 3 and
-answers on fd 4; a frame is an 8-byte little-endian length, then that many bytes.
+The C pool (``csrc/procpool.c``) starts it with ``xt_spawn`` (``csrc/spawner.c``) as
+``python -S .../xetrack_c/run/process_worker.py`` (see
+:func:`xetrack_c.run.process_tasks.worker_command`), in a process group of its own, stdin from
+``/dev/null`` and the parent's stdout and stderr, set before the exec to be SIGKILLed when
+its parent dies (nothing to do for that here). It reads frames on fd 3 and answers on fd 4;
+a frame is an 8-byte little-endian length, then that many bytes.
 
 * The first frame is the batch's init: the pickle of ``{"sys_path": [...],
   "worker_init": bytes or None}``. ``sys.path`` becomes the parent's (``-S`` skipped the
@@ -15,7 +17,8 @@ answers on fd 4; a frame is an 8-byte little-endian length, then that many bytes
   ``("error", exception_bytes or None, type_names, text)`` or, when ``worker_init`` raised,
   ``("init_error", text)`` for every task of this worker.
 
-It ends at the end of its input: the batch is over, or its parent died.
+It ends at the end of its input, when the batch is over (or, if its parent died, by the
+parent-death signal, even in the middle of a task).
 
 It imports nothing of xetrack_c until a task does: a worker starts in about the time of
 the interpreter plus :mod:`pickle`. The child API's context is set through

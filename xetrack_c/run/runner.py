@@ -3,9 +3,9 @@
 The top of :mod:`xetrack_c.run`: it checks the specs and options (:mod:`xetrack_c.run.types`)
 and hands them to the local batch (:mod:`xetrack_c.run.batch`) or, with ``executor=``, to the
 executor path (:mod:`xetrack_c.run.remote`). Function tasks run on native worker threads
-that take the GIL only for the call; script tasks are separate Python processes started with
-``posix_spawn`` (no shell) and watched without polling. See ``docs/run_multiple.md`` for the
-guide and ``docs/design.md`` for the pool's internals.
+that take the GIL only for the call; script tasks are separate Python processes started
+without a shell (and killed if this process dies) and watched without polling. See
+``docs/run_multiple.md`` for the guide and ``docs/design.md`` for the pool's internals.
 """
 
 from __future__ import annotations
