@@ -1,12 +1,14 @@
 /* Result cache, store: the ResultCache type, a SQLite file of pickled results
  * (<directory>/cache.db, WAL) shared by threads and processes; opening and checking the
- * file, reopening after fork, get and put for Tracker.track, and the Python methods and
- * module function (cache_key) of the cache.  Key encoding is in cache_key.c, single
- * flight in cache_flight.c. */
+ * file, reopening after fork, the MAC that authenticates each entry, get and put for
+ * Tracker.track, and the Python methods and module function (cache_key) of the cache.
+ * Key encoding is in cache_key.c, single flight in cache_flight.c. */
 #include "cache_internal.h"
 
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <structmember.h>
 
@@ -24,21 +26,34 @@
 
 enum { MODE_CREATE = 0, MODE_READ = 1, MODE_WRITE = 2 };
 
+/* user_version 1: no `mac` column (files of versions before authentication); 2: `mac`
+ * holds the entry's HMAC-SHA256, or NULL when written without a key. */
 static const char schema_sql[] =
     "CREATE TABLE cache (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL, "
-    "track_id TEXT NOT NULL, created TEXT NOT NULL, function_name TEXT NOT NULL DEFAULT '');"
+    "track_id TEXT NOT NULL, created TEXT NOT NULL, function_name TEXT NOT NULL DEFAULT '', "
+    "mac BLOB);"
     "CREATE INDEX cache_track_id ON cache (track_id);"
     "PRAGMA application_id = 1481917233;" /* CACHE_APPLICATION_ID */
-    "PRAGMA user_version = 1;";
+    "PRAGMA user_version = 2;";
+static const char has_mac_sql[] =
+    "SELECT count(*) FROM pragma_table_info('cache') WHERE name = 'mac'";
+static const char add_mac_sql[] = "ALTER TABLE cache ADD COLUMN mac BLOB; PRAGMA user_version = 2;";
 
-static const char get_sql[] =
-    "SELECT value, track_id, created, function_name FROM cache WHERE key = ?1";
+/* Entries are read as (value, track_id, created, function_name, mac[, key]); a file
+ * without the `mac` column (read-only, older version) reads NULL in its place. */
+#define ENTRY_COLUMNS "value, track_id, created, function_name, "
+static const char get_sql[] = "SELECT " ENTRY_COLUMNS "mac FROM cache WHERE key = ?1";
+static const char get_sql_no_mac[] = "SELECT " ENTRY_COLUMNS "NULL FROM cache WHERE key = ?1";
+static const char scan_sql[] =
+    "SELECT " ENTRY_COLUMNS "mac, key FROM cache WHERE key > ?1 ORDER BY key LIMIT ?2";
+static const char scan_sql_no_mac[] =
+    "SELECT " ENTRY_COLUMNS "NULL, key FROM cache WHERE key > ?1 ORDER BY key LIMIT ?2";
 static const char insert_sql[] =
-    "INSERT INTO cache (key, value, track_id, created, function_name) VALUES (?1, ?2, ?3, ?4, ?5) "
-    "ON CONFLICT (key) DO NOTHING";
+    "INSERT INTO cache (key, value, track_id, created, function_name, mac) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (key) DO NOTHING";
 static const char replace_sql[] =
-    "INSERT OR REPLACE INTO cache (key, value, track_id, created, function_name) "
-    "VALUES (?1, ?2, ?3, ?4, ?5)";
+    "INSERT OR REPLACE INTO cache (key, value, track_id, created, function_name, mac) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
 static void
 set_err(xt_error *err, int rc, const char *msg, const char *sql)
@@ -113,6 +128,32 @@ close_db(ResultCache *c)
     forget_db(c);
 }
 
+/* Files of versions before authentication have no `mac` column: add it, in a write
+ * transaction so that racing processes add it once.  A file opened read-only is left as
+ * it is and read with NULL MACs.  Pure C, db_lock held. */
+static int
+ensure_mac_column(ResultCache *c, xt_error *err)
+{
+    int64_t found = 0;
+    if (query_int(c, has_mac_sql, &found, err) < 0) {
+        return -1;
+    }
+    if (found == 0 && c->mode != MODE_READ) {
+        if (exec_sql(c, "BEGIN IMMEDIATE", err) < 0) {
+            return -1;
+        }
+        if (query_int(c, has_mac_sql, &found, err) < 0
+            || (found == 0 && exec_sql(c, add_mac_sql, err) < 0)
+            || exec_sql(c, "COMMIT", err) < 0) {
+            sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+            return -1;
+        }
+        found = 1;
+    }
+    c->has_mac_column = found > 0;
+    return 0;
+}
+
 /* Open and check the file; create the table if it is new.  Pure C, db_lock held. */
 static int
 open_db(ResultCache *c, xt_error *err)
@@ -122,6 +163,16 @@ open_db(ResultCache *c, xt_error *err)
                    : c->mode == MODE_WRITE ? SQLITE_OPEN_READWRITE
                                            : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
     int64_t app_id = 0, tables = 0;
+    if (c->mode == MODE_CREATE) {
+        /* A new file is made 0600 before SQLite opens it: SQLite would make it 0644, and
+         * gives the -wal and -shm files the mode of the database file.  An existing
+         * file keeps its mode (a cache shared on purpose).  A failure here is left for
+         * SQLite to report. */
+        int fd = open(c->path_fs, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            close(fd);
+        }
+    }
     int rc = sqlite3_open_v2(c->path_fs, &c->db, flags, NULL);
     if (rc != SQLITE_OK) {
         set_db_err(c, err, rc, NULL);
@@ -173,8 +224,11 @@ open_db(ResultCache *c, xt_error *err)
         }
         c->empty = 0;
     }
+    if (!c->empty && ensure_mac_column(c, err) < 0) {
+        goto fail;
+    }
     if (!c->empty
-        && (prepare(c, get_sql, &c->get_stmt, err) < 0
+        && (prepare(c, c->has_mac_column ? get_sql : get_sql_no_mac, &c->get_stmt, err) < 0
             || (c->mode != MODE_READ
                 && (prepare(c, insert_sql, &c->insert_stmt, err) < 0
                     || prepare(c, replace_sql, &c->replace_stmt, err) < 0)))) {
@@ -271,13 +325,80 @@ xt_cache_make_key(PyObject *cache, PyObject *func, PyObject *args, PyObject *kwa
                              key);
 }
 
+/* What the MAC of an entry says, from entry_verify. */
+enum {
+    AUTH_UNCHECKED = 0, /* the cache has no key (unauthenticated, opted in) */
+    AUTH_OK = 1,        /* the MAC verifies with the cache's key */
+    AUTH_MISMATCH = 2,  /* it does not: another key, or the entry was altered */
+    AUTH_MISSING = 3,   /* no MAC: written by an older version, or without a key */
+};
+static const char *const auth_names[] = {"unchecked", "ok", "mismatch", "missing"};
+
 /* One stored entry, copied out of SQLite so the lock can be dropped. */
 typedef struct entry {
     struct entry *next;
     char *key, *track_id, *created, *function_name;
     void *value;
     size_t value_len;
+    int mac_column; /* SQLite type of the mac column; its bytes are in `mac` if a 32-byte blob */
+    int mac_complete;
+    uint8_t mac[XT_SHA256_DIGEST_SIZE];
+    int auth; /* AUTH_*, set by entry_verify */
 } entry;
+
+/* The MAC of an entry: HMAC-SHA256 under the cache's key of the tag
+ * "xetrack_c.cache.mac.v1" and its NUL, then key, value, track_id, created and
+ * function_name, each as its length (8 bytes, little-endian) and its bytes. */
+static const char mac_tag[] = "xetrack_c.cache.mac.v1";
+
+static void
+mac_field(xt_sha256_ctx *ctx, const void *data, size_t len)
+{
+    uint8_t size[8];
+    for (int i = 0; i < 8; i++) {
+        size[i] = (uint8_t)((uint64_t)len >> (8 * i));
+    }
+    xt_sha256_update(ctx, size, sizeof(size));
+    xt_sha256_update(ctx, data, len);
+}
+
+/* Pure C: safe with the GIL released. */
+static void
+entry_mac(const xt_hmac_key *mac_key, const char *key, const void *value, size_t value_len,
+          const char *track_id, const char *created, const char *function_name,
+          uint8_t out[XT_SHA256_DIGEST_SIZE])
+{
+    xt_sha256_ctx ctx;
+    xt_hmac_begin(mac_key, &ctx);
+    xt_sha256_update(&ctx, mac_tag, sizeof(mac_tag));
+    mac_field(&ctx, key, strlen(key));
+    mac_field(&ctx, value, value_len);
+    mac_field(&ctx, track_id, strlen(track_id));
+    mac_field(&ctx, created, strlen(created));
+    mac_field(&ctx, function_name, strlen(function_name));
+    xt_hmac_end(mac_key, &ctx, out);
+}
+
+/* Set e->auth.  `key` is the key the entry was looked up under.  Pure C. */
+static void
+entry_verify(const ResultCache *c, const char *key, entry *e)
+{
+    uint8_t expected[XT_SHA256_DIGEST_SIZE];
+    if (!c->authenticated) {
+        e->auth = AUTH_UNCHECKED;
+    }
+    else if (e->mac_column == SQLITE_NULL) {
+        e->auth = AUTH_MISSING;
+    }
+    else if (!e->mac_complete) {
+        e->auth = AUTH_MISMATCH;
+    }
+    else {
+        entry_mac(&c->mac_key, key, e->value, e->value_len, e->track_id, e->created,
+                  e->function_name, expected);
+        e->auth = xt_digest_equal(expected, e->mac, sizeof(expected)) ? AUTH_OK : AUTH_MISMATCH;
+    }
+}
 
 static void
 free_entries(entry *e)
@@ -303,14 +424,16 @@ column_copy(sqlite3_stmt *stmt, int col, char **cursor)
     return out;
 }
 
-/* Copy the current row of `stmt` (value, track_id, created, function_name[, key]). */
+/* Copy the current row of `stmt` (value, track_id, created, function_name, mac[, key]). */
 static entry *
 copy_entry(sqlite3_stmt *stmt, int with_key)
 {
     size_t total = sizeof(entry);
-    int ncols = with_key ? 5 : 4;
-    for (int i = 0; i < ncols; i++) {
+    for (int i = 0; i < 4; i++) {
         total += (size_t)sqlite3_column_bytes(stmt, i) + 1;
+    }
+    if (with_key) {
+        total += (size_t)sqlite3_column_bytes(stmt, 5) + 1;
     }
     entry *out = malloc(total);
     if (out == NULL) {
@@ -323,7 +446,17 @@ copy_entry(sqlite3_stmt *stmt, int with_key)
     out->track_id = column_copy(stmt, 1, &cursor);
     out->created = column_copy(stmt, 2, &cursor);
     out->function_name = column_copy(stmt, 3, &cursor);
-    out->key = with_key ? column_copy(stmt, 4, &cursor) : NULL;
+    out->key = with_key ? column_copy(stmt, 5, &cursor) : NULL;
+    out->mac_column = sqlite3_column_type(stmt, 4);
+    out->mac_complete = 0;
+    out->auth = AUTH_UNCHECKED;
+    if (out->mac_column == SQLITE_BLOB) {
+        const void *mac = sqlite3_column_blob(stmt, 4);
+        if (mac != NULL && sqlite3_column_bytes(stmt, 4) == XT_SHA256_DIGEST_SIZE) {
+            memcpy(out->mac, mac, XT_SHA256_DIGEST_SIZE);
+            out->mac_complete = 1;
+        }
+    }
     return out;
 }
 
@@ -372,11 +505,42 @@ fetch(ResultCache *c, const char *key, entry **out)
     pthread_mutex_lock(&c->db_lock);
     rc = get_locked(c, key, out, &err);
     pthread_mutex_unlock(&c->db_lock);
+    if (rc > 0) {
+        entry_verify(c, key, *out);
+    }
     Py_END_ALLOW_THREADS
     if (rc < 0) {
         raise_cache_error(c, &err);
     }
     return rc;
+}
+
+/* Warn that an entry fails authentication (it is not unpickled).  These warnings are
+ * given even with warnings=False: they may mean someone tampered with the cache.  0, or
+ * -1 with an exception set. */
+static int
+warn_untrusted(ResultCache *c, const char *key, const entry *e)
+{
+    if (e->auth == AUTH_MISSING) {
+        if (c->warned_unsigned) {
+            return 0;
+        }
+        c->warned_unsigned = 1;
+        return PyErr_WarnFormat(PyExc_UserWarning, 1,
+                                "xetrack_c cache: the entry for key %s in %R (function %.100s) "
+                                "has no MAC: it was written by an older xetrack_c, or with "
+                                "cache_key=False. It is not unpickled: the call is computed "
+                                "again and the entry replaced (said once per cache; other "
+                                "entries without a MAC are recomputed silently)",
+                                key, c->path, e->function_name);
+    }
+    return PyErr_WarnFormat(PyExc_UserWarning, 1,
+                            "xetrack_c cache: the entry for key %s in %R (function %.100s, run "
+                            "%.100s) fails authentication: it was written with another cache "
+                            "key, or altered by someone who does not have this one. It is not "
+                            "unpickled: the call is computed again and the entry replaced (see "
+                            "'Trust' in docs/cache.md)",
+                            key, c->path, e->function_name, e->track_id);
 }
 
 int
@@ -393,6 +557,15 @@ xt_cache_get(PyObject *cache, const xt_cache_key *key, int warn, PyObject **resu
     int rc = fetch(c, key->hex, &found);
     if (rc <= 0) {
         return rc;
+    }
+    if (found->auth == AUTH_MISMATCH || found->auth == AUTH_MISSING) {
+        /* Never unpickled: unpickling runs code, and this entry is not ours. */
+        if (warn_untrusted(c, key->hex, found) < 0) {
+            goto done;
+        }
+        *stale = 1;
+        res = 0;
+        goto done;
     }
     blob = PyBytes_FromStringAndSize(found->value, (Py_ssize_t)found->value_len);
     if (blob == NULL) {
@@ -506,6 +679,7 @@ xt_cache_put(PyObject *cache, const xt_cache_key *key, PyObject *func, PyObject 
     PyObject *blob = NULL, *failure = NULL, *name = NULL;
     xt_error err = {0};
     char created[XT_TS_SIZE];
+    uint8_t mac[XT_SHA256_DIGEST_SIZE];
     int res = -1, rc = 0;
 
     blob = pickle_value(st, result, &failure);
@@ -552,6 +726,10 @@ xt_cache_put(PyObject *cache, const xt_cache_key *key, PyObject *func, PyObject 
     }
     xt_cache_check_fork(c);
     Py_BEGIN_ALLOW_THREADS
+    if (c->authenticated) {
+        entry_mac(&c->mac_key, key->hex, data, (size_t)data_len, track_utf8, created, name_utf8,
+                  mac);
+    }
     pthread_mutex_lock(&c->db_lock);
     rc = ready(c, &err);
     if (rc == 0) {
@@ -569,6 +747,11 @@ xt_cache_put(PyObject *cache, const xt_cache_key *key, PyObject *func, PyObject 
         }
         if (step == SQLITE_OK) {
             step = sqlite3_bind_text(stmt, 5, name_utf8, -1, SQLITE_STATIC);
+        }
+        if (step == SQLITE_OK) {
+            step = c->authenticated
+                       ? sqlite3_bind_blob(stmt, 6, mac, (int)sizeof(mac), SQLITE_STATIC)
+                       : sqlite3_bind_null(stmt, 6);
         }
         if (step == SQLITE_OK) {
             step = sqlite3_step(stmt);
@@ -617,8 +800,8 @@ xt_cache_close(PyObject *cache)
 static int
 cache_init(ResultCache *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"directory", "mode", "busy_timeout", NULL};
-    PyObject *directory = NULL, *dir_str = NULL, *path_bytes = NULL;
+    static char *kwlist[] = {"directory", "mode", "busy_timeout", "auth_key", NULL};
+    PyObject *directory = NULL, *dir_str = NULL, *path_bytes = NULL, *auth_key = NULL;
     const char *mode = "create";
     double busy_timeout = 60.0;
     xt_error err = {0};
@@ -628,8 +811,17 @@ cache_init(ResultCache *self, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_RuntimeError, "ResultCache is already initialised");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|sd:ResultCache", kwlist, &directory, &mode,
-                                     &busy_timeout)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|sd$O:ResultCache", kwlist, &directory, &mode,
+                                     &busy_timeout, &auth_key)) {
+        return -1;
+    }
+    /* No default: a cache that forgets its key must not silently trust every entry. */
+    if (auth_key == NULL || (auth_key != Py_None && !PyBytes_Check(auth_key))
+        || (auth_key != Py_None && PyBytes_GET_SIZE(auth_key) == 0)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "ResultCache() needs auth_key=: the key of the entries' MACs (non-empty "
+                        "bytes), or None for an unauthenticated cache; xetrack_c.Tracker and "
+                        "xetrack_c.cache find it for you (see 'Trust' in docs/cache.md)");
         return -1;
     }
     self->st = xt_state_from_type(Py_TYPE(self));
@@ -641,6 +833,11 @@ cache_init(ResultCache *self, PyObject *args, PyObject *kwargs)
         return -1;
     }
     self->loads = Py_NewRef(loads);
+    if (auth_key != Py_None) {
+        xt_hmac_key_init(&self->mac_key, PyBytes_AS_STRING(auth_key),
+                         (size_t)PyBytes_GET_SIZE(auth_key));
+        self->authenticated = 1;
+    }
     self->mode = strcmp(mode, "create") == 0 ? MODE_CREATE
                  : strcmp(mode, "read") == 0 ? MODE_READ
                  : strcmp(mode, "write") == 0 ? MODE_WRITE
@@ -734,6 +931,7 @@ cache_dealloc(ResultCache *self)
     pthread_mutex_destroy(&self->db_lock);
     pthread_mutex_destroy(&self->flight_lock);
     pthread_cond_destroy(&self->flight_done);
+    xt_hmac_key_wipe(&self->mac_key);
     cache_clear(self);
     Py_CLEAR(self->directory);
     Py_CLEAR(self->path);
@@ -745,18 +943,23 @@ cache_dealloc(ResultCache *self)
 static PyObject *
 entry_tuple(const entry *e, int with_key)
 {
+    const char *auth = auth_names[e->auth];
     if (with_key) {
-        return Py_BuildValue("(sy#sss)", e->key, (const char *)e->value, (Py_ssize_t)e->value_len,
-                             e->track_id, e->created, e->function_name);
+        return Py_BuildValue("(sy#ssss)", e->key, (const char *)e->value, (Py_ssize_t)e->value_len,
+                             e->track_id, e->created, e->function_name, auth);
     }
-    return Py_BuildValue("(y#sss)", (const char *)e->value, (Py_ssize_t)e->value_len, e->track_id,
-                         e->created, e->function_name);
+    return Py_BuildValue("(y#ssss)", (const char *)e->value, (Py_ssize_t)e->value_len, e->track_id,
+                         e->created, e->function_name, auth);
 }
 
 PyDoc_STRVAR(cache_get_raw__doc__,
     "get_raw($self, key, /)\n--\n\n"
-    "The stored entry of `key` as (pickled value, track_id, created, function_name),\n"
-    "or None.");
+    "The stored entry of `key` as (pickled value, track_id, created, function_name,\n"
+    "auth), or None.  The value is not unpickled.  auth says what its MAC says: 'ok'\n"
+    "(verified with this cache's key), 'mismatch' (written with another key, or\n"
+    "altered), 'missing' (no MAC: an older version, or an unauthenticated writer) or\n"
+    "'unchecked' (this cache has no key).  Only 'ok' and 'unchecked' values may be\n"
+    "unpickled.");
 
 static PyObject *
 cache_get_raw(ResultCache *self, PyObject *key)
@@ -780,11 +983,11 @@ cache_get_raw(ResultCache *self, PyObject *key)
     return res;
 }
 
-/* Run `sql` (bound to `text` and `number`) and collect rows or count changes.  Pure C,
- * db_lock held. */
+/* Run `sql` (bound to `text` and `number`; `sql_no_mac` instead, if not NULL, on a file
+ * without the mac column) and collect rows or count changes.  Pure C, db_lock held. */
 static int
-run_locked(ResultCache *c, const char *sql, const char *text, int64_t number, int collect,
-           entry **rows, int64_t *changes, xt_error *err)
+run_locked(ResultCache *c, const char *sql, const char *sql_no_mac, const char *text,
+           int64_t number, int collect, entry **rows, int64_t *changes, xt_error *err)
 {
     sqlite3_stmt *stmt = NULL;
     entry **tail = rows;
@@ -795,6 +998,9 @@ run_locked(ResultCache *c, const char *sql, const char *text, int64_t number, in
     if (c->empty) {
         *changes = 0;
         return 0;
+    }
+    if (!c->has_mac_column && sql_no_mac != NULL) {
+        sql = sql_no_mac;
     }
     int rc = sqlite3_prepare_v2(c->db, sql, -1, &stmt, NULL);
     if (rc != SQLITE_OK) {
@@ -840,8 +1046,8 @@ done:
 }
 
 static int
-run(ResultCache *c, const char *sql, const char *text, int64_t number, int collect, entry **rows,
-    int64_t *changes)
+run(ResultCache *c, const char *sql, const char *sql_no_mac, const char *text, int64_t number,
+    int collect, entry **rows, int64_t *changes)
 {
     xt_error err = {0};
     int rc;
@@ -850,8 +1056,11 @@ run(ResultCache *c, const char *sql, const char *text, int64_t number, int colle
     xt_cache_check_fork(c);
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&c->db_lock);
-    rc = run_locked(c, sql, text, number, collect, rows, changes, &err);
+    rc = run_locked(c, sql, sql_no_mac, text, number, collect, rows, changes, &err);
     pthread_mutex_unlock(&c->db_lock);
+    for (entry *e = rc == 0 ? *rows : NULL; e != NULL; e = e->next) {
+        entry_verify(c, e->key, e);
+    }
     Py_END_ALLOW_THREADS
     if (rc < 0) {
         free_entries(*rows);
@@ -864,7 +1073,7 @@ run(ResultCache *c, const char *sql, const char *text, int64_t number, int colle
 PyDoc_STRVAR(cache_scan_raw__doc__,
     "scan_raw($self, after='', limit=256, /)\n--\n\n"
     "Up to `limit` entries with keys after `after`, in key order, as tuples\n"
-    "(key, pickled value, track_id, created, function_name).");
+    "(key, pickled value, track_id, created, function_name, auth); auth as get_raw's.");
 
 static PyObject *
 cache_scan_raw(ResultCache *self, PyObject *args)
@@ -876,10 +1085,7 @@ cache_scan_raw(ResultCache *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "|sL:scan_raw", &after, &limit)) {
         return NULL;
     }
-    if (run(self,
-            "SELECT value, track_id, created, function_name, key FROM cache WHERE key > ?1 "
-            "ORDER BY key LIMIT ?2",
-            after, limit, 1, &rows, &unused) < 0) {
+    if (run(self, scan_sql, scan_sql_no_mac, after, limit, 1, &rows, &unused) < 0) {
         return NULL;
     }
     PyObject *list = PyList_New(0);
@@ -910,7 +1116,7 @@ cache_delete(ResultCache *self, PyObject *key)
         }
         return NULL;
     }
-    if (run(self, "DELETE FROM cache WHERE key = ?1", text, 0, 0, &rows, &changes) < 0) {
+    if (run(self, "DELETE FROM cache WHERE key = ?1", NULL, text, 0, 0, &rows, &changes) < 0) {
         return NULL;
     }
     return PyBool_FromLong(changes > 0);
@@ -932,7 +1138,7 @@ cache_delete_by_track_id(ResultCache *self, PyObject *track_id)
         }
         return NULL;
     }
-    if (run(self, "DELETE FROM cache WHERE track_id = ?1", text, 0, 0, &rows, &changes) < 0) {
+    if (run(self, "DELETE FROM cache WHERE track_id = ?1", NULL, text, 0, 0, &rows, &changes) < 0) {
         return NULL;
     }
     return PyLong_FromLongLong(changes);
@@ -943,7 +1149,7 @@ cache_len(ResultCache *self)
 {
     entry *rows = NULL;
     int64_t count = 0;
-    if (run(self, "SELECT count(*) FROM cache", NULL, 0, 0, &rows, &count) < 0) {
+    if (run(self, "SELECT count(*) FROM cache", NULL, NULL, 0, 0, &rows, &count) < 0) {
         return -1;
     }
     return (Py_ssize_t)count;
@@ -988,21 +1194,26 @@ cache_key_method(ResultCache *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 PyDoc_STRVAR(cache_put__doc__,
-    "put($self, func, args, kwargs, params, tracker_params, result, track_id, /)\n--\n\n"
+    "put($self, func, args, kwargs, params, tracker_params, result, track_id,\n"
+    "    replace=False, /)\n--\n\n"
     "Store `result` under the key of the call (func, args, kwargs, params,\n"
-    "tracker_params), computed by the run `track_id`, unless an entry is there already.\n"
-    "True if stored; False if the call has no stable key or the result cannot be\n"
-    "pickled (each with a warning).");
+    "tracker_params), computed by the run `track_id`, unless an entry is there already\n"
+    "(with `replace`, over it).  True if stored; False if the call has no stable key or\n"
+    "the result cannot be pickled (each with a warning).");
 
 static PyObject *
 cache_put(ResultCache *self, PyObject *const *args, Py_ssize_t nargs)
 {
     xt_cache_key key;
-    if (nargs != 7) {
+    int replace = 0;
+    if (nargs != 7 && nargs != 8) {
         PyErr_Format(PyExc_TypeError,
-                     "put() takes 7 arguments (func, args, kwargs, params, tracker_params, "
-                     "result, track_id), %zd given",
+                     "put() takes 7 or 8 arguments (func, args, kwargs, params, tracker_params, "
+                     "result, track_id, replace=False), %zd given",
                      nargs);
+        return NULL;
+    }
+    if (nargs == 8 && (replace = PyObject_IsTrue(args[7])) < 0) {
         return NULL;
     }
     if (!PyCallable_Check(args[0])) {
@@ -1016,7 +1227,7 @@ cache_put(ResultCache *self, PyObject *const *args, Py_ssize_t nargs)
     int rc = xt_cache_make_key((PyObject *)self, args[0], args[1], args[2], args[3], args[4], 1,
                                &key);
     if (rc > 0) {
-        rc = xt_cache_put((PyObject *)self, &key, args[0], args[5], args[6], 0, 1);
+        rc = xt_cache_put((PyObject *)self, &key, args[0], args[5], args[6], replace, 1);
     }
     if (rc < 0) {
         return NULL;
@@ -1057,9 +1268,16 @@ get_closed(ResultCache *self, void *Py_UNUSED(closure))
 }
 
 static PyObject *
+get_authenticated(ResultCache *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->authenticated);
+}
+
+static PyObject *
 cache_repr(ResultCache *self)
 {
-    return PyUnicode_FromFormat("ResultCache(%R%s)", self->directory ? self->directory : Py_None,
+    return PyUnicode_FromFormat("ResultCache(%R%s%s)", self->directory ? self->directory : Py_None,
+                                self->authenticated ? "" : ", unauthenticated",
                                 self->closed ? ", closed" : "");
 }
 
@@ -1093,15 +1311,20 @@ static PyMemberDef cache_members[] = {
 
 static PyGetSetDef cache_getset[] = {
     {"closed", (getter)get_closed, NULL, "True once close() has run.", NULL},
+    {"authenticated", (getter)get_authenticated, NULL,
+     "True if entries carry a MAC under a key and only verified ones are unpickled.", NULL},
     {NULL},
 };
 
 PyDoc_STRVAR(cache_doc,
-    "ResultCache(directory, mode='create', busy_timeout=60.0)\n--\n\n"
+    "ResultCache(directory, mode='create', busy_timeout=60.0, *, auth_key)\n--\n\n"
     "Pickled results of tracked calls in directory/cache.db (SQLite, WAL).\n\n"
-    "mode 'create' makes the file (not the directory) if needed; 'read' opens an existing\n"
-    "file read-only; 'write' opens an existing file for deletions.  Safe to share between\n"
-    "threads; many processes may use one file at once.");
+    "mode 'create' makes the file (0600; not the directory) if needed; 'read' opens an\n"
+    "existing file read-only; 'write' opens an existing file for deletions.  auth_key\n"
+    "(bytes) authenticates entries: each one stored gets an HMAC-SHA256 under it, and an\n"
+    "entry whose MAC does not verify is never unpickled; None: no MACs (an\n"
+    "unauthenticated cache).  Safe to share between threads; many processes may use one\n"
+    "file at once.");
 
 static PyType_Slot cache_slots[] = {
     {Py_tp_doc, (void *)cache_doc},

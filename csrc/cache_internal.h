@@ -8,6 +8,7 @@
 #define XT_CACHE_INTERNAL_H
 
 #include "cache.h"
+#include "hash.h"
 #include "store.h"
 
 #include <pthread.h>
@@ -29,6 +30,14 @@ typedef struct {
     int busy_timeout_ms;
     int closed;
     int empty; /* opened without creating, and the file has no cache yet */
+    /* Authentication (docs/cache.md, "Trust"): with a key, every stored entry gets an
+     * HMAC-SHA256 and only entries whose MAC verifies are unpickled.  The prepared key
+     * never leaves C (no attribute, repr or message shows it); both are set once by
+     * __init__ and only read afterwards, so they need no lock. */
+    int authenticated;
+    xt_hmac_key mac_key;
+    int has_mac_column;  /* the table has `mac` (an older file opened read-only may not) */
+    int warned_unsigned; /* the one warning about entries without a MAC was given (GIL) */
     /* Guards db and the statements; taken with the GIL released. */
     pthread_mutex_t db_lock;
     sqlite3 *db;

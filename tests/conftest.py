@@ -92,6 +92,48 @@ def _text(data: Any) -> str:
     return data.decode(errors="replace") if isinstance(data, bytes) else str(data)
 
 
+_SESSION_CONFIG: Optional[str] = None
+_SAVED_ENV: Dict[str, Optional[str]] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Before anything is collected (some modules copy os.environ at import, and module
+    fixtures start processes before function fixtures run): a temporary XDG_CONFIG_HOME,
+    so nothing in the session writes the result cache's key file into the real home."""
+    global _SESSION_CONFIG
+    import tempfile
+
+    _SESSION_CONFIG = tempfile.mkdtemp(prefix="xetrack_c-test-config-")
+    for name in ("XDG_CONFIG_HOME", "XETRACK_C_CACHE_KEY"):
+        _SAVED_ENV[name] = os.environ.get(name)
+    os.environ["XDG_CONFIG_HOME"] = _SESSION_CONFIG
+    os.environ.pop("XETRACK_C_CACHE_KEY", None)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import shutil
+
+    for name, value in _SAVED_ENV.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    if _SESSION_CONFIG is not None:
+        shutil.rmtree(_SESSION_CONFIG, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _private_cache_key_home(tmp_path_factory: pytest.TempPathFactory,
+                            monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test, and every process it starts, finds the result cache's per-user key file
+    under a fresh temporary XDG_CONFIG_HOME, never in the real ~/.config, and no
+    XETRACK_C_CACHE_KEY from the developer's environment."""
+    config = tmp_path_factory.mktemp("xdg-config")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(config))
+    monkeypatch.delenv("XETRACK_C_CACHE_KEY", raising=False)
+    return config
+
+
 @pytest.fixture
 def run_py(tmp_path: Path) -> PyRunner:
     """``run_py(code, timeout=60, check=True)``: run ``code`` in a child interpreter."""

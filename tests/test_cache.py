@@ -383,13 +383,13 @@ def test_cloudpickle_takes_what_pickle_cannot(db_path, cache_dir):
 
 
 def test_stale_entry_is_recomputed_and_replaced(db_path, cache_dir):
+    from cache_mac import default_key, rewrite_value
+
     with _tracker(db_path, cache_dir) as tracker:
         tracker.track(square, args=[7])
         key = tracker.cache_key(square, [7])
-    conn = sqlite3.connect(os.path.join(cache_dir, "cache.db"))
-    conn.execute("UPDATE cache SET value = x'00112233' WHERE key = ?", (key,))
-    conn.commit()
-    conn.close()
+    # Authentic (a valid MAC under this user's key) but no longer unpicklable.
+    rewrite_value(cache_dir, key, b"\x00\x11\x22\x33", secret=default_key())
     with pytest.raises(ValueError, match="cannot be unpickled"):
         read_cache(cache_dir, key)
     with _tracker(db_path, cache_dir, track_id="fixer") as tracker, warnings.catch_warnings(record=True) as caught:
@@ -430,7 +430,7 @@ def test_cache_file_layout(db_path, cache_dir):
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         columns = [row[1] for row in conn.execute("PRAGMA table_info(cache)")]
-        assert columns == ["key", "value", "track_id", "created", "function_name"]
+        assert columns == ["key", "value", "track_id", "created", "function_name", "mac"]
     finally:
         conn.close()
 

@@ -8,6 +8,11 @@ Each entry is returned as xetrack's ``Reader.read_cache`` returns it, plus two f
 
     {"result": <the unpickled value>, "cache": <track_id of the run that computed it>,
      "created": "YYYY-mm-dd HH:MM:SS.ffffff", "function_name": "module.qualname"}
+
+Unpickling runs code, so ``read_cache`` and ``scan_cache`` unpickle only entries whose
+MAC verifies with the cache key (``cache_key=``, else ``XETRACK_C_CACHE_KEY``, else the
+per-user key file; see xetrack_c.cache_auth and "Trust" in docs/cache.md), and raise
+:class:`UntrustedEntryError` for the others. Deleting needs no key.
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ import pickle
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from xetrack_c import _core
+from xetrack_c.cache_auth import CacheKeyArg, resolve_cache_key
+from xetrack_c.cache_auth import CacheKeyError as CacheKeyError  # noqa: F401 - re-exported
+from xetrack_c.cache_auth import CacheKeyUnavailable as CacheKeyUnavailable  # noqa: F401
 
 CACHE_FILE = "cache.db"
 """Name of the SQLite file inside a cache directory."""
@@ -31,8 +39,14 @@ def cache_file(cache_dir: PathLike) -> str:
     return os.path.join(os.fspath(cache_dir), CACHE_FILE)
 
 
-def _open(cache_dir: PathLike, mode: str) -> Optional[_core.ResultCache]:
-    """The cache of ``cache_dir`` opened in ``mode`` ('read' or 'write'), or None if it
+class UntrustedEntryError(ValueError):
+    """A cache entry's MAC does not verify with the cache key (or it has none): it was
+    not unpickled."""
+
+
+def _open(cache_dir: PathLike, mode: str, cache_key: CacheKeyArg = None) -> Optional[_core.ResultCache]:
+    """The cache of ``cache_dir`` opened in ``mode`` ('read', authenticated with the key
+    ``cache_key`` leads to; or 'write', for deletions, which need no key), or None if it
     has no cache file yet."""
     directory = os.fspath(cache_dir)
     if not isinstance(directory, str):
@@ -42,10 +56,26 @@ def _open(cache_dir: PathLike, mode: str) -> Optional[_core.ResultCache]:
         return None
     if not os.path.isfile(path):
         raise ValueError(f"{path!r} is not a file: cache_dir should be a directory made by Tracker(cache=...)")
-    return _core.ResultCache(directory, mode)
+    auth_key = resolve_cache_key(cache_key, create=False) if mode == "read" else None
+    return _core.ResultCache(directory, mode, auth_key=auth_key)
 
 
-def _entry(path: str, key: str, blob: bytes, track_id: str, created: str, function_name: str) -> Dict[str, Any]:
+def _entry(path: str, key: str, blob: bytes, track_id: str, created: str, function_name: str,
+           auth: str) -> Dict[str, Any]:
+    if auth == "mismatch":
+        raise UntrustedEntryError(
+            f"the cache entry {key} in {path!r} fails authentication: its MAC does not verify "
+            "with this cache key, so it was written with another key or altered by someone "
+            "without this one; it was not unpickled. Read it with the key its writer used "
+            "(cache_key=... or XETRACK_C_CACHE_KEY), or delete it with "
+            f"delete_cache_entry(cache_dir, {key!r})")
+    if auth == "missing":
+        raise UntrustedEntryError(
+            f"the cache entry {key} in {path!r} has no MAC (written by an older xetrack_c, or "
+            "with cache_key=False); it was not unpickled. Recompute it with "
+            "track(..., cache_force=True), delete it with "
+            f"delete_cache_entry(cache_dir, {key!r}), or, if nobody else can write this "
+            "directory, read it with cache_key=False")
     try:
         result = pickle.loads(blob)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same to the user
@@ -58,16 +88,28 @@ def _entry(path: str, key: str, blob: bytes, track_id: str, created: str, functi
     return {"result": result, "cache": track_id, "created": created, "function_name": function_name}
 
 
-def read_cache(cache_dir: PathLike, key: str) -> Optional[Dict[str, Any]]:
+def read_cache(cache_dir: PathLike, key: str, cache_key: CacheKeyArg = None) -> Optional[Dict[str, Any]]:
     """The entry stored under ``key`` (see ``cache_key``), or None.
+
+    Args:
+        cache_dir: The cache directory.
+        key: The entry's key (32 hex digits).
+        cache_key: The secret the entries are authenticated with (``str``/``bytes``);
+            None: ``XETRACK_C_CACHE_KEY``, else the per-user key file; False: trust every
+            entry (an unauthenticated cache).
 
     Returns:
         ``{"result", "cache", "created", "function_name"}``; ``cache`` is the track_id of
         the run that computed the result.
+
+    Raises:
+        UntrustedEntryError: the entry's MAC does not verify (it is not unpickled).
+        CacheKeyError: no usable key (:class:`CacheKeyUnavailable` when there is none).
+        ValueError: the value cannot be unpickled.
     """
     if not isinstance(key, str):
         raise TypeError(f"key must be a str (the hex digest from cache_key), not {type(key).__name__}")
-    cache = _open(cache_dir, "read")
+    cache = _open(cache_dir, "read", cache_key)
     if cache is None:
         return None
     with cache:
@@ -75,10 +117,12 @@ def read_cache(cache_dir: PathLike, key: str) -> Optional[Dict[str, Any]]:
     return None if raw is None else _entry(cache.path, key, *raw)
 
 
-def scan_cache(cache_dir: PathLike) -> Iterator[Tuple[str, Dict[str, Any]]]:
+def scan_cache(cache_dir: PathLike, cache_key: CacheKeyArg = None) -> Iterator[Tuple[str, Dict[str, Any]]]:
     """Every entry as ``(key, entry)``, in key order, read a page at a time (entries
-    written meanwhile by other processes may or may not appear)."""
-    cache = _open(cache_dir, "read")
+    written meanwhile by other processes may or may not appear). ``cache_key`` and the
+    errors are ``read_cache``'s: an entry that fails authentication raises
+    :class:`UntrustedEntryError` when the scan reaches it."""
+    cache = _open(cache_dir, "read", cache_key)
     if cache is None:
         return
     with cache:

@@ -259,19 +259,24 @@ class Reader:
     # ----------------------------------------------------------------- result cache
 
     @staticmethod
-    def read_cache(cache: PathLike, key: str) -> Optional[Dict[str, Any]]:
+    def read_cache(cache: PathLike, key: str,
+                   cache_key: Union[str, bytes, bool, None] = None) -> Optional[Dict[str, Any]]:
         """The result cache entry stored under ``key`` (see ``Tracker.cache_key``) as
-        ``{"result", "cache", "created", "function_name"}``, or None."""
+        ``{"result", "cache", "created", "function_name"}``, or None. Only an entry whose
+        MAC verifies with ``cache_key`` (default: ``XETRACK_C_CACHE_KEY``, else the
+        per-user key file; ``False``: no authentication) is unpickled; any other raises
+        ``xetrack_c.cache.UntrustedEntryError`` (see "Trust" in docs/cache.md)."""
         from xetrack_c.cache import read_cache
 
-        return read_cache(cache, key)
+        return read_cache(cache, key, cache_key)
 
     @staticmethod
-    def scan_cache(cache: PathLike) -> Iterator[Tuple[str, Dict[str, Any]]]:
-        """Every result cache entry as ``(key, entry)``."""
+    def scan_cache(cache: PathLike,
+                   cache_key: Union[str, bytes, bool, None] = None) -> Iterator[Tuple[str, Dict[str, Any]]]:
+        """Every result cache entry as ``(key, entry)``; ``cache_key`` as ``read_cache``'s."""
         from xetrack_c.cache import scan_cache
 
-        return scan_cache(cache)
+        return scan_cache(cache, cache_key)
 
     @staticmethod
     def delete_cache_by_track_id(cache: PathLike, track_id: str) -> int:

@@ -98,6 +98,12 @@ class Tracker(_core.TrackerCore):
         cache: Directory of the result cache (``<cache>/cache.db``, created if needed);
             ``track()`` then returns stored results of calls it has seen (see
             docs/cache.md). ``None`` turns the cache off.
+        cache_key: The secret that authenticates cache entries (an entry whose MAC does
+            not verify is never unpickled): a ``str`` or ``bytes`` key shared by every
+            machine that uses the cache; ``None`` (default) reads ``XETRACK_C_CACHE_KEY``,
+            else the per-user key file ``~/.config/xetrack_c/cache.key`` (made on first
+            use); ``False`` opts out of authentication (only for a cache directory nobody
+            else can write). See "Trust" in docs/cache.md.
     """
 
     IN_MEMORY: str = ":memory:"
@@ -126,6 +132,7 @@ class Tracker(_core.TrackerCore):
         durability: str = "commit",
         busy_timeout: float = 60.0,
         queue_size: int = 16384,
+        cache_key: Union[str, bytes, bool, None] = None,
     ) -> None:
         requested = {
             "log_system_params": log_system_params,
@@ -163,7 +170,7 @@ class Tracker(_core.TrackerCore):
             parent = os.path.dirname(db)
             if parent:
                 os.makedirs(parent, exist_ok=True)
-        cache_store = _open_cache(cache) if cache else None
+        cache_store = _open_cache(cache, cache_key) if cache else None
         super().__init__(
             db,
             table,
@@ -183,6 +190,8 @@ class Tracker(_core.TrackerCore):
         self.logs_file_format = logs_file_format
         self.git_root = git_root
         self.cache_path = os.fspath(cache) if cache else None
+        # The opt-out travels with a pickled tracker; a key never does (see __reduce__).
+        self._cache_unauthenticated = cache_store is not None and not cache_store.authenticated
         if self.params:
             self._ensure_columns(self.params)
         if git_root:
@@ -211,6 +220,9 @@ class Tracker(_core.TrackerCore):
             "warnings": self.warnings,
             "engine": self.engine,
             "cache": self.cache_path,
+            # Not the key: a pickle may be written to shared storage (submitit does). The
+            # clone finds the key where this process did, or in XETRACK_C_CACHE_KEY.
+            "cache_key": False if self._cache_unauthenticated else None,
         }
         return (_rebuild_tracker, (settings,))
 
@@ -415,7 +427,12 @@ class Tracker(_core.TrackerCore):
             _warnings.warn(message, stacklevel=3)
 
 
-def _open_cache(cache: Union[str, "os.PathLike[str]"]) -> "_core.ResultCache":
+def _open_cache(cache: Union[str, "os.PathLike[str]"],
+                cache_key: Union[str, bytes, bool, None] = None) -> Optional["_core.ResultCache"]:
+    """The cache of directory ``cache``, authenticated with the key ``cache_key`` leads to
+    (see xetrack_c.cache_auth); None, said once per process, if no key can be had."""
+    from xetrack_c.cache_auth import CacheKeyUnavailable, resolve_cache_key, warn_unavailable
+
     directory = os.fspath(cache)
     if not isinstance(directory, str):
         raise TypeError(f"cache must be a directory path (str), not {type(directory).__name__}")
@@ -423,8 +440,15 @@ def _open_cache(cache: Union[str, "os.PathLike[str]"]) -> "_core.ResultCache":
         raise NotADirectoryError(
             f"cache={directory!r} is a file: pass a directory; the cache lives in {directory}/cache.db"
         )
-    os.makedirs(directory, exist_ok=True)
-    return _core.ResultCache(directory)
+    try:
+        auth_key = resolve_cache_key(cache_key)
+    except CacheKeyUnavailable as exc:
+        warn_unavailable(exc, stacklevel=3)
+        return None
+    # Private by default: whoever can write the directory can delete or replay entries.
+    # An existing directory keeps its mode (a cache shared on purpose).
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    return _core.ResultCache(directory, auth_key=auth_key)
 
 
 def _rebuild_tracker(settings: Dict[str, Any]) -> Tracker:

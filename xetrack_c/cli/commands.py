@@ -119,23 +119,46 @@ def _check_cache_dir(path: str) -> None:
                         f"Tracker(cache=...))")
 
 
-def _cache_entries(cache_dir: str) -> List[Dict[str, Any]]:
-    """Every entry's key, track_id, creation time and function, without unpickling results
-    (which could import numpy or pandas, or fail for a class that moved)."""
+def _cache_auth_key(key_file: Optional[str]) -> Optional[bytes]:
+    """The key to check the entries' MACs with: ``--key-file``, else XETRACK_C_CACHE_KEY,
+    else the per-user key file (never created here); None: no key, nothing is checked."""
+    from xetrack_c import cache_auth
+
+    try:
+        if key_file is not None:
+            key = cache_auth.read_key_file(key_file)
+            if key is None:
+                raise UserError(f"no such key file: {key_file!r}")
+            return key
+        return cache_auth.resolve_cache_key(None, create=False)
+    except cache_auth.CacheKeyUnavailable:
+        return None  # listing unpickles nothing: it only cannot say which entries verify
+    except cache_auth.CacheKeyError as exc:
+        raise UserError(str(exc)) from exc
+
+
+_AUTHENTICATED = {"ok": True, "mismatch": False, "missing": False, "unchecked": None}
+
+
+def _cache_entries(cache_dir: str, key_file: Optional[str] = None) -> List[Dict[str, Any]]:
+    """Every entry's key, track_id, creation time, function and whether its MAC verifies
+    (None: no key to check it with), without unpickling results (which could run code,
+    import numpy or pandas, or fail for a class that moved)."""
     from xetrack_c import _core
 
     path = _cache_module().cache_file(cache_dir)
     if not os.path.exists(path):
         return []
+    auth_key = _cache_auth_key(key_file)
     entries: List[Dict[str, Any]] = []
     try:
-        with _core.ResultCache(cache_dir, "read") as cache:
+        with _core.ResultCache(cache_dir, "read", auth_key=auth_key) as cache:
             after, page_size = "", 512
             while True:
                 page = cache.scan_raw(after, page_size)
                 entries += [{"key": key, "track_id": track_id, "created": created,
-                             "function_name": function_name}
-                            for key, _, track_id, created, function_name in page]
+                             "function_name": function_name, "authenticated": _AUTHENTICATED[auth]}
+                            for key, _, track_id, created, function_name, auth in page]
                 if len(page) < page_size:
                     return entries
                 after = page[-1][0]
@@ -145,7 +168,7 @@ def _cache_entries(cache_dir: str) -> List[Dict[str, Any]]:
 
 def cmd_cache_ls(args: argparse.Namespace) -> None:
     _check_cache_dir(args.cache_path)
-    entries = _cache_entries(args.cache_path)
+    entries = _cache_entries(args.cache_path, args.key_file)
     if args.json:
         _out(json_text(entries))
     elif not entries:
@@ -153,7 +176,8 @@ def cmd_cache_ls(args: argparse.Namespace) -> None:
     else:
         _out(f"Cache entries in {args.cache_path}:\n")
         for entry in entries:
-            _out(f"  track_id: {entry['track_id'] or 'N/A'}  key: {entry['key']}")
+            flag = "  (fails authentication: not trusted)" if entry["authenticated"] is False else ""
+            _out(f"  track_id: {entry['track_id'] or 'N/A'}  key: {entry['key']}{flag}")
 
 
 def cmd_cache_delete(args: argparse.Namespace) -> None:

@@ -139,6 +139,9 @@ def _add_cache(commands: Any) -> None:
     parser = _command(cache_commands, "ls", "cache ls",
                       "List cached entries with the track_id that computed them", db=False)
     parser.add_argument("cache_path", metavar="DIR", help="cache directory")
+    parser.add_argument("--key-file", metavar="FILE", default=None,
+                        help="file holding the cache key that checks the entries' MACs "
+                             "(default: $XETRACK_C_CACHE_KEY, else ~/.config/xetrack_c/cache.key)")
     _json_option(parser)
     parser = _command(cache_commands, "delete", "cache delete",
                       "Delete the cache entries computed by one run", db=False)

@@ -21,7 +21,7 @@ import os
 import queue
 import random
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from xetrack_c.run import child, remote_buffer, remote_dask
 from xetrack_c.run.batch import GRACE_SECONDS, Batch
@@ -40,8 +40,8 @@ SCRIPT_SLACK = GRACE_SECONDS + 3.0
 
 def run_on_executor(specs: List[ExperimentSpec], options: BatchOptions, executor: Any, *,
                     retries: int = 0, retry_on: Sequence[type] = (),
-                    cache: Optional[str] = None, parallel: Optional[int] = None
-                    ) -> List[ExperimentResult]:
+                    cache: Optional[str] = None, parallel: Optional[int] = None,
+                    cache_key: Union[str, bytes, bool, None] = None) -> List[ExperimentResult]:
     """Run checked specs on ``executor``; one result per spec, in input order.
 
     Args:
@@ -53,6 +53,7 @@ def run_on_executor(specs: List[ExperimentSpec], options: BatchOptions, executor
         retry_on: Exception types to retry; empty: any failure.
         cache: Result-cache directory of function tasks, or None.
         parallel: Most tasks in flight at once; None submits every task at once.
+        cache_key: The key that authenticates the cache's entries (see TaskCache).
     """
     if not callable(getattr(executor, "submit", None)):
         raise TypeError(f"executor must have a submit(fn, *args) method (a concurrent.futures "
@@ -62,7 +63,8 @@ def run_on_executor(specs: List[ExperimentSpec], options: BatchOptions, executor
     retry_on = tuple(retry_on or ())
     if not all(isinstance(kind, type) and issubclass(kind, BaseException) for kind in retry_on):
         raise TypeError("retry_on must be a sequence of exception classes, e.g. (OSError,)")
-    return RemoteBatch(specs, options, executor, retries, retry_on, cache, parallel).run()
+    return RemoteBatch(specs, options, executor, retries, retry_on, cache, parallel,
+                       cache_key).run()
 
 
 class _Flight:
@@ -81,12 +83,13 @@ class RemoteBatch(Batch):
 
     def __init__(self, specs: List[ExperimentSpec], options: BatchOptions, executor: Any,
                  retries: int, retry_on: Tuple[type, ...], cache: Optional[str],
-                 parallel: Optional[int]) -> None:
+                 parallel: Optional[int], cache_key: Union[str, bytes, bool, None] = None) -> None:
         super().__init__(specs, options)
         self.executor = executor
         self.retries = retries
         self.retry_on = retry_on
         self.cache_dir = cache
+        self._cache_key_arg = cache_key  # handed to TaskCache; never shown
         self.window = parallel if parallel else len(specs)
         self.dask = remote_dask.is_dask_client(executor)
         self.writer = remote_buffer.ChunkWriter(options.db)
@@ -202,7 +205,7 @@ class RemoteBatch(Batch):
         if self._cache is None:
             from xetrack_c.run.task_cache import TaskCache
 
-            self._cache = TaskCache(self.cache_dir)
+            self._cache = TaskCache(self.cache_dir, self._cache_key_arg)
         spec = self.specs[index]
         return self._cache.get(spec.function, spec.config, self.seeds[index])
 

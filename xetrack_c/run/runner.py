@@ -44,6 +44,7 @@ def run_multiple(
     launcher: str = "spawn",
     cache: Optional[Union[str, "os.PathLike[str]"]] = None,
     retry_delay: float = 1.0,
+    cache_key: Union[str, bytes, bool, None] = None,
 ) -> List[ExperimentResult]:
     """Run experiments one after another or on a pool of workers.
 
@@ -109,6 +110,9 @@ def run_multiple(
             process.
         retry_delay: Base of the retry backoff, in seconds: before attempt ``k + 1`` a
             task waits a random time in ``[0, retry_delay * 2**(k - 1)]``, at most 300 s.
+        cache_key: With ``cache``: the secret that authenticates its entries, as
+            ``Tracker(cache_key=...)`` takes it (None: ``XETRACK_C_CACHE_KEY``, else the
+            per-user key file; False: no authentication). See "Trust" in docs/cache.md.
 
     Returns:
         One :class:`ExperimentResult` per spec, in input order.
@@ -131,6 +135,9 @@ def run_multiple(
         raise NotImplementedError(
             "run_multiple(cache=...) needs executor=...; on the local pool, track the function "
             "with Tracker(db, cache=dir).track(...) inside the task instead")
+    if cache_key is not None and cache is None:
+        raise ValueError("run_multiple(cache_key=...) authenticates the result cache: it needs "
+                         "cache=... (and executor=...)")
     options = BatchOptions.check(
         parallel=parallel, db=db, table=table, fail_fast=fail_fast,
         max_consecutive_failures=max_consecutive_failures, timeout=timeout,
@@ -143,7 +150,7 @@ def run_multiple(
         from xetrack_c.run.remote import run_on_executor
 
         return run_on_executor(specs, options, executor, retries=retries, retry_on=retry_on,
-                               cache=cache, parallel=parallel)
+                               cache=cache, parallel=parallel, cache_key=cache_key)
     batch = Batch(specs, options)
     if dry_run:
         return batch.dry_run()

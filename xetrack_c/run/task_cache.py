@@ -3,7 +3,8 @@ driver only, so tasks never touch the cache file."""
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+import warnings
+from typing import Any, Optional, Set, Tuple, Union
 
 
 class TaskCache:
@@ -15,33 +16,51 @@ class TaskCache:
 
     Args:
         directory: The cache directory (``<directory>/cache.db``, created if needed).
+        cache_key: The key that authenticates entries, as ``Tracker(cache_key=...)``
+            takes it. Where no key can be had (said once), the cache is off: every task
+            runs and nothing is stored.
     """
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, cache_key: Union[str, bytes, bool, None] = None) -> None:
         from xetrack_c.tracker import _open_cache
 
-        self.store = _open_cache(directory)
+        self.store = _open_cache(directory, cache_key)
+        self._replace: Set[str] = set()  # keys whose entry is unusable: store over it
 
     def get(self, function: Any, config: Any, seed: Optional[int]) -> Tuple[bool, Any]:
-        """(True, value) on a hit, else (False, None); an entry that cannot be unpickled
-        is a miss."""
-        from xetrack_c.cache import _entry
+        """(True, value) on a hit, else (False, None); an entry that fails authentication
+        (with a warning) or cannot be unpickled is a miss."""
+        from xetrack_c.cache import UntrustedEntryError, _entry
 
+        if self.store is None:
+            return False, None
         key = self.store.key(function, None, {"config": config, "seed": seed})
         raw = None if key is None else self.store.get_raw(key)
         if raw is None:
             return False, None
         try:
             return True, _entry(self.store.path, key, *raw)["result"]
+        except UntrustedEntryError as exc:
+            self._replace.add(key)
+            warnings.warn(f"xetrack_c cache: {exc}; the task runs again and its result "
+                          "replaces the entry", UserWarning, stacklevel=2)
+            return False, None
         except ValueError:
+            self._replace.add(key)
             return False, None
 
     def put(self, function: Any, config: Any, seed: Optional[int], value: Any,
             experiment_id: str) -> bool:
-        """Store ``value`` (the first stored value of a key stays)."""
+        """Store ``value`` (the first stored value of a key stays, unless that entry
+        failed authentication or could not be unpickled)."""
+        if self.store is None:
+            return False
+        replace = bool(self._replace) and \
+            self.store.key(function, None, {"config": config, "seed": seed}) in self._replace
         return self.store.put(function, None, {"config": config, "seed": seed}, None, None,
-                              value, experiment_id)
+                              value, experiment_id, replace)
 
     def close(self) -> None:
         """Close the cache file."""
-        self.store.close()
+        if self.store is not None:
+            self.store.close()
