@@ -1,14 +1,21 @@
 /* The module-level functions on a database path: read_columns(), read_rows() and
  * execute(), each of which opens an existing SQLite file for the one call (never creating
  * it), runs one statement and closes the file again; the connection helpers they share
- * (exec_simple, close_db, open_existing); and xt_reader_exec(), which adds these functions
- * to the module.  Needs no NumPy: read_columns() builds its arrays through
- * xt_read_columns_ex() in reader.c, and statements are prepared and bound there too. */
+ * (exec_simple, close_db, open_existing); what a connection opened for reading may do (the
+ * read-only authorizer, read_policy) and how it opens a file in a place it cannot write
+ * (the immutable fallback); and xt_reader_exec(), which adds these functions to the
+ * module.  Needs no NumPy: read_columns() builds its arrays through xt_read_columns_ex()
+ * in reader.c, and statements are prepared and bound there too.  Every statement run here
+ * stops on Ctrl-C (interrupt.h). */
 #include "reader.h"
 
+#include "interrupt.h"
 #include "store.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -44,25 +51,387 @@ close_db(sqlite3 *db)
     Py_END_ALLOW_THREADS
 }
 
-/* Open the existing database `path` (str or os.PathLike); never creates a file.
- * *path_bytes receives the file-system encoded path (a new reference) used in messages. */
+/* ------------------------------------------------------------------------------------ */
+/* What a connection opened for reading may do                                          */
+
+/* The file is opened read-only, which stops writes to it; the authorizer also refuses what
+ * would write elsewhere or change how the file is kept (ATTACH and VACUUM INTO create
+ * files, PRAGMA journal_mode=DELETE rewrites the file's header), and it lets the error say
+ * which action was refused instead of SQLite's "attempt to write a readonly database" or
+ * "disk I/O error".  Allowed: SELECT and reading tables (READ), functions, recursive
+ * CTEs, BEGIN/COMMIT/SAVEPOINT (they change nothing on a read-only connection), and the
+ * PRAGMAs listed below. */
+typedef struct {
+    int action;       /* the first refused action code (SQLITE_INSERT, ...), or 0 */
+    char what[160];   /* that action and its object, e.g. "INSERT into 'default'" */
+} read_policy;
+
+/* PRAGMAs whose argument names what to describe, not a new value: allowed with or
+ * without one (also as table-valued functions, pragma_table_info('t')). */
+static const char *const describing_pragmas[] = {
+    "table_info", "table_xinfo", "table_list", "index_info", "index_xinfo", "index_list",
+    "foreign_key_list", "foreign_key_check", "integrity_check", "quick_check",
+    "database_list", "collation_list", "function_list", "module_list", "pragma_list",
+    "compile_options", NULL,
+};
+
+/* PRAGMAs that report a setting when given no argument and change it when given one. */
+static const char *const setting_pragmas[] = {
+    "analysis_limit", "application_id", "auto_vacuum", "automatic_index", "busy_timeout",
+    "cache_size", "cache_spill", "cell_size_check", "data_version", "defer_foreign_keys",
+    "encoding", "foreign_keys", "freelist_count", "hard_heap_limit",
+    "ignore_check_constraints", "journal_mode", "journal_size_limit", "legacy_alter_table",
+    "locking_mode", "max_page_count", "mmap_size", "page_count", "page_size", "query_only",
+    "read_uncommitted", "recursive_triggers", "reverse_unordered_selects", "schema_version",
+    "secure_delete", "soft_heap_limit", "synchronous", "temp_store", "threads",
+    "trusted_schema", "user_version", "wal_autocheckpoint", NULL,
+};
+
 static int
-open_existing(xt_state *st, PyObject *path, int writable, sqlite3 **db_out,
-              PyObject **path_bytes)
+listed(const char *const *names, const char *name)
+{
+    for (; *names != NULL; names++) {
+        if (sqlite3_stricmp(*names, name) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* What SQLite's authorizer action codes do, as the refusal names them (the object's name
+ * follows).  Codes not listed here are allowed or handled on their own. */
+static const char *
+action_text(int action)
+{
+    switch (action) {
+    case SQLITE_CREATE_INDEX:
+    case SQLITE_CREATE_TEMP_INDEX:
+        return "CREATE INDEX";
+    case SQLITE_CREATE_TABLE:
+    case SQLITE_CREATE_TEMP_TABLE:
+        return "CREATE TABLE";
+    case SQLITE_CREATE_TRIGGER:
+    case SQLITE_CREATE_TEMP_TRIGGER:
+        return "CREATE TRIGGER";
+    case SQLITE_CREATE_VIEW:
+    case SQLITE_CREATE_TEMP_VIEW:
+        return "CREATE VIEW";
+    case SQLITE_CREATE_VTABLE:
+        return "CREATE VIRTUAL TABLE";
+    case SQLITE_DROP_INDEX:
+    case SQLITE_DROP_TEMP_INDEX:
+        return "DROP INDEX";
+    case SQLITE_DROP_TABLE:
+    case SQLITE_DROP_TEMP_TABLE:
+        return "DROP TABLE";
+    case SQLITE_DROP_TRIGGER:
+    case SQLITE_DROP_TEMP_TRIGGER:
+        return "DROP TRIGGER";
+    case SQLITE_DROP_VIEW:
+    case SQLITE_DROP_TEMP_VIEW:
+        return "DROP VIEW";
+    case SQLITE_DROP_VTABLE:
+        return "DROP VIRTUAL TABLE";
+    case SQLITE_INSERT:
+        return "INSERT into";
+    case SQLITE_UPDATE:
+        return "UPDATE of";
+    case SQLITE_DELETE:
+        return "DELETE from";
+    case SQLITE_DETACH:
+        return "DETACH";
+    case SQLITE_REINDEX:
+        return "REINDEX";
+    case SQLITE_ANALYZE:
+        return "ANALYZE";
+    default:
+        return "a statement that writes";
+    }
+}
+
+/* Record the first refusal, formatted, and deny. */
+static int refuse(read_policy *policy, int action, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int
+refuse(read_policy *policy, int action, const char *format, ...)
+{
+    if (policy->action == 0) { /* keep the first: later ones follow from it */
+        va_list args;
+        va_start(args, format);
+        vsnprintf(policy->what, sizeof(policy->what), format, args);
+        va_end(args);
+        policy->action = action;
+    }
+    return SQLITE_DENY;
+}
+
+/* SQLite's authorizer, called while statements are prepared (and, for VACUUM, run). */
+static int
+authorize_read(void *arg, int action, const char *arg1, const char *arg2, const char *db_name,
+               const char *trigger)
+{
+    read_policy *policy = arg;
+    (void)db_name;
+    (void)trigger;
+
+    switch (action) {
+    case SQLITE_SELECT:
+    case SQLITE_READ:
+    case SQLITE_FUNCTION:
+    case SQLITE_RECURSIVE:
+    case SQLITE_TRANSACTION:
+    case SQLITE_SAVEPOINT:
+        return SQLITE_OK;
+    case SQLITE_PRAGMA:
+        if (arg1 != NULL && (listed(describing_pragmas, arg1)
+                             || (arg2 == NULL && listed(setting_pragmas, arg1)))) {
+            return SQLITE_OK;
+        }
+        if (arg2 != NULL) {
+            return refuse(policy, action, "PRAGMA %s = %s (it changes a setting)",
+                          arg1 ? arg1 : "?", arg2);
+        }
+        return refuse(policy, action, "PRAGMA %s (not a read-only pragma)", arg1 ? arg1 : "?");
+    case SQLITE_INSERT:
+    case SQLITE_UPDATE:
+    case SQLITE_DELETE:
+        /* Changes of the schema table come from statements SQLite parses for itself: the
+         * UPDATE declaring an eponymous virtual table (pragma_table_info(...) in a
+         * SELECT), which never runs, or the rows of a CREATE or DROP, which is refused by
+         * its own action code.  User SQL cannot change that table (it needs PRAGMA
+         * writable_schema=ON, refused above). */
+        if (arg1 != NULL
+            && (strcmp(arg1, "sqlite_master") == 0 || strcmp(arg1, "sqlite_temp_master") == 0)) {
+            return SQLITE_OK;
+        }
+        break;
+    case SQLITE_CREATE_TABLE:
+        /* ANALYZE creates its statistics table first; let the refusal name ANALYZE (user
+         * SQL cannot create a table named sqlite_...). */
+        if (arg1 != NULL && strncmp(arg1, "sqlite_stat", 11) == 0) {
+            return SQLITE_OK;
+        }
+        break;
+    case SQLITE_ATTACH:
+        /* ATTACH creates a missing file; VACUUM attaches its target (VACUUM INTO 'file'),
+         * or a temporary database for a plain VACUUM, when it runs. */
+        if (arg1 != NULL && arg1[0] != '\0') {
+            return refuse(policy, action, "ATTACH or VACUUM INTO of the file '%s'", arg1);
+        }
+        return refuse(policy, action, "VACUUM (it rewrites the file)");
+    case SQLITE_ALTER_TABLE:
+        return refuse(policy, action, "ALTER TABLE '%s'", arg2 ? arg2 : "?");
+    default:
+        break;
+    }
+    if (arg1 != NULL) {
+        return refuse(policy, action, "%s '%s'", action_text(action), arg1);
+    }
+    return refuse(policy, action, "%s", action_text(action));
+}
+
+/* Raise the refusal the authorizer recorded: a StorageError whose sqlite_code is
+ * SQLITE_AUTH and whose `refused` attribute names the action, e.g.
+ * "PRAGMA journal_mode = DELETE (it changes a setting)". */
+static void
+raise_refused(xt_state *st, const read_policy *policy, const char *filename, const char *sql)
+{
+    PyObject *message = NULL, *exc = NULL, *value = NULL;
+
+    message = PyUnicode_FromFormat("refused %s: the database '%s' is opened read-only, for "
+                                   "statements that only read; while running: %.200s%s",
+                                   policy->what, filename, sql, strlen(sql) > 200 ? "..." : "");
+    if (message == NULL) {
+        goto done;
+    }
+    exc = PyObject_CallOneArg(st->StorageError, message);
+    if (exc == NULL) {
+        goto done;
+    }
+    value = PyLong_FromLong(SQLITE_AUTH);
+    if (value == NULL || PyObject_SetAttrString(exc, "sqlite_code", value) < 0) {
+        goto done;
+    }
+    Py_CLEAR(value);
+    value = PyUnicode_DecodeFSDefault(filename);
+    if (value == NULL || PyObject_SetAttrString(exc, "filename", value) < 0) {
+        goto done;
+    }
+    Py_CLEAR(value);
+    value = PyUnicode_DecodeUTF8(sql, (Py_ssize_t)strlen(sql), "replace");
+    if (value == NULL || PyObject_SetAttrString(exc, "sql", value) < 0) {
+        goto done;
+    }
+    Py_CLEAR(value);
+    value = PyUnicode_DecodeUTF8(policy->what, (Py_ssize_t)strlen(policy->what), "replace");
+    if (value == NULL || PyObject_SetAttrString(exc, "refused", value) < 0) {
+        goto done;
+    }
+    PyErr_SetObject(st->StorageError, exc);
+done:
+    Py_XDECREF(message);
+    Py_XDECREF(exc);
+    Py_XDECREF(value);
+    assert(PyErr_Occurred());
+}
+
+/* After a read failed: when the authorizer refused something, replace the StorageError
+ * SQLite's "not authorized" became with one naming what was refused.  A KeyboardInterrupt
+ * or another exception is left as it is. */
+static void
+explain_refusal(xt_state *st, const read_policy *policy, const char *filename, const char *sql)
+{
+    assert(PyErr_Occurred());
+    if (policy->action != 0 && PyErr_ExceptionMatches(st->StorageError)) {
+        PyErr_Clear();
+        raise_refused(st, policy, filename, sql);
+    }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Opening a file for reading where it cannot be written                                */
+
+/* True when opening `db` for reading failed only because SQLite cannot create or write
+ * the WAL index (-shm) next to a WAL-mode file: a read-only file system, or a directory
+ * the process may not write. */
+static int
+wal_index_unavailable(int rc)
+{
+    return (rc & 0xff) == SQLITE_CANTOPEN || rc == SQLITE_READONLY_DIRECTORY
+           || rc == SQLITE_READONLY_CANTINIT;
+}
+
+/* `filename` as an SQLite URI opening it immutable (no locks, no -shm, no WAL: SQLite
+ * trusts that nobody changes the file while it is open); NULL when out of memory. */
+static char *
+immutable_uri(const char *filename)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    static const char suffix[] = "?immutable=1";
+    size_t n = strlen(filename);
+    char *uri = malloc(3 * n + sizeof("file://") + sizeof(suffix));
+    if (uri == NULL) {
+        return NULL;
+    }
+    /* An absolute path gets an empty authority ("file:///tmp/x.db"), so that a path
+     * starting with "//" is not read as a host name. */
+    char *p = uri + sprintf(uri, "%s", filename[0] == '/' ? "file://" : "file:");
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)filename[i];
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+            || c == '/' || c == '.' || c == '_' || c == '-' || c == '~') {
+            *p++ = (char)c;
+        }
+        else {
+            *p++ = '%';
+            *p++ = hex[c >> 4];
+            *p++ = hex[c & 15];
+        }
+    }
+    memcpy(p, suffix, sizeof(suffix));
+    return uri;
+}
+
+/* Bytes in the companion file `filename``suffix` ("-wal", "-journal"): 0 when there is
+ * none or it is empty, -1 when it cannot be looked at. */
+static long long
+companion_size(const char *filename, const char *suffix)
+{
+    size_t n = strlen(filename), k = strlen(suffix);
+    char *companion = malloc(n + k + 1);
+    struct stat info;
+    long long size = -1;
+
+    if (companion == NULL) {
+        return -1;
+    }
+    memcpy(companion, filename, n);
+    memcpy(companion + n, suffix, k + 1);
+    if (stat(companion, &info) == 0) {
+        size = (long long)info.st_size;
+    }
+    else if (errno == ENOENT) {
+        size = 0;
+    }
+    free(companion);
+    return size;
+}
+
+/* Open `filename` for reading; never creates a file.  A WAL-mode file needs its WAL index
+ * (-shm), which SQLite creates next to it, even to read: where that cannot be done (a
+ * read-only mount, a directory this process may not write) and nothing waits to be merged
+ * into the file (no write-ahead log, or an empty one, and no rollback journal: everything
+ * is in the file), the file is opened immutable instead.  When a non-empty "-wal" or
+ * "-journal" is there, only a connection that can write may merge it: *pending receives
+ * that suffix and SQLITE_CANTOPEN is returned.  The GIL must be released; *db_out is set
+ * (possibly to a failed connection) or NULL. */
+static int
+open_for_reading(const char *filename, sqlite3 **db_out, const char **pending)
+{
+    /* NOMUTEX: the connection lives only for one call on one thread, so SQLite's
+     * per-call connection mutex is pure overhead on the per-cell column calls. */
+    int flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX;
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(filename, &db, flags, NULL);
+
+    *pending = NULL;
+    if (rc == SQLITE_OK) {
+        sqlite3_extended_result_codes(db, 1);
+        sqlite3_busy_timeout(db, XT_BUSY_TIMEOUT_MS);
+        /* Starting a read transaction is what needs the WAL index.  Other failures (a
+         * file that is not a database, a lock held too long) are left for the statement
+         * itself to report. */
+        int probe = sqlite3_exec(db, "PRAGMA schema_version", NULL, NULL, NULL);
+        if (wal_index_unavailable(probe) && strcmp(filename, ":memory:") != 0) {
+            if (companion_size(filename, "-wal") != 0) {
+                *pending = "-wal";
+                rc = SQLITE_CANTOPEN;
+            }
+            else if (companion_size(filename, "-journal") != 0) {
+                *pending = "-journal";
+                rc = SQLITE_CANTOPEN;
+            }
+            else {
+                char *uri = immutable_uri(filename);
+                sqlite3_close_v2(db);
+                db = NULL;
+                rc = uri ? sqlite3_open_v2(uri, &db, flags | SQLITE_OPEN_URI, NULL) : SQLITE_NOMEM;
+                free(uri);
+                if (rc == SQLITE_OK) {
+                    sqlite3_extended_result_codes(db, 1);
+                }
+            }
+        }
+    }
+    *db_out = db;
+    return rc;
+}
+
+/* Open the existing database `path` (str or os.PathLike); never creates a file.
+ * *path_bytes receives the file-system encoded path (a new reference) used in messages.
+ * Opened for reading (writable=0), the connection gets the read-only authorizer, which
+ * records what it refused in *policy. */
+static int
+open_existing(xt_state *st, PyObject *path, int writable, read_policy *policy,
+              sqlite3 **db_out, PyObject **path_bytes)
 {
     sqlite3 *db = NULL;
     PyObject *encoded = NULL;
     int rc, res = -1;
-    /* NOMUTEX: the connection lives only for one call on one thread, so SQLite's
-     * per-call connection mutex is pure overhead on the per-cell column calls. */
-    int flags = (writable ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY) | SQLITE_OPEN_NOMUTEX;
+    const char *pending = NULL;
 
     if (!PyUnicode_FSConverter(path, &encoded)) {
         goto done;
     }
     const char *filename = PyBytes_AS_STRING(encoded);
     Py_BEGIN_ALLOW_THREADS
-    rc = sqlite3_open_v2(filename, &db, flags, NULL);
+    if (writable) {
+        rc = sqlite3_open_v2(filename, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    }
+    else {
+        rc = open_for_reading(filename, &db, &pending);
+    }
     Py_END_ALLOW_THREADS
     if (rc != SQLITE_OK) {
         struct stat info;
@@ -75,13 +444,33 @@ open_existing(xt_state *st, PyObject *path, int writable, sqlite3 **db_out,
                 Py_DECREF(exc);
             }
         }
+        else if (pending != NULL) {
+            PyErr_Format(st->StorageError,
+                         "cannot read '%s' here: its %s '%s%s' holds changes not yet merged "
+                         "into the file (a writer is running, or stopped before it closed "
+                         "the file), and merging them needs write access to the file's "
+                         "directory, which this process lacks (a read-only file system or "
+                         "permissions); open and close the file once where it can be written "
+                         "(a Tracker, or: sqlite3 '%s' 'PRAGMA wal_checkpoint'), or copy both "
+                         "files to a writable directory and read the copy",
+                         filename,
+                         strcmp(pending, "-wal") == 0 ? "write-ahead log" : "rollback journal",
+                         filename, pending, filename);
+        }
         else {
             xt_raise_sqlite(st, rc, db ? sqlite3_errmsg(db) : NULL, filename, NULL);
         }
         goto done;
     }
-    sqlite3_extended_result_codes(db, 1);
-    sqlite3_busy_timeout(db, XT_BUSY_TIMEOUT_MS);
+    if (writable) {
+        sqlite3_extended_result_codes(db, 1);
+        sqlite3_busy_timeout(db, XT_BUSY_TIMEOUT_MS);
+    }
+    else {
+        policy->action = 0;
+        policy->what[0] = '\0';
+        sqlite3_set_authorizer(db, authorize_read, policy);
+    }
     *db_out = db;
     db = NULL;
     *path_bytes = encoded;
@@ -105,6 +494,12 @@ PyDoc_STRVAR(read_columns__doc__,
     "one snapshot of the database, so rows committed by other processes meanwhile are either\n"
     "all in or all out.  `params` is a tuple or list of None, int, float, str or bytes\n"
     "values bound to the statement's placeholders.\n\n"
+    "Only statements that read may run: anything else (INSERT, ATTACH, VACUUM, a PRAGMA\n"
+    "that sets a value or is not in the read-only list) raises StorageError with\n"
+    "sqlite_code 23 (SQLITE_AUTH) and a `refused` attribute naming what was refused.\n"
+    "Ctrl-C stops a long statement within a fraction of a second (KeyboardInterrupt).  A\n"
+    "file in a place this process cannot write (a read-only mount) is read as it is when\n"
+    "it has no write-ahead log to merge; with one, StorageError says what to do.\n\n"
     "dtypes: INTEGER -> int64 (float64 with NaN when NULLs occur); REAL -> float64;\n"
     "TEXT -> object array of str/None; BLOB -> object array of bytes; columns mixing storage\n"
     "classes, all-NULL columns and empty results -> object arrays of the Python values.\n"
@@ -126,12 +521,13 @@ read_columns(PyObject *module, PyObject *args, PyObject *kwargs)
     sqlite3 *db = NULL;
     const char *sort_by = NULL;
     int text_buffers = 0;
+    read_policy policy;
 
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Os|O$pz:read_columns", keywords, &path,
                                      &sql, &params, &text_buffers, &sort_by)) {
         goto done;
     }
-    if (open_existing(st, path, 0, &db, &path_bytes) < 0) {
+    if (open_existing(st, path, 0, &policy, &db, &path_bytes) < 0) {
         goto done;
     }
     const char *filename = PyBytes_AS_STRING(path_bytes);
@@ -141,6 +537,7 @@ read_columns(PyObject *module, PyObject *args, PyObject *kwargs)
     columns = xt_read_columns_ex(st, db, filename, sql, params,
                                  text_buffers ? XT_READ_TEXT_BUFFERS : 0, sort_by);
     if (columns == NULL) {
+        explain_refusal(st, &policy, filename, sql);
         goto done;
     }
     if (exec_simple(st, db, filename, "COMMIT") < 0) {
@@ -195,24 +592,31 @@ read_rows(PyObject *module, PyObject *args, PyObject *kwargs)
     const char *sql;
     sqlite3 *db = NULL;
     sqlite3_stmt *stmt = NULL;
-    int rc;
+    int rc, watching = 0;
+    read_policy policy;
+    xt_interrupt_watch watch;
 
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Os|O:read_rows", keywords, &path, &sql,
                                      &params)) {
         goto done;
     }
-    if (open_existing(st, path, 0, &db, &path_bytes) < 0) {
+    if (open_existing(st, path, 0, &policy, &db, &path_bytes) < 0) {
         goto done;
     }
     const char *filename = PyBytes_AS_STRING(path_bytes);
-    if (xt_prepare_one(st, db, filename, sql, &stmt) < 0
-        || xt_bind_params(st, db, stmt, params, filename, sql) < 0) {
+    if (xt_prepare_one(st, db, filename, sql, &stmt) < 0) {
+        explain_refusal(st, &policy, filename, sql);
+        goto done;
+    }
+    if (xt_bind_params(st, db, stmt, params, filename, sql) < 0) {
         goto done;
     }
     rows = PyList_New(0);
     if (rows == NULL) {
         goto done;
     }
+    xt_watch_interrupts(db, &watch);
+    watching = 1;
     for (;;) {
         Py_BEGIN_ALLOW_THREADS
         rc = sqlite3_step(stmt);
@@ -237,8 +641,14 @@ read_rows(PyObject *module, PyObject *args, PyObject *kwargs)
         }
         Py_CLEAR(row);
     }
+    xt_unwatch_interrupts(db);
+    watching = 0;
+    if (watch.raised) {
+        goto done; /* Ctrl-C: the KeyboardInterrupt is set */
+    }
     if (rc != SQLITE_DONE) {
         xt_raise_sqlite(st, rc, sqlite3_errmsg(db), filename, sql);
+        explain_refusal(st, &policy, filename, sql); /* VACUUM is refused as it runs */
         goto done;
     }
     int ncols = sqlite3_column_count(stmt);
@@ -257,6 +667,9 @@ read_rows(PyObject *module, PyObject *args, PyObject *kwargs)
     }
     res = PyTuple_Pack(2, names, rows);
 done:
+    if (watching) {
+        xt_unwatch_interrupts(db);
+    }
     Py_XDECREF(names);
     Py_XDECREF(rows);
     Py_XDECREF(row);
@@ -289,7 +702,7 @@ execute(PyObject *module, PyObject *args, PyObject *kwargs)
                                      &params)) {
         goto done;
     }
-    if (open_existing(st, path, 1, &db, &path_bytes) < 0) {
+    if (open_existing(st, path, 1, NULL, &db, &path_bytes) < 0) {
         goto done;
     }
     const char *filename = PyBytes_AS_STRING(path_bytes);
@@ -301,12 +714,18 @@ execute(PyObject *module, PyObject *args, PyObject *kwargs)
         goto done;
     }
     in_transaction = 1;
+    xt_interrupt_watch watch;
+    xt_watch_interrupts(db, &watch);
     Py_BEGIN_ALLOW_THREADS
     do {
         rc = sqlite3_step(stmt);
     } while (rc == SQLITE_ROW);
     changes = sqlite3_changes64(db);
     Py_END_ALLOW_THREADS
+    xt_unwatch_interrupts(db);
+    if (watch.raised) {
+        goto done; /* Ctrl-C: the KeyboardInterrupt is set; the statement is rolled back */
+    }
     if (rc != SQLITE_DONE) {
         xt_raise_sqlite(st, rc, sqlite3_errmsg(db), filename, sql);
         goto done;

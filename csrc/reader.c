@@ -12,6 +12,7 @@
  *      value equal to the previous one in its column reuses the previous object. */
 #include "reader.h"
 
+#include "interrupt.h"
 #include "store.h"
 
 #include <math.h>
@@ -901,12 +902,18 @@ xt_read_columns_ex(xt_state *st, sqlite3 *db, const char *filename, const char *
     }
     scan.stmt = stmt;
     scan.sort_by = sort_by;
+    xt_interrupt_watch watch;
+    xt_watch_interrupts(db, &watch);
     Py_BEGIN_ALLOW_THREADS
     scan_rows(&scan);
     if (scan.rc == SQLITE_DONE && !scan.out_of_memory && sort_by != NULL) {
         sort_scan(&scan);
     }
     Py_END_ALLOW_THREADS
+    xt_unwatch_interrupts(db);
+    if (watch.raised) {
+        goto done; /* Ctrl-C: the KeyboardInterrupt is set */
+    }
     if (scan.out_of_memory) {
         PyErr_NoMemory();
         goto done;

@@ -23,6 +23,9 @@
  *             or NULL for none
  *
  * Must be called with the GIL held; the GIL is released while SQLite prepares and steps.
+ * While it steps, Ctrl-C stops the statement: a signal handler that raises (the default
+ * SIGINT handler raises KeyboardInterrupt) is run within a fraction of a second and its
+ * exception is returned (interrupt.h; any progress handler `db` had is removed).
  * Column types, decided from the values actually read (as pandas.read_sql_query does):
  *   only INTEGER                    -> int64
  *   INTEGER/REAL with NULLs or mixed -> float64, NaN for NULL

@@ -384,6 +384,10 @@ done:
     return res;
 }
 
+/* Marks a failure to add a column past SQLite's column limit: a row too wide for its
+ * table, which xt_raise_store_error() raises as ValueError, not a storage failure. */
+#define XT_COLUMN_LIMIT_TEXT "SQLite's limit (SQLITE_MAX_COLUMN)"
+
 /* Inside a write transaction: create the table's missing columns among `cols`. */
 static int
 add_missing_columns(xt_store *s, const int *cols, int n, xt_error *err)
@@ -412,6 +416,13 @@ add_missing_columns(xt_store *s, const int *cols, int n, xt_error *err)
         int rc = exec_sql(s, sql, err);
         sqlite3_free(sql);
         if (rc < 0) {
+            if ((err->rc & 0xff) == SQLITE_ERROR
+                && strncmp(err->msg, "too many columns", 16) == 0) {
+                snprintf(err->msg, sizeof(err->msg),
+                         "cannot add column \"%.64s\": table '%.64s' would have more than %d "
+                         "columns, " XT_COLUMN_LIMIT_TEXT,
+                         c->name, s->table, sqlite3_limit(s->db, SQLITE_LIMIT_COLUMN, -1));
+            }
             return -1;
         }
         c->in_db = 1;
@@ -1266,6 +1277,13 @@ xt_raise_store_error(xt_state *st, xt_store *s, const xt_error *err)
 {
     if (err->rc == SQLITE_MISUSE && strcmp(err->msg, "the tracker is closed") == 0) {
         PyErr_SetString(PyExc_ValueError, "I/O operation on a closed Tracker: create a new Tracker");
+        return NULL;
+    }
+    if (strstr(err->msg, XT_COLUMN_LIMIT_TEXT) != NULL) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s; the write was rolled back, nothing of it is stored: log fewer "
+                     "distinct keys, or spread them over several tables (Tracker(table=...))",
+                     err->msg);
         return NULL;
     }
     return xt_raise_sqlite(st, err->rc, err->msg, xt_store_path(s), err->sql[0] ? err->sql : NULL);

@@ -8,6 +8,7 @@ in its own ``BEGIN IMMEDIATE`` transaction.  Every problem the user can fix come
 from __future__ import annotations
 
 import os
+import shlex
 from typing import Any, List, Optional, Sequence, Tuple
 
 from xetrack_c import _core
@@ -190,12 +191,21 @@ def set_value(db: str, table: str, key: str, value: str, track_id: Optional[str]
 
 
 def run_query(db: str, query: str) -> Tuple[List[str], Rows]:
-    """Run a user's read-only SQL statement."""
+    """Run a user's SQL statement, which may only read.
+
+    The C core opens the file read-only and refuses, before anything runs, any statement
+    that would write (INSERT, CREATE, ATTACH, VACUUM, a PRAGMA that sets a value, ...);
+    its error names what it refused (``refused``).
+    """
     check_file(db)
+    advice = (f"xt sql is read-only; to change the file use the sqlite3 shell "
+              f"(sqlite3 {shlex.quote(db)}), or xt set / xt delete")
     try:
         return read(db, query)
     except UserError as exc:
+        refused = getattr(exc.__cause__, "refused", None)
+        if refused:
+            raise UserError(f"refused {refused}: {advice}") from exc
         if "readonly database" in str(exc):
-            raise UserError("xt sql runs read-only queries (the file is opened read-only); "
-                            "change data with xt set or xt delete") from exc
+            raise UserError(f"the statement writes: {advice}") from exc
         raise

@@ -25,14 +25,42 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: error: {message} (see '{self.prog} --help')")
 
 
-def _count_arg(text: str) -> int:
+# SQLite's LIMIT is a signed 64-bit integer: the most rows --n can ask for.
+MAX_ROWS = 2**63 - 1
+# Bounds of the plot options: beyond them a plot is unreadable, and a terminal plot of
+# that many bins, characters or grid cells would exhaust memory before printing.
+MAX_BINS = 100_000
+MAX_WIDTH = 10_000
+MAX_SIZE = 1_000
+
+
+def _whole_number(text: str, low: int, high: int) -> int:
+    """``text`` as an int in [low, high], else an ArgumentTypeError (one line, exit 1)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+    if value > high:
+        raise argparse.ArgumentTypeError(f"must be at most {high:,}, got {text}")
     return value
+
+
+def _count_arg(text: str) -> int:
+    return _whole_number(text, 0, MAX_ROWS)
+
+
+def _bins_arg(text: str) -> int:
+    return _whole_number(text, 1, MAX_BINS)
+
+
+def _width_arg(text: str) -> int:
+    return _whole_number(text, 1, MAX_WIDTH)
+
+
+def _size_arg(text: str) -> int:
+    return _whole_number(text, 1, MAX_SIZE)
 
 
 def _db_options(parser: argparse.ArgumentParser, table: str = "default") -> None:
@@ -168,9 +196,9 @@ def _add_plot(commands: Any) -> None:
     plot_commands = plot.add_subparsers(dest="plot_command", metavar="COMMAND", required=True)
     hist = _command(plot_commands, "hist", "plot hist", "Histogram of COLUMN")
     hist.add_argument("column", metavar="COLUMN")
-    hist.add_argument("--bins", type=int, help="number of bins")
-    hist.add_argument("--width", type=int, help="width of the terminal bars")
-    hist.add_argument("--height", type=int, help="accepted for xetrack compatibility")
+    hist.add_argument("--bins", type=_bins_arg, help="number of bins")
+    hist.add_argument("--width", type=_width_arg, help="width of the terminal bars")
+    hist.add_argument("--height", type=_width_arg, help="accepted for xetrack compatibility")
     hist.add_argument("--xlab", action=argparse.BooleanOptionalAction, default=False,
                       help="accepted for xetrack compatibility")
     hist.add_argument("--summary", action=argparse.BooleanOptionalAction, default=True,
@@ -178,7 +206,7 @@ def _add_plot(commands: Any) -> None:
     scatter = _command(plot_commands, "scatter", "plot scatter", "Scatter plot of Y against X")
     scatter.add_argument("x", metavar="X")
     scatter.add_argument("y", metavar="Y")
-    scatter.add_argument("--size", type=int, default=20, help="point size / terminal grid size")
+    scatter.add_argument("--size", type=_size_arg, default=20, help="point size / terminal grid size")
     for parser in (hist, scatter):
         parser.add_argument("--pch", default="o", help="point character of terminal plots")
         parser.add_argument("--colour", default="white", help="colour of the plot")
