@@ -50,7 +50,8 @@ module_exec(PyObject *module)
     if (PyModule_AddStringConstant(module, "sqlite_version", sqlite3_libversion()) < 0) {
         return -1;
     }
-    if (xt_names_exec(module, st) < 0 || xt_tracker_exec(module, st) < 0
+    if (xt_sqlitelib_exec(module, st) < 0
+        || xt_names_exec(module, st) < 0 || xt_tracker_exec(module, st) < 0
         || xt_reader_exec(module, st) < 0 || xt_hash_exec(module, st) < 0
         || xt_seed_exec(module, st) < 0 || xt_cache_exec(module, st) < 0
         || xt_executor_exec(module, st) < 0) {

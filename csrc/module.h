@@ -53,6 +53,7 @@ xt_state_from_type(PyTypeObject *type)
 
 /* Exec hooks: each adds its concern's functions and types; 0 on success, -1 with an
  * exception set on failure. */
+int xt_sqlitelib_exec(PyObject *module, xt_state *st);
 int xt_names_exec(PyObject *module, xt_state *st);
 int xt_tracker_exec(PyObject *module, xt_state *st);
 int xt_reader_exec(PyObject *module, xt_state *st);

@@ -180,8 +180,11 @@ xt_format_timestamp(int64_t us, char out[XT_TS_SIZE])
         sec -= 1;
     }
     localtime_r(&sec, &tm);
-    snprintf(out, XT_TS_SIZE, "%04d-%02d-%02d %02d:%02d:%02d.%06d", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
+    /* Each field reduced to its width, so the compiler can see the text fits (26 bytes). */
+    snprintf(out, XT_TS_SIZE, "%04u-%02u-%02u %02u:%02u:%02u.%06u",
+             (unsigned)(tm.tm_year + 1900) % 10000u, (unsigned)(tm.tm_mon + 1) % 100u,
+             (unsigned)tm.tm_mday % 100u, (unsigned)tm.tm_hour % 100u, (unsigned)tm.tm_min % 100u,
+             (unsigned)tm.tm_sec % 100u, (unsigned)frac % 1000000u);
 }
 
 static void
