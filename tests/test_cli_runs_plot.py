@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from cli_support import parse_markdown
 
+pytestmark = pytest.mark.slow  # left out of the jobs that re-run the suite (.ci/run)
+
 TRACEBACK = ('Traceback (most recent call last):\n  File "task.py", line 3, in run\n'
              '    raise ValueError("boom")\nValueError: boom')
 

@@ -20,6 +20,8 @@ cloudpickle = pytest.importorskip("cloudpickle", reason="cloudpickle is not inst
 
 from xetrack_c import ExperimentSpec, Tracker, log_metrics, run_multiple  # noqa: E402
 
+pytestmark = pytest.mark.slow  # left out of the jobs that re-run the suite (.ci/run)
+
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 #: Times the scheduler reruns a task whose worker died before it gives up.

@@ -11,6 +11,8 @@ import sys
 import pytest
 from conftest import ROOT, child_env, read_rows
 
+pytestmark = pytest.mark.slow  # left out of the jobs that re-run the suite (.ci/run)
+
 
 def _run(example: str, *args: str, cwd) -> str:
     try:

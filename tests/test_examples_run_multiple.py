@@ -15,10 +15,10 @@ from conftest import ROOT, child_env, read_rows
 
 import xetrack_c
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     not hasattr(xetrack_c, "run_multiple"),
     reason="xetrack_c.run_multiple is missing: these examples need the executor",
-)
+)]
 
 
 def _run_example(relative: str, *args: str, cwd) -> subprocess.CompletedProcess:

@@ -23,6 +23,8 @@ from conftest import ROOT, child_env
 import xetrack_c
 from xetrack_c import Reader, Tracker, _core
 
+pytestmark = pytest.mark.slow  # left out of the jobs that re-run the suite (.ci/run)
+
 SQLITE_OPEN_READONLY = 0x00000001
 
 

@@ -28,11 +28,14 @@ import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+import pytest
 from conftest import read_rows, table_info
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from xetrack_c import Tracker, _core
+
+pytestmark = pytest.mark.slow  # left out of the jobs that re-run the suite (.ci/run)
 
 KEY_OUTSIDE = re.compile(r"[^A-Za-z0-9_]")
 OWN_COLUMNS = ("track_id", "timestamp")

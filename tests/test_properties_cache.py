@@ -20,6 +20,8 @@ from conftest import child_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+pytestmark = pytest.mark.slow  # left out of the jobs that re-run the suite (.ci/run)
+
 cache = pytest.importorskip(
     "xetrack_c.cache", reason="result cache (xetrack_c.cache.cache_key) is not merged yet"
 )
