@@ -41,6 +41,7 @@ close_db(sqlite3 *db)
     }
     Py_BEGIN_ALLOW_THREADS
     sqlite3_close_v2(db);
+    xt_fork_call_close();
     Py_END_ALLOW_THREADS
 }
 
@@ -61,8 +62,13 @@ open_existing(xt_state *st, PyObject *path, int writable, sqlite3 **db_out,
         goto done;
     }
     const char *filename = PyBytes_AS_STRING(encoded);
+    /* A fork from Python waits until this connection is closed (close_db): see fork.c. */
     Py_BEGIN_ALLOW_THREADS
+    xt_fork_call_open();
     rc = sqlite3_open_v2(filename, &db, flags, NULL);
+    if (db == NULL) {
+        xt_fork_call_close();
+    }
     Py_END_ALLOW_THREADS
     if (rc != SQLITE_OK) {
         struct stat info;
