@@ -154,6 +154,20 @@ ensure_mac_column(ResultCache *c, xt_error *err)
     return 0;
 }
 
+/* fork.c calls this in the child of a fork from Python, with db_lock held since before the
+ * fork, so the copied connection is idle: closing it (without a checkpoint) writes nothing
+ * the parent shares, and the connection opened on first use takes real locks of its own
+ * (store.c's store_drop_in_child says more). */
+static void
+drop_in_child(void *owner)
+{
+    ResultCache *c = owner;
+    if (c->db != NULL) {
+        sqlite3_db_config(c->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, (int *)NULL);
+        close_db(c);
+    }
+}
+
 /* Open and check the file; create the table if it is new.  Pure C, db_lock held. */
 static int
 open_db(ResultCache *c, xt_error *err)
@@ -872,6 +886,7 @@ cache_init(ResultCache *self, PyObject *args, PyObject *kwargs)
     self->busy_timeout_ms = busy_timeout <= 0 ? 0 : busy_timeout > 2e6 ? 2000000000 : (int)(busy_timeout * 1000);
     self->fork_generation = xt_fork_generation();
     Py_BEGIN_ALLOW_THREADS
+    xt_fork_guard_add(&self->fork_guard, &self->db_lock, self, drop_in_child);
     pthread_mutex_lock(&self->db_lock);
     rc = ready(self, &err);
     pthread_mutex_unlock(&self->db_lock);
@@ -924,6 +939,9 @@ cache_dealloc(ResultCache *self)
     if (self->weakreflist != NULL) {
         PyObject_ClearWeakRefs((PyObject *)self);
     }
+    Py_BEGIN_ALLOW_THREADS
+    xt_fork_guard_remove(&self->fork_guard); /* waits for a fork in progress */
+    Py_END_ALLOW_THREADS
     xt_cache_check_fork(self);
     if (self->db != NULL) {
         close_db(self);

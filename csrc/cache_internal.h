@@ -48,6 +48,7 @@ typedef struct {
     xt_flight *flights;
     xt_wait *waits;
     unsigned long fork_generation;
+    xt_fork_guard fork_guard; /* a fork from Python waits for db_lock through it (fork.c) */
 } ResultCache;
 
 static inline ResultCache *

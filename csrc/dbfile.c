@@ -48,6 +48,7 @@ close_db(sqlite3 *db)
     }
     Py_BEGIN_ALLOW_THREADS
     sqlite3_close_v2(db);
+    xt_fork_call_close();
     Py_END_ALLOW_THREADS
 }
 
@@ -425,12 +426,17 @@ open_existing(xt_state *st, PyObject *path, int writable, read_policy *policy,
         goto done;
     }
     const char *filename = PyBytes_AS_STRING(encoded);
+    /* A fork from Python waits until this connection is closed (close_db): see fork.c. */
     Py_BEGIN_ALLOW_THREADS
+    xt_fork_call_open();
     if (writable) {
         rc = sqlite3_open_v2(filename, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
     }
     else {
         rc = open_for_reading(filename, &db, &pending);
+    }
+    if (db == NULL) {
+        xt_fork_call_close();
     }
     Py_END_ALLOW_THREADS
     if (rc != SQLITE_OK) {

@@ -88,8 +88,22 @@ done:
 /* Cached INSERT statements, one per ordered list of column ids. */
 #define XT_STMT_CACHE 32
 
-/* Rows written per transaction by the async writer. */
+/* Rows written per transaction by the async writer: at most XT_ASYNC_BATCH, and about as
+ * many as take XT_ASYNC_TXN_US to write (next_async_batch). */
 #define XT_ASYNC_BATCH 16384
+#define XT_ASYNC_MIN_BATCH 256
+#define XT_ASYNC_TXN_US 20000
+
+/* Waiting for another connection's write lock: tries after 0.1, 0.2, 0.4 and 0.8 ms, then
+ * every XT_BUSY_MAX_SLEEP_US (busy_wait). */
+#define XT_BUSY_FIRST_SLEEP_US 100
+#define XT_BUSY_MAX_SLEEP_US 1000
+
+/* Turns between processes (take_turn): a store that held the write lock for at least half
+ * of the last XT_TURN_SLICE_US leaves it free for XT_TURN_GAP_US before its next write.
+ * The gap is twice the waiters' longest sleep, so a waiting writer tries within it. */
+#define XT_TURN_SLICE_US 100000
+#define XT_TURN_GAP_US 2000
 
 typedef struct {
     uint64_t hash;
@@ -133,32 +147,36 @@ struct xt_store {
     xt_error deferred; /* first failure of the writer, reported by the next flush */
     size_t rows_lost;
 
+    /* busy_wait's state: when the current wait began (monotonic); under `lock`. */
+    int64_t busy_since_us;
+    /* take_turn's window (monotonic), the time in it spent writing, and the part of
+     * that spent waiting for others (busy_wait); under `lock`. */
+    int64_t turn_start_us, turn_held_us, turn_waited_us;
+    /* The last write's time holding the write lock, and the async writer's batch size
+     * (next_async_batch); under `lock`. */
+    int64_t last_write_us;
+    size_t async_batch;
+
+    /* fork.c's count of fork()s when the connection was opened, and the guard through
+     * which a fork from Python waits for `lock` (csrc/fork.c). */
     unsigned long fork_generation;
+    xt_fork_guard fork_guard;
 };
 
-/* Process-wide count of fork()s, bumped in the child by a pthread_atfork handler.  A
- * store compares it with the value seen at open to learn that its connection belongs to
- * the parent.  It is process-wide because fork is. */
-static atomic_ulong fork_generation;
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-
-static void
-on_fork_child(void)
+static int64_t
+monotonic_us(void)
 {
-    atomic_fetch_add(&fork_generation, 1);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 static void
-register_atfork(void)
+sleep_us(int64_t us)
 {
-    (void)pthread_atfork(NULL, NULL, on_fork_child);
-}
-
-unsigned long
-xt_fork_generation(void)
-{
-    pthread_once(&atfork_once, register_atfork);
-    return atomic_load_explicit(&fork_generation, memory_order_relaxed);
+    struct timespec ts = {(time_t)(us / 1000000), (long)(us % 1000000) * 1000};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
 }
 
 int64_t
@@ -731,20 +749,46 @@ columns_known(xt_store *s, const xt_row *row)
     return 1;
 }
 
+/* Turns between processes.  The threads of one store follow each other on s->lock, each
+ * taking SQLite's write lock as the previous one commits, so a writer of another process
+ * (a forked child, say) waiting in busy_wait finds the lock free only in gaps of
+ * microseconds, and may wait as long as they keep writing.  So a store that has held the
+ * write lock for at least half of the last XT_TURN_SLICE_US pauses for XT_TURN_GAP_US
+ * before its next transaction: it keeps s->lock (its own threads wait) but not the write
+ * lock, and a waiting writer, which tries at least every XT_BUSY_MAX_SLEEP_US, takes it.
+ * A store that writes less leaves gaps enough on its own and never pauses; one that
+ * writes flat out gives up XT_TURN_GAP_US per XT_TURN_SLICE_US (2%).  A waiting writer
+ * gets its turn within one slice and one transaction of each store ahead of it. */
+static void
+take_turn(xt_store *s)
+{
+    int64_t now = monotonic_us();
+    if (now - s->turn_start_us < XT_TURN_SLICE_US) {
+        return;
+    }
+    if (2 * s->turn_held_us >= now - s->turn_start_us) {
+        sleep_us(XT_TURN_GAP_US);
+        now = monotonic_us();
+    }
+    s->turn_start_us = now;
+    s->turn_held_us = 0;
+}
+
 static int
 write_locked(xt_store *s, xt_row **rows, size_t n, xt_error *err)
 {
+    take_turn(s);
+    int64_t started = monotonic_us(), waited = s->turn_waited_us;
     /* One row into known columns: a lone INSERT is its own transaction, taking the same
      * write lock (with the same busy waiting) as BEGIN IMMEDIATE, in fewer steps. */
     int rc = (n == 1 && columns_known(s, rows[0])) ? insert_row(s, rows[0], err)
                                                    : write_rows_locked(s, rows, n, err);
-    if (rc == 0) {
-        return 0;
+    if (rc != 0 && schema_changed(err)) {
+        rc = retry_after_schema_change(s, rows, n, err);
     }
-    if (schema_changed(err)) {
-        return retry_after_schema_change(s, rows, n, err);
-    }
-    return -1;
+    s->last_write_us = monotonic_us() - started - (s->turn_waited_us - waited);
+    s->turn_held_us += s->last_write_us;
+    return rc == 0 ? 0 : -1;
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -790,7 +834,6 @@ add_builtin_column(xt_store *s, const char *name)
 xt_store *
 xt_store_new(void)
 {
-    pthread_once(&atfork_once, register_atfork);
     xt_store *s = calloc(1, sizeof(*s));
     if (s == NULL) {
         return NULL;
@@ -801,6 +844,7 @@ xt_store_new(void)
     pthread_cond_init(&s->q_space, NULL);
     pthread_cond_init(&s->q_idle, NULL);
     atomic_init(&s->length_limit, XT_DEFAULT_LENGTH_LIMIT);
+    s->async_batch = XT_ASYNC_BATCH;
     if (add_builtin_column(s, "track_id") < 0 || add_builtin_column(s, "timestamp") < 0) {
         xt_store_free(s);
         return NULL;
@@ -832,6 +876,32 @@ xt_enable_wal(sqlite3 *db, int busy_timeout_ms)
     }
 }
 
+/* SQLite's busy handler for our connections.  SQLite waits for another connection's lock
+ * only by trying again (this build has no blocking lock waits: SQLITE_ENABLE_SETLK_TIMEOUT
+ * is off), so the question is how often.  The handler behind sqlite3_busy_timeout() sleeps
+ * up to 100 ms between tries: behind writers that commit back to back it tries so rarely
+ * that it can miss every moment the lock is free, for seconds.  This one tries again after
+ * 0.1, 0.2, 0.4, 0.8 ms and then every 1 ms, until busy_timeout has passed (measured on the
+ * monotonic clock, not summed from the sleeps); take_turn makes sure such a try finds the
+ * lock free within one slice. */
+static int
+busy_wait(void *arg, int count)
+{
+    xt_store *s = arg;
+    int64_t now = monotonic_us();
+    if (count == 0) {
+        s->busy_since_us = now;
+    }
+    int64_t left = s->busy_since_us + (int64_t)s->busy_timeout_ms * 1000 - now;
+    if (left <= 0) {
+        return 0;
+    }
+    int64_t pause = count < 4 ? (int64_t)XT_BUSY_FIRST_SLEEP_US << count : XT_BUSY_MAX_SLEEP_US;
+    sleep_us(pause < left ? pause : left);
+    s->turn_waited_us += monotonic_us() - now;
+    return 1;
+}
+
 static int
 store_connect(xt_store *s, int reset, xt_error *err)
 {
@@ -844,7 +914,7 @@ store_connect(xt_store *s, int reset, xt_error *err)
         return -1;
     }
     sqlite3_extended_result_codes(s->db, 1);
-    sqlite3_busy_timeout(s->db, s->busy_timeout_ms);
+    sqlite3_busy_handler(s->db, busy_wait, s);
     atomic_store(&s->length_limit, sqlite3_limit(s->db, SQLITE_LIMIT_LENGTH, -1));
     /* WAL lets readers work while writers commit; NORMAL sync in WAL still makes each
      * commit survive a crash of the process (not of the machine, which FULL adds). */
@@ -873,13 +943,13 @@ store_connect(xt_store *s, int reset, xt_error *err)
     if (create_table(s, reset, err) < 0) {
         return -1;
     }
-    s->fork_generation = atomic_load(&fork_generation);
+    s->fork_generation = xt_fork_generation();
     s->open = 1;
     return 0;
 }
 
 static void
-store_disconnect(xt_store *s)
+close_connection(xt_store *s)
 {
     drop_statements(s);
     sqlite3_finalize(s->begin_stmt);
@@ -888,7 +958,29 @@ store_disconnect(xt_store *s)
     s->begin_stmt = s->commit_stmt = s->rollback_stmt = NULL;
     sqlite3_close_v2(s->db);
     s->db = NULL;
+}
+
+static void
+store_disconnect(xt_store *s)
+{
+    close_connection(s);
     s->open = 0;
+}
+
+/* fork.c calls this in the child of a fork from Python, with s->lock held since before
+ * the fork: the copied connection was idle (no statement running, no transaction open).
+ * Closing it writes nothing the parent shares (no checkpoint on close, nothing to roll
+ * back) and gives up the child's share of SQLite's per-file lock records, which only the
+ * parent's locks back; the reopen on first use then takes real locks (docs/design.md,
+ * "Fork").  `open` is left as it is: the tracker reopens on first use. */
+static void
+store_drop_in_child(void *owner)
+{
+    xt_store *s = owner;
+    if (s->db != NULL) {
+        sqlite3_db_config(s->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, (int *)NULL);
+        close_connection(s);
+    }
 }
 
 int
@@ -905,6 +997,7 @@ xt_store_open(xt_store *s, const char *path, const char *table, int durability, 
     s->durability = durability;
     s->busy_timeout_ms = busy_timeout_ms;
     s->qcap = queue_rows > 0 ? (size_t)queue_rows : 16384;
+    xt_fork_guard_add(&s->fork_guard, &s->lock, s, store_drop_in_child);
     if (store_connect(s, reset, err) < 0) {
         store_disconnect(s);
         return -1;
@@ -915,7 +1008,7 @@ xt_store_open(xt_store *s, const char *path, const char *table, int durability, 
 int
 xt_store_forked(xt_store *s)
 {
-    return s->fork_generation != atomic_load_explicit(&fork_generation, memory_order_relaxed);
+    return s->fork_generation != xt_fork_generation();
 }
 
 int
@@ -1020,14 +1113,37 @@ free_rows(xt_row *row)
     }
 }
 
-/* Write a chain of rows from the queue, in transactions of at most XT_ASYNC_BATCH rows,
- * and free them.  A failed batch is counted and reported by the next flush. */
+/* The async writer's transactions last about XT_ASYNC_TXN_US: commits then cost nothing
+ * measurable (one per thousands of rows), and a writer of another process waits for at
+ * most one such transaction before take_turn lets it in (16,384 rows can take a tenth of
+ * a second).  After a full batch, or one that took too long, the size moves halfway to
+ * the number of rows the last one wrote per XT_ASYNC_TXN_US.  Called with s->lock held. */
+static size_t
+next_async_batch(xt_store *s, size_t n)
+{
+    if (n >= s->async_batch || s->last_write_us > XT_ASYNC_TXN_US) {
+        int64_t took = s->last_write_us > 0 ? s->last_write_us : 1;
+        int64_t fit = (int64_t)n * XT_ASYNC_TXN_US / took;
+        int64_t next = ((int64_t)s->async_batch + fit) / 2;
+        s->async_batch = next < XT_ASYNC_MIN_BATCH ? XT_ASYNC_MIN_BATCH
+                         : next > XT_ASYNC_BATCH   ? XT_ASYNC_BATCH
+                                                   : (size_t)next;
+    }
+    return s->async_batch;
+}
+
+/* Write a chain of rows from the queue, in transactions of at most XT_ASYNC_BATCH rows
+ * (next_async_batch), and free them.  A failed batch is counted and reported by the next
+ * flush. */
 static void
 drain_chain(xt_store *s, xt_row *chain)
 {
     xt_row **batch = malloc(sizeof(xt_row *) * XT_ASYNC_BATCH);
     xt_error err = {0};
     size_t lost = 0;
+    pthread_mutex_lock(&s->lock);
+    size_t cap = s->async_batch;
+    pthread_mutex_unlock(&s->lock);
 
     if (batch == NULL) {
         for (xt_row *r = chain; r; r = r->next) {
@@ -1039,7 +1155,7 @@ drain_chain(xt_store *s, xt_row *chain)
     }
     while (chain) {
         size_t n = 0;
-        while (chain && n < XT_ASYNC_BATCH) {
+        while (chain && n < cap) {
             batch[n++] = chain;
             chain = chain->next;
         }
@@ -1047,6 +1163,7 @@ drain_chain(xt_store *s, xt_row *chain)
         int rc = -1;
         if (check_open(s, &err) == 0) {
             rc = write_locked(s, batch, n, &err);
+            cap = next_async_batch(s, n);
         }
         pthread_mutex_unlock(&s->lock);
         if (rc < 0) {
@@ -1123,7 +1240,12 @@ xt_store_enqueue(xt_store *s, xt_row *row, int may_block)
     }
     if (!s->thread_started) {
         if (pthread_create(&s->thread, NULL, writer_main, s) != 0) {
-            /* No thread: write synchronously rather than lose the row. */
+            /* No thread: write synchronously rather than lose the row, waiting for the
+             * store's lock, so only where the caller may block (it holds no GIL). */
+            if (!may_block) {
+                pthread_mutex_unlock(&s->qlock);
+                return 1;
+            }
             s->queued++;
             pthread_mutex_unlock(&s->qlock);
             row->next = NULL;
@@ -1204,6 +1326,7 @@ xt_store_free(xt_store *s)
     if (s == NULL) {
         return;
     }
+    xt_fork_guard_remove(&s->fork_guard);
     free_rows(s->qhead);
     int count = atomic_load(&s->columns.count);
     for (int i = 0; i < count; i++) {

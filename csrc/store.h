@@ -4,6 +4,7 @@
 #ifndef XT_STORE_H
 #define XT_STORE_H
 
+#include "fork.h"
 #include "module.h"
 
 #include <pthread.h>
@@ -86,12 +87,9 @@ typedef struct xt_store xt_store;
 /* Format `us` (microseconds since the epoch) as local time "%Y-%m-%d %H:%M:%S.%f". */
 void xt_format_timestamp(int64_t us, char out[XT_TS_SIZE]);
 int64_t xt_now_us(void);
-/* How many fork()s this process has been through (counted in the child, process-wide): an
- * object that saved it at open and sees it change is in a child and must not touch the
- * parent's connection.  The first call installs the pthread_atfork handler. */
-unsigned long xt_fork_generation(void);
 
-/* Everything below runs without the GIL and takes the store's own locks. */
+/* Everything below runs without the GIL and takes the store's own locks (xt_store_free
+ * too: it unlists the store's fork guard, which waits for a fork in progress). */
 xt_store *xt_store_new(void);
 int xt_store_open(xt_store *s, const char *path, const char *table, int durability, int reset,
                   int busy_timeout_ms, int queue_rows, xt_error *err);
@@ -100,7 +98,8 @@ int xt_store_open(xt_store *s, const char *path, const char *table, int durabili
 int xt_store_write(xt_store *s, xt_row **rows, size_t n, xt_error *err);
 /* Async mode: queue a row.  Returns 0 when queued (ownership passes to the store); -1 if
  * the store is closed or closing (the caller keeps the row); with may_block == 0, 1
- * without queueing if the queue is full or its lock is busy. */
+ * without queueing if the queue is full, its lock is busy or the writer thread could not
+ * be started. */
 int xt_store_enqueue(xt_store *s, xt_row *row, int may_block);
 /* Wait until every row queued before this call is written (rows other threads queue
  * meanwhile do not hold it up); returns the writer's deferred error, if any. */

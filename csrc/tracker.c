@@ -741,8 +741,11 @@ fail:
     Py_XDECREF(path_bytes);
     Py_XDECREF(table_text);
     if (self->store != NULL) {
-        xt_store_free(self->store);
+        xt_store *store = self->store;
         self->store = NULL;
+        Py_BEGIN_ALLOW_THREADS
+        xt_store_free(store);
+        Py_END_ALLOW_THREADS
     }
     return -1;
 }
@@ -781,8 +784,11 @@ tracker_dealloc(TrackerCore *self)
             PyErr_WriteUnraisable((PyObject *)self);
         }
         PyErr_Restore(exc_type, exc_value, exc_tb);
-        xt_store_free(self->store);
+        xt_store *store = self->store;
         self->store = NULL;
+        Py_BEGIN_ALLOW_THREADS
+        xt_store_free(store); /* waits for a fork in progress: without the GIL */
+        Py_END_ALLOW_THREADS
     }
     tracker_clear(self);
     Py_CLEAR(self->path);
