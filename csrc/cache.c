@@ -1,16 +1,14 @@
-/* Result cache, store: the ResultCache type, a SQLite file of pickled results
- * (<directory>/cache.db, WAL) shared by threads and processes; opening and checking the
- * file, reopening after fork, the MAC that authenticates each entry, get and put for
- * Tracker.track, and the Python methods and module function (cache_key) of the cache.
- * Key encoding is in cache_key.c, single flight in cache_flight.c. */
+/* Result cache, store: the SQLite file of pickled results (<directory>/cache.db, WAL)
+ * shared by threads and processes; opening and checking the file, reopening after fork,
+ * the MAC that authenticates each entry, get and put for Tracker.track, and the queries
+ * behind the ResultCache methods.  The ResultCache type is in cache_type.c, key encoding
+ * in cache_key.c, single flight in cache_flight.c. */
 #include "cache_internal.h"
 
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#include <structmember.h>
 
 /* ================================================================================== */
 /* The store: <directory>/cache.db                                                    */
@@ -23,8 +21,6 @@
 /* Failures of our own, carried in xt_error.rc next to SQLite's codes. */
 #define ERR_FOREIGN (-1001)
 #define ERR_CLOSED (-1002)
-
-enum { MODE_CREATE = 0, MODE_READ = 1, MODE_WRITE = 2 };
 
 /* user_version 1: no `mac` column (files of versions before authentication); 2: `mac`
  * holds the entry's HMAC-SHA256, or NULL when written without a key. */
@@ -44,9 +40,9 @@ static const char add_mac_sql[] = "ALTER TABLE cache ADD COLUMN mac BLOB; PRAGMA
 #define ENTRY_COLUMNS "value, track_id, created, function_name, "
 static const char get_sql[] = "SELECT " ENTRY_COLUMNS "mac FROM cache WHERE key = ?1";
 static const char get_sql_no_mac[] = "SELECT " ENTRY_COLUMNS "NULL FROM cache WHERE key = ?1";
-static const char scan_sql[] =
+const char xt_cache_scan_sql[] =
     "SELECT " ENTRY_COLUMNS "mac, key FROM cache WHERE key > ?1 ORDER BY key LIMIT ?2";
-static const char scan_sql_no_mac[] =
+const char xt_cache_scan_sql_no_mac[] =
     "SELECT " ENTRY_COLUMNS "NULL, key FROM cache WHERE key > ?1 ORDER BY key LIMIT ?2";
 static const char insert_sql[] =
     "INSERT INTO cache (key, value, track_id, created, function_name, mac) "
@@ -118,8 +114,8 @@ forget_db(ResultCache *c)
     c->get_stmt = c->insert_stmt = c->replace_stmt = NULL;
 }
 
-static void
-close_db(ResultCache *c)
+void
+xt_cache_close_db(ResultCache *c)
 {
     sqlite3_finalize(c->get_stmt);
     sqlite3_finalize(c->insert_stmt);
@@ -138,7 +134,7 @@ ensure_mac_column(ResultCache *c, xt_error *err)
     if (query_int(c, has_mac_sql, &found, err) < 0) {
         return -1;
     }
-    if (found == 0 && c->mode != MODE_READ) {
+    if (found == 0 && c->mode != XT_CACHE_MODE_READ) {
         if (exec_sql(c, "BEGIN IMMEDIATE", err) < 0) {
             return -1;
         }
@@ -158,13 +154,13 @@ ensure_mac_column(ResultCache *c, xt_error *err)
  * fork, so the copied connection is idle: closing it (without a checkpoint) writes nothing
  * the parent shares, and the connection opened on first use takes real locks of its own
  * (store.c's store_drop_in_child says more). */
-static void
-drop_in_child(void *owner)
+void
+xt_cache_drop_in_child(void *owner)
 {
     ResultCache *c = owner;
     if (c->db != NULL) {
         sqlite3_db_config(c->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, (int *)NULL);
-        close_db(c);
+        xt_cache_close_db(c);
     }
 }
 
@@ -173,11 +169,11 @@ static int
 open_db(ResultCache *c, xt_error *err)
 {
     int flags = SQLITE_OPEN_NOMUTEX
-                | (c->mode == MODE_READ    ? SQLITE_OPEN_READONLY
-                   : c->mode == MODE_WRITE ? SQLITE_OPEN_READWRITE
-                                           : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+                | (c->mode == XT_CACHE_MODE_READ    ? SQLITE_OPEN_READONLY
+                   : c->mode == XT_CACHE_MODE_WRITE ? SQLITE_OPEN_READWRITE
+                                                    : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
     int64_t app_id = 0, tables = 0;
-    if (c->mode == MODE_CREATE) {
+    if (c->mode == XT_CACHE_MODE_CREATE) {
         /* A new file is made 0600 before SQLite opens it: SQLite would make it 0644, and
          * gives the -wal and -shm files the mode of the database file.  An existing
          * file keeps its mode (a cache shared on purpose).  A failure here is left for
@@ -207,7 +203,7 @@ open_db(ResultCache *c, xt_error *err)
         goto fail;
     }
     c->empty = tables == 0;
-    if (c->mode != MODE_READ) {
+    if (c->mode != XT_CACHE_MODE_READ) {
         rc = xt_enable_wal(c->db, c->busy_timeout_ms);
         if (rc != SQLITE_OK) {
             set_db_err(c, err, rc, "PRAGMA journal_mode=WAL");
@@ -217,7 +213,7 @@ open_db(ResultCache *c, xt_error *err)
             goto fail;
         }
     }
-    if (c->empty && c->mode == MODE_CREATE) {
+    if (c->empty && c->mode == XT_CACHE_MODE_CREATE) {
         /* Another process may be creating it too: decide inside one write transaction. */
         if (exec_sql(c, "BEGIN IMMEDIATE", err) < 0) {
             goto fail;
@@ -243,20 +239,20 @@ open_db(ResultCache *c, xt_error *err)
     }
     if (!c->empty
         && (prepare(c, c->has_mac_column ? get_sql : get_sql_no_mac, &c->get_stmt, err) < 0
-            || (c->mode != MODE_READ
+            || (c->mode != XT_CACHE_MODE_READ
                 && (prepare(c, insert_sql, &c->insert_stmt, err) < 0
                     || prepare(c, replace_sql, &c->replace_stmt, err) < 0)))) {
         goto fail;
     }
     return 0;
 fail:
-    close_db(c);
+    xt_cache_close_db(c);
     return -1;
 }
 
 /* Make the connection usable: called with the GIL released and db_lock held. */
-static int
-ready(ResultCache *c, xt_error *err)
+int
+xt_cache_ready(ResultCache *c, xt_error *err)
 {
     if (c->closed) {
         set_err(err, ERR_CLOSED, "", NULL);
@@ -265,8 +261,8 @@ ready(ResultCache *c, xt_error *err)
     return c->db != NULL ? 0 : open_db(c, err);
 }
 
-static PyObject *
-raise_cache_error(ResultCache *c, const xt_error *err)
+PyObject *
+xt_cache_raise_error(ResultCache *c, const xt_error *err)
 {
     xt_state *st = c->st;
     if (err->rc == ERR_CLOSED) {
@@ -325,12 +321,6 @@ xt_cache_check_fork(ResultCache *c)
 }
 
 int
-xt_cache_check(xt_state *st, PyObject *obj)
-{
-    return st->ResultCacheType != NULL && PyObject_TypeCheck(obj, st->ResultCacheType);
-}
-
-int
 xt_cache_make_key(PyObject *cache, PyObject *func, PyObject *args, PyObject *kwargs,
                   PyObject *params, PyObject *tracker_params, int warn, xt_cache_key *key)
 {
@@ -338,27 +328,6 @@ xt_cache_make_key(PyObject *cache, PyObject *func, PyObject *args, PyObject *kwa
     return xt_cache_call_key(c->st, c->warned, func, args, kwargs, params, tracker_params, warn,
                              key);
 }
-
-/* What the MAC of an entry says, from entry_verify. */
-enum {
-    AUTH_UNCHECKED = 0, /* the cache has no key (unauthenticated, opted in) */
-    AUTH_OK = 1,        /* the MAC verifies with the cache's key */
-    AUTH_MISMATCH = 2,  /* it does not: another key, or the entry was altered */
-    AUTH_MISSING = 3,   /* no MAC: written by an older version, or without a key */
-};
-static const char *const auth_names[] = {"unchecked", "ok", "mismatch", "missing"};
-
-/* One stored entry, copied out of SQLite so the lock can be dropped. */
-typedef struct entry {
-    struct entry *next;
-    char *key, *track_id, *created, *function_name;
-    void *value;
-    size_t value_len;
-    int mac_column; /* SQLite type of the mac column; its bytes are in `mac` if a 32-byte blob */
-    int mac_complete;
-    uint8_t mac[XT_SHA256_DIGEST_SIZE];
-    int auth; /* AUTH_*, set by entry_verify */
-} entry;
 
 /* The MAC of an entry: HMAC-SHA256 under the cache's key of the tag
  * "xetrack_c.cache.mac.v1" and its NUL, then key, value, track_id, created and
@@ -395,30 +364,31 @@ entry_mac(const xt_hmac_key *mac_key, const char *key, const void *value, size_t
 
 /* Set e->auth.  `key` is the key the entry was looked up under.  Pure C. */
 static void
-entry_verify(const ResultCache *c, const char *key, entry *e)
+entry_verify(const ResultCache *c, const char *key, xt_cache_entry *e)
 {
     uint8_t expected[XT_SHA256_DIGEST_SIZE];
     if (!c->authenticated) {
-        e->auth = AUTH_UNCHECKED;
+        e->auth = XT_CACHE_AUTH_UNCHECKED;
     }
     else if (e->mac_column == SQLITE_NULL) {
-        e->auth = AUTH_MISSING;
+        e->auth = XT_CACHE_AUTH_MISSING;
     }
     else if (!e->mac_complete) {
-        e->auth = AUTH_MISMATCH;
+        e->auth = XT_CACHE_AUTH_MISMATCH;
     }
     else {
         entry_mac(&c->mac_key, key, e->value, e->value_len, e->track_id, e->created,
                   e->function_name, expected);
-        e->auth = xt_digest_equal(expected, e->mac, sizeof(expected)) ? AUTH_OK : AUTH_MISMATCH;
+        e->auth = xt_digest_equal(expected, e->mac, sizeof(expected)) ? XT_CACHE_AUTH_OK
+                                                                      : XT_CACHE_AUTH_MISMATCH;
     }
 }
 
-static void
-free_entries(entry *e)
+void
+xt_cache_free_entries(xt_cache_entry *e)
 {
     while (e != NULL) {
-        entry *next = e->next;
+        xt_cache_entry *next = e->next;
         free(e);
         e = next;
     }
@@ -439,17 +409,17 @@ column_copy(sqlite3_stmt *stmt, int col, char **cursor)
 }
 
 /* Copy the current row of `stmt` (value, track_id, created, function_name, mac[, key]). */
-static entry *
+static xt_cache_entry *
 copy_entry(sqlite3_stmt *stmt, int with_key)
 {
-    size_t total = sizeof(entry);
+    size_t total = sizeof(xt_cache_entry);
     for (int i = 0; i < 4; i++) {
         total += (size_t)sqlite3_column_bytes(stmt, i) + 1;
     }
     if (with_key) {
         total += (size_t)sqlite3_column_bytes(stmt, 5) + 1;
     }
-    entry *out = malloc(total);
+    xt_cache_entry *out = malloc(total);
     if (out == NULL) {
         return NULL;
     }
@@ -463,7 +433,7 @@ copy_entry(sqlite3_stmt *stmt, int with_key)
     out->key = with_key ? column_copy(stmt, 5, &cursor) : NULL;
     out->mac_column = sqlite3_column_type(stmt, 4);
     out->mac_complete = 0;
-    out->auth = AUTH_UNCHECKED;
+    out->auth = XT_CACHE_AUTH_UNCHECKED;
     if (out->mac_column == SQLITE_BLOB) {
         const void *mac = sqlite3_column_blob(stmt, 4);
         if (mac != NULL && sqlite3_column_bytes(stmt, 4) == XT_SHA256_DIGEST_SIZE) {
@@ -476,10 +446,10 @@ copy_entry(sqlite3_stmt *stmt, int with_key)
 
 /* Pure C, db_lock held.  1 found (*out set), 0 missing, -1 error. */
 static int
-get_locked(ResultCache *c, const char *key, entry **out, xt_error *err)
+get_locked(ResultCache *c, const char *key, xt_cache_entry **out, xt_error *err)
 {
     *out = NULL;
-    if (ready(c, err) < 0) {
+    if (xt_cache_ready(c, err) < 0) {
         return -1;
     }
     if (c->empty) {
@@ -509,8 +479,8 @@ get_locked(ResultCache *c, const char *key, entry **out, xt_error *err)
     return res;
 }
 
-static int
-fetch(ResultCache *c, const char *key, entry **out)
+int
+xt_cache_fetch(ResultCache *c, const char *key, xt_cache_entry **out)
 {
     xt_error err = {0};
     int rc;
@@ -524,7 +494,7 @@ fetch(ResultCache *c, const char *key, entry **out)
     }
     Py_END_ALLOW_THREADS
     if (rc < 0) {
-        raise_cache_error(c, &err);
+        xt_cache_raise_error(c, &err);
     }
     return rc;
 }
@@ -533,9 +503,9 @@ fetch(ResultCache *c, const char *key, entry **out)
  * given even with warnings=False: they may mean someone tampered with the cache.  0, or
  * -1 with an exception set. */
 static int
-warn_untrusted(ResultCache *c, const char *key, const entry *e)
+warn_untrusted(ResultCache *c, const char *key, const xt_cache_entry *e)
 {
-    if (e->auth == AUTH_MISSING) {
+    if (e->auth == XT_CACHE_AUTH_MISSING) {
         if (c->warned_unsigned) {
             return 0;
         }
@@ -562,17 +532,17 @@ xt_cache_get(PyObject *cache, const xt_cache_key *key, int warn, PyObject **resu
              PyObject **lineage, int *stale)
 {
     ResultCache *c = xt_as_cache(cache);
-    entry *found = NULL;
+    xt_cache_entry *found = NULL;
     PyObject *blob = NULL, *value = NULL;
     int res = -1;
 
     *result = *lineage = NULL;
     *stale = 0;
-    int rc = fetch(c, key->hex, &found);
+    int rc = xt_cache_fetch(c, key->hex, &found);
     if (rc <= 0) {
         return rc;
     }
-    if (found->auth == AUTH_MISMATCH || found->auth == AUTH_MISSING) {
+    if (found->auth == XT_CACHE_AUTH_MISMATCH || found->auth == XT_CACHE_AUTH_MISSING) {
         /* Never unpickled: unpickling runs code, and this entry is not ours. */
         if (warn_untrusted(c, key->hex, found) < 0) {
             goto done;
@@ -617,7 +587,7 @@ xt_cache_get(PyObject *cache, const xt_cache_key *key, int warn, PyObject **resu
     value = NULL;
     res = 1;
 done:
-    free_entries(found);
+    xt_cache_free_entries(found);
     Py_XDECREF(blob);
     Py_XDECREF(value);
     return res;
@@ -745,7 +715,7 @@ xt_cache_put(PyObject *cache, const xt_cache_key *key, PyObject *func, PyObject 
                   mac);
     }
     pthread_mutex_lock(&c->db_lock);
-    rc = ready(c, &err);
+    rc = xt_cache_ready(c, &err);
     if (rc == 0) {
         sqlite3_stmt *stmt = replace ? c->replace_stmt : c->insert_stmt;
         /* A failed bind would store NULL: it fails the put instead. */
@@ -780,7 +750,7 @@ xt_cache_put(PyObject *cache, const xt_cache_key *key, PyObject *func, PyObject 
     pthread_mutex_unlock(&c->db_lock);
     Py_END_ALLOW_THREADS
     if (rc < 0) {
-        raise_cache_error(c, &err);
+        xt_cache_raise_error(c, &err);
         goto done;
     }
     res = 1;
@@ -799,7 +769,7 @@ xt_cache_close(PyObject *cache)
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&c->db_lock);
     if (c->db != NULL) {
-        close_db(c);
+        xt_cache_close_db(c);
     }
     c->closed = 1;
     pthread_mutex_unlock(&c->db_lock);
@@ -807,210 +777,16 @@ xt_cache_close(PyObject *cache)
     return 0;
 }
 
-/* ================================================================================== */
-/* ResultCache: the Python type                                                       */
-/* ================================================================================== */
-
-static int
-cache_init(ResultCache *self, PyObject *args, PyObject *kwargs)
-{
-    static char *kwlist[] = {"directory", "mode", "busy_timeout", "auth_key", NULL};
-    PyObject *directory = NULL, *dir_str = NULL, *path_bytes = NULL, *auth_key = NULL;
-    const char *mode = "create";
-    double busy_timeout = 60.0;
-    xt_error err = {0};
-    int rc;
-
-    if (self->path != NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "ResultCache is already initialised");
-        return -1;
-    }
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|sd$O:ResultCache", kwlist, &directory, &mode,
-                                     &busy_timeout, &auth_key)) {
-        return -1;
-    }
-    /* No default: a cache that forgets its key must not silently trust every entry. */
-    if (auth_key == NULL || (auth_key != Py_None && !PyBytes_Check(auth_key))
-        || (auth_key != Py_None && PyBytes_GET_SIZE(auth_key) == 0)) {
-        PyErr_SetString(PyExc_TypeError,
-                        "ResultCache() needs auth_key=: the key of the entries' MACs (non-empty "
-                        "bytes), or None for an unauthenticated cache; xetrack_c.Tracker and "
-                        "xetrack_c.cache find it for you (see 'Trust' in docs/cache.md)");
-        return -1;
-    }
-    self->st = xt_state_from_type(Py_TYPE(self));
-    if (self->st == NULL) {
-        return -1;
-    }
-    PyObject *loads = xt_cache_helper(self->st, "pickle", "loads");
-    if (loads == NULL) {
-        return -1;
-    }
-    self->loads = Py_NewRef(loads);
-    if (auth_key != Py_None) {
-        xt_hmac_key_init(&self->mac_key, PyBytes_AS_STRING(auth_key),
-                         (size_t)PyBytes_GET_SIZE(auth_key));
-        self->authenticated = 1;
-    }
-    self->mode = strcmp(mode, "create") == 0 ? MODE_CREATE
-                 : strcmp(mode, "read") == 0 ? MODE_READ
-                 : strcmp(mode, "write") == 0 ? MODE_WRITE
-                                              : -1;
-    if (self->mode < 0) {
-        PyErr_Format(PyExc_ValueError, "ResultCache mode must be 'create', 'read' or 'write', not '%s'",
-                     mode);
-        return -1;
-    }
-    dir_str = PyOS_FSPath(directory);
-    if (dir_str == NULL) {
-        return -1;
-    }
-    if (!PyUnicode_Check(dir_str)) {
-        PyErr_Format(PyExc_TypeError, "cache directory must be a str path, not %.100s",
-                     Py_TYPE(dir_str)->tp_name);
-        Py_DECREF(dir_str);
-        return -1;
-    }
-    self->directory = dir_str;
-    self->path = PyUnicode_FromFormat("%U/cache.db", dir_str);
-    self->warned = PySet_New(NULL);
-    if (self->path == NULL || self->warned == NULL || !PyUnicode_FSConverter(self->path, &path_bytes)) {
-        return -1;
-    }
-    self->path_fs = strdup(PyBytes_AS_STRING(path_bytes));
-    Py_DECREF(path_bytes);
-    if (self->path_fs == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    self->busy_timeout_ms = busy_timeout <= 0 ? 0 : busy_timeout > 2e6 ? 2000000000 : (int)(busy_timeout * 1000);
-    self->fork_generation = xt_fork_generation();
-    Py_BEGIN_ALLOW_THREADS
-    xt_fork_guard_add(&self->fork_guard, &self->db_lock, self, drop_in_child);
-    pthread_mutex_lock(&self->db_lock);
-    rc = ready(self, &err);
-    pthread_mutex_unlock(&self->db_lock);
-    Py_END_ALLOW_THREADS
-    if (rc < 0) {
-        raise_cache_error(self, &err);
-        return -1;
-    }
-    return 0;
-}
-
-static PyObject *
-cache_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
-{
-    (void)args;
-    (void)kwargs;
-    ResultCache *self = (ResultCache *)type->tp_alloc(type, 0);
-    if (self == NULL) {
-        return NULL;
-    }
-    pthread_mutex_init(&self->db_lock, NULL);
-    pthread_mutex_init(&self->flight_lock, NULL);
-    pthread_cond_init(&self->flight_done, NULL);
-    self->fork_generation = xt_fork_generation();
-    return (PyObject *)self;
-}
-
-static int
-cache_traverse(ResultCache *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(self->warned);
-    Py_VISIT(self->loads);
-    return 0;
-}
-
-static int
-cache_clear(ResultCache *self)
-{
-    Py_CLEAR(self->warned);
-    Py_CLEAR(self->loads);
-    return 0;
-}
-
-static void
-cache_dealloc(ResultCache *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (self->weakreflist != NULL) {
-        PyObject_ClearWeakRefs((PyObject *)self);
-    }
-    Py_BEGIN_ALLOW_THREADS
-    xt_fork_guard_remove(&self->fork_guard); /* waits for a fork in progress */
-    Py_END_ALLOW_THREADS
-    xt_cache_check_fork(self);
-    if (self->db != NULL) {
-        close_db(self);
-    }
-    pthread_mutex_destroy(&self->db_lock);
-    pthread_mutex_destroy(&self->flight_lock);
-    pthread_cond_destroy(&self->flight_done);
-    xt_hmac_key_wipe(&self->mac_key);
-    cache_clear(self);
-    Py_CLEAR(self->directory);
-    Py_CLEAR(self->path);
-    free(self->path_fs);
-    tp->tp_free((PyObject *)self);
-    Py_DECREF(tp);
-}
-
-static PyObject *
-entry_tuple(const entry *e, int with_key)
-{
-    const char *auth = auth_names[e->auth];
-    if (with_key) {
-        return Py_BuildValue("(sy#ssss)", e->key, (const char *)e->value, (Py_ssize_t)e->value_len,
-                             e->track_id, e->created, e->function_name, auth);
-    }
-    return Py_BuildValue("(y#ssss)", (const char *)e->value, (Py_ssize_t)e->value_len, e->track_id,
-                         e->created, e->function_name, auth);
-}
-
-PyDoc_STRVAR(cache_get_raw__doc__,
-    "get_raw($self, key, /)\n--\n\n"
-    "The stored entry of `key` as (pickled value, track_id, created, function_name,\n"
-    "auth), or None.  The value is not unpickled.  auth says what its MAC says: 'ok'\n"
-    "(verified with this cache's key), 'mismatch' (written with another key, or\n"
-    "altered), 'missing' (no MAC: an older version, or an unauthenticated writer) or\n"
-    "'unchecked' (this cache has no key).  Only 'ok' and 'unchecked' values may be\n"
-    "unpickled.");
-
-static PyObject *
-cache_get_raw(ResultCache *self, PyObject *key)
-{
-    entry *found = NULL;
-    if (!PyUnicode_Check(key)) {
-        PyErr_Format(PyExc_TypeError, "cache key must be a str (a hex digest), not %.100s",
-                     Py_TYPE(key)->tp_name);
-        return NULL;
-    }
-    const char *text = PyUnicode_AsUTF8(key);
-    if (text == NULL) {
-        return NULL;
-    }
-    int rc = fetch(self, text, &found);
-    if (rc <= 0) {
-        return rc < 0 ? NULL : Py_NewRef(Py_None);
-    }
-    PyObject *res = entry_tuple(found, 0);
-    free_entries(found);
-    return res;
-}
-
 /* Run `sql` (bound to `text` and `number`; `sql_no_mac` instead, if not NULL, on a file
  * without the mac column) and collect rows or count changes.  Pure C, db_lock held. */
 static int
 run_locked(ResultCache *c, const char *sql, const char *sql_no_mac, const char *text,
-           int64_t number, int collect, entry **rows, int64_t *changes, xt_error *err)
+           int64_t number, int collect, xt_cache_entry **rows, int64_t *changes, xt_error *err)
 {
     sqlite3_stmt *stmt = NULL;
-    entry **tail = rows;
+    xt_cache_entry **tail = rows;
     int res = -1;
-    if (ready(c, err) < 0) {
+    if (xt_cache_ready(c, err) < 0) {
         return -1;
     }
     if (c->empty) {
@@ -1063,9 +839,9 @@ done:
     return res;
 }
 
-static int
-run(ResultCache *c, const char *sql, const char *sql_no_mac, const char *text, int64_t number,
-    int collect, entry **rows, int64_t *changes)
+int
+xt_cache_run(ResultCache *c, const char *sql, const char *sql_no_mac, const char *text,
+             int64_t number, int collect, xt_cache_entry **rows, int64_t *changes)
 {
     xt_error err = {0};
     int rc;
@@ -1076,327 +852,14 @@ run(ResultCache *c, const char *sql, const char *sql_no_mac, const char *text, i
     pthread_mutex_lock(&c->db_lock);
     rc = run_locked(c, sql, sql_no_mac, text, number, collect, rows, changes, &err);
     pthread_mutex_unlock(&c->db_lock);
-    for (entry *e = rc == 0 ? *rows : NULL; e != NULL; e = e->next) {
+    for (xt_cache_entry *e = rc == 0 ? *rows : NULL; e != NULL; e = e->next) {
         entry_verify(c, e->key, e);
     }
     Py_END_ALLOW_THREADS
     if (rc < 0) {
-        free_entries(*rows);
+        xt_cache_free_entries(*rows);
         *rows = NULL;
-        raise_cache_error(c, &err);
+        xt_cache_raise_error(c, &err);
     }
     return rc;
-}
-
-PyDoc_STRVAR(cache_scan_raw__doc__,
-    "scan_raw($self, after='', limit=256, /)\n--\n\n"
-    "Up to `limit` entries with keys after `after`, in key order, as tuples\n"
-    "(key, pickled value, track_id, created, function_name, auth); auth as get_raw's.");
-
-static PyObject *
-cache_scan_raw(ResultCache *self, PyObject *args)
-{
-    const char *after = "";
-    long long limit = 256;
-    entry *rows = NULL;
-    int64_t unused;
-    if (!PyArg_ParseTuple(args, "|sL:scan_raw", &after, &limit)) {
-        return NULL;
-    }
-    if (run(self, scan_sql, scan_sql_no_mac, after, limit, 1, &rows, &unused) < 0) {
-        return NULL;
-    }
-    PyObject *list = PyList_New(0);
-    for (entry *e = rows; list != NULL && e != NULL; e = e->next) {
-        PyObject *item = entry_tuple(e, 1);
-        if (item == NULL || PyList_Append(list, item) < 0) {
-            Py_CLEAR(list);
-        }
-        Py_XDECREF(item);
-    }
-    free_entries(rows);
-    return list;
-}
-
-PyDoc_STRVAR(cache_delete__doc__,
-    "delete($self, key, /)\n--\n\n"
-    "Delete the entry of `key`; True if there was one.");
-
-static PyObject *
-cache_delete(ResultCache *self, PyObject *key)
-{
-    entry *rows = NULL;
-    int64_t changes = 0;
-    const char *text = PyUnicode_Check(key) ? PyUnicode_AsUTF8(key) : NULL;
-    if (text == NULL) {
-        if (!PyErr_Occurred()) {
-            PyErr_SetString(PyExc_TypeError, "cache key must be a str");
-        }
-        return NULL;
-    }
-    if (run(self, "DELETE FROM cache WHERE key = ?1", NULL, text, 0, 0, &rows, &changes) < 0) {
-        return NULL;
-    }
-    return PyBool_FromLong(changes > 0);
-}
-
-PyDoc_STRVAR(cache_delete_by_track_id__doc__,
-    "delete_by_track_id($self, track_id, /)\n--\n\n"
-    "Delete every entry computed by the run `track_id`; returns how many.");
-
-static PyObject *
-cache_delete_by_track_id(ResultCache *self, PyObject *track_id)
-{
-    entry *rows = NULL;
-    int64_t changes = 0;
-    const char *text = PyUnicode_Check(track_id) ? PyUnicode_AsUTF8(track_id) : NULL;
-    if (text == NULL) {
-        if (!PyErr_Occurred()) {
-            PyErr_SetString(PyExc_TypeError, "track_id must be a str");
-        }
-        return NULL;
-    }
-    if (run(self, "DELETE FROM cache WHERE track_id = ?1", NULL, text, 0, 0, &rows, &changes) < 0) {
-        return NULL;
-    }
-    return PyLong_FromLongLong(changes);
-}
-
-static Py_ssize_t
-cache_len(ResultCache *self)
-{
-    entry *rows = NULL;
-    int64_t count = 0;
-    if (run(self, "SELECT count(*) FROM cache", NULL, NULL, 0, 0, &rows, &count) < 0) {
-        return -1;
-    }
-    return (Py_ssize_t)count;
-}
-
-PyDoc_STRVAR(cache_key__doc__,
-    "key($self, func, args=None, kwargs=None, params=None, tracker_params=None, /)\n--\n\n"
-    "The hex key of a call, or None (with a warning, once per type on this cache) if an\n"
-    "argument cannot be encoded stably.");
-
-static PyObject *
-key_function(xt_state *st, PyObject *warned, PyObject *const *args, Py_ssize_t nargs)
-{
-    PyObject *given[5] = {NULL, Py_None, Py_None, Py_None, Py_None};
-    xt_cache_key key;
-    if (nargs < 1 || nargs > 5) {
-        PyErr_Format(PyExc_TypeError,
-                     "cache_key() takes 1 to 5 arguments (func, args, kwargs, params, "
-                     "tracker_params), %zd given",
-                     nargs);
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < nargs; i++) {
-        given[i] = args[i];
-    }
-    if (!PyCallable_Check(given[0])) {
-        PyErr_Format(PyExc_TypeError, "cache_key() needs a callable, not %.100s", Py_TYPE(given[0])->tp_name);
-        return NULL;
-    }
-    int rc = xt_cache_call_key(st, warned, given[0], given[1], given[2], given[3], given[4], 1,
-                               &key);
-    if (rc <= 0) {
-        return rc < 0 ? NULL : Py_NewRef(Py_None);
-    }
-    return PyUnicode_FromStringAndSize(key.hex, 2 * XT_CACHE_KEY_SIZE);
-}
-
-static PyObject *
-cache_key_method(ResultCache *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    return key_function(self->st, self->warned, args, nargs);
-}
-
-PyDoc_STRVAR(cache_put__doc__,
-    "put($self, func, args, kwargs, params, tracker_params, result, track_id,\n"
-    "    replace=False, /)\n--\n\n"
-    "Store `result` under the key of the call (func, args, kwargs, params,\n"
-    "tracker_params), computed by the run `track_id`, unless an entry is there already\n"
-    "(with `replace`, over it).  True if stored; False if the call has no stable key or\n"
-    "the result cannot be pickled (each with a warning).");
-
-static PyObject *
-cache_put(ResultCache *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    xt_cache_key key;
-    int replace = 0;
-    if (nargs != 7 && nargs != 8) {
-        PyErr_Format(PyExc_TypeError,
-                     "put() takes 7 or 8 arguments (func, args, kwargs, params, tracker_params, "
-                     "result, track_id, replace=False), %zd given",
-                     nargs);
-        return NULL;
-    }
-    if (nargs == 8 && (replace = PyObject_IsTrue(args[7])) < 0) {
-        return NULL;
-    }
-    if (!PyCallable_Check(args[0])) {
-        PyErr_Format(PyExc_TypeError, "put() needs a callable, not %.100s", Py_TYPE(args[0])->tp_name);
-        return NULL;
-    }
-    if (!PyUnicode_Check(args[6])) {
-        PyErr_Format(PyExc_TypeError, "track_id must be a str, not %.100s", Py_TYPE(args[6])->tp_name);
-        return NULL;
-    }
-    int rc = xt_cache_make_key((PyObject *)self, args[0], args[1], args[2], args[3], args[4], 1,
-                               &key);
-    if (rc > 0) {
-        rc = xt_cache_put((PyObject *)self, &key, args[0], args[5], args[6], replace, 1);
-    }
-    if (rc < 0) {
-        return NULL;
-    }
-    return PyBool_FromLong(rc);
-}
-
-PyDoc_STRVAR(cache_close__doc__,
-    "close($self, /)\n--\n\n"
-    "Close the connection to the cache file (idempotent).");
-
-static PyObject *
-cache_close_method(ResultCache *self, PyObject *Py_UNUSED(ignored))
-{
-    if (xt_cache_close((PyObject *)self) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-cache_enter(ResultCache *self, PyObject *Py_UNUSED(ignored))
-{
-    return Py_NewRef(self);
-}
-
-static PyObject *
-cache_exit(ResultCache *self, PyObject *args)
-{
-    (void)args;
-    return cache_close_method(self, NULL);
-}
-
-static PyObject *
-get_closed(ResultCache *self, void *Py_UNUSED(closure))
-{
-    return PyBool_FromLong(self->closed);
-}
-
-static PyObject *
-get_authenticated(ResultCache *self, void *Py_UNUSED(closure))
-{
-    return PyBool_FromLong(self->authenticated);
-}
-
-static PyObject *
-cache_repr(ResultCache *self)
-{
-    return PyUnicode_FromFormat("ResultCache(%R%s%s)", self->directory ? self->directory : Py_None,
-                                self->authenticated ? "" : ", unauthenticated",
-                                self->closed ? ", closed" : "");
-}
-
-/* A cache object is true even when it holds no entries (len() counts them). */
-static int
-cache_bool(ResultCache *self)
-{
-    (void)self;
-    return 1;
-}
-
-static PyMethodDef cache_methods[] = {
-    {"get_raw", (PyCFunction)cache_get_raw, METH_O, cache_get_raw__doc__},
-    {"scan_raw", (PyCFunction)cache_scan_raw, METH_VARARGS, cache_scan_raw__doc__},
-    {"delete", (PyCFunction)cache_delete, METH_O, cache_delete__doc__},
-    {"delete_by_track_id", (PyCFunction)cache_delete_by_track_id, METH_O, cache_delete_by_track_id__doc__},
-    {"key", (PyCFunction)(void (*)(void))cache_key_method, METH_FASTCALL, cache_key__doc__},
-    {"put", (PyCFunction)(void (*)(void))cache_put, METH_FASTCALL, cache_put__doc__},
-    {"close", (PyCFunction)cache_close_method, METH_NOARGS, cache_close__doc__},
-    {"__enter__", (PyCFunction)cache_enter, METH_NOARGS, NULL},
-    {"__exit__", (PyCFunction)cache_exit, METH_VARARGS, NULL},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyMemberDef cache_members[] = {
-    {"directory", T_OBJECT, offsetof(ResultCache, directory), READONLY, "The cache directory."},
-    {"path", T_OBJECT, offsetof(ResultCache, path), READONLY, "The cache file, directory/cache.db."},
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(ResultCache, weakreflist), READONLY, NULL},
-    {NULL},
-};
-
-static PyGetSetDef cache_getset[] = {
-    {"closed", (getter)get_closed, NULL, "True once close() has run.", NULL},
-    {"authenticated", (getter)get_authenticated, NULL,
-     "True if entries carry a MAC under a key and only verified ones are unpickled.", NULL},
-    {NULL},
-};
-
-PyDoc_STRVAR(cache_doc,
-    "ResultCache(directory, mode='create', busy_timeout=60.0, *, auth_key)\n--\n\n"
-    "Pickled results of tracked calls in directory/cache.db (SQLite, WAL).\n\n"
-    "mode 'create' makes the file (0600; not the directory) if needed; 'read' opens an\n"
-    "existing file read-only; 'write' opens an existing file for deletions.  auth_key\n"
-    "(bytes) authenticates entries: each one stored gets an HMAC-SHA256 under it, and an\n"
-    "entry whose MAC does not verify is never unpickled; None: no MACs (an\n"
-    "unauthenticated cache).  Safe to share between threads; many processes may use one\n"
-    "file at once.");
-
-static PyType_Slot cache_slots[] = {
-    {Py_tp_doc, (void *)cache_doc},
-    {Py_tp_new, cache_new},
-    {Py_tp_init, cache_init},
-    {Py_tp_dealloc, cache_dealloc},
-    {Py_tp_traverse, cache_traverse},
-    {Py_tp_clear, cache_clear},
-    {Py_tp_repr, cache_repr},
-    {Py_tp_methods, cache_methods},
-    {Py_tp_members, cache_members},
-    {Py_tp_getset, cache_getset},
-    {Py_mp_length, cache_len},
-    {Py_nb_bool, cache_bool},
-    {0, NULL},
-};
-
-static PyType_Spec cache_spec = {
-    .name = "xetrack_c._core.ResultCache",
-    .basicsize = sizeof(ResultCache),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
-    .slots = cache_slots,
-};
-
-PyDoc_STRVAR(cache_key_function__doc__,
-    "cache_key($module, func, args=None, kwargs=None, params=None, tracker_params=None, /)\n"
-    "--\n\n"
-    "The 32-hex-digit key the result cache gives a call: the first 16 bytes of the\n"
-    "SHA-256 of a canonical encoding of the function's qualified name, the arguments and\n"
-    "the params.  None (with a warning, once per type) if a value cannot be encoded\n"
-    "stably.");
-
-static PyObject *
-cache_key_function(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    xt_state *st = xt_get_state(module);
-    return key_function(st, st->cache_warned, args, nargs);
-}
-
-static PyMethodDef cache_functions[] = {
-    {"cache_key", (PyCFunction)(void (*)(void))cache_key_function, METH_FASTCALL, cache_key_function__doc__},
-    {NULL, NULL, 0, NULL},
-};
-
-int
-xt_cache_exec(PyObject *module, xt_state *st)
-{
-    st->cache_warned = PySet_New(NULL);
-    if (st->cache_warned == NULL) {
-        return -1;
-    }
-    st->ResultCacheType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &cache_spec, NULL);
-    if (st->ResultCacheType == NULL || PyModule_AddType(module, st->ResultCacheType) < 0) {
-        return -1;
-    }
-    return PyModule_AddFunctions(module, cache_functions);
 }

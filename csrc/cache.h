@@ -6,8 +6,9 @@
  * encoding is described in docs/cache.md.  Tracker.track (tracker.c) uses the functions
  * below; everything reachable from Python is added by xt_cache_exec.
  *
- * Implemented in cache_key.c (key encoding), cache.c (the SQLite store and the ResultCache
- * type) and cache_flight.c (single flight); what they share is in cache_internal.h. */
+ * Implemented in cache_key.c (key encoding), cache.c (the SQLite store), cache_type.c (the
+ * ResultCache type) and cache_flight.c (single flight); what they share is in
+ * cache_internal.h. */
 #ifndef XT_CACHE_H
 #define XT_CACHE_H
 

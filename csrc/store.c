@@ -1,5 +1,9 @@
-/* Store: SQLite connections, statements, transactions and the async writer. */
-#include "store.h"
+/* Store: the write path's SQLite layer.  Connections (WAL, our busy handler, turns
+ * between writers), the statement cache, transactions and schema changes, opening,
+ * closing and reopening after fork, and the helpers that turn SQLite failures into
+ * Python exceptions.  The async writer (bounded queue, writer thread, flush, transaction
+ * sizing) is in store_async.c; the store's struct is in store_internal.h. */
+#include "store_internal.h"
 
 static const char *
 advice_for(int rc)
@@ -85,15 +89,6 @@ done:
 #include <sys/time.h>
 #include <time.h>
 
-/* Cached INSERT statements, one per ordered list of column ids. */
-#define XT_STMT_CACHE 32
-
-/* Rows written per transaction by the async writer: at most XT_ASYNC_BATCH, and about as
- * many as take XT_ASYNC_TXN_US to write (next_async_batch). */
-#define XT_ASYNC_BATCH 16384
-#define XT_ASYNC_MIN_BATCH 256
-#define XT_ASYNC_TXN_US 20000
-
 /* Waiting for another connection's write lock: tries after 0.1, 0.2, 0.4 and 0.8 ms, then
  * every XT_BUSY_MAX_SLEEP_US (busy_wait). */
 #define XT_BUSY_FIRST_SLEEP_US 100
@@ -104,64 +99,6 @@ done:
  * The gap is twice the waiters' longest sleep, so a waiting writer tries within it. */
 #define XT_TURN_SLICE_US 100000
 #define XT_TURN_GAP_US 2000
-
-typedef struct {
-    uint64_t hash;
-    int n;
-    int *cols;
-    sqlite3_stmt *stmt;
-    uint64_t used; /* LRU stamp */
-} xt_stmt_entry;
-
-struct xt_store {
-    sqlite3 *db;
-    char *path;
-    char *table;   /* as given */
-    char *qtable;  /* quoted identifier */
-    int durability;
-    int busy_timeout_ms;
-    int open;
-
-    /* Guards db, the statements and the columns' in_db flags. */
-    pthread_mutex_t lock;
-    xt_columns columns;
-    xt_stmt_entry stmts[XT_STMT_CACHE];
-    int last_stmt;
-    uint64_t stmt_clock;
-    sqlite3_stmt *begin_stmt, *commit_stmt, *rollback_stmt;
-    atomic_llong last_ts;
-    atomic_int length_limit; /* the connection's SQLITE_LIMIT_LENGTH, read without a lock */
-
-    /* Async writer: a bounded queue drained by one thread in large transactions. */
-    pthread_mutex_t qlock;
-    pthread_cond_t q_nonempty; /* writer waits here */
-    pthread_cond_t q_space;    /* producers wait here when the queue is full */
-    pthread_cond_t q_idle;     /* flush waits here */
-    xt_row *qhead, *qtail;
-    size_t qlen, qcap;
-    int writer_busy, stopping, thread_started;
-    int closing;              /* set by close(): later rows are refused, not dropped */
-    uint64_t queued, written; /* rows ever queued / ever processed by the writer: a flush
-                               * waits only for the rows queued before it was called */
-    pthread_t thread;
-    xt_error deferred; /* first failure of the writer, reported by the next flush */
-    size_t rows_lost;
-
-    /* busy_wait's state: when the current wait began (monotonic); under `lock`. */
-    int64_t busy_since_us;
-    /* take_turn's window (monotonic), the time in it spent writing, and the part of
-     * that spent waiting for others (busy_wait); under `lock`. */
-    int64_t turn_start_us, turn_held_us, turn_waited_us;
-    /* The last write's time holding the write lock, and the async writer's batch size
-     * (next_async_batch); under `lock`. */
-    int64_t last_write_us;
-    size_t async_batch;
-
-    /* fork.c's count of fork()s when the connection was opened, and the guard through
-     * which a fork from Python waits for `lock` (csrc/fork.c). */
-    unsigned long fork_generation;
-    xt_fork_guard fork_guard;
-};
 
 static int64_t
 monotonic_us(void)
@@ -205,8 +142,8 @@ xt_format_timestamp(int64_t us, char out[XT_TS_SIZE])
              (unsigned)tm.tm_sec % 100u, (unsigned)frac % 1000000u);
 }
 
-static void
-set_error(xt_error *err, int rc, const char *msg, const char *sql)
+void
+xt_store_set_error(xt_error *err, int rc, const char *msg, const char *sql)
 {
     err->rc = rc;
     snprintf(err->msg, sizeof(err->msg), "%s", msg ? msg : sqlite3_errstr(rc));
@@ -244,7 +181,7 @@ set_step_error(xt_store *s, xt_error *err, int rc, const char *sql, int sys_errn
     const char *os_text = NULL;
     int primary = rc & 0xff;
 
-    set_error(err, rc, s->db ? sqlite3_errmsg(s->db) : NULL, sql);
+    xt_store_set_error(err, rc, s->db ? sqlite3_errmsg(s->db) : NULL, sql);
     if (primary == SQLITE_IOERR || primary == SQLITE_FULL || primary == SQLITE_CANTOPEN) {
         os_text = os_error_text(sys_errno);
     }
@@ -373,7 +310,7 @@ refresh_schema(xt_store *s, xt_error *err)
     sqlite3_stmt *stmt = NULL;
     int rc, res = -1;
     if (sql == NULL) {
-        set_error(err, SQLITE_NOMEM, NULL, NULL);
+        xt_store_set_error(err, SQLITE_NOMEM, NULL, NULL);
         return -1;
     }
     rc = sqlite3_prepare_v2(s->db, sql, -1, &stmt, NULL);
@@ -431,7 +368,7 @@ add_missing_columns(xt_store *s, const int *cols, int n, xt_error *err)
         char *sql = sqlite3_mprintf("ALTER TABLE %s ADD COLUMN \"%w\" %s", s->qtable, c->name,
                                     decl_name(c->decl_type));
         if (sql == NULL) {
-            set_error(err, SQLITE_NOMEM, NULL, NULL);
+            xt_store_set_error(err, SQLITE_NOMEM, NULL, NULL);
             return -1;
         }
         int rc = exec_sql(s, sql, err);
@@ -513,7 +450,7 @@ insert_stmt(xt_store *s, const xt_row *row, xt_error *err)
     int *cols = malloc(sizeof(int) * (size_t)(row->n ? row->n : 1));
     sqlite3_stmt *stmt = NULL;
     if (sql == NULL || cols == NULL) {
-        set_error(err, SQLITE_NOMEM, NULL, NULL);
+        xt_store_set_error(err, SQLITE_NOMEM, NULL, NULL);
         goto fail;
     }
     char *p = sql;
@@ -713,7 +650,7 @@ create_table(xt_store *s, int reset, xt_error *err)
                           "PRIMARY KEY (track_id, timestamp))",
                           s->qtable);
     if (sql == NULL) {
-        set_error(err, SQLITE_NOMEM, NULL, NULL);
+        xt_store_set_error(err, SQLITE_NOMEM, NULL, NULL);
         goto done;
     }
     if (exec_sql(s, sql, err) < 0 || refresh_schema(s, err) < 0 || commit(s, err) < 0) {
@@ -774,8 +711,8 @@ take_turn(xt_store *s)
     s->turn_held_us = 0;
 }
 
-static int
-write_locked(xt_store *s, xt_row **rows, size_t n, xt_error *err)
+int
+xt_store_write_locked(xt_store *s, xt_row **rows, size_t n, xt_error *err)
 {
     take_turn(s);
     int64_t started = monotonic_us(), waited = s->turn_waited_us;
@@ -991,7 +928,7 @@ xt_store_open(xt_store *s, const char *path, const char *table, int durability, 
     s->table = dup_string(table);
     s->qtable = quote_ident(table);
     if (s->path == NULL || s->table == NULL || s->qtable == NULL) {
-        set_error(err, SQLITE_NOMEM, NULL, NULL);
+        xt_store_set_error(err, SQLITE_NOMEM, NULL, NULL);
         return -1;
     }
     s->durability = durability;
@@ -1066,11 +1003,11 @@ xt_store_unlock(xt_store *s)
     pthread_mutex_unlock(&s->lock);
 }
 
-static int
-check_open(xt_store *s, xt_error *err)
+int
+xt_store_check_open(xt_store *s, xt_error *err)
 {
     if (!s->open) {
-        set_error(err, SQLITE_MISUSE, "the tracker is closed", NULL);
+        xt_store_set_error(err, SQLITE_MISUSE, "the tracker is closed", NULL);
         return -1;
     }
     return 0;
@@ -1080,7 +1017,7 @@ int
 xt_store_write(xt_store *s, xt_row **rows, size_t n, xt_error *err)
 {
     pthread_mutex_lock(&s->lock);
-    int res = check_open(s, err) < 0 ? -1 : write_locked(s, rows, n, err);
+    int res = xt_store_check_open(s, err) < 0 ? -1 : xt_store_write_locked(s, rows, n, err);
     pthread_mutex_unlock(&s->lock);
     return res;
 }
@@ -1090,7 +1027,7 @@ xt_store_ensure_columns(xt_store *s, const int *cols, int n, xt_error *err)
 {
     int res = -1;
     pthread_mutex_lock(&s->lock);
-    if (check_open(s, err) < 0 || begin(s, err) < 0) {
+    if (xt_store_check_open(s, err) < 0 || begin(s, err) < 0) {
         goto done;
     }
     if (add_missing_columns(s, cols, n, err) < 0 || commit(s, err) < 0) {
@@ -1100,199 +1037,6 @@ xt_store_ensure_columns(xt_store *s, const int *cols, int n, xt_error *err)
     res = 0;
 done:
     pthread_mutex_unlock(&s->lock);
-    return res;
-}
-
-static void
-free_rows(xt_row *row)
-{
-    while (row) {
-        xt_row *next = row->next;
-        free(row);
-        row = next;
-    }
-}
-
-/* The async writer's transactions last about XT_ASYNC_TXN_US: commits then cost nothing
- * measurable (one per thousands of rows), and a writer of another process waits for at
- * most one such transaction before take_turn lets it in (16,384 rows can take a tenth of
- * a second).  After a full batch, or one that took too long, the size moves halfway to
- * the number of rows the last one wrote per XT_ASYNC_TXN_US.  Called with s->lock held. */
-static size_t
-next_async_batch(xt_store *s, size_t n)
-{
-    if (n >= s->async_batch || s->last_write_us > XT_ASYNC_TXN_US) {
-        int64_t took = s->last_write_us > 0 ? s->last_write_us : 1;
-        int64_t fit = (int64_t)n * XT_ASYNC_TXN_US / took;
-        int64_t next = ((int64_t)s->async_batch + fit) / 2;
-        s->async_batch = next < XT_ASYNC_MIN_BATCH ? XT_ASYNC_MIN_BATCH
-                         : next > XT_ASYNC_BATCH   ? XT_ASYNC_BATCH
-                                                   : (size_t)next;
-    }
-    return s->async_batch;
-}
-
-/* Write a chain of rows from the queue, in transactions of at most XT_ASYNC_BATCH rows
- * (next_async_batch), and free them.  A failed batch is counted and reported by the next
- * flush. */
-static void
-drain_chain(xt_store *s, xt_row *chain)
-{
-    xt_row **batch = malloc(sizeof(xt_row *) * XT_ASYNC_BATCH);
-    xt_error err = {0};
-    size_t lost = 0;
-    pthread_mutex_lock(&s->lock);
-    size_t cap = s->async_batch;
-    pthread_mutex_unlock(&s->lock);
-
-    if (batch == NULL) {
-        for (xt_row *r = chain; r; r = r->next) {
-            lost++;
-        }
-        free_rows(chain);
-        set_error(&err, SQLITE_NOMEM, "out of memory in the async writer", NULL);
-        chain = NULL;
-    }
-    while (chain) {
-        size_t n = 0;
-        while (chain && n < cap) {
-            batch[n++] = chain;
-            chain = chain->next;
-        }
-        pthread_mutex_lock(&s->lock);
-        int rc = -1;
-        if (check_open(s, &err) == 0) {
-            rc = write_locked(s, batch, n, &err);
-            cap = next_async_batch(s, n);
-        }
-        pthread_mutex_unlock(&s->lock);
-        if (rc < 0) {
-            lost += n;
-        }
-        for (size_t i = 0; i < n; i++) {
-            free(batch[i]);
-        }
-    }
-    free(batch);
-    if (lost) {
-        pthread_mutex_lock(&s->qlock);
-        if (s->deferred.rc == 0) {
-            s->deferred = err;
-        }
-        s->rows_lost += lost;
-        pthread_mutex_unlock(&s->qlock);
-    }
-}
-
-static void *
-writer_main(void *arg)
-{
-    xt_store *s = arg;
-    pthread_mutex_lock(&s->qlock);
-    for (;;) {
-        while (s->qhead == NULL && !s->stopping) {
-            s->writer_busy = 0;
-            pthread_cond_broadcast(&s->q_idle);
-            pthread_cond_wait(&s->q_nonempty, &s->qlock);
-        }
-        if (s->qhead == NULL) {
-            break;
-        }
-        xt_row *chain = s->qhead;
-        size_t taken = s->qlen;
-        s->qhead = s->qtail = NULL;
-        s->qlen = 0;
-        s->writer_busy = 1;
-        pthread_cond_broadcast(&s->q_space);
-        pthread_mutex_unlock(&s->qlock);
-        drain_chain(s, chain);
-        pthread_mutex_lock(&s->qlock);
-        s->written += taken;
-        pthread_cond_broadcast(&s->q_idle);
-    }
-    s->writer_busy = 0;
-    pthread_cond_broadcast(&s->q_idle);
-    pthread_mutex_unlock(&s->qlock);
-    return NULL;
-}
-
-int
-xt_store_enqueue(xt_store *s, xt_row *row, int may_block)
-{
-    if (may_block) {
-        pthread_mutex_lock(&s->qlock);
-        while (s->qlen >= s->qcap && s->thread_started && !s->closing) {
-            pthread_cond_wait(&s->q_space, &s->qlock);
-        }
-    }
-    else {
-        if (pthread_mutex_trylock(&s->qlock) != 0) {
-            return 1;
-        }
-        if (s->qlen >= s->qcap && s->thread_started && !s->closing) {
-            pthread_mutex_unlock(&s->qlock);
-            return 1;
-        }
-    }
-    if (s->closing || !s->open) {
-        pthread_mutex_unlock(&s->qlock);
-        return -1;
-    }
-    if (!s->thread_started) {
-        if (pthread_create(&s->thread, NULL, writer_main, s) != 0) {
-            /* No thread: write synchronously rather than lose the row, waiting for the
-             * store's lock, so only where the caller may block (it holds no GIL). */
-            if (!may_block) {
-                pthread_mutex_unlock(&s->qlock);
-                return 1;
-            }
-            s->queued++;
-            pthread_mutex_unlock(&s->qlock);
-            row->next = NULL;
-            drain_chain(s, row);
-            pthread_mutex_lock(&s->qlock);
-            s->written++;
-            pthread_cond_broadcast(&s->q_idle);
-            pthread_mutex_unlock(&s->qlock);
-            return 0;
-        }
-        s->thread_started = 1;
-    }
-    row->next = NULL;
-    if (s->qtail) {
-        s->qtail->next = row;
-    }
-    else {
-        s->qhead = row;
-    }
-    s->qtail = row;
-    s->qlen++;
-    s->queued++;
-    if (s->qlen == 1) {
-        pthread_cond_signal(&s->q_nonempty);
-    }
-    pthread_mutex_unlock(&s->qlock);
-    return 0;
-}
-
-int
-xt_store_flush(xt_store *s, xt_error *err)
-{
-    int res = 0;
-    pthread_mutex_lock(&s->qlock);
-    uint64_t target = s->queued;
-    while (s->written < target) {
-        pthread_cond_wait(&s->q_idle, &s->qlock);
-    }
-    if (s->deferred.rc != 0) {
-        *err = s->deferred;
-        snprintf(err->msg, sizeof(err->msg), "the async writer lost %zu row(s): %.400s",
-                 s->rows_lost, s->deferred.msg);
-        s->deferred.rc = 0;
-        s->rows_lost = 0;
-        res = -1;
-    }
-    pthread_mutex_unlock(&s->qlock);
     return res;
 }
 
@@ -1327,7 +1071,7 @@ xt_store_free(xt_store *s)
         return;
     }
     xt_fork_guard_remove(&s->fork_guard);
-    free_rows(s->qhead);
+    xt_store_free_rows(s->qhead);
     int count = atomic_load(&s->columns.count);
     for (int i = 0; i < count; i++) {
         xt_column_free(s->columns.slots[i]);

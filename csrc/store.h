@@ -1,6 +1,10 @@
 /* Store: the SQLite layer.  Pure C below the Python boundary (connections, statement
  * cache, transactions, busy waiting, the async writer thread), plus the one helper that
- * turns SQLite failures into Python exceptions. */
+ * turns SQLite failures into Python exceptions.
+ *
+ * Implemented in store.c (connections, transactions, statement cache, schema changes,
+ * opening, closing, fork) and store_async.c (the async writer: xt_store_enqueue,
+ * xt_store_flush); what they share is in store_internal.h. */
 #ifndef XT_STORE_H
 #define XT_STORE_H
 

@@ -1,0 +1,102 @@
+/* Store internals, shared by the store's files and by no other file (the rest of the core
+ * uses store.h): the xt_store struct, its statement cache entries, the async writer's
+ * transaction sizes, and the functions one store file calls in the other.
+ *
+ *   store.c        connections, busy waits and turns, statement cache, transactions,
+ *                  schema changes, opening, closing, fork
+ *   store_async.c  the async writer: bounded queue, writer thread, flush, transaction sizing */
+#ifndef XT_STORE_INTERNAL_H
+#define XT_STORE_INTERNAL_H
+
+#include "store.h"
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Cached INSERT statements, one per ordered list of column ids. */
+#define XT_STMT_CACHE 32
+
+/* Rows written per transaction by the async writer: at most XT_ASYNC_BATCH, and about as
+ * many as take XT_ASYNC_TXN_US to write (next_async_batch). */
+#define XT_ASYNC_BATCH 16384
+#define XT_ASYNC_MIN_BATCH 256
+#define XT_ASYNC_TXN_US 20000
+
+typedef struct {
+    uint64_t hash;
+    int n;
+    int *cols;
+    sqlite3_stmt *stmt;
+    uint64_t used; /* LRU stamp */
+} xt_stmt_entry;
+
+struct xt_store {
+    sqlite3 *db;
+    char *path;
+    char *table;   /* as given */
+    char *qtable;  /* quoted identifier */
+    int durability;
+    int busy_timeout_ms;
+    int open;
+
+    /* Guards db, the statements and the columns' in_db flags. */
+    pthread_mutex_t lock;
+    xt_columns columns;
+    xt_stmt_entry stmts[XT_STMT_CACHE];
+    int last_stmt;
+    uint64_t stmt_clock;
+    sqlite3_stmt *begin_stmt, *commit_stmt, *rollback_stmt;
+    atomic_llong last_ts;
+    atomic_int length_limit; /* the connection's SQLITE_LIMIT_LENGTH, read without a lock */
+
+    /* Async writer: a bounded queue drained by one thread in large transactions. */
+    pthread_mutex_t qlock;
+    pthread_cond_t q_nonempty; /* writer waits here */
+    pthread_cond_t q_space;    /* producers wait here when the queue is full */
+    pthread_cond_t q_idle;     /* flush waits here */
+    xt_row *qhead, *qtail;
+    size_t qlen, qcap;
+    int writer_busy, stopping, thread_started;
+    int closing;              /* set by close(): later rows are refused, not dropped */
+    uint64_t queued, written; /* rows ever queued / ever processed by the writer: a flush
+                               * waits only for the rows queued before it was called */
+    pthread_t thread;
+    xt_error deferred; /* first failure of the writer, reported by the next flush */
+    size_t rows_lost;
+
+    /* busy_wait's state: when the current wait began (monotonic); under `lock`. */
+    int64_t busy_since_us;
+    /* take_turn's window (monotonic), the time in it spent writing, and the part of
+     * that spent waiting for others (busy_wait); under `lock`. */
+    int64_t turn_start_us, turn_held_us, turn_waited_us;
+    /* The last write's time holding the write lock, and the async writer's batch size
+     * (next_async_batch); under `lock`. */
+    int64_t last_write_us;
+    size_t async_batch;
+
+    /* fork.c's count of fork()s when the connection was opened, and the guard through
+     * which a fork from Python waits for `lock` (csrc/fork.c). */
+    unsigned long fork_generation;
+    xt_fork_guard fork_guard;
+};
+
+/* store.c */
+
+/* Fill `err`: `msg`, or SQLite's text for `rc` when NULL, and the statement `sql`. */
+void xt_store_set_error(xt_error *err, int rc, const char *msg, const char *sql);
+/* 0, or -1 with `err` set when the store is closed.  s->lock held. */
+int xt_store_check_open(xt_store *s, xt_error *err);
+/* Write `rows` in one transaction, after taking turns with other processes (take_turn),
+ * creating missing columns and retrying once after a schema change; the rows stay the
+ * caller's.  0, or -1 with `err` set.  s->lock held. */
+int xt_store_write_locked(xt_store *s, xt_row **rows, size_t n, xt_error *err);
+
+/* store_async.c */
+
+/* Free a chain of rows linked through `next` (the queue, or what is left of it). */
+void xt_store_free_rows(xt_row *row);
+
+#endif
