@@ -1,8 +1,8 @@
 /* Result cache, key encoding: the canonical binary encoding of a call (qualified function
  * name, args, kwargs, per-call params, tracker params), hashed with SHA-256 into the key of
  * the call, and the warning, once per type, for values that cannot be encoded stably.
- * The encoding is described in docs/cache.md.  The store and the ResultCache type
- * (cache.c) reach it through cache_internal.h. */
+ * The encoding is described in docs/cache.md.  The store (cache.c) and the ResultCache
+ * type (cache_type.c) reach it through cache_internal.h. */
 #include "cache_internal.h"
 
 #include <math.h>

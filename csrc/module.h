@@ -25,7 +25,7 @@ typedef struct {
     PyObject *str_item;       /* "item" */
     PyObject *str_timestamp;  /* "timestamp" */
     PyObject *str_track_id;   /* "track_id" */
-    /* Result cache (cache.c): names read on every keyed call, helpers imported on first
+    /* Result cache (cache*.c): names read on every keyed call, helpers imported on first
      * use (NULL until then), and the types the module-level cache_key() warned about. */
     PyObject *str_module;     /* "__module__" */
     PyObject *str_qualname;   /* "__qualname__" */
