@@ -108,6 +108,14 @@ def pytest_configure(config: pytest.Config) -> None:
         _SAVED_ENV[name] = os.environ.get(name)
     os.environ["XDG_CONFIG_HOME"] = _SESSION_CONFIG
     os.environ.pop("XETRACK_C_CACHE_KEY", None)
+    # A suite started as a background job (`cmd &` in a script) has SIGINT ignored, and
+    # every child would inherit that: the tests that send Ctrl-C to a child interpreter
+    # need children that take it, so the session takes SIGINT back (children start with
+    # the default action and Python turns it into KeyboardInterrupt).
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
