@@ -145,3 +145,29 @@ def test_timeout_cancels_the_job_and_the_window_refills(executor, db_path):
     assert sorted(row["value"] for row in read_rows(db_path, "metrics")) == [4, 9]
     statuses = {row["name"]: row["status"] for row in read_rows(db_path, "experiments")}
     assert statuses == {"hangs": "timeout", "sq2": "completed", "sq3": "completed"}
+
+
+class BrokenWatchJob:
+    """A job whose done() raises (as a failing cluster query would) and whose result()
+    says why."""
+
+    def done(self) -> bool:
+        raise RuntimeError("sacct: cannot reach slurmdbd")
+
+    def result(self):
+        raise RuntimeError("the job's state is unknown")
+
+    def cancel(self) -> None:
+        pass
+
+
+class BrokenWatchExecutor:
+    def submit(self, fn, *args):
+        return BrokenWatchJob()
+
+
+def test_a_failing_done_fails_that_task_not_the_batch():
+    (result,) = run_multiple([ExperimentSpec(function=square, config={"i": 1})],
+                             executor=BrokenWatchExecutor())
+    assert result.status == "failed"
+    assert "the job's state is unknown" in result.error_message
