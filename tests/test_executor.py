@@ -185,7 +185,7 @@ def test_progress_line_on_stderr(capsys, monkeypatch):
     run_multiple([ExperimentSpec(function=boom, config={"x": 1}),
                   ExperimentSpec(function=double, config={"x": 1})], progress=True)
     err = capsys.readouterr().err
-    assert "run_multiple 2/2 (1 failed)" in err and "tasks/s" in err and "ETA" in err
+    assert "run_multiple 2/2 (1 completed, 1 failed)" in err and "tasks/s" in err and "ETA" in err
 
 
 # ------------------------------------------------------------------ validation

@@ -14,8 +14,8 @@ Public: :func:`run_multiple`, :class:`ExperimentSpec`, :class:`ExperimentResult`
 - ``process_tasks``, ``process_worker``: ``backend="process"`` (the parent's side and the
   worker process); ``forkserver``: the warm interpreter of ``launcher="forkserver"``;
 - ``batch``: one batch on the C worker pool (``xetrack_c._core.run_tasks``);
-- ``remote_buffer``, ``remote_task``, ``remote_dask``, ``task_cache``, ``remote``: the
-  executor path (``run_multiple(executor=...)``);
+- ``remote_buffer``, ``remote_task``, ``remote_dask``, ``remote_submitit``, ``task_cache``,
+  ``remote``: the executor path (``run_multiple(executor=...)``);
 - ``runner``: :func:`run_multiple` itself.
 
 Importing this package loads none of them; each public name loads its module on first use.

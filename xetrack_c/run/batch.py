@@ -320,10 +320,9 @@ class Batch:
             return self.options.progress
         if current_task.get() is not None:
             return False  # a batch inside a task: the outer batch shows progress
-        try:
-            return sys.stderr is not None and sys.stderr.isatty()
-        except (AttributeError, ValueError):
-            return False
+        from xetrack_c.run.progress import shown_by_default
+
+        return shown_by_default()  # a terminal or a notebook; not a redirected stderr
 
     def run(self) -> List[ExperimentResult]:
         """Run the batch; the results in input order."""

@@ -23,7 +23,7 @@ import random
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from xetrack_c.run import child, remote_buffer, remote_dask
+from xetrack_c.run import child, remote_buffer, remote_dask, remote_submitit
 from xetrack_c.run.batch import GRACE_SECONDS, Batch
 from xetrack_c.run.tasks import describe_exception
 from xetrack_c.run.types import BatchOptions, ExperimentResult, ExperimentSpec
@@ -92,6 +92,7 @@ class RemoteBatch(Batch):
         self._cache_key_arg = cache_key  # handed to TaskCache; never shown
         self.window = parallel if parallel else len(specs)
         self.dask = remote_dask.is_dask_client(executor)
+        self.submitit = remote_submitit.is_submitit_executor(executor)
         self.writer = remote_buffer.ChunkWriter(options.db)
         self.events: "queue.SimpleQueue[Tuple[int, int, Any]]" = queue.SimpleQueue()
         self.flights: Dict[int, _Flight] = {}
@@ -170,6 +171,9 @@ class RemoteBatch(Batch):
                 (function, args, f"xetrack_c-{self.specs[index].name or 'task'}-"
                                  f"{self.ids[index]}-{attempt}")
                 for index, attempt, function, args in prepared])
+        elif self.submitit:
+            futures = remote_submitit.submit(
+                self.executor, [(function, args) for _, _, function, args in prepared])
         else:
             futures = [self.executor.submit(function, *args) for _, _, function, args in prepared]
         events = self.events
@@ -193,7 +197,7 @@ class RemoteBatch(Batch):
             flight = self.flights.get(entry[0])
             if flight is None or flight.attempt != entry[1]:
                 continue
-            if entry[2].done():
+            if remote_submitit.job_done(entry[2]):
                 self.events.put(entry)
             else:
                 still.append(entry)

@@ -70,8 +70,9 @@ def run_multiple(
             1.2 s). Retries are starts too.
         timeout: Seconds for the whole batch; when it passes, running experiments
             stop with status ``timeout`` and the rest are ``cancelled``.
-        progress: Show a progress bar (tqdm when installed, else a stderr line);
-            None shows it when stderr is a terminal.
+        progress: Show progress (tqdm.auto when installed, else stderr lines); None
+            shows it when stderr is a terminal or in a Jupyter notebook, True also when
+            stderr is redirected (whole lines, no carriage returns).
         on_progress: ``on_progress(done, total, result)``, called in completion order.
         resume: With ``db``, skip (status ``skipped``) specs that already completed there
             with the same target, config and seed.
