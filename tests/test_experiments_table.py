@@ -43,8 +43,9 @@ def test_record_writes_one_row_with_fixed_columns_then_config(db_path):
     assert table_names(db_path) == ["experiments"]
     columns = list(table_info(db_path, "experiments"))
     assert columns[:2] == ["track_id", "timestamp"]
-    assert columns[2:12] == list(FIXED_COLUMNS)
-    assert columns[12:] == ["model_lr", "model_opt_name", "fold", "layers"]
+    fixed_end = 2 + len(FIXED_COLUMNS)
+    assert columns[2:fixed_end] == list(FIXED_COLUMNS)
+    assert columns[fixed_end:] == ["model_lr", "model_opt_name", "fold", "layers"]
     types = table_info(db_path, "experiments")
     assert types["seed"] == "INTEGER" and types["duration"] == "REAL" and types["error"] == "TEXT"
     first, second = read_rows(db_path, "experiments")
@@ -245,3 +246,8 @@ def test_fingerprint_same_in_processes_with_different_hash_seeds():
 def test_fingerprint_of_dataclass_config_value():
     assert fingerprint("f", {"p": _Point(1, "a")}, None) == fingerprint(
         "f", {"p": {"x": 1, "y": "a"}}, None)
+
+
+def test_attempts_is_not_a_name_for_the_experiments_table(db_path):
+    with pytest.raises(ValueError, match="attempts table"):
+        ExperimentTable(db_path, table="Attempts")

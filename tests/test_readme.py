@@ -51,3 +51,6 @@ def test_readme_python_block_runs(index, tmp_path):
         assert "rule-v1" in proc.stdout
     if "run_multiple" in code:
         assert proc.stdout.count("'completed'") == 3
+    if "db=\"trials.db\"" in code:
+        # the returned losses are columns of the experiments table
+        assert "loss" in proc.stdout and proc.stdout.count("completed") == 6

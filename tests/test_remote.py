@@ -210,7 +210,9 @@ def test_fail_fast_cancels_the_rest(db_path):
         results = run_multiple(specs, 1, executor=pool, db=db_path, fail_fast=True)
     assert results[0].status == "failed"
     assert [r.status for r in results[1:]] == ["cancelled"] * 4
-    assert count_rows(db_path, "experiments") == 1
+    # every spec has its final record, the ones never submitted too
+    rows = {row["experiment_id"]: row["status"] for row in read_rows(db_path, "experiments")}
+    assert rows == {r.experiment_id: r.status for r in results}
 
 
 def test_max_consecutive_failures(db_path):
@@ -272,14 +274,14 @@ def test_cache_hits_skip_submission(tmp_path, db_path):
     assert os.path.isfile(os.path.join(cache, "cache.db"))
 
 
-def test_standalone_metrics_go_to_drivers_directory(tmp_path, monkeypatch):
+def test_metrics_without_db_come_back_in_the_result_and_no_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with ThreadPoolExecutor(1) as pool:
         (result,) = run_multiple([ExperimentSpec(function=square, config={"i": 3})],
                                  executor=pool)
     assert result.status == "completed"
-    assert [row["value"] for row in read_rows(str(tmp_path / "xetrack_metrics.db"), "metrics")] \
-        == [9]
+    assert result.metrics == [{"experiment_id": result.experiment_id, "step": 3, "value": 9}]
+    assert os.listdir(tmp_path) == []
 
 
 def test_progress_callback_and_parallel_window(db_path):

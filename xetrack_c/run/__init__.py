@@ -8,9 +8,12 @@ Public: :func:`run_multiple`, :class:`ExperimentSpec`, :class:`ExperimentResult`
 - ``task_info``: what the child API knows of one experiment;
 - ``types``: specs, results and the batch's options, with their checks;
 - ``retry``, ``workers``, ``progress``, ``experiments``: retry policy and start rate,
-  per-worker state, the progress display, the experiments table;
+  per-worker state, the progress display, the experiments and attempts tables (with
+  ``result_data``: return values as columns, metrics rows read back);
+- ``interrupts``: Ctrl-C held back while an outcome is recorded, its one-line message;
 - ``child``: the child API (config, seed and ``log_metrics`` inside a task);
 - ``tasks``: calling a task's function, describing how a task ended;
+- ``accounting``: one final record per spec, attempts rows, metrics without ``db``;
 - ``process_tasks``, ``process_worker``: ``backend="process"`` (the parent's side and the
   worker process); ``forkserver``: the warm interpreter of ``launcher="forkserver"``;
 - ``batch``: one batch on the C worker pool (``xetrack_c._core.run_tasks``);

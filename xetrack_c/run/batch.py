@@ -22,7 +22,8 @@ from typing import Any, Dict, List, Optional, Tuple
 from xetrack_c import _core
 from xetrack_c.run import child
 from xetrack_c.run import process_tasks as procs
-from xetrack_c.run.child import TaskInfo, current_task
+from xetrack_c.run.accounting import Accounting
+from xetrack_c.run.child import DEFAULT_METRICS_TABLE, TaskInfo, current_task
 from xetrack_c.run.tasks import (
     call_in_mode,
     call_mode,
@@ -46,7 +47,7 @@ _CHILD_VARIABLES = frozenset(
 )
 
 
-class Batch:
+class Batch(Accounting):
     """The specs of one call, their ids and seeds, and the results as they come in."""
 
     def __init__(self, specs: List[ExperimentSpec], options: BatchOptions) -> None:
@@ -67,6 +68,7 @@ class Batch:
         self.done = 0
         self.consecutive_failures = 0
         self.attempts = [0] * count
+        self._init_accounting(count)
         self.process = options.backend == "process"
         self._payloads: Optional[procs.Payloads] = None
         self._init_token = object()  # marks the worker threads that ran worker_init
@@ -109,9 +111,13 @@ class Batch:
         spec = self.specs[index]
         mode = self.modes[index]
         config = spec.config
+        sink = None
+        if self.options.db is None:
+            sink = self.sinks[index] = []  # log_metrics rows come back in the result
         # What child.task_context does, without re-checking values checked already.
         token = current_task.set(TaskInfo(self.ids[index], config, self.seeds[index],
-                                           self.options.db, spec.name))
+                                           self.options.db, spec.name, DEFAULT_METRICS_TABLE,
+                                           sink))
         try:
             return call_in_mode(spec.function, mode, config, self.seeds[index])
         finally:
@@ -122,9 +128,11 @@ class Batch:
         spec = self.specs[index]
         if self.log_dir is None:
             self.log_dir = tempfile.mkdtemp(prefix="xetrack_c-run-")
+        # Without db, log_metrics writes a private file, read back when the script ends.
+        db = self.options.db if self.options.db is not None else self._metrics_file(index)
         try:
             extra = child.child_environment(self.ids[index], spec.config, self.seeds[index],
-                                             self.options.db, spec.name)
+                                             db, spec.name)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"Invalid ExperimentSpec at index {index}: {exc}") from exc
         stem = os.path.join(self.log_dir, f"{index:05d}-{self.ids[index]}")
@@ -185,8 +193,9 @@ class Batch:
             return set()
         done = self.table.completed_fingerprints()
         skip = {index for index in range(len(self.specs)) if self._fingerprint(index) in done}
-        for index in skip:
+        for index in skip:  # its final record is the completed row found there
             self.results[index] = self._result(index, "skipped", None, 0.0, None)
+            self.final[index] = True
         return skip
 
     # ------------------------------------------------------------------ results
@@ -232,6 +241,7 @@ class Batch:
         policy = self.options.retry
         if code == 0 and self.process and spec.function is not None:
             outcome = procs.decode_reply(value)
+            self.sinks[index] = outcome.metrics
             retry = outcome.status == "failed" and outcome.type_names != () \
                 and policy.matches(outcome.exception, outcome.type_names)
             return outcome.status, outcome.error, outcome.result, retry
@@ -260,25 +270,23 @@ class Batch:
         status, error, result_value, retry = self._outcome(index, code, value, duration, tail)
         if started:
             self.attempts[index] += 1
+            self._record_attempt(index, status, error, duration)
         attempts = self.attempts[index]
         if attempts > 1 and error is not None:
             error += f"\n(attempt {attempts} of {self.options.retry.retries + 1})"
         result = self._result(index, status, error, duration, result_value)
+        if self.options.db is None:
+            result.metrics = self._metrics(index)
         if retry and attempts <= self.options.retry.retries:
             self.results[index] = result  # kept if no further attempt runs
+            self.waiting.add(index)
             return self.options.retry.delay(attempts)
         return self._finish(index, result, started)
 
     def _finish(self, index: int, result: ExperimentResult, started: bool) -> bool:
         status = result.status
-        self.results[index] = result
-        self.done += 1
-        if self.table is not None:
-            self._record(index, result)
-        if self.progress is not None:
-            self.progress.update(status)
-        if self.options.on_progress is not None:
-            self.options.on_progress(self.done, len(self.order), result)
+        self._settle(index, result)
+        self._call_on_progress(len(self.order), result)
         if status == "completed":
             self.consecutive_failures = 0
             return False
@@ -287,16 +295,6 @@ class Batch:
         self.consecutive_failures += 1
         limit = self.options.max_consecutive_failures
         return self.options.fail_fast or (limit is not None and self.consecutive_failures >= limit)
-
-    def _record(self, index: int, result: ExperimentResult) -> None:
-        spec = self.specs[index]
-        kind, target = target_of(spec)
-        self.table.record(
-            experiment_id=result.experiment_id, name=spec.name, status=result.status,
-            duration=result.duration, seed=result.seed, error_message=result.error_message,
-            tags=spec.tags, config=spec.config, kind=kind, target=target,
-            fingerprint=self._fingerprint(index),
-        )
 
     # ------------------------------------------------------------------ running
     def dry_run(self) -> List[ExperimentResult]:
@@ -338,19 +336,16 @@ class Batch:
 
                     self.progress = Progress(len(tasks))
                 workers = min(self.options.workers, len(tasks))
-                try:
+                with self._accounted():  # one final record per spec; Ctrl-C waits for them
                     # Gated: a task starts only after the verdict on the one its worker
                     # ran, so fail_fast never starts a task after a failure it knew of.
                     # Retries too: the worker waits for the verdict on its task.
                     gated = self.options.fail_fast or self.options.max_consecutive_failures \
                         or self.options.retry.retries
-                    _core.run_tasks(tasks, workers, self.on_done, self.options.timeout or 0.0,
+                    _core.run_tasks(tasks, workers, self.report, self.options.timeout or 0.0,
                                     GRACE_SECONDS, bool(gated), self.options.rate_interval,
                                     self._groups(), self._worker_processes(tasks),
                                     self._forkserver())
-                except KeyboardInterrupt as interrupt:
-                    interrupt.results = self._finished_results()  # type: ignore[attr-defined]
-                    raise
         finally:
             self._close()
         return self._finished_results()
@@ -379,12 +374,6 @@ class Batch:
         return (procs.worker_command(), procs.environment(),
                 procs.init_frame(self.options.worker_init))
 
-    def _finished_results(self) -> List[ExperimentResult]:
-        return [result if result is not None else self._result(index, "cancelled",
-                                                               "cancelled before it started",
-                                                               0.0, None)
-                for index, result in enumerate(self.results)]
-
     def _close(self) -> None:
         if self.progress is not None:
             self.progress.close()
@@ -394,6 +383,8 @@ class Batch:
             self._remove_logs()
 
     def _remove_logs(self) -> None:
+        if self.options.db is None:
+            self._remove_metric_files()
         for index, result in enumerate(self.results):
             if result is not None and result.status in ("completed", "skipped"):
                 stem = os.path.join(self.log_dir, f"{index:05d}-{self.ids[index]}")

@@ -12,6 +12,7 @@ The same calls work in three places:
   :func:`get_param` returns its default, :func:`get_experiment_id` and :func:`get_seed`
   return ``None``, and :func:`log_metrics` writes to ``./xetrack_metrics.db`` (table
   ``metrics``) in the current directory.
+In a batch without ``db``, :func:`log_metrics` writes no file (``ExperimentResult.metrics``).
 
 Resolution order: the task context, then the environment, then the standalone defaults.
 The experiment id, config, seed and name come from the first of these that is set, as a
@@ -101,7 +102,6 @@ def _adopt_worker_task() -> None:
 
 
 _adopt_worker_task()
-
 
 
 # ------------------------------------------------------------------ the executor's side
@@ -366,9 +366,10 @@ def log_metrics(metrics: Dict[str, Any], step: Optional[int] = None) -> Dict[str
     The row goes to the metrics table (default ``metrics``) of the batch's database
     through a :class:`xetrack_c.Tracker`, so the file reads like any xetrack file: it
     holds ``experiment_id``, ``step`` (when given), the metric keys, ``timestamp`` and
-    ``track_id`` (one per process). Standalone (no database in the task context or the
-    environment), the row goes to ``./xetrack_metrics.db``, table ``metrics``, with
-    ``experiment_id`` NULL. Each row is committed before the call returns.
+    ``track_id`` (one per process), committed before the call returns. In a task of a
+    batch without ``db`` no file is written: the row comes back in the task's
+    ``ExperimentResult.metrics``. Standalone (a script run by hand, no database in the
+    environment), it goes to ``./xetrack_metrics.db``, table ``metrics``.
 
     Args:
         metrics: Metric name -> value.
@@ -395,11 +396,17 @@ def log_metrics(metrics: Dict[str, Any], step: Optional[int] = None) -> Dict[str
             )
     if step is not None and "step" in metrics:
         raise ValueError("'step' given both as a metric and as step=: pass it once")
-    experiment_id, db, table = _metrics_destination()
+    info = current_task.get()
+    sink = info.metrics_sink if info is not None and info.db is None else None
+    experiment_id, db, table = (info.experiment_id, "", "") if sink is not None \
+        else _metrics_destination()
     row: Dict[str, Any] = {"experiment_id": experiment_id}
     if step is not None:
         row["step"] = step
     row.update(metrics)
+    if sink is not None:  # a function task of a batch without db: no file
+        sink.append(row)
+        return dict(row)
     buffers = sys.modules.get("xetrack_c.run.remote_buffer")  # imported by every remote task
     buffer = buffers.active() if buffers is not None else None
     if buffer is not None:  # a task on an executor: the driver writes the row

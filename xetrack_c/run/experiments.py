@@ -3,8 +3,16 @@
 Each row holds, in this order: ``experiment_id``, ``name``, ``status``, ``duration``
 (seconds), ``seed``, ``error`` (the error message, NULL when none), ``tags`` (joined
 with commas), ``kind`` (``"function"`` or ``"script"``), ``target`` (the function's
-qualified name or the script's path), ``fingerprint``, then the config flattened into
-columns, then ``timestamp`` and ``track_id`` (one per table object, i.e. per batch).
+qualified name or the script's path), ``fingerprint``, ``description``, ``script_args``
+(a JSON list), ``attempts`` (how many attempts ran), then the config flattened into
+columns, then what the function returned (:func:`xetrack_c.run.result_data.result_columns`),
+then ``timestamp`` and ``track_id`` (one per table object, i.e. per batch). A table
+written by an earlier version, without the newer fixed columns, gets them added on the
+first write (its old rows keep NULL there).
+
+With retries, every attempt of every task is also a row of the ``attempts`` table
+(:data:`ATTEMPTS_TABLE`): ``experiment_id``, ``attempt`` (1, 2...), ``status``, ``error``,
+``duration``, ``timestamp``, ``track_id``. The experiments table holds final records only.
 
 Flattening: nested dict keys are joined with ``_`` (``{"model": {"lr": 0.1}}`` becomes
 the column ``model_lr``); other values are stored as the Tracker stores them (lists and
@@ -16,25 +24,34 @@ sanitisation), is stored with a ``config_`` prefix: ``{"name": "a"}`` becomes th
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, Dict, Optional, Set, Union
 
 from xetrack_c import _core
+from xetrack_c.run.result_data import result_columns
 
-__all__ = ["FIXED_COLUMNS", "ExperimentTable", "fingerprint", "flatten_config"]
+__all__ = ["ATTEMPTS_TABLE", "FIXED_COLUMNS", "ExperimentTable", "fingerprint",
+           "flatten_config"]
 
-#: The columns every experiment row has, in order, before the config columns.
+#: The columns every experiment row has, in order, before the config columns. The last
+#: three came later: an older table gets them appended when a batch writes to it.
 FIXED_COLUMNS = (
     "experiment_id", "name", "status", "duration", "seed", "error",
-    "tags", "kind", "target", "fingerprint",
+    "tags", "kind", "target", "fingerprint", "description", "script_args", "attempts",
 )
 # Typed samples, so a first row with None in them does not fix a TEXT column type.
 _COLUMN_SAMPLES = {
     "experiment_id": "", "name": "", "status": "", "duration": 0.0, "seed": 0,
     "error": "", "tags": "", "kind": "", "target": "", "fingerprint": "",
+    "description": "", "script_args": "", "attempts": 0,
 }
+#: The table of every attempt of the tasks of a batch with retries.
+ATTEMPTS_TABLE = "attempts"
+_ATTEMPT_SAMPLES = {"experiment_id": "", "attempt": 0, "status": "", "error": "",
+                    "duration": 0.0}
 _TAKEN = {c.lower() for c in FIXED_COLUMNS} | {"timestamp", "track_id"}
 #: Prefix of a config column whose name clashes with a fixed column.
 CONFIG_PREFIX = "config_"
@@ -144,7 +161,11 @@ class ExperimentTable:
 
         self.db = os.path.abspath(path)
         self.table = _validate_table(table)
+        if self.table.lower() == ATTEMPTS_TABLE:
+            raise ValueError(f"table={table!r} is the name of the attempts table of "
+                             "run_multiple: choose another name for the experiments table")
         self._tracker: Any = None
+        self._attempts: Any = None
         self._lock = threading.Lock()
         self._closed = False
 
@@ -175,8 +196,15 @@ class ExperimentTable:
         kind: str,
         target: str,
         fingerprint: str,
+        description: Optional[str] = None,
+        script_args: Optional[Iterable[str]] = None,
+        attempts: Optional[int] = None,
+        result: Any = None,
     ) -> None:
-        """Write one experiment row (committed before the call returns)."""
+        """Write one experiment row (committed before the call returns).
+
+        ``script_args`` is stored as a JSON list; ``result`` (what a function returned)
+        as columns (see :func:`xetrack_c.run.result_data.result_columns`)."""
         if isinstance(tags, str):
             raise TypeError("tags must be a list of str, not a str")
         tag_list = [str(tag) for tag in (tags or ())]
@@ -191,9 +219,33 @@ class ExperimentTable:
             "kind": kind,
             "target": target,
             "fingerprint": fingerprint,
+            "description": description,
+            "script_args": None if script_args is None else json.dumps(list(script_args)),
+            "attempts": attempts,
         }
-        row.update(flatten_config(config or {}))
+        config_columns = flatten_config(config or {})
+        row.update(config_columns)
+        if result is not None:
+            taken = _TAKEN | {column.lower() for column in config_columns}
+            row.update(result_columns(result, taken))
         self._writer().log(row)
+
+    def record_attempt(self, experiment_id: str, attempt: int, status: str,
+                       error_message: Optional[str], duration: Optional[float]) -> None:
+        """Write one row of the attempts table (committed before the call returns)."""
+        with self._lock:
+            if self._closed:
+                raise ValueError(f"ExperimentTable({self.db!r}) is closed")
+            if self._attempts is None:
+                from xetrack_c.tracker import Tracker
+
+                tracker = Tracker(self.db, table=ATTEMPTS_TABLE)
+                tracker._ensure_columns(_ATTEMPT_SAMPLES)
+                self._attempts = tracker
+            tracker = self._attempts
+        tracker.log({"experiment_id": experiment_id, "attempt": attempt, "status": status,
+                     "error": error_message,
+                     "duration": None if duration is None else float(duration)})
 
     # ------------------------------------------------------------------ reading
     def completed_fingerprints(self) -> Set[str]:
@@ -226,9 +278,11 @@ class ExperimentTable:
         """Close the underlying Tracker (idempotent)."""
         with self._lock:
             self._closed = True
-            tracker, self._tracker = self._tracker, None
-        if tracker is not None:
-            tracker.close()
+            trackers = (self._tracker, self._attempts)
+            self._tracker = self._attempts = None
+        for tracker in trackers:
+            if tracker is not None:
+                tracker.close()
 
     def __enter__(self) -> "ExperimentTable":
         return self

@@ -90,14 +90,16 @@ class Payloads:
 
 @dataclasses.dataclass
 class Outcome:
-    """What a process task's report means: status, result, error text, and the exception
-    (or its type names) for the retry decision."""
+    """What a process task's report means: status, result, error text, the exception
+    (or its type names) for the retry decision, and the log_metrics rows of a task in a
+    batch without db."""
 
     status: str
     result: Any = None
     error: Optional[str] = None
     exception: Optional[BaseException] = None
     type_names: Sequence[str] = ()
+    metrics: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def signal_name(number: int) -> str:
@@ -126,14 +128,15 @@ def decode_reply(data: bytes) -> Outcome:
                                        f"{type(exc).__name__}: {exc}")
     kind = reply[0]
     if kind == "ok":
-        return Outcome("completed", result=reply[1])
+        return Outcome("completed", result=reply[1], metrics=list(reply[2] or ()))
     if kind == "init_error":
         return Outcome("failed", error=f"worker_init failed in the worker process: {reply[1]}")
-    _, exception_bytes, names, text = reply
+    _, exception_bytes, names, text, metrics = reply
     exception = None
     if exception_bytes is not None:
         try:
             exception = pickle.loads(exception_bytes)
         except Exception:
             exception = None
-    return Outcome("failed", error=text, exception=exception, type_names=tuple(names))
+    return Outcome("failed", error=text, exception=exception, type_names=tuple(names),
+                   metrics=list(metrics or ()))

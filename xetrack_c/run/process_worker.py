@@ -13,9 +13,11 @@ a frame is an 8-byte little-endian length, then that many bytes.
   unpickled and called once.
 * Each further frame is a task: the pickle of ``(function_bytes, config_bytes, seed, mode,
   experiment_id, db, name)``. The function is called as the thread backend calls it, inside
-  the child API's task context; the reply frame is the pickle of ``("ok", value)``,
-  ``("error", exception_bytes or None, type_names, text)`` or, when ``worker_init`` raised,
-  ``("init_error", text)`` for every task of this worker.
+  the child API's task context; the reply frame is the pickle of ``("ok", value, metrics)``,
+  ``("error", exception_bytes or None, type_names, text, metrics)`` or, when
+  ``worker_init`` raised, ``("init_error", text)`` for every task of this worker.
+  ``metrics`` are the task's ``log_metrics`` rows when ``db`` is None (no file is
+  written then), else ``[]``.
 
 It ends at the end of its input, when the batch is over (or, if its parent died, by the
 parent-death signal, even in the middle of a task).
@@ -40,9 +42,11 @@ import os  # noqa: E402
 import pickle  # noqa: E402
 import struct  # noqa: E402
 
-#: (experiment_id, config, seed, db, name) of the task running while
-#: xetrack_c.run.child is not loaded yet, else None.
+#: (experiment_id, config, seed, db, name, metrics_table, metrics_sink) of the task
+#: running while xetrack_c.run.child is not loaded yet, else None.
 current_task = None
+#: The table log_metrics appends to (task_info.DEFAULT_METRICS_TABLE, not imported here).
+_METRICS_TABLE = "metrics"
 
 _HEADER = struct.Struct("<Q")
 _IN_FD = 3
@@ -81,13 +85,16 @@ def _type_names(exc: BaseException) -> list[str]:
     return [f"{cls.__module__}.{cls.__qualname__}" for cls in type(exc).__mro__]
 
 
-def _error_reply(exc: BaseException) -> bytes:
+def _error_reply(exc: BaseException, metrics: list) -> bytes:
     try:
         exception: bytes | None = pickle.dumps(exc, pickle.HIGHEST_PROTOCOL)
     except Exception:
         exception = None
-    return pickle.dumps(("error", exception, _type_names(exc), _describe(exc)),
-                        pickle.HIGHEST_PROTOCOL)
+    reply = ("error", exception, _type_names(exc), _describe(exc))
+    try:
+        return pickle.dumps(reply + (metrics,), pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return pickle.dumps(reply + ([],), pickle.HIGHEST_PROTOCOL)
 
 
 class _Worker:
@@ -96,6 +103,7 @@ class _Worker:
     def __init__(self) -> None:
         self.functions: dict[bytes, object] = {}
         self.init_error: str | None = None
+        self.metrics: list = []  # log_metrics rows of the current task, without db
 
     def start(self, init: bytes) -> None:
         settings = pickle.loads(init)
@@ -114,19 +122,20 @@ class _Worker:
     def run(self, frame: bytes) -> bytes:
         if self.init_error is not None:
             return pickle.dumps(("init_error", self.init_error), pickle.HIGHEST_PROTOCOL)
+        self.metrics = []
         try:
             value = self._call(frame)
         except BaseException as exc:  # the task's failure, reported to the parent
-            return _error_reply(exc)
+            return _error_reply(exc, self.metrics)
         try:
-            return pickle.dumps(("ok", value), pickle.HIGHEST_PROTOCOL)
+            return pickle.dumps(("ok", value, self.metrics), pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
             error = TypeError(
-                f"the return value ({type(value).__name__}) could not be pickled to send it "
-                f"back from the worker process: {exc}; return picklable values or use "
-                "backend='thread'"
+                f"the return value ({type(value).__name__}) or a logged metric could not be "
+                f"pickled to send it back from the worker process: {exc}; return and log "
+                "picklable values or use backend='thread'"
             )
-            return _error_reply(error)
+            return _error_reply(error, [])
 
     def _call(self, frame: bytes) -> object:
         global current_task
@@ -136,7 +145,8 @@ class _Worker:
         if function is None:
             function = self.functions[function_bytes] = pickle.loads(function_bytes)
         config = pickle.loads(config_bytes)
-        task = (experiment_id, config, seed, db, name)
+        task = (experiment_id, config, seed, db, name, _METRICS_TABLE,
+                self.metrics if db is None else None)
         child = sys.modules.get("xetrack_c.run.child")
         if child is not None:
             token = child.current_task.set(child.TaskInfo(*task))

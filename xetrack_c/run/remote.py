@@ -25,6 +25,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from xetrack_c.run import child, remote_buffer, remote_dask, remote_submitit
 from xetrack_c.run.batch import GRACE_SECONDS, Batch
+from xetrack_c.run.result_data import metric_rows_from_chunks
+from xetrack_c.run.task_cache import CachedTasks
 from xetrack_c.run.tasks import describe_exception
 from xetrack_c.run.types import BatchOptions, ExperimentResult, ExperimentSpec
 
@@ -78,7 +80,7 @@ class _Flight:
         self.stopping: Optional[str] = None  # why the driver cancelled it
 
 
-class RemoteBatch(Batch):
+class RemoteBatch(CachedTasks, Batch):
     """A batch whose tasks run on an executor; the driver records everything."""
 
     def __init__(self, specs: List[ExperimentSpec], options: BatchOptions, executor: Any,
@@ -180,6 +182,7 @@ class RemoteBatch(Batch):
         now = time.monotonic()
         for (index, attempt, _, _), future in zip(prepared, futures, strict=True):
             self.flights[index] = _Flight(future, attempt)
+            self.attempts[index] = attempt + 1
             timeout = self.specs[index].timeout
             if timeout is not None:
                 slack = SCRIPT_SLACK if self.specs[index].script_path is not None else 0.0
@@ -203,39 +206,23 @@ class RemoteBatch(Batch):
                 still.append(entry)
         self.polled = still
 
-    # ------------------------------------------------------------------ cache
-    def _cache_probe(self, index: int) -> Tuple[bool, Any]:
-        """(hit, value) of the result cache for function spec ``index``."""
-        if self._cache is None:
-            from xetrack_c.run.task_cache import TaskCache
-
-            self._cache = TaskCache(self.cache_dir, self._cache_key_arg)
-        spec = self.specs[index]
-        return self._cache.get(spec.function, spec.config, self.seeds[index])
-
-    def _cache_fill(self, index: int, value: Any) -> None:
-        spec = self.specs[index]
-        self._cache.put(spec.function, spec.config, self.seeds[index], value,
-                        self.ids[index])
-
     # ------------------------------------------------------------------ outcomes
     def _finish(self, index: int, status: str, error: Optional[str], duration: float,
                 value: Any, chunks: List[remote_buffer.Chunk], started: bool = True) -> None:
-        if chunks:
+        metrics: List[Dict[str, Any]] = []
+        if chunks and self.options.db is None:  # log_metrics rows: to the result, no file
+            metrics = metric_rows_from_chunks(chunks)
+        elif chunks:
             self.writer.write(chunks)
         if status == "completed" and self.cache_dir is not None \
                 and self.specs[index].function is not None:
             self._cache_fill(index, value)
+        self._record_attempt(index, status, error, duration)  # of the attempt that ran
         result = self._result(index, status, error, duration,
                               value if status == "completed" else None)
-        self.results[index] = result
-        self.done += 1
-        if self.table is not None:
-            self._record(index, result)
-        if self.progress is not None:
-            self.progress.update(status)
-        if self.options.on_progress is not None:
-            self.options.on_progress(self.done, self.total, result)
+        result.metrics = metrics
+        self._settle(index, result)
+        self._call_on_progress(self.total, result)
         if status == "completed":
             self.consecutive_failures = 0
             return
@@ -265,6 +252,9 @@ class RemoteBatch(Batch):
             retryable = not self.retry_on or isinstance(exc, self.retry_on)
         if status == "failed" and retryable and flight.attempt < self.retries \
                 and self.stopped is None:
+            self._record_attempt(index, status, error, duration)
+            self.waiting.add(index)
+            self.results[index] = self._result(index, status, error, duration, None)
             delay = min(RETRY_MAX_DELAY, RETRY_BASE_DELAY * 2 ** flight.attempt)
             delay *= random.uniform(0.5, 1.5)
             heapq.heappush(self.retry_at, (time.monotonic() + delay, index, flight.attempt + 1))
@@ -305,20 +295,6 @@ class RemoteBatch(Batch):
                          "from its submission to the executor); cancelled", timeout, None, [])
 
     # ------------------------------------------------------------------ running
-    def _skip_cached(self, todo: List[int]) -> List[int]:
-        if self.cache_dir is None:
-            return todo
-        left = []
-        for index in todo:
-            hit, value = (False, None)
-            if self.specs[index].function is not None:
-                hit, value = self._cache_probe(index)
-            if hit:
-                self._finish(index, "completed", None, 0.0, value, [])
-            else:
-                left.append(index)
-        return left
-
     def run(self) -> List[ExperimentResult]:
         """Run the batch; the results in input order."""
         if self.options.db is not None:
@@ -334,22 +310,29 @@ class RemoteBatch(Batch):
 
                 self.progress = Progress(len(todo))
             self._pickle_functions(todo)
-            try:
-                self._loop(self._skip_cached(todo))
-            except KeyboardInterrupt as interrupt:
-                self._stop("Ctrl-C")
-                for index in list(self.flights):
-                    del self.flights[index]
-                    self._finish(index, "cancelled", "cancelled while running (Ctrl-C)", 0.0,
-                                 None, [], started=False)
-                interrupt.results = self._finished_results()  # type: ignore[attr-defined]
-                raise
+            # Ctrl-C lands only while the loop waits for an outcome; whatever ends the
+            # batch, every spec gets its final record.
+            with self._accounted(allow=False):
+                self._run_loop(todo)
         finally:
             self._close()
             self.writer.close()
             if self._cache is not None:
                 self._cache.close()
         return self._finished_results()
+
+    def _run_loop(self, todo: List[int]) -> None:
+        try:
+            self._loop(self._skip_cached(todo))
+        except BaseException as exc:  # Ctrl-C, or on_progress raised: stop the running ones
+            why = "Ctrl-C" if isinstance(exc, KeyboardInterrupt) \
+                else f"on_progress raised {type(exc).__name__}"
+            self._stop(why)
+            for index in list(self.flights):
+                del self.flights[index]
+                self._finish(index, "cancelled", f"cancelled while running ({why})", 0.0,
+                             None, [], started=False)
+            raise
 
     def _loop(self, todo: List[int]) -> None:
         pending = iter(todo)
@@ -381,7 +364,9 @@ class RemoteBatch(Batch):
                                       now + POLL_INTERVAL if self.polled else None)
                     if when is not None]
             try:
-                events = [self.events.get(timeout=max(0.0, min(wake) - now) if wake else None)]
+                with self.guard.allow():
+                    events = [self.events.get(timeout=max(0.0, min(wake) - now)
+                                              if wake else None)]
             except queue.Empty:
                 self._expire(time.monotonic())
                 if self.polled:
@@ -401,8 +386,14 @@ class RemoteBatch(Batch):
                 done.append((index, flight, future))
             fetched = remote_dask.fetch(self.executor if self.dask else None,
                                          [future for _, _, future in done])
+            error = None
             for (index, flight, _), got in zip(done, fetched, strict=True):
-                self._outcome(index, flight, got)
+                try:
+                    self._outcome(index, flight, got)
+                except BaseException as exc:  # on_progress raised: record the others first
+                    error = error or exc
+            if error is not None:
+                raise error
 
     def _batch_timeout(self) -> None:
         why = f"the batch timeout of {self.options.timeout:g}s passed"

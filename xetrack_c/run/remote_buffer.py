@@ -17,8 +17,8 @@ from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 #: Chunk destination: the batch's database (``run_multiple(db=...)``).
 BATCH = "batch"
-#: Chunk destination: ``./xetrack_metrics.db`` in the driver's working directory (a
-#: ``log_metrics`` call in a batch without ``db``).
+#: Chunk destination: no database (a ``log_metrics`` call in a batch without ``db``); the
+#: driver puts these rows in the task's ``ExperimentResult.metrics`` and writes no file.
 STANDALONE = "standalone"
 _SKIPPED_COLUMNS = ("track_id", "timestamp")
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, List, Optional, Union
 
 from xetrack_c.run.batch import Batch
+from xetrack_c.run.interrupts import stopped
 from xetrack_c.run.types import BatchOptions, ExperimentResult, ExperimentSpec, check_specs
 
 __all__ = ["run_multiple"]
@@ -51,9 +52,12 @@ def run_multiple(
     Args:
         specs: The experiments; every spec is checked before anything runs.
         parallel: None runs one at a time, 0 uses every CPU, N uses N workers.
-        db: SQLite file: each experiment becomes a row of ``table``, and
-            ``log_metrics`` in the tasks writes to its ``metrics`` table.
-        table: Table of the experiment rows.
+        db: SQLite file: each experiment becomes one final row of ``table``, with what
+            its function returned as columns, and ``log_metrics`` in the tasks writes to
+            its ``metrics`` table (with retries, every attempt is a row of its
+            ``attempts`` table). None writes nothing: the rows tasks log come back in
+            ``ExperimentResult.metrics``.
+        table: Table of the experiment rows (not ``"attempts"``).
         fail_fast: After the first experiment that does not complete, start no new
             one (the rest are ``cancelled``; running ones finish).
         max_consecutive_failures: Start no new experiment after this many
@@ -74,6 +78,8 @@ def run_multiple(
             shows it when stderr is a terminal or in a Jupyter notebook, True also when
             stderr is redirected (whole lines, no carriage returns).
         on_progress: ``on_progress(done, total, result)``, called in completion order.
+            If it raises, the batch stops as on Ctrl-C and the exception propagates
+            with the results on its ``results`` attribute.
         resume: With ``db``, skip (status ``skipped``) specs that already completed there
             with the same target, config and seed.
         dry_run: Check the specs and return their results as ``skipped``; run nothing.
@@ -121,8 +127,11 @@ def run_multiple(
     Raises:
         ValueError: An empty list or a bad spec (``"Invalid ExperimentSpec at index i:
             ..."``), or a bad option.
-        KeyboardInterrupt: Ctrl-C: running experiments were stopped, and every result
-            (finished ones recorded) is on the exception's ``results`` attribute.
+        KeyboardInterrupt: Ctrl-C: running experiments were stopped, every spec has its
+            final record, and every result is on the exception's ``results`` attribute.
+            Its message says how many completed, failed and were cancelled, and how to
+            resume; left uncaught it prints as that one line (``XETRACK_C_TRACEBACK=1``:
+            the full traceback).
     """
     if executor is not None:
         for option, value, default in (("rate_limit", rate_limit, None),
@@ -147,12 +156,21 @@ def run_multiple(
         rate_limit=rate_limit, worker_init=worker_init, backend=backend, launcher=launcher,
     )
     specs = check_specs(specs, options.limit)
-    if executor is not None and not dry_run:
-        from xetrack_c.run.remote import run_on_executor
+    try:
+        if executor is not None and not dry_run:
+            from xetrack_c.run.remote import run_on_executor
 
-        return run_on_executor(specs, options, executor, retries=retries, retry_on=retry_on,
-                               cache=cache, parallel=parallel, cache_key=cache_key)
-    batch = Batch(specs, options)
-    if dry_run:
-        return batch.dry_run()
-    return batch.run()
+            return run_on_executor(specs, options, executor, retries=retries,
+                                   retry_on=retry_on, cache=cache, parallel=parallel,
+                                   cache_key=cache_key)
+        batch = Batch(specs, options)
+        if dry_run:
+            return batch.dry_run()
+        return batch.run()
+    except KeyboardInterrupt as interrupt:
+        if not hasattr(interrupt, "results"):
+            raise
+        shown = stopped(interrupt, options.db)  # one line; its traceback starts here
+        if shown is interrupt:
+            raise
+        raise shown from None

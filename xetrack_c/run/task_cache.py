@@ -1,10 +1,14 @@
 """The result cache of ``run_multiple(executor=..., cache=...)``: consulted and filled by the
-driver only, so tasks never touch the cache file."""
+driver only, so tasks never touch the cache file.
+
+:class:`TaskCache` is the cache file; :class:`CachedTasks` is the part of the executor
+path's batch (:class:`xetrack_c.run.remote.RemoteBatch`) that uses it.
+"""
 
 from __future__ import annotations
 
 import warnings
-from typing import Any, Optional, Set, Tuple, Union
+from typing import Any, List, Optional, Set, Tuple, Union
 
 
 class TaskCache:
@@ -64,3 +68,47 @@ class TaskCache:
         """Close the cache file."""
         if self.store is not None:
             self.store.close()
+
+
+class CachedTasks:
+    """Mixin of the executor path's batch: function tasks found in the result cache are
+    completed without being submitted; what the others return is stored on the driver.
+
+    Uses the batch's ``specs``, ``seeds``, ``ids``, ``cache_dir``, ``_cache`` (None until
+    the first probe), ``_cache_key_arg`` and ``_finish``.
+    """
+
+    specs: List[Any]
+    seeds: List[Optional[int]]
+    ids: List[str]
+    cache_dir: Optional[str]
+    _cache: Any
+    _cache_key_arg: Union[str, bytes, bool, None]
+    _finish: Any
+
+    def _cache_probe(self, index: int) -> Tuple[bool, Any]:
+        """(hit, value) of the result cache for function spec ``index``."""
+        if self._cache is None:
+            self._cache = TaskCache(self.cache_dir, self._cache_key_arg)
+        spec = self.specs[index]
+        return self._cache.get(spec.function, spec.config, self.seeds[index])
+
+    def _cache_fill(self, index: int, value: Any) -> None:
+        spec = self.specs[index]
+        self._cache.put(spec.function, spec.config, self.seeds[index], value,
+                        self.ids[index])
+
+    def _skip_cached(self, todo: List[int]) -> List[int]:
+        """``todo`` without the function tasks found in the cache (each completed)."""
+        if self.cache_dir is None:
+            return todo
+        left = []
+        for index in todo:
+            hit, value = (False, None)
+            if self.specs[index].function is not None:
+                hit, value = self._cache_probe(index)
+            if hit:
+                self._finish(index, "completed", None, 0.0, value, [])
+            else:
+                left.append(index)
+        return left

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from typing import Any, NamedTuple, Optional
+from typing import Any, Dict, List, NamedTuple, Optional
 
 #: The table :func:`xetrack_c.log_metrics` appends to unless told otherwise.
 DEFAULT_METRICS_TABLE = "metrics"
@@ -27,6 +27,8 @@ class TaskInfo(NamedTuple):
     db: Optional[str]
     name: Optional[str]
     metrics_table: str = DEFAULT_METRICS_TABLE
+    #: Where ``log_metrics`` appends its rows in a batch without ``db`` (None: to a file).
+    metrics_sink: Optional[List[Dict[str, Any]]] = None
 
 
 # ------------------------------------------------------------------ validation

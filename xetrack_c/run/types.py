@@ -71,6 +71,10 @@ class ExperimentResult:
         name: The spec's name.
         result: What the function returned (None for scripts).
         seed: The seed it ran with.
+        metrics: In a batch without ``db``, the rows the task logged with
+            ``log_metrics`` (dicts of ``experiment_id``, ``step`` when given, and the
+            metrics), which are written to no file; empty with ``db`` (the rows are in
+            its ``metrics`` table).
     """
 
     experiment_id: str
@@ -80,6 +84,7 @@ class ExperimentResult:
     name: Optional[str] = None
     result: Any = None
     seed: Optional[int] = None
+    metrics: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 # ------------------------------------------------------------------ checking
