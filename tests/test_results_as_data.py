@@ -30,12 +30,12 @@ import record_tasks  # noqa: E402
 MODES = ["thread", "process", "executor"]
 
 
-def run(specs, mode, **options):
+def run(specs, mode, parallel=2, **options):
     """run_multiple on the local pool's threads or processes, or on an executor."""
     if mode == "executor":
-        with ThreadPoolExecutor(2) as pool:
-            return run_multiple(specs, 2, executor=pool, **options)
-    return run_multiple(specs, 2, backend=mode, **options)
+        with ThreadPoolExecutor(parallel) as pool:
+            return run_multiple(specs, parallel, executor=pool, **options)
+    return run_multiple(specs, parallel, backend=mode, **options)
 
 
 def rows_by_id(db):
@@ -59,7 +59,9 @@ def test_readme_trial_leaves_loss_in_the_experiments_table(db_path, mode):
 def test_values_as_themselves_json_as_text_collisions_prefixed(db_path, mode):
     specs = [ExperimentSpec(function=record_tasks.returns, config={"case": case, "lr": 0.1})
              for case in range(len(record_tasks.CASES))]
-    results = run(specs, mode, db=db_path)
+    # One at a time: a column takes the SQL type of the first value written to it (xetrack's
+    # rule), so the order of the rows decides how `result` is declared.
+    results = run(specs, mode, parallel=1, db=db_path)
     assert [r.status for r in results] == ["completed"] * len(specs)
     rows = [rows_by_id(db_path)[r.experiment_id] for r in results]
     # anything but a dict: the column `result`, numbers, strings and bools as themselves
