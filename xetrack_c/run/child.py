@@ -43,6 +43,7 @@ from xetrack_c.run.task_info import (
     check_optional_str,
     check_seed,
     config_json,
+    refuse_if_abandoned,
 )
 
 __all__ = [
@@ -370,6 +371,10 @@ def log_metrics(metrics: Dict[str, Any], step: Optional[int] = None) -> Dict[str
     environment), the row goes to ``./xetrack_metrics.db``, table ``metrics``, with
     ``experiment_id`` NULL. Each row is committed before the call returns.
 
+    In a function task that ran past its timeout (or was cancelled) and whose thread
+    ``run_multiple`` abandoned, it writes nothing and raises the task's ``TaskTimeout``
+    (or ``TaskCancelled``): the task was reported already.
+
     Args:
         metrics: Metric name -> value.
         step: Step number (e.g. the epoch), or None.
@@ -395,6 +400,7 @@ def log_metrics(metrics: Dict[str, Any], step: Optional[int] = None) -> Dict[str
             )
     if step is not None and "step" in metrics:
         raise ValueError("'step' given both as a metric and as step=: pass it once")
+    refuse_if_abandoned(current_task.get(), "log_metrics")
     experiment_id, db, table = _metrics_destination()
     row: Dict[str, Any] = {"experiment_id": experiment_id}
     if step is not None:

@@ -1,6 +1,7 @@
 """Progress display of ``run_multiple``: tqdm when installed, else one updating stderr line.
 
-Both show tasks done out of the total, how many did not complete, the rate and the ETA.
+Both show tasks done out of the total, how many did not complete, the rate and the ETA,
+and how many threads of stopped function tasks are still running (abandoned).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class Progress:
         self.total = total
         self.done = 0
         self.failed = 0
+        self.abandoned = 0
         self.stream = stream if stream is not None else sys.stderr
         self.start = time.monotonic()
         self._last_draw = 0.0
@@ -48,13 +50,16 @@ class Progress:
                 self._bar = tqdm(total=total, file=self.stream, unit="task",
                                  desc="run_multiple", dynamic_ncols=True)
 
-    def update(self, status: str) -> None:
-        """Count one finished task of the given status."""
+    def update(self, status: str, abandoned: int = 0) -> None:
+        """Count one finished task of the given status; ``abandoned``: threads of stopped
+        function tasks still running (a thread cannot be killed)."""
         self.done += 1
+        self.abandoned = abandoned
         if status not in ("completed", "skipped"):
             self.failed += 1
         if self._bar is not None:
-            self._bar.set_postfix_str(f"failed={self.failed}", refresh=False)
+            stuck = f" abandoned={abandoned}" if abandoned else ""
+            self._bar.set_postfix_str(f"failed={self.failed}{stuck}", refresh=False)
             self._bar.update(1)
             return
         now = time.monotonic()
@@ -68,7 +73,10 @@ class Progress:
         rate = self.done / elapsed if elapsed > 0 else 0.0
         left = self.total - self.done
         eta = _format_seconds(left / rate) if rate > 0 else "?"
-        return (f"run_multiple {self.done}/{self.total} ({self.failed} failed) "
+        stuck = ""
+        if self.abandoned:
+            stuck = f", {self.abandoned} thread{'' if self.abandoned == 1 else 's'} abandoned"
+        return (f"run_multiple {self.done}/{self.total} ({self.failed} failed{stuck}) "
                 f"{rate:.1f} tasks/s ETA {eta}")
 
     def _draw(self, now: float) -> None:
