@@ -15,6 +15,16 @@
  * The calling thread wakes on every completion, and at least every 100 ms to run signal
  * handlers (Ctrl-C), enforce function and batch deadlines and follow a cancelled parent
  * batch; it hands each finished task to the Python callback on_done in completion order.
+ *
+ * A thread cannot be killed.  A function task that must stop gets TaskTimeout or
+ * TaskCancelled raised inside it, which lands only when it runs Python again; if it has
+ * not returned XT_ABANDON_SECONDS later, the calling thread abandons the call: it reports
+ * the task at once, detaches the thread and starts a new one in the worker's place.  The
+ * abandoned thread keeps its own thread state and a reference to the pool's C memory;
+ * when its call returns it drops what came of it, gives its thread state back and ends.
+ * It never takes the GIL again once the interpreter finalizes (CPython ends or parks such
+ * threads), so it cannot hold up the exit.  Once as many of a batch's threads are stuck
+ * as it has workers, no further function task of the batch starts (XT_TASK_REFUSED).
  */
 #include "executor.h"
 #include "launcher.h"
@@ -31,9 +41,11 @@
 #include <unistd.h>
 
 #define XT_TICK_SECONDS 0.1
-/* Payload bytes of the process tasks sent to a worker process at once (see
- * take_chunk_locked; their count is bounded by XT_CHUNK_MAX in pool.h). */
-#define XT_CHUNK_BYTES 32768
+/* Seconds a function task has, after its TaskTimeout or TaskCancelled was sent, to return
+ * before the batch abandons its thread. */
+#define XT_ABANDON_SECONDS 0.5
+#define XT_TEXT(x) #x
+#define XT_VALUE_TEXT(x) XT_TEXT(x)
 
 /* Process-wide limit on running workers.  It is shared by every batch of the process so
  * that batches started inside tasks (nested run_multiple) cannot multiply the number of
@@ -49,6 +61,12 @@ static int limit_batches_max; /* largest worker count among them since the count
 /* The pool worker running on this thread, if any: a batch started from inside a task
  * lends that worker's slot and follows its pool's cancellation. */
 static _Thread_local xt_worker *current_worker;
+/* The function call in progress on this worker thread (see xt_call in pool.h), if any. */
+static _Thread_local xt_call *current_call;
+
+/* Threads of any batch whose calls were abandoned and that still run.  Process-wide
+ * because they outlive their batch; read by abandoned_threads() for progress displays. */
+static atomic_int abandoned_alive;
 
 /* ------------------------------------------------------------------ worker limit */
 static int
@@ -149,21 +167,48 @@ take_exception(void)
     return value;
 }
 
-static void
+/* Call a function task with the GIL.  0, or -1 when the batch abandoned the call while it
+ * ran: the task was reported already and the worker's place is another thread's, so this
+ * thread must end without touching w or the task again. */
+static int
 run_function(xt_worker *w, Py_ssize_t index)
 {
     xt_task *task = &w->pool->tasks[index];
-    PyObject *res;
+    xt_call call = {0, NULL, NULL, PyGILState_UNLOCKED};
+    PyObject *callable, *arg, *res;
 
     if (w->tstate == NULL) {
         w->gil = PyGILState_Ensure();
         w->ident = PyThread_get_thread_ident();
         w->tstate = PyEval_SaveThread();
     }
+    call.tstate = w->tstate;
+    call.gil = w->gil;
     PyEval_RestoreThread(w->tstate);
+    /* References of its own: an abandoned call may outlive the pool's. */
+    callable = Py_NewRef(task->callable);
+    arg = Py_NewRef(task->arg);
     task->started = xt_monotonic_now();
     w->running = index;
-    res = PyObject_CallOneArg(task->callable, task->arg);
+    w->call = &call;
+    current_call = &call;
+    res = PyObject_CallOneArg(callable, arg);
+    current_call = NULL;
+    if (call.abandoned) {
+        /* Reported as a timeout or a cancel already: what came of the call is dropped. */
+        if (res == NULL) {
+            PyErr_Clear();
+        }
+        Py_XDECREF(res);
+        Py_DECREF(callable);
+        Py_DECREF(arg);
+        Py_XDECREF(call.flag);
+        PyGILState_Release(call.gil); /* deletes this thread's state and drops the GIL */
+        return -1;
+    }
+    /* Before anything that could let the GIL go: the call is no longer abandonable. */
+    w->running = -1;
+    w->call = NULL;
     if (res == NULL) {
         task->value = take_exception();
         task->status = XT_TASK_FAILED;
@@ -173,7 +218,9 @@ run_function(xt_worker *w, Py_ssize_t index)
         task->status = XT_TASK_COMPLETED;
     }
     task->duration = xt_monotonic_now() - task->started;
-    w->running = -1;
+    Py_DECREF(callable);
+    Py_DECREF(arg);
+    Py_XDECREF(call.flag);
     if (task->interrupted) {
         /* An interruption sent after the task's last bytecode must not land in the next
          * task: a Python no-op lets it land now.  (PyThreadState_SetAsyncExc(id, NULL)
@@ -183,6 +230,7 @@ run_function(xt_worker *w, Py_ssize_t index)
         PyErr_Clear();
     }
     w->tstate = PyEval_SaveThread();
+    return 0;
 }
 
 /* ------------------------------------------------------------------ process tasks */
@@ -226,178 +274,6 @@ run_process(xt_pool *pool, xt_worker *w, xt_task *task)
     finish_process_task(pool, task, &out, xt_monotonic_now() - start);
 }
 
-/* ------------------------------------------------------------------ scheduling */
-enum { TAKE_NOTHING = -1, TAKE_WAIT = -2 };
-
-/* The next task for worker w, under pool->mu: its index (now running), TAKE_NOTHING when
- * nothing is left for it, or TAKE_WAIT with *wait_until set (a retry's time or the start
- * rate).  Order: its own group's task waiting for a retry, the next task of its group,
- * the earliest retry that is due, then the first queued task that starts a group or has
- * none. */
-static Py_ssize_t
-take_task_locked(xt_pool *pool, xt_worker *w, double *wait_until)
-{
-    Py_ssize_t pick = -1, slot = -1;
-    double earliest = 0.0, now;
-    int from = 0;
-
-    if (atomic_load(&pool->cancel) != CANCEL_NONE) {
-        return TAKE_NOTHING;
-    }
-    now = xt_monotonic_now();
-    if (w->held >= 0) {
-        if (pool->tasks[w->held].not_before > now) {
-            *wait_until = pool->tasks[w->held].not_before;
-            return TAKE_WAIT;
-        }
-        pick = w->held;
-        from = 1;
-    }
-    else if (w->follow >= 0) {
-        pick = w->follow;
-        from = 2;
-    }
-    else {
-        for (Py_ssize_t i = 0; i < pool->nretry; i++) {
-            double at = pool->tasks[pool->retry_list[i]].not_before;
-            if (at <= now) {
-                if (pick < 0 || at < pool->tasks[pick].not_before) {
-                    pick = pool->retry_list[i];
-                    slot = i;
-                }
-            }
-            else if (earliest == 0.0 || at < earliest) {
-                earliest = at;
-            }
-        }
-        if (pick >= 0) {
-            from = 3;
-        }
-        else {
-            while (pool->next < pool->n && pool->tasks[pool->next].follower) {
-                pool->next++;
-            }
-            if (pool->next >= pool->n) {
-                if (earliest > 0.0) {
-                    *wait_until = earliest;
-                    return TAKE_WAIT;
-                }
-                return TAKE_NOTHING;
-            }
-            pick = pool->next;
-            from = 4;
-        }
-    }
-    if (pool->rate_interval > 0) {
-        if (now < pool->next_start) {
-            *wait_until = pool->next_start;
-            return TAKE_WAIT;
-        }
-        pool->next_start = now + pool->rate_interval;
-    }
-    w->from_queue = from == 4;
-    if (from == 1) {
-        w->held = -1;
-    }
-    else if (from == 2) {
-        w->follow = -1;
-    }
-    else if (from == 3) {
-        pool->retry_list[slot] = pool->retry_list[--pool->nretry];
-    }
-    else {
-        pool->next++;
-    }
-    pool->tasks[pick].state = STATE_RUNNING;
-    pool->tasks[pick].ran_on = w->index;
-    return pick;
-}
-
-/* Under pool->mu: wait until `until` (monotonic), new work or a stop of the batch. */
-static void
-wait_for_work_locked(xt_pool *pool, unsigned long generation, double until)
-{
-    struct timespec ts;
-    ts.tv_sec = (time_t)until;
-    ts.tv_nsec = (long)((until - (double)ts.tv_sec) * 1e9);
-    while (pool->work_gen == generation && atomic_load(&pool->cancel) == CANCEL_NONE) {
-        if (pthread_cond_timedwait(&pool->work_cond, &pool->mu, &ts) == ETIMEDOUT) {
-            break;
-        }
-    }
-}
-
-/* Under pool->mu: the process tasks to send to w's worker process together with `first`
- * (in w->chunk; their count), so that the worker process never waits for a round trip
- * between two of them.  Only queued tasks without a timeout or a group, in a batch with
- * neither gating nor a start rate, at most a quarter of each worker's share of what is
- * left (the last tasks stay spread over the workers) and XT_CHUNK_BYTES of payload (the
- * frames fit in the pipe, so sending never waits for the worker). */
-static int
-take_chunk_locked(xt_pool *pool, xt_worker *w, Py_ssize_t first)
-{
-    xt_task *task = &pool->tasks[first];
-    size_t bytes = task->payload_len;
-    Py_ssize_t limit;
-    int count = 1;
-
-    w->chunk[0] = first;
-    if (!pool->chunking || !w->from_queue || task->kind != TASK_PROCESS || task->timeout > 0
-        || task->group_next >= 0 || task->follower) {
-        return 1;
-    }
-    limit = (pool->n - pool->next) / ((Py_ssize_t)pool->planned * 4);
-    if (limit > XT_CHUNK_MAX) {
-        limit = XT_CHUNK_MAX;
-    }
-    while (count < limit && pool->next < pool->n) {
-        xt_task *next = &pool->tasks[pool->next];
-        if (next->kind != TASK_PROCESS || next->timeout > 0 || next->group_next >= 0
-            || next->follower || bytes + next->payload_len > XT_CHUNK_BYTES) {
-            break;
-        }
-        bytes += next->payload_len;
-        next->state = STATE_RUNNING;
-        next->ran_on = w->index;
-        w->chunk[count++] = pool->next++;
-    }
-    return count;
-}
-
-/* Queue a task that was taken but never reached a worker process (its worker died or the
- * batch stopped first): any worker runs it, as if it had never been taken. */
-static void
-requeue_unstarted(xt_pool *pool, Py_ssize_t index)
-{
-    pthread_mutex_lock(&pool->mu);
-    pool->tasks[index].state = STATE_RETRY;
-    pool->tasks[index].not_before = 0.0;
-    pool->retry_list[pool->nretry++] = index;
-    pool->work_gen++;
-    pthread_cond_broadcast(&pool->work_cond);
-    pthread_mutex_unlock(&pool->mu);
-}
-
-/* Hand a finished task to the calling thread; when gated, wait for its verdict. */
-static void
-post_done(xt_pool *pool, xt_worker *w, Py_ssize_t index)
-{
-    xt_task *task = &pool->tasks[index];
-    pthread_mutex_lock(&pool->mu);
-    task->state = STATE_DONE;
-    Py_ssize_t position = pool->ndone++;
-    pool->done_order[position % pool->done_cap] = index;
-    pthread_cond_signal(&pool->cond);
-    while (pool->gated && pool->judged <= position
-           && atomic_load(&pool->cancel) == CANCEL_NONE) {
-        pthread_cond_wait(&pool->judged_cond, &pool->mu);
-    }
-    if (task->state == STATE_DONE) {
-        w->follow = task->group_next; /* a task queued for a retry keeps its group */
-    }
-    pthread_mutex_unlock(&pool->mu);
-}
-
 /* Outputs of an earlier attempt of a task that runs again. */
 static void
 reset_outputs(xt_task *task)
@@ -435,7 +311,7 @@ run_process_chunk(xt_pool *pool, xt_worker *w, int count)
     mark = xt_monotonic_now();
     if (sent == 0) {
         finish_process_task(pool, &pool->tasks[w->chunk[0]], &out, 0.0);
-        post_done(pool, w, w->chunk[0]);
+        xt_post_done(pool, w, w->chunk[0]);
         k = 1;
     }
     for (; k < sent; k++) {
@@ -445,18 +321,28 @@ run_process_chunk(xt_pool *pool, xt_worker *w, int count)
         now = xt_monotonic_now();
         finish_process_task(pool, task, &out, now - mark);
         mark = now;
-        post_done(pool, w, w->chunk[k]);
+        xt_post_done(pool, w, w->chunk[k]);
         if (out.outcome != XT_PROC_REPLIED) {
             k++;
             break;
         }
     }
     for (; k < count; k++) {
-        requeue_unstarted(pool, w->chunk[k]);
+        xt_requeue_unstarted(pool, w->chunk[k]);
     }
 }
 
 /* ------------------------------------------------------------------ workers */
+/* The end of a thread whose call was abandoned (no GIL held): it lets go of its pool. */
+static void
+abandoned_thread_exit(xt_pool *pool)
+{
+    current_worker = NULL;
+    atomic_fetch_sub(&pool->stuck, 1);
+    atomic_fetch_sub(&abandoned_alive, 1);
+    xt_pool_release(pool);
+}
+
 static void *
 worker_main(void *arg)
 {
@@ -464,6 +350,14 @@ worker_main(void *arg)
     xt_pool *pool = w->pool;
 
     current_worker = w;
+    if (w->await_index >= 0) {
+        /* In the place of a thread whose call was abandoned: that task's verdict first,
+         * as its thread would have waited for it. */
+        pthread_mutex_lock(&pool->mu);
+        xt_await_verdict_locked(pool, w, w->await_index, w->await_position);
+        w->await_index = -1;
+        pthread_mutex_unlock(&pool->mu);
+    }
     for (;;) {
         Py_ssize_t index;
         double wait_until = 0.0;
@@ -473,7 +367,7 @@ worker_main(void *arg)
         }
         w->holds_slot = 1;
         pthread_mutex_lock(&pool->mu);
-        index = take_task_locked(pool, w, &wait_until);
+        index = xt_take_task_locked(pool, w, &wait_until);
         if (index == TAKE_WAIT) {
             /* Wait without holding a slot of the process-wide limit. */
             unsigned long generation = pool->work_gen;
@@ -481,11 +375,11 @@ worker_main(void *arg)
             w->holds_slot = 0;
             slot_release();
             pthread_mutex_lock(&pool->mu);
-            wait_for_work_locked(pool, generation, wait_until);
+            xt_wait_for_work_locked(pool, generation, wait_until);
             pthread_mutex_unlock(&pool->mu);
             continue;
         }
-        count = index >= 0 ? take_chunk_locked(pool, w, index) : 0;
+        count = index >= 0 ? xt_take_chunk_locked(pool, w, index) : 0;
         pthread_mutex_unlock(&pool->mu);
         if (index < 0) {
             w->holds_slot = 0;
@@ -501,8 +395,15 @@ worker_main(void *arg)
 
         xt_task *task = &pool->tasks[index];
         reset_outputs(task);
-        if (task->kind == TASK_FUNCTION) {
-            run_function(w, index);
+        if (task->kind == TASK_FUNCTION && atomic_load(&pool->refusing)) {
+            task->status = XT_TASK_REFUSED;
+            task->duration = 0.0;
+        }
+        else if (task->kind == TASK_FUNCTION) {
+            if (run_function(w, index) < 0) {
+                abandoned_thread_exit(pool);
+                return NULL;
+            }
         }
         else if (task->kind == TASK_PROCESS) {
             run_process(pool, w, task);
@@ -515,7 +416,7 @@ worker_main(void *arg)
         }
         w->holds_slot = 0;
         slot_release();
-        post_done(pool, w, index);
+        xt_post_done(pool, w, index);
     }
     if (w->proc != NULL) {
         xt_proc_close(w->proc, pool->grace);
@@ -559,35 +460,109 @@ pool_cancel(xt_pool *pool, int level, int status)
     Py_END_ALLOW_THREADS
 }
 
-/* Queue task `index` to run again after `delay` seconds (on_done's verdict).  A task of a
- * group waits for the worker that ran it, so the group stays on one worker in order. */
+/* Start w's thread with every signal blocked: handlers run on the calling thread, and
+ * children get an empty mask from xt_spawn.  0, or an errno value. */
+static int
+start_worker_thread(xt_worker *w)
+{
+    sigset_t all, old;
+    int err;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    err = pthread_create(&w->thread, NULL, worker_main, w);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return err;
+}
+
+/* Stop waiting for the call of task `index` on w, interrupted XT_ABANDON_SECONDS ago and
+ * still running (GIL held): the task ends now as its interruption says, and w is marked
+ * for replace_workers.  The thread's call sees `abandoned` when it returns. */
 static void
-pool_retry(xt_pool *pool, Py_ssize_t index, double delay)
+abandon_call(xt_state *st, xt_pool *pool, xt_worker *w, Py_ssize_t index, double now)
 {
     xt_task *task = &pool->tasks[index];
-    double at = xt_monotonic_now() + (delay > 0 ? delay : 0.0);
-    Py_BEGIN_ALLOW_THREADS
+    xt_call *call = w->call;
+    int why = task->interrupted;
+    PyObject *type = why == XT_TASK_TIMEOUT ? st->TaskTimeout : st->TaskCancelled;
+
+    call->abandoned = why;
+    if (call->flag != NULL) {
+        PyByteArray_AS_STRING(call->flag)[0] = (char)why; /* the task's context writes no more */
+    }
+    /* Once more: on 3.11 one thread's exception landing can hide another's pending one. */
+    (void)PyThreadState_SetAsyncExc(w->ident, type);
+    w->running = -1;
+    w->call = NULL;
+    w->tstate = NULL; /* the thread keeps its own (call->tstate); a new one makes another */
+    w->replace = 1;
+    w->await_index = index;
+    atomic_fetch_add(&pool->refs, 1);
+    atomic_fetch_add(&abandoned_alive, 1);
+    if (atomic_fetch_add(&pool->stuck, 1) + 1 >= pool->cap) {
+        atomic_store(&pool->refusing, 1);
+    }
+    task->status = why;
+    task->duration = now - task->started;
+    task->value = PyObject_CallFunction(
+        type, "s", "it did not return within " XT_VALUE_TEXT(XT_ABANDON_SECONDS) " s of being "
+        "interrupted, so the batch "
+        "stopped waiting for it: its thread goes on unseen, its outcome is dropped and "
+        "log_metrics refuses to write for it (a thread cannot be killed; "
+        "backend=\"process\" kills a task that hangs)");
+    if (task->value == NULL) {
+        PyErr_Clear(); /* reported without the explanation */
+    }
+}
+
+/* Give the place of w, whose call was abandoned, to a new thread (no GIL held). */
+static void
+replace_worker(xt_pool *pool, xt_worker *w)
+{
+    w->replace = 0;
+    (void)pthread_detach(w->thread); /* never joined: it may outlive the batch */
+    w->has_thread = 0;
+    if (w->holds_slot) {
+        w->holds_slot = 0;
+        slot_release();
+    }
+    /* Processes the thread started die when it ends (PR_SET_PDEATHSIG): they are idle
+     * while it runs a function, so end them now; the new thread starts its own. */
+    if (w->proc != NULL) {
+        xt_proc_close(w->proc, pool->grace);
+        w->proc = NULL;
+    }
+    xt_forkserver_stop(w);
     pthread_mutex_lock(&pool->mu);
-    task->state = STATE_RETRY;
-    task->not_before = at;
-    if ((task->follower || task->group_next >= 0) && task->ran_on >= 0) {
-        pool->workers[task->ran_on].held = index;
+    w->await_position = xt_publish_done_locked(pool, w->await_index);
+    if (start_worker_thread(w) == 0) {
+        w->has_thread = 1;
     }
     else {
-        pool->retry_list[pool->nretry++] = index;
+        pool->live--; /* the batch goes on with one worker fewer */
     }
-    pool->work_gen++;
-    pthread_cond_broadcast(&pool->work_cond);
     pthread_mutex_unlock(&pool->mu);
+}
+
+/* Start new threads in the places of the workers abandon_call marked (GIL held on entry). */
+static void
+replace_workers(xt_pool *pool)
+{
+    Py_BEGIN_ALLOW_THREADS
+    for (int k = 0; k < pool->nworkers; k++) {
+        if (pool->workers[k].replace) {
+            replace_worker(pool, &pool->workers[k]);
+        }
+    }
     Py_END_ALLOW_THREADS
 }
 
-/* Send the timeout or cancel exception to function tasks that must stop. */
-static void
+/* Send the timeout or cancel exception to function tasks that must stop, and abandon the
+ * calls still running XT_ABANDON_SECONDS after it was sent; how many were abandoned. */
+static int
 supervise_functions(xt_state *st, xt_pool *pool)
 {
     double now = xt_monotonic_now();
-    int cancel_all = atomic_load(&pool->cancel) == CANCEL_ALL;
+    int cancel_all = atomic_load(&pool->cancel) == CANCEL_ALL, abandoned = 0;
     for (int k = 0; k < pool->nworkers; k++) {
         xt_worker *w = &pool->workers[k];
         Py_ssize_t index = w->running;
@@ -598,13 +573,9 @@ supervise_functions(xt_state *st, xt_pool *pool)
         }
         task = &pool->tasks[index];
         if (task->interrupted) {
-            /* Sent again every second: on 3.11 one thread's exception landing can hide
-             * another thread's pending one. */
-            if (now - task->interrupt_sent >= 1.0) {
-                task->interrupt_sent = now;
-                (void)PyThreadState_SetAsyncExc(w->ident, task->interrupted == XT_TASK_TIMEOUT
-                                                              ? st->TaskTimeout
-                                                              : st->TaskCancelled);
+            if (now - task->interrupt_sent >= XT_ABANDON_SECONDS) {
+                abandon_call(st, pool, w, index, now);
+                abandoned++;
             }
             continue;
         }
@@ -621,6 +592,7 @@ supervise_functions(xt_state *st, xt_pool *pool)
                 w->ident, why == XT_TASK_TIMEOUT ? st->TaskTimeout : st->TaskCancelled);
         }
     }
+    return abandoned;
 }
 
 /* Call on_done(index, status, value, duration, stderr_tail) for one task; the callback's
@@ -635,6 +607,9 @@ report(xt_pool *pool, Py_ssize_t index, PyObject *on_done, int started)
 
     if (!started) {
         args[2] = Py_NewRef(Py_None);
+    }
+    else if (status == XT_TASK_REFUSED) {
+        args[2] = PyLong_FromLong(pool->cap);
     }
     else if (task->kind == TASK_FUNCTION) {
         /* Past its deadline is a timeout even if it returned; a task that finished
@@ -703,7 +678,7 @@ report_one(xt_pool *pool, Py_ssize_t index, PyObject *on_done, int started, PyOb
     if (started && PyFloat_CheckExact(res)) {
         double delay = PyFloat_AS_DOUBLE(res);
         Py_DECREF(res);
-        pool_retry(pool, index, delay);
+        xt_pool_retry(pool, index, delay);
         return;
     }
     int stop = PyObject_IsTrue(res);
@@ -719,7 +694,6 @@ report_one(xt_pool *pool, Py_ssize_t index, PyObject *on_done, int started, PyOb
 static int
 start_workers(xt_pool *pool, int nworkers)
 {
-    sigset_t all, old;
     int err = 0;
     pool->workers = calloc((size_t)nworkers, sizeof(xt_worker));
     if (pool->workers == NULL) {
@@ -727,10 +701,7 @@ start_workers(xt_pool *pool, int nworkers)
         return -1;
     }
     pool->planned = nworkers;
-    /* Workers block every signal: handlers run on the calling thread, and children get
-     * an empty mask from xt_spawn. */
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
+    pool->cap = nworkers;
     for (int k = 0; k < nworkers; k++) {
         xt_worker *w = &pool->workers[k];
         w->pool = pool;
@@ -739,19 +710,20 @@ start_workers(xt_pool *pool, int nworkers)
         w->index = k;
         w->follow = -1;
         w->held = -1;
+        w->await_index = -1;
         pthread_mutex_lock(&pool->mu);
         pool->live++;
         pthread_mutex_unlock(&pool->mu);
-        err = pthread_create(&w->thread, NULL, worker_main, w);
+        err = start_worker_thread(w);
         if (err != 0) {
             pthread_mutex_lock(&pool->mu);
             pool->live--;
             pthread_mutex_unlock(&pool->mu);
             break;
         }
+        w->has_thread = 1;
         pool->nworkers++;
     }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (pool->nworkers == 0) {
         errno = err;
         PyErr_SetFromErrno(PyExc_OSError);
@@ -781,12 +753,15 @@ PyDoc_STRVAR(run_tasks__doc__,
 "seconds (give `gated` with retries, so the worker waits for the verdict).\n\n"
 "on_done(index, status, value, duration, stderr_tail) is called on this thread in\n"
 "completion order; status is 0 completed, 1 failed, 2 timeout, 3 cancelled, 4 could\n"
-"not start; value is the callable's result or exception, the exit code (negative:\n"
-"killed by that signal) or the start error.  A true return value starts no new task;\n"
+"not start, 5 a function task not started because the batch's stuck threads reached\n"
+"its limit (value: the limit, its worker count); value is the callable's result or\n"
+"exception, the exit code (negative: killed by that signal) or the start error.  A true return value starts no new task;\n"
 "with `gated`, a worker waits for that verdict on its task before taking another.\n"
 "Tasks never started are reported last as cancelled.  `timeout` > 0 bounds the whole\n"
 "batch.  Timed-out or cancelled scripts get SIGTERM, then SIGKILL after `grace`\n"
-"seconds; running functions get TaskTimeout or TaskCancelled raised inside them.\n"
+"seconds; running functions get TaskTimeout or TaskCancelled raised inside them, and a\n"
+"function that has not returned 0.5 s later is reported at once: its thread is\n"
+"abandoned (its outcome dropped) and a new thread takes the worker's place.\n"
 "Ctrl-C stops the batch, reports every task, then raises KeyboardInterrupt.");
 
 static PyObject *
@@ -796,6 +771,7 @@ run_tasks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     xt_pool *pool = NULL;
     PyObject *saved = NULL, *on_done;
     xt_worker *me = current_worker;
+    xt_call *my_call = current_call; /* the function task calling run_tasks, if any */
     double timeout = 0.0, grace = 2.0, deadline = 0.0;
     int workers, lent = 0, top_level = me == NULL, finished = 0, gated = 0;
     Py_ssize_t reported = 0, ndone = 0;
@@ -830,6 +806,12 @@ run_tasks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "run_tasks: workers must be at least 1");
         return NULL;
     }
+    if (my_call != NULL && my_call->abandoned) {
+        PyErr_SetString(my_call->abandoned == XT_TASK_TIMEOUT ? st->TaskTimeout
+                                                              : st->TaskCancelled,
+                        "run_tasks: the batch running this task stopped waiting for it");
+        return NULL;
+    }
     pool = xt_pool_new(args[0], grace < 0 ? 0 : grace);
     if (pool == NULL) {
         return NULL;
@@ -850,11 +832,14 @@ run_tasks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     pool->gated = gated;
     pool->chunking = !gated && pool->rate_interval <= 0 && pool->have_procs;
 
-    /* A task that runs a batch lends its slot while it waits for it. */
-    Py_BEGIN_ALLOW_THREADS
+    /* A task that runs a batch lends its slot while it waits for it.  holds_slot changes
+     * under the GIL: the outer batch reads it when it abandons this task. */
     if (me != NULL && me->holds_slot) {
         me->holds_slot = 0;
         lent = 1;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (lent) {
         slot_release();
     }
     if (top_level) {
@@ -905,7 +890,12 @@ run_tasks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (pool->parent != NULL && atomic_load(&pool->parent->cancel) == CANCEL_ALL) {
             pool_cancel(pool, CANCEL_ALL, atomic_load(&pool->parent->cancel_status));
         }
-        supervise_functions(st, pool);
+        if (my_call != NULL && my_call->abandoned) {
+            pool_cancel(pool, CANCEL_ALL, XT_TASK_CANCELLED); /* nobody waits for it */
+        }
+        if (supervise_functions(st, pool) > 0) {
+            replace_workers(pool);
+        }
     }
 
     /* Every worker has exited: what is left never started (or waits for a retry). */
@@ -917,18 +907,30 @@ run_tasks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
     Py_BEGIN_ALLOW_THREADS
     for (int k = 0; k < pool->nworkers; k++) {
-        pthread_join(pool->workers[k].thread, NULL);
+        if (pool->workers[k].has_thread) {
+            pthread_join(pool->workers[k].thread, NULL);
+        }
     }
     if (top_level) {
         limit_batch_end();
     }
     if (lent) {
         (void)slot_acquire(NULL);
-        me->holds_slot = 1;
     }
     Py_END_ALLOW_THREADS
+    if (lent && my_call != NULL && my_call->abandoned) {
+        /* The outer batch gave this worker's place to another thread meanwhile. */
+        Py_BEGIN_ALLOW_THREADS
+        slot_release();
+        Py_END_ALLOW_THREADS
+    }
+    else if (lent) {
+        me->holds_slot = 1;
+    }
 
-    xt_pool_free(pool);
+    /* Abandoned threads keep the pool's C memory until they end. */
+    xt_pool_clear(pool);
+    xt_pool_release(pool);
     if (saved != NULL) {
         PyErr_SetObject((PyObject *)Py_TYPE(saved), saved);
         Py_DECREF(saved);
@@ -956,9 +958,47 @@ worker_slots_py(PyObject *module, PyObject *Py_UNUSED(ignored))
     return Py_BuildValue("(ii)", running, limit);
 }
 
+PyDoc_STRVAR(abandon_flag__doc__,
+"abandon_flag($module, /)\n--\n\n"
+"A bytearray of one byte for the function task running on this worker thread, or None\n"
+"elsewhere.  The byte becomes 2 (timeout) or 3 (cancelled) when the batch stops waiting\n"
+"for the task and abandons its thread; the task's context then refuses to write.");
+
+static PyObject *
+abandon_flag_py(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    xt_call *call = current_call;
+    (void)module;
+    if (call == NULL) {
+        Py_RETURN_NONE;
+    }
+    if (call->flag == NULL) {
+        char byte = (char)call->abandoned;
+        call->flag = PyByteArray_FromStringAndSize(&byte, 1);
+        if (call->flag == NULL) {
+            return NULL;
+        }
+    }
+    return Py_NewRef(call->flag);
+}
+
+PyDoc_STRVAR(abandoned_threads__doc__,
+"abandoned_threads($module, /)\n--\n\n"
+"Threads whose function task a batch abandoned (past its timeout, or cancelled, and\n"
+"still not back) that are still running, in every batch of this process.");
+
+static PyObject *
+abandoned_threads_py(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    (void)module;
+    return PyLong_FromLong(atomic_load(&abandoned_alive));
+}
+
 static PyMethodDef executor_methods[] = {
     {"run_tasks", (PyCFunction)(void (*)(void))run_tasks_py, METH_FASTCALL, run_tasks__doc__},
     {"worker_slots", worker_slots_py, METH_NOARGS, worker_slots__doc__},
+    {"abandon_flag", abandon_flag_py, METH_NOARGS, abandon_flag__doc__},
+    {"abandoned_threads", abandoned_threads_py, METH_NOARGS, abandoned_threads__doc__},
     {NULL, NULL, 0, NULL},
 };
 

@@ -14,7 +14,9 @@ enum {
     XT_TASK_FAILED = 1,    /* function raised / script exited non-zero or by a signal */
     XT_TASK_TIMEOUT = 2,   /* deadline passed (task or batch) */
     XT_TASK_CANCELLED = 3, /* never started, or stopped by Ctrl-C / a cancelled parent */
-    XT_TASK_SPAWN_ERROR = 4 /* the script could not be started */
+    XT_TASK_SPAWN_ERROR = 4, /* the script could not be started */
+    XT_TASK_REFUSED = 5      /* a function task not started: too many of the batch's
+                              * threads are stuck in calls it abandoned */
 };
 
 #endif

@@ -1,7 +1,9 @@
 /* Building and freeing a run_tasks pool (pool.h): copying each task tuple and the optional
  * arguments (groups, worker-process command, fork-server command) from Python objects into
- * C memory (with the GIL held), so that workers read them without it; and the pool's
- * clock, read from any thread. */
+ * C memory (with the GIL held), so that workers read them without it; the pool's clock,
+ * read from any thread; and its lifetime: the calling thread drops the tasks' Python
+ * references, and the C memory goes with the last of it and the threads whose calls were
+ * abandoned. */
 #include "pool.h"
 
 #include <fcntl.h>
@@ -148,17 +150,26 @@ parse_task(PyObject *item, Py_ssize_t index, xt_task *task)
 }
 
 void
-xt_pool_free(xt_pool *pool)
+xt_pool_clear(xt_pool *pool)
 {
-    if (pool == NULL) {
+    for (Py_ssize_t i = 0; pool->tasks != NULL && i < pool->n; i++) {
+        xt_task *task = &pool->tasks[i];
+        Py_CLEAR(task->callable);
+        Py_CLEAR(task->arg);
+        Py_CLEAR(task->value);
+        Py_CLEAR(task->payload);
+        task->payload_data = NULL;
+    }
+}
+
+void
+xt_pool_release(xt_pool *pool)
+{
+    if (atomic_fetch_sub(&pool->refs, 1) != 1) {
         return;
     }
     for (Py_ssize_t i = 0; pool->tasks != NULL && i < pool->n; i++) {
         xt_task *task = &pool->tasks[i];
-        Py_XDECREF(task->callable);
-        Py_XDECREF(task->arg);
-        Py_XDECREF(task->value);
-        Py_XDECREF(task->payload);
         free(task->reply);
         free_string_list(task->argv);
         free_string_list(task->envp);
@@ -188,6 +199,16 @@ xt_pool_free(xt_pool *pool)
     free(pool);
 }
 
+void
+xt_pool_free(xt_pool *pool)
+{
+    if (pool == NULL) {
+        return;
+    }
+    xt_pool_clear(pool);
+    xt_pool_release(pool);
+}
+
 xt_pool *
 xt_pool_new(PyObject *tasks, double grace)
 {
@@ -202,6 +223,7 @@ xt_pool_new(PyObject *tasks, double grace)
         PyErr_NoMemory();
         goto done;
     }
+    atomic_init(&pool->refs, 1);
     pool->wake_fds[0] = pool->wake_fds[1] = -1;
     pool->grace = grace;
     pthread_mutex_init(&pool->mu, NULL);

@@ -167,7 +167,7 @@ def test_batch_timeout_stops_running_and_cancels_pending():
 
     specs = [ExperimentSpec(function=spin) for _ in range(2)] + \
             [ExperimentSpec(function=double, config={"x": 1})]
-    results = run_multiple(specs, parallel=2, timeout=0.3)
+    results = run_multiple(specs, parallel=2, batch_timeout=0.3)
     assert [r.status for r in results] == ["timeout", "timeout", "cancelled"]
     assert "batch timeout of 0.3s" in results[0].error_message
 

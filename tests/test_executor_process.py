@@ -144,7 +144,7 @@ def test_a_hanging_task_times_out_and_the_batch_goes_on():
 
 def test_batch_timeout_stops_running_worker_processes():
     specs = [ExperimentSpec(function=proc_tasks.sleep_forever) for _ in range(3)]
-    results = run_multiple(specs, parallel=2, backend="process", timeout=0.5)
+    results = run_multiple(specs, parallel=2, backend="process", batch_timeout=0.5)
     assert sorted(r.status for r in results) == ["cancelled", "timeout", "timeout"]
 
 
@@ -392,7 +392,7 @@ def test_crashes_inside_a_stream_of_small_tasks_fail_alone():
 def test_a_batch_timeout_in_a_stream_of_small_tasks_reports_every_task():
     specs = [ExperimentSpec(function=proc_tasks.crash_some,
                             config={"x": i, "crash": [], "sleep": 0.01}) for i in range(400)]
-    results = run_multiple(specs, parallel=2, backend="process", timeout=1.0)
+    results = run_multiple(specs, parallel=2, backend="process", batch_timeout=1.0)
     statuses = [r.status for r in results]
     assert set(statuses) <= {"completed", "timeout", "cancelled"}
     assert statuses.count("timeout") <= 2 and "cancelled" in statuses

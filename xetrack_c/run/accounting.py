@@ -28,6 +28,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any, Dict, List, Optional
 
+from xetrack_c import _core
 from xetrack_c.run.interrupts import InterruptGuard
 from xetrack_c.run.task_info import DEFAULT_METRICS_TABLE
 from xetrack_c.run.tasks import target_of
@@ -73,7 +74,7 @@ class Accounting:
         if self.table is not None:
             self._record(index, result)
         if self.progress is not None:
-            self.progress.update(result.status)
+            self.progress.update(result.status, abandoned=_core.abandoned_threads())
 
     def _call_on_progress(self, total: int, result: ExperimentResult) -> None:
         """on_progress, until it raises once: that error then stops the batch."""

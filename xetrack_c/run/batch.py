@@ -36,8 +36,11 @@ from xetrack_c.run.types import BatchOptions, ExperimentResult, ExperimentSpec
 from xetrack_c.run.workers import worker_state
 from xetrack_c.seeding import derive_seed
 
-#: Status names by the pool's status code (4: the script could not be started).
-STATUS_NAMES = ("completed", "failed", "timeout", "cancelled", "failed")
+#: Status names by the pool's status code (4: the script could not be started; 5: a
+#: function task not started because too many of the batch's threads are stuck).
+STATUS_NAMES = ("completed", "failed", "timeout", "cancelled", "failed", "cancelled")
+#: The pool's code for a function task it refused to start (see ``_error``).
+REFUSED = 5
 #: Seconds between SIGTERM and SIGKILL for a script that must stop.
 GRACE_SECONDS = 2.0
 #: The variables child_environment sets (never inherited from this process).
@@ -117,7 +120,7 @@ class Batch(Accounting):
         # What child.task_context does, without re-checking values checked already.
         token = current_task.set(TaskInfo(self.ids[index], config, self.seeds[index],
                                            self.options.db, spec.name, DEFAULT_METRICS_TABLE,
-                                           sink))
+                                           sink, abandoned=_core.abandon_flag()))
         try:
             return call_in_mode(spec.function, mode, config, self.seeds[index])
         finally:
@@ -209,20 +212,30 @@ class Batch(Accounting):
         spec = self.specs[index]
         if code == 0:
             return None
+        if code == REFUSED:
+            return (f"not started: {value} threads of this batch (its limit, one per worker) "
+                    "are stuck in function tasks it stopped waiting for, so it starts no "
+                    "more on threads; a thread cannot be killed -- run tasks that can hang "
+                    "with backend=\"process\", which kills them")
+        abandoned = ""  # the exception of a call the pool abandoned says so
+        if isinstance(value, (_core.TaskTimeout, _core.TaskCancelled)) and value.args:
+            abandoned = f"; {value}"
         if code == 3:
             if value is None:
                 return "cancelled before it started"
-            return "cancelled while running (Ctrl-C or a stopped batch)"
+            return "cancelled while running (Ctrl-C or a stopped batch)" + abandoned
         if code == 2:
             if spec.timeout is not None and duration >= spec.timeout:
                 what = f"timed out after {spec.timeout:g}s (its timeout)"
-            else:
+            elif self.options.timeout is not None:
                 what = f"timed out: the batch timeout of {self.options.timeout:g}s passed"
+            else:
+                what = "timed out: the batch running this one inside a task was stopped"
             if spec.script_path is not None:
                 what += "; the script was stopped (SIGTERM, then SIGKILL)"
             elif self.process:
                 what += "; its worker process was stopped (SIGTERM, then SIGKILL) and replaced"
-            return what + stderr_tail(tail)
+            return what + abandoned + stderr_tail(tail)
         if spec.function is not None:
             if self.process and isinstance(value, int):
                 return procs.death(value)
@@ -260,7 +273,7 @@ class Batch(Accounting):
         """Called by the pool for each report: True asks it to start no new task, a float
         to run this one again after that many seconds."""
         index = self.order[position]
-        started = not (code == 3 and value is None)
+        started = not (code == 3 and value is None) and code != REFUSED
         if not started and self.attempts[index] and self.results[index] is not None:
             # Waiting for a retry when the batch stopped: its last failure is its result.
             result = self.results[index]

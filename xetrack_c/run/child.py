@@ -44,6 +44,7 @@ from xetrack_c.run.task_info import (
     check_optional_str,
     check_seed,
     config_json,
+    refuse_if_abandoned,
 )
 
 __all__ = [
@@ -371,6 +372,10 @@ def log_metrics(metrics: Dict[str, Any], step: Optional[int] = None) -> Dict[str
     ``ExperimentResult.metrics``. Standalone (a script run by hand, no database in the
     environment), it goes to ``./xetrack_metrics.db``, table ``metrics``.
 
+    In a function task that ran past its timeout (or was cancelled) and whose thread
+    ``run_multiple`` abandoned, it writes nothing and raises the task's ``TaskTimeout``
+    (or ``TaskCancelled``): the task was reported already.
+
     Args:
         metrics: Metric name -> value.
         step: Step number (e.g. the epoch), or None.
@@ -397,6 +402,7 @@ def log_metrics(metrics: Dict[str, Any], step: Optional[int] = None) -> Dict[str
     if step is not None and "step" in metrics:
         raise ValueError("'step' given both as a metric and as step=: pass it once")
     info = current_task.get()
+    refuse_if_abandoned(info, "log_metrics")
     sink = info.metrics_sink if info is not None and info.db is None else None
     experiment_id, db, table = (info.experiment_id, "", "") if sink is not None \
         else _metrics_destination()

@@ -11,6 +11,7 @@ without a shell (and killed if this process dies) and watched without polling. S
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, List, Optional, Union
 
@@ -32,6 +33,8 @@ def run_multiple(
     retries: int = 0,
     retry_on: Sequence[type] = (),
     rate_limit: Union[None, float, str] = None,
+    task_timeout: Optional[float] = None,
+    batch_timeout: Optional[float] = None,
     timeout: Optional[float] = None,
     progress: Optional[bool] = None,
     on_progress: Optional[Callable[[int, int, ExperimentResult], Any]] = None,
@@ -72,8 +75,18 @@ def run_multiple(
         rate_limit: At most this many task starts: a number per second, or ``"N/s"``,
             ``"N/min"``, ``"N/h"``; starts are spaced evenly (``"50/min"``: one every
             1.2 s). Retries are starts too.
-        timeout: Seconds for the whole batch; when it passes, running experiments
+        task_timeout: Seconds each experiment may run, for the specs that set no
+            ``timeout`` of their own. A script, or a function with ``backend="process"``,
+            is killed at its timeout. A function on a thread cannot be killed: it gets
+            ``TaskTimeout`` raised inside it, which lands when it next runs Python; if it
+            has not returned 0.5 s later it is reported ``timeout``, its outcome dropped
+            and its thread abandoned (a new thread takes its worker's place, and its
+            ``log_metrics`` calls are refused). Once ``parallel`` abandoned threads are
+            still running, no further function task starts (those are ``cancelled``).
+        batch_timeout: Seconds for the whole batch; when it passes, running experiments
             stop with status ``timeout`` and the rest are ``cancelled``.
+        timeout: Deprecated spelling of ``batch_timeout`` (a ``DeprecationWarning``);
+            removed in the next release.
         progress: Show progress (tqdm.auto when installed, else stderr lines); None
             shows it when stderr is a terminal or in a Jupyter notebook, True also when
             stderr is redirected (whole lines, no carriage returns).
@@ -127,12 +140,21 @@ def run_multiple(
     Raises:
         ValueError: An empty list or a bad spec (``"Invalid ExperimentSpec at index i:
             ..."``), or a bad option.
-        KeyboardInterrupt: Ctrl-C: running experiments were stopped, every spec has its
+        KeyboardInterrupt: Ctrl-C: running experiments were stopped (a function on a
+            thread is abandoned if it has not returned 0.5 s later), every spec has its
             final record, and every result is on the exception's ``results`` attribute.
             Its message says how many completed, failed and were cancelled, and how to
             resume; left uncaught it prints as that one line (``XETRACK_C_TRACEBACK=1``:
             the full traceback).
     """
+    if timeout is not None:
+        if batch_timeout is not None:
+            raise TypeError("run_multiple() got both timeout= and batch_timeout=; timeout= is "
+                            "the deprecated name of batch_timeout=: pass batch_timeout= only")
+        warnings.warn("run_multiple(timeout=...) is deprecated: it limits the whole batch, so "
+                      "write batch_timeout=...; to limit each task, write task_timeout=... "
+                      "(or ExperimentSpec(timeout=...))", DeprecationWarning, stacklevel=2)
+        batch_timeout = timeout
     if executor is not None:
         for option, value, default in (("rate_limit", rate_limit, None),
                                        ("worker_init", worker_init, None),
@@ -150,12 +172,13 @@ def run_multiple(
                          "cache=... (and executor=...)")
     options = BatchOptions.check(
         parallel=parallel, db=db, table=table, fail_fast=fail_fast,
-        max_consecutive_failures=max_consecutive_failures, timeout=timeout,
+        max_consecutive_failures=max_consecutive_failures, timeout=batch_timeout,
         progress=progress, on_progress=on_progress, resume=resume, limit=limit,
         seed_policy=seed_policy, retries=retries, retry_on=retry_on, retry_delay=retry_delay,
         rate_limit=rate_limit, worker_init=worker_init, backend=backend, launcher=launcher,
+        task_timeout=task_timeout,
     )
-    specs = check_specs(specs, options.limit)
+    specs = check_specs(specs, options.limit, options.task_timeout)
     try:
         if executor is not None and not dry_run:
             from xetrack_c.run.remote import run_on_executor

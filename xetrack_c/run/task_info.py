@@ -29,6 +29,25 @@ class TaskInfo(NamedTuple):
     metrics_table: str = DEFAULT_METRICS_TABLE
     #: Where ``log_metrics`` appends its rows in a batch without ``db`` (None: to a file).
     metrics_sink: Optional[List[Dict[str, Any]]] = None
+    #: A function task on a worker thread: one byte the pool sets (2: timeout, 3: cancelled)
+    #: when its batch stops waiting for the task (``_core.abandon_flag()``); None elsewhere.
+    abandoned: Optional[bytearray] = None
+
+
+def refuse_if_abandoned(info: Optional[TaskInfo], what: str) -> None:
+    """Raise ``TaskTimeout``/``TaskCancelled`` in a task its batch stopped waiting for.
+
+    Its batch reported it already, so a row written now would follow its result.
+    """
+    if info is None or info.abandoned is None or not info.abandoned[0]:
+        return
+    from xetrack_c import _core
+
+    timed_out = info.abandoned[0] == 2
+    raise (_core.TaskTimeout if timed_out else _core.TaskCancelled)(
+        f"{what} refused: experiment {info.experiment_id} was "
+        f"{'past its timeout' if timed_out else 'cancelled'} and its batch stopped waiting "
+        "for it, so nothing more is recorded for it")
 
 
 # ------------------------------------------------------------------ validation

@@ -38,7 +38,11 @@ class ExperimentSpec:
         description: Free text.
         seed: This experiment's seed; derived from ``seed_policy`` (or name and index)
             when None.
-        timeout: Seconds this experiment may run; None for no limit.
+        timeout: Seconds this experiment may run; None: ``run_multiple``'s
+            ``task_timeout`` (no limit when that is None too). A script, or a function
+            with ``backend="process"``, is killed then; a function on a thread gets
+            ``TaskTimeout`` raised inside it and, if it has not returned 0.5 s later, is
+            reported ``timeout`` and its thread abandoned (a thread cannot be killed).
         group: Group label (used as the study id of a ``SeedPolicy``).
     """
 
@@ -151,8 +155,10 @@ def _as_spec(item: Any) -> ExperimentSpec:
     raise TypeError(f"expected an ExperimentSpec, got {_type_name(item)}")
 
 
-def check_specs(specs: Any, limit: Optional[int]) -> List[ExperimentSpec]:
-    """The specs to run (the first ``limit``), each validated."""
+def check_specs(specs: Any, limit: Optional[int],
+                task_timeout: Optional[float] = None) -> List[ExperimentSpec]:
+    """The specs to run (the first ``limit``), each validated; those without a timeout
+    of their own get ``task_timeout`` (as copies: the caller's specs are not changed)."""
     if isinstance(specs, (str, bytes, Mapping)) or not isinstance(specs, (Sequence, list)):
         raise TypeError(f"specs must be a list of ExperimentSpec, not {_type_name(specs)}")
     if not specs:
@@ -164,6 +170,8 @@ def check_specs(specs: Any, limit: Optional[int]) -> List[ExperimentSpec]:
             validate_spec(spec)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"Invalid ExperimentSpec at index {index}: {exc}") from exc
+        if spec.timeout is None and task_timeout is not None:
+            spec = dataclasses.replace(spec, timeout=task_timeout)
         checked.append(spec)
     return checked
 
@@ -177,7 +185,7 @@ class BatchOptions:
     table: str
     fail_fast: bool
     max_consecutive_failures: Optional[int]
-    timeout: Optional[float]
+    timeout: Optional[float]  # the whole batch's limit: run_multiple's batch_timeout
     progress: Optional[bool]
     on_progress: Optional[Callable[..., Any]]
     resume: bool
@@ -188,13 +196,15 @@ class BatchOptions:
     worker_init: Optional[Callable[[], Any]] = None
     backend: str = "thread"
     launcher: str = "spawn"
+    task_timeout: Optional[float] = None  # for specs without a timeout of their own
 
     @classmethod
     def check(cls, *, parallel: Any, db: Any, table: Any, fail_fast: Any,
               max_consecutive_failures: Any, timeout: Any, progress: Any, on_progress: Any,
               resume: Any, limit: Any, seed_policy: Any, retries: Any = 0, retry_on: Any = (),
               retry_delay: Any = 1.0, rate_limit: Any = None, worker_init: Any = None,
-              backend: Any = "auto", launcher: Any = "spawn") -> "BatchOptions":
+              backend: Any = "auto", launcher: Any = "spawn",
+              task_timeout: Any = None) -> "BatchOptions":
         from xetrack_c.run.retry import RetryPolicy, rate_interval
 
         if parallel is None:
@@ -233,7 +243,8 @@ class BatchOptions:
                              f"'forkserver' (scripts forked from a warm interpreter), "
                              f"not {launcher!r}")
         return cls(workers, db, table, bool(fail_fast), max_consecutive_failures,
-                   _check_timeout(timeout, "timeout"), progress, on_progress, bool(resume),
-                   limit, seed_policy, RetryPolicy(retries, retry_on, retry_delay),
+                   _check_timeout(timeout, "batch_timeout"), progress, on_progress,
+                   bool(resume), limit, seed_policy, RetryPolicy(retries, retry_on, retry_delay),
                    rate_interval(rate_limit), worker_init,
-                   "process" if backend == "process" else "thread", launcher)
+                   "process" if backend == "process" else "thread", launcher,
+                   _check_timeout(task_timeout, "task_timeout"))
