@@ -228,6 +228,6 @@ def test_timeout_is_the_deprecated_name_of_batch_timeout():
 def test_the_progress_line_counts_abandoned_threads():
     progress = Progress(3, stream=io.StringIO(), use_tqdm=False)
     progress.update("completed")
-    assert "(0 failed)" in progress.line()
+    assert "(1 completed, 0 failed)" in progress.line()
     progress.update("timeout", abandoned=2)
-    assert "(1 failed, 2 threads abandoned)" in progress.line()
+    assert "(1 completed, 0 failed, 1 timeout, 2 abandoned threads)" in progress.line()
