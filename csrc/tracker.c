@@ -17,7 +17,21 @@
 static xt_state *
 tracker_state(TrackerCore *self)
 {
-    return xt_state_from_type(Py_TYPE(self));
+    return self->st != NULL ? self->st : xt_state_from_type(Py_TYPE(self));
+}
+
+static PyObject *
+tracker_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    TrackerCore *self = (TrackerCore *)PyType_GenericNew(type, args, kwargs);
+    if (self != NULL) {
+        self->st = xt_state_from_type(type);
+        if (self->st == NULL) {
+            Py_DECREF(self);
+            return NULL;
+        }
+    }
+    return (PyObject *)self;
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -935,7 +949,7 @@ PyDoc_STRVAR(tracker_doc,
 static PyType_Slot tracker_slots[] = {
     {Py_tp_doc, (void *)tracker_doc},
     {Py_tp_init, tracker_init},
-    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_new, tracker_new},
     {Py_tp_dealloc, tracker_dealloc},
     {Py_tp_traverse, tracker_traverse},
     {Py_tp_clear, tracker_clear},

@@ -21,6 +21,11 @@ typedef struct {
 
 typedef struct {
     PyObject_HEAD
+    /* The module's state, found once when the object is made: at interpreter shutdown the
+     * garbage collector may clear a subclass's MRO before this object is freed, and
+     * PyType_GetModuleByDef then has nothing to walk.  The type keeps the module alive as
+     * long as this object lives. */
+    xt_state *st;
     xt_store *store;
     PyObject *path;      /* str, as given */
     PyObject *table;     /* str */
