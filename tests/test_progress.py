@@ -23,6 +23,8 @@ from xetrack_c import ExperimentSpec, run_multiple
 from xetrack_c.run import progress as progress_module
 from xetrack_c.run.progress import Progress
 
+pytestmark = pytest.mark.slow  # left out of the jobs that re-run the suite (.ci/run)
+
 LINE = re.compile(r"^run_multiple \d+/\d+ \(\d+ completed, \d+ failed(, \d+ timeout)?"
                   r"(, \d+ cancelled)?(, \d+ abandoned threads)?\) \d+\.\d tasks/s "
                   r"ETA (\d+:)?\d\d:\d\d$")

@@ -12,6 +12,8 @@ from conftest import count_rows, integrity_check, table_info
 
 from xetrack_c import StorageError, Tracker
 
+pytestmark = pytest.mark.slow  # left out of the jobs that re-run the suite (.ci/run)
+
 
 def fill(tracker: Tracker, columns: int) -> None:
     """Log one row that brings the table to ``columns`` columns (with track_id, timestamp)."""
