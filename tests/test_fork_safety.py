@@ -144,7 +144,13 @@ def rows_by_writer(db: str):
         conn.close()
 
 
+# Not under AddressSanitizer: GCC 12's ASan runtime does not take its allocator's locks
+# around fork(), so a child forked while another thread is inside ASan's malloc or free
+# blocks forever in ASan's own mutex at its first free (seen in CI: the child's stack ends
+# in __asan::Allocator::Deallocate from sqlite3_free).  Six threads allocating through 24
+# forks make that likely; the full suite runs this test on the normal build.
 @pytest.mark.stress
+@pytest.mark.no_sanitizer
 @pytest.mark.parametrize("cached", [False, True], ids=["log", "cached-track"])
 @pytest.mark.parametrize("durability", ["commit", "async"])
 def test_forks_while_threads_log_and_read_never_block_a_child(run_py, db_path, tmp_path,
