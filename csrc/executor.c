@@ -419,7 +419,7 @@ worker_main(void *arg)
         xt_post_done(pool, w, index);
     }
     if (w->proc != NULL) {
-        xt_proc_close(w->proc, pool->grace);
+        xt_proc_close(w->proc, &pool->procs);
         w->proc = NULL;
     }
     xt_forkserver_stop(w);
@@ -528,7 +528,7 @@ replace_worker(xt_pool *pool, xt_worker *w)
     /* Processes the thread started die when it ends (PR_SET_PDEATHSIG): they are idle
      * while it runs a function, so end them now; the new thread starts its own. */
     if (w->proc != NULL) {
-        xt_proc_close(w->proc, pool->grace);
+        xt_proc_close(w->proc, &pool->procs);
         w->proc = NULL;
     }
     xt_forkserver_stop(w);
@@ -850,6 +850,11 @@ run_tasks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (timeout > 0) {
         deadline = xt_monotonic_now() + timeout;
     }
+    /* Started here, not by a worker thread: it must outlive all of them (it dies with the
+     * thread that started it), and they all ask it for their worker processes. */
+    Py_BEGIN_ALLOW_THREADS
+    xt_proc_server_start(&pool->procs);
+    Py_END_ALLOW_THREADS
     if (start_workers(pool, workers) < 0) {
         saved = take_exception();
         pool_cancel(pool, CANCEL_ALL, XT_TASK_CANCELLED);
@@ -911,6 +916,7 @@ run_tasks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             pthread_join(pool->workers[k].thread, NULL);
         }
     }
+    xt_proc_server_stop(&pool->procs);
     if (top_level) {
         limit_batch_end();
     }

@@ -23,10 +23,22 @@ _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
 def worker_command() -> List[str]:
-    """argv of a worker process: this interpreter, without ``site`` (the init frame hands
-    it this process's ``sys.path``), running this copy of xetrack_c's worker module."""
+    """argv of a worker process started cold: this interpreter, without ``site`` (the init
+    frame hands it this process's ``sys.path``), running this copy of xetrack_c's worker
+    module."""
     return [sys.executable, "-S", os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                "process_worker.py")]
+
+
+def server_command() -> List[str]:
+    """argv of the batch's warm server: the worker module, serving forks of itself."""
+    return worker_command() + ["--server"]
+
+
+def server_frame(functions: Sequence[bytes]) -> bytes:
+    """What the warm server reads before it forks: this process's ``sys.path`` and the
+    batch's pickled functions, which it loads once for all its workers."""
+    return pickle.dumps({"sys_path": list(sys.path), "functions": list(functions)}, _PROTOCOL)
 
 
 def _cloudpickle(value: Any, what: str, reason: str) -> bytes:
@@ -72,6 +84,10 @@ class Payloads:
 
     def __init__(self) -> None:
         self._functions: Dict[int, Tuple[Any, bytes]] = {}
+
+    def functions(self) -> List[bytes]:
+        """Every distinct function of the batch so far, pickled."""
+        return [data for _, data in self._functions.values()]
 
     def function_bytes(self, function: Any) -> bytes:
         entry = self._functions.get(id(function))
