@@ -1,0 +1,154 @@
+"""backend="process" starts its workers as forks of one warm server per batch.
+
+The server is an interpreter spawned once per batch that loads the batch's functions and
+forks a worker per request. These tests look at real processes: who each worker's parent
+is, where the task's module was imported, what is left running after the batch, and what
+happens when a worker or the server itself dies in the middle of a batch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import pytest
+from conftest import HELPERS
+
+from xetrack_c import ExperimentSpec, run_multiple
+
+if str(HELPERS) not in sys.path:
+    sys.path.insert(0, str(HELPERS))
+
+import warm_tasks  # noqa: E402
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            state = stat.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def children_of(pid: int) -> list:
+    """Pids of the live processes whose parent is ``pid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+            found.append(int(entry))
+    return found
+
+
+def specs_of(function, count, **extra):
+    return [ExperimentSpec(function=function, config={"x": i, **extra}) for i in range(count)]
+
+
+def test_workers_are_forks_of_one_warm_server_that_is_gone_after_the_batch():
+    before = set(children_of(os.getpid()))
+    results = run_multiple(specs_of(warm_tasks.where, 8), parallel=2, backend="process")
+    assert [r.status for r in results] == ["completed"] * 8
+    info = [r.result for r in results]
+    assert [i["x"] for i in info] == list(range(8))
+    servers = {i["ppid"] for i in info}
+    assert len(servers) == 1, info  # one server for the whole batch
+    server = servers.pop()
+    assert server != os.getpid() and all(i["parent_is_server"] for i in info)
+    workers = {i["pid"] for i in info}
+    assert 1 <= len(workers) <= 2 and server not in workers
+    # Each worker leads a process group of its own (the pool kills a task's whole group).
+    assert all(i["pgid"] == i["pid"] for i in info)
+    # Warm: the task's module was imported once, in the server, before the fork.
+    assert {i["loaded_in"] for i in info} == {server}
+    # Nothing is left: not the server, not a worker, no new child of this process.
+    assert not alive(server)
+    assert not any(alive(pid) for pid in workers)
+    assert set(children_of(os.getpid())) <= before
+
+
+def test_a_dead_worker_is_replaced_by_another_fork_and_every_result_comes_back():
+    specs = specs_of(warm_tasks.crash_or_where, 10, crash=[3, 6])
+    results = run_multiple(specs, parallel=2, backend="process")
+    statuses = [r.status for r in results]
+    assert statuses == ["failed" if i in (3, 6) else "completed" for i in range(10)]
+    assert "killed by SIGKILL" in results[3].error_message
+    assert "exit code 3" in results[6].error_message
+    info = [r.result for r in results if r.status == "completed"]
+    assert [i["x"] for i in info] == [0, 1, 2, 4, 5, 7, 8, 9]
+    servers = {i["ppid"] for i in info}
+    assert len(servers) == 1 and all(i["parent_is_server"] for i in info)
+    # The workers that ran after a crash are new forks of the same server.
+    after = {i["pid"] for i in info if i["x"] > 6}
+    before = {i["pid"] for i in info if i["x"] < 3}
+    assert after and len(after | before) >= 3
+    assert {i["loaded_in"] for i in info} == servers
+    assert not alive(servers.pop())
+
+
+def test_the_server_dying_mid_batch_fails_its_running_task_and_the_rest_run_cold():
+    started = time.monotonic()
+    specs = specs_of(warm_tasks.kill_server_or_where, 6, kill=2)
+    results = run_multiple(specs, parallel=1, backend="process", batch_timeout=120)
+    assert time.monotonic() - started < 120  # reported, not left hanging
+    assert [r.status for r in results] == ["completed"] * 2 + ["failed"] + ["completed"] * 3
+    assert "worker died" in results[2].error_message
+    warm, cold = [r.result for r in results[:2]], [r.result for r in results[3:]]
+    server = warm[0]["ppid"]
+    assert all(i["parent_is_server"] and i["ppid"] == server for i in warm)
+    assert not alive(server)
+    # Once the server is gone, workers are new interpreters started by this process.
+    assert all(i["ppid"] == os.getpid() and i["loaded_in"] == i["pid"] for i in cold)
+    assert not any(alive(i["pid"]) for i in warm + cold)
+
+
+def test_a_function_module_that_starts_threads_gets_workers_started_cold(run_py):
+    # A fork copies only the forking thread: the server refuses to fork once importing the
+    # batch's functions left it with threads, and the pool starts each worker cold.  (In a
+    # child interpreter: importing the module starts a thread in this one too.)
+    out = run_py(f"""
+        import os, sys
+        sys.path.insert(0, {str(HELPERS)!r})
+        import threaded_tasks
+        from xetrack_c import ExperimentSpec, run_multiple
+
+        results = run_multiple([ExperimentSpec(function=threaded_tasks.where, config={{"x": i}})
+                                for i in range(4)], parallel=2, backend="process")
+        print([r.status for r in results], [r.result[2] for r in results])
+        print(all(r.result[1] == os.getpid() for r in results))
+    """)
+    assert out.stdout.splitlines() == [
+        "['completed', 'completed', 'completed', 'completed'] [0, 1, 2, 3]", "True"]
+
+
+def test_a_function_defined_in_main_runs_on_forks_of_the_server(run_py):
+    # A function of the __main__ script travels by value (cloudpickle): the server rebuilds
+    # it once, and its forks run it.
+    pytest.importorskip("cloudpickle")
+    out = run_py(f"""
+        import os, sys
+        sys.path.insert(0, {str(HELPERS)!r})
+        import warm_tasks
+        from xetrack_c import ExperimentSpec, run_multiple
+
+        def task(config):
+            return os.getppid(), warm_tasks.server_marker(os.getppid()), config["x"] * 2
+
+        if __name__ == "__main__":
+            results = run_multiple([ExperimentSpec(function=task, config={{"x": i}})
+                                    for i in range(4)], parallel=2, backend="process")
+            print([r.status for r in results])
+            print(len({{r.result[0] for r in results}}), all(r.result[1] for r in results),
+                  [r.result[2] for r in results])
+    """)
+    lines = out.stdout.splitlines()
+    assert lines == ["['completed', 'completed', 'completed', 'completed']",
+                     "1 True [0, 2, 4, 6]"]
