@@ -8,6 +8,7 @@ DataFrame or array is asked for.
 from importlib import import_module
 from typing import Any
 
+from xetrack_c import _core  # noqa: F401  (an attribute even where a server preloaded it)
 from xetrack_c._core import CorruptDatabaseError, Error, StorageError
 from xetrack_c.tracker import Tracker
 

@@ -7,6 +7,7 @@ GROUPS: dict[str, str] = {
     "read": "benchmarks.groups.read",
     "seed": "benchmarks.groups.seed",
     "executor": "benchmarks.groups.executor",
+    "process": "benchmarks.groups.process_start",
     "distributed": "benchmarks.groups.distributed",
     "cli": "benchmarks.groups.cli",
     "import": "benchmarks.groups.imports",

@@ -150,7 +150,7 @@ def is_warm_server(pid: int) -> bool:
     """Whether ``pid`` is a process backend's warm server (the worker module's --server)."""
     with open(f"/proc/{pid}/cmdline", "rb") as f:
         argv = f.read().split(b"\0")
-    return b"--server" in argv and any(arg.endswith(b"process_worker.py") for arg in argv)
+    return b"--server" in argv and any(b"process_worker" in arg for arg in argv)
 
 
 def orchestrator() -> int:

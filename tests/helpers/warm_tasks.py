@@ -20,7 +20,7 @@ def server_marker(pid: int) -> bool:
             argv = f.read().split(b"\0")
     except OSError:
         return False
-    return b"--server" in argv and any(arg.endswith(b"process_worker.py") for arg in argv)
+    return b"--server" in argv and any(b"process_worker" in arg for arg in argv)
 
 
 def where(config):

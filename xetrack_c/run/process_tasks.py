@@ -22,12 +22,22 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
+#: The worker's launcher: loads the worker module from its file under its package name
+#: (compiled once and cached, unlike a script; without importing the package, and without
+#: putting its folder on sys.path, where run/types.py would hide the standard library's).
+_LAUNCH = ("import sys; from importlib.machinery import ModuleSpec, SourceFileLoader; "
+           "name = 'xetrack_c.run.process_worker'; loader = SourceFileLoader(name, {path!r}); "
+           "worker = type(sys)(name); worker.__file__ = {path!r}; worker.__loader__ = loader; "
+           "worker.__spec__ = ModuleSpec(name, loader, origin={path!r}); "
+           "sys.modules[name] = worker; loader.exec_module(worker); worker.main()")
+
+
 def worker_command() -> List[str]:
     """argv of a worker process started cold: this interpreter, without ``site`` (the init
     frame hands it this process's ``sys.path``), running this copy of xetrack_c's worker
     module."""
-    return [sys.executable, "-S", os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                               "process_worker.py")]
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "process_worker.py")
+    return [sys.executable, "-S", "-c", _LAUNCH.format(path=path)]
 
 
 def server_command() -> List[str]:

@@ -1,7 +1,8 @@
 """The worker process of ``run_multiple(..., backend="process")``, and its warm server.
 
-A batch starts one warm server: the C pool (``csrc/procpool.c``) spawns
-``python -S .../xetrack_c/run/process_worker.py --server`` with ``xt_spawn``
+A batch starts one warm server: the C pool (``csrc/procpool.c``) spawns the worker
+command (:func:`xetrack_c.run.process_tasks.worker_command`: ``python -S -c`` importing
+this module from its folder, then :func:`main`) with ``--server``, with ``xt_spawn``
 (``csrc/spawner.c``: a new interpreter, never a fork of the threaded parent, SIGKILLed when
 the parent dies), stdin a pipe and fd 3 its control socket. It reads one frame on stdin,
 the pickle of ``{"sys_path": [...], "functions": [bytes, ...]}``, takes that ``sys.path``,
@@ -13,9 +14,8 @@ of its own, SIGKILLed when the server dies, with its pipes on fds 3 and 4 and th
 functions already loaded. Importing a function that starts threads makes the server refuse
 to fork; the pool then starts that batch's workers cold, as below.
 
-A cold worker (no server, or one that refused, died or hung) is started by the pool as
-``python -S .../process_worker.py`` (see :func:`xetrack_c.run.process_tasks.worker_command`),
-in a process group of its own, stdin from ``/dev/null`` and the parent's stdout and stderr,
+A cold worker (no server, or one that refused, died or hung) is started by the pool with
+the same command without ``--server``, in a process group of its own, stdin from ``/dev/null`` and the parent's stdout and stderr,
 set before the exec to be SIGKILLed when its parent dies. Forked or cold, a worker reads
 frames on fd 3 and answers on fd 4; a frame is an 8-byte little-endian length, then that
 many bytes.
@@ -36,24 +36,18 @@ It ends at the end of its input, when the batch is over (or, if its parent died,
 parent-death signal, even in the middle of a task).
 
 A cold worker imports nothing of xetrack_c until a task does: it starts in about the time
-of the interpreter plus :mod:`pickle`. The child API's context is set through
+of the interpreter plus the C pickler. The child API's context is set through
 :mod:`xetrack_c.run.child` when that module is loaded; when a task imports it for the first
 time, the module takes the running task over from :data:`current_task` as it loads.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
-if __name__ == "__main__":
-    # Started as a script: its own folder is no place to import from, and the child API
-    # finds it under its package name.
-    del sys.path[0]
-    sys.modules["xetrack_c.run.process_worker"] = sys.modules[__name__]
-
-import os  # noqa: E402
-import pickle  # noqa: E402
-import struct  # noqa: E402
+# The C pickler itself: the pickle module would also import re and enum (start-up time).
+import _pickle as pickle
 
 #: (experiment_id, config, seed, db, name, metrics_table, metrics_sink) of the task
 #: running while xetrack_c.run.child is not loaded yet, else None.
@@ -61,7 +55,8 @@ current_task = None
 #: The table log_metrics appends to (task_info.DEFAULT_METRICS_TABLE, not imported here).
 _METRICS_TABLE = "metrics"
 
-_HEADER = struct.Struct("<Q")
+_HEADER_SIZE = 8  # a frame's length: 8 bytes, little-endian
+_PROTOCOL = 5  # pickle.HIGHEST_PROTOCOL of every Python this package supports
 _CONTROL_FD = 3  # the warm server's control socket (fd 3 is a worker's input after the fork)
 _IN_FD = 3
 _OUT_FD = 4
@@ -70,16 +65,16 @@ _TAIL_CHARS = 2000
 
 
 def _read_frame(stream: object) -> bytes | None:
-    header = stream.read(_HEADER.size)
-    if len(header) < _HEADER.size:
+    header = stream.read(_HEADER_SIZE)
+    if len(header) < _HEADER_SIZE:
         return None
-    (size,) = _HEADER.unpack(header)
+    size = int.from_bytes(header, "little")
     data = stream.read(size)
     return data if len(data) == size else None
 
 
 def _write_frame(data: bytes) -> None:
-    view = memoryview(_HEADER.pack(len(data)) + data)
+    view = memoryview(len(data).to_bytes(_HEADER_SIZE, "little") + data)
     while view:
         written = os.write(_OUT_FD, view)
         view = view[written:]
@@ -101,14 +96,14 @@ def _type_names(exc: BaseException) -> list[str]:
 
 def _error_reply(exc: BaseException, metrics: list) -> bytes:
     try:
-        exception: bytes | None = pickle.dumps(exc, pickle.HIGHEST_PROTOCOL)
+        exception: bytes | None = pickle.dumps(exc, _PROTOCOL)
     except Exception:
         exception = None
     reply = ("error", exception, _type_names(exc), _describe(exc))
     try:
-        return pickle.dumps(reply + (metrics,), pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(reply + (metrics,), _PROTOCOL)
     except Exception:
-        return pickle.dumps(reply + ([],), pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(reply + ([],), _PROTOCOL)
 
 
 #: The batch's functions the warm server loaded, by their pickle: a forked worker's copy.
@@ -128,20 +123,18 @@ def _load_core() -> object:
     """xetrack_c's C core, loaded without the package (whose import costs more than the
     core): the server needs only its fork loop. A worker that imports xetrack_c later
     finds the core already loaded."""
-    from importlib.machinery import EXTENSION_SUFFIXES, ExtensionFileLoader
-    from importlib.util import module_from_spec, spec_from_file_location
+    from importlib.machinery import EXTENSION_SUFFIXES, ExtensionFileLoader, ModuleSpec
 
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for suffix in EXTENSION_SUFFIXES:
         path = os.path.join(package, "_core" + suffix)
         if os.path.exists(path):
-            spec = spec_from_file_location("xetrack_c._core", path,
-                                           loader=ExtensionFileLoader("xetrack_c._core", path))
-            if spec is None:
-                break
-            core = module_from_spec(spec)
+            loader = ExtensionFileLoader("xetrack_c._core", path)
+            spec = ModuleSpec("xetrack_c._core", loader, origin=path)
+            core = loader.create_module(spec)
+            core.__spec__, core.__loader__, core.__file__ = spec, loader, path
             sys.modules["xetrack_c._core"] = core
-            spec.loader.exec_module(core)
+            loader.exec_module(core)
             return core
     raise ImportError(f"xetrack_c's C core is not in {package}")
 
@@ -202,14 +195,14 @@ class _Worker:
 
     def run(self, frame: bytes) -> bytes:
         if self.init_error is not None:
-            return pickle.dumps(("init_error", self.init_error), pickle.HIGHEST_PROTOCOL)
+            return pickle.dumps(("init_error", self.init_error), _PROTOCOL)
         self.metrics = []
         try:
             value = self._call(frame)
         except BaseException as exc:  # the task's failure, reported to the parent
             return _error_reply(exc, self.metrics)
         try:
-            return pickle.dumps(("ok", value, self.metrics), pickle.HIGHEST_PROTOCOL)
+            return pickle.dumps(("ok", value, self.metrics), _PROTOCOL)
         except Exception as exc:
             error = TypeError(
                 f"the return value ({type(value).__name__}) or a logged metric could not be "
@@ -318,6 +311,3 @@ def main() -> None:
             break  # the parent is gone
     _exit()
 
-
-if __name__ == "__main__":
-    main()
