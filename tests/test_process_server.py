@@ -9,11 +9,14 @@ happens when a worker or the server itself dies in the middle of a batch.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
-from conftest import HELPERS
+from conftest import HELPERS, child_env
 
 from xetrack_c import ExperimentSpec, run_multiple
 
@@ -76,21 +79,22 @@ def test_workers_are_forks_of_one_warm_server_that_is_gone_after_the_batch():
 
 
 def test_a_dead_worker_is_replaced_by_another_fork_and_every_result_comes_back():
+    # One worker at a time, so that which worker runs what is certain: tasks 0-2 on the
+    # first, 4-5 on its replacement, 7-9 on the next.
     specs = specs_of(warm_tasks.crash_or_where, 10, crash=[3, 6])
-    results = run_multiple(specs, parallel=2, backend="process")
+    results = run_multiple(specs, parallel=1, backend="process")
     statuses = [r.status for r in results]
     assert statuses == ["failed" if i in (3, 6) else "completed" for i in range(10)]
     assert "killed by SIGKILL" in results[3].error_message
     assert "exit code 3" in results[6].error_message
-    info = [r.result for r in results if r.status == "completed"]
-    assert [i["x"] for i in info] == [0, 1, 2, 4, 5, 7, 8, 9]
-    servers = {i["ppid"] for i in info}
-    assert len(servers) == 1 and all(i["parent_is_server"] for i in info)
-    # The workers that ran after a crash are new forks of the same server.
-    after = {i["pid"] for i in info if i["x"] > 6}
-    before = {i["pid"] for i in info if i["x"] < 3}
-    assert after and len(after | before) >= 3
-    assert {i["loaded_in"] for i in info} == servers
+    info = {r.result["x"]: r.result for r in results if r.status == "completed"}
+    assert sorted(info) == [0, 1, 2, 4, 5, 7, 8, 9]
+    servers = {i["ppid"] for i in info.values()}
+    assert len(servers) == 1 and all(i["parent_is_server"] for i in info.values())
+    runs = [{info[x]["pid"] for x in xs} for xs in ((0, 1, 2), (4, 5), (7, 8, 9))]
+    assert all(len(pids) == 1 for pids in runs)
+    assert len(set.union(*runs)) == 3  # each crash was followed by a new fork
+    assert {i["loaded_in"] for i in info.values()} == servers
     assert not alive(servers.pop())
 
 
@@ -152,3 +156,47 @@ def test_a_function_defined_in_main_runs_on_forks_of_the_server(run_py):
     lines = out.stdout.splitlines()
     assert lines == ["['completed', 'completed', 'completed', 'completed']",
                      "1 True [0, 2, 4, 6]"]
+
+
+CTRL_C_CHILD = """
+    import sys
+    sys.path.insert(0, {helpers!r})
+    import warm_tasks
+    from xetrack_c import ExperimentSpec, run_multiple
+
+    specs = [ExperimentSpec(function=warm_tasks.record_and_sleep,
+                            config={{"x": i, "folder": {folder!r}, "sleep": 60}})
+             for i in range(4)]
+    run_multiple(specs, parallel=2, backend="process")
+    print("finished", flush=True)
+"""
+
+
+def test_ctrl_c_stops_the_batch_and_leaves_no_worker_or_server(tmp_path):
+    folder = tmp_path / "pids"
+    folder.mkdir()
+    script = tmp_path / "batch.py"
+    script.write_text(textwrap.dedent(CTRL_C_CHILD.format(helpers=str(HELPERS),
+                                                          folder=str(folder))))
+    proc = subprocess.Popen([sys.executable, str(script)], env=child_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started: dict = {}
+    try:
+        deadline = time.monotonic() + 60
+        while len(started) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            started = {int(p.name): int(p.read_text().split()[1])
+                       for p in folder.iterdir() if p.name.isdigit()}
+        assert len(started) == 2, (started, proc.poll())
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode in (-signal.SIGINT, 130), (proc.returncode, err)
+    assert "finished" not in out
+    assert "KeyboardInterrupt: run_multiple stopped by Ctrl-C" in err, err
+    servers = set(started.values())
+    assert len(servers) == 1 and proc.pid not in servers  # forks of the warm server
+    assert not any(alive(pid) for pid in set(started) | servers)

@@ -48,3 +48,14 @@ def kill_server_or_where(config):
         os.kill(os.getppid(), signal.SIGKILL)
         time.sleep(30)
     return where(config)
+
+
+def record_and_sleep(config):
+    """Writes "pid ppid" to config["folder"]/<pid> (whole, by rename), then sleeps
+    config["sleep"] seconds."""
+    path = os.path.join(config["folder"], str(os.getpid()))
+    with open(path + ".tmp", "w") as f:
+        f.write(f"{os.getpid()} {os.getppid()}")
+    os.rename(path + ".tmp", path)
+    time.sleep(config["sleep"])
+    return config["x"]
