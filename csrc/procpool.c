@@ -379,8 +379,9 @@ xt_proc_server_start(xt_proc_setup *setup)
     setup->server_pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     setup->server_fd = sv[0];
     sv[0] = -1;
-    /* Its init frame, then the end of its stdin.  A server that dies first fails the write
-     * (EPIPE) and is given up at its first request. */
+    /* Its init frame, then the end of its stdin.  The frame is small enough for the pipe
+     * (process_tasks.server_frame), so this does not wait for the server to read it; a
+     * server that dies first fails the write (EPIPE) and is given up at its first request. */
     for (int i = 0; i < FRAME_HEADER; i++) {
         header[i] = (unsigned char)((uint64_t)setup->server_init_len >> (8 * i));
     }

@@ -45,10 +45,23 @@ def server_command() -> List[str]:
     return worker_command() + ["--server"]
 
 
+#: Bytes of pickled functions the warm server gets at most: its frame then fits in a pipe,
+#: so handing it over never waits for the server. Functions past it (large closures) are
+#: loaded by each worker instead.
+SERVER_FUNCTION_BYTES = 48 * 1024
+
+
 def server_frame(functions: Sequence[bytes]) -> bytes:
     """What the warm server reads before it forks: this process's ``sys.path`` and the
-    batch's pickled functions, which it loads once for all its workers."""
-    return pickle.dumps({"sys_path": list(sys.path), "functions": list(functions)}, _PROTOCOL)
+    batch's pickled functions (up to :data:`SERVER_FUNCTION_BYTES`), which it loads once
+    for all its workers."""
+    sent: List[bytes] = []
+    total = 0
+    for data in functions:
+        if total + len(data) <= SERVER_FUNCTION_BYTES:
+            sent.append(data)
+            total += len(data)
+    return pickle.dumps({"sys_path": list(sys.path), "functions": sent}, _PROTOCOL)
 
 
 def _cloudpickle(value: Any, what: str, reason: str) -> bytes:
