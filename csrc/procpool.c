@@ -330,11 +330,13 @@ server_reap(xt_proc_setup *setup, pid_t pid)
     return SIGKILL; /* the raw status of a process killed by SIGKILL */
 }
 
+/* Send all of `data` on a socket; 0, or -1 (MSG_NOSIGNAL: a peer that is gone is an
+ * error here, never a SIGPIPE). */
 static int
-write_all(int fd, const char *data, size_t len)
+send_all(int fd, const char *data, size_t len)
 {
     while (len > 0) {
-        ssize_t n = write(fd, data, len);
+        ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR) {
             continue;
         }
@@ -361,7 +363,7 @@ xt_proc_server_start(xt_proc_setup *setup)
         return;
     }
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0
-        || pipe2(init, O_CLOEXEC) != 0) {
+        || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, init) != 0) {
         goto done;
     }
     /* The child's ends above fd 3, so that dup2 onto 0 and 3 never meets itself. */
@@ -379,9 +381,10 @@ xt_proc_server_start(xt_proc_setup *setup)
     setup->server_pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     setup->server_fd = sv[0];
     sv[0] = -1;
-    /* Its init frame, then the end of its stdin.  The frame is small enough for the pipe
-     * (process_tasks.server_frame), so this does not wait for the server to read it; a
-     * server that dies first fails the write (EPIPE) and is given up at its first request. */
+    /* Its init frame on its stdin (a socket), then the end of it.  The frame is small
+     * enough for the socket's buffer (process_tasks.server_frame), so this does not wait
+     * for the server to read it; a server that dies first fails the send (EPIPE) and is
+     * given up at its first request. */
     for (int i = 0; i < FRAME_HEADER; i++) {
         header[i] = (unsigned char)((uint64_t)setup->server_init_len >> (8 * i));
     }
@@ -389,8 +392,8 @@ xt_proc_server_start(xt_proc_setup *setup)
     close_fd(&child_init);
     close_fd(&sv[1]);
     close_fd(&child_sv);
-    if (write_all(init[1], (const char *)header, FRAME_HEADER) == 0) {
-        (void)write_all(init[1], setup->server_init, setup->server_init_len);
+    if (send_all(init[1], (const char *)header, FRAME_HEADER) == 0) {
+        (void)send_all(init[1], setup->server_init, setup->server_init_len);
     }
 done:
     close_fd(&child_init);

@@ -31,7 +31,7 @@ typedef struct {
     int cancel_fd;   /* becomes readable when running tasks must stop */
     /* The warm server (xt_proc_server_start), shared by the batch's worker threads. */
     char **server_argv;  /* its command, NULL-terminated; NULL: no server */
-    char *server_init;   /* the frame it reads on its stdin before it serves */
+    char *server_init;   /* the frame it reads on its stdin (a socket) before it serves */
     size_t server_init_len;
     pid_t server_pid;    /* 0: not started */
     int server_pidfd;    /* -1 where pidfd_open is missing */

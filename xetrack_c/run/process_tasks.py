@@ -45,9 +45,9 @@ def server_command() -> List[str]:
     return worker_command() + ["--server"]
 
 
-#: Bytes of pickled functions the warm server gets at most: its frame then fits in a pipe,
-#: so handing it over never waits for the server. Functions past it (large closures) are
-#: loaded by each worker instead.
+#: Bytes of pickled functions the warm server gets at most: its frame then fits in its
+#: stdin socket's buffer, so handing it over never waits for the server. Functions past
+#: it (large closures) are loaded by each worker instead.
 SERVER_FUNCTION_BYTES = 48 * 1024
 
 

@@ -1,24 +1,25 @@
 """The worker process of ``run_multiple(..., backend="process")``, and its warm server.
 
 A batch starts one warm server: the C pool (``csrc/procpool.c``) spawns the worker
-command (:func:`xetrack_c.run.process_tasks.worker_command`: ``python -S -c`` importing
-this module from its folder, then :func:`main`) with ``--server``, with ``xt_spawn``
-(``csrc/spawner.c``: a new interpreter, never a fork of the threaded parent, SIGKILLed when
-the parent dies), stdin a pipe and fd 3 its control socket. It reads one frame on stdin,
-the pickle of ``{"sys_path": [...], "functions": [bytes, ...]}``, takes that ``sys.path``,
-loads xetrack_c's C core, unpickles each of the batch's functions (importing their
-modules; one that fails is left to the workers, whose tasks then report the error; where
-they use xetrack_c, its child API is loaded too), freezes its objects out of the collector's reach, then serves forks in C
-(``csrc/procserver.c``): each worker is a fork of this warm interpreter, in a process group
-of its own, SIGKILLed when the server dies, with its pipes on fds 3 and 4 and the server's
-functions already loaded. Importing a function that starts threads makes the server refuse
-to fork; the pool then starts that batch's workers cold, as below.
+command (:func:`xetrack_c.run.process_tasks.worker_command`: ``python -S -c`` loading this
+module from its file, then :func:`main`) with ``--server``, with ``xt_spawn``
+(``csrc/spawner.c``: a new interpreter, never a fork of the threaded parent, SIGKILLed
+when the parent dies), its stdin a socket and fd 3 its control socket. It reads one frame
+on stdin, the pickle of ``{"sys_path": [...], "functions": [bytes, ...]}``, takes that
+``sys.path``, loads xetrack_c's C core, unpickles each of the batch's functions (importing
+their modules; one that fails is left to the workers, whose tasks then report the error;
+where they use xetrack_c, its child API is loaded too), freezes its objects out of the
+collector's reach, then serves forks in C (``csrc/procserver.c``): each worker is a fork
+of this warm interpreter, in a process group of its own, SIGKILLed when the server dies,
+with its pipes on fds 3 and 4 and the server's functions already loaded. Importing a
+function that starts threads makes the server refuse to fork; the pool then starts that
+batch's workers cold, as below.
 
 A cold worker (no server, or one that refused, died or hung) is started by the pool with
-the same command without ``--server``, in a process group of its own, stdin from ``/dev/null`` and the parent's stdout and stderr,
-set before the exec to be SIGKILLed when its parent dies. Forked or cold, a worker reads
-frames on fd 3 and answers on fd 4; a frame is an 8-byte little-endian length, then that
-many bytes.
+the same command without ``--server``, in a process group of its own, stdin from
+``/dev/null`` and the parent's stdout and stderr, set before the exec to be SIGKILLed when
+its parent dies. Forked or cold, a worker reads frames on fd 3 and answers on fd 4; a
+frame is an 8-byte little-endian length, then that many bytes.
 
 * The first frame is the batch's init: the pickle of ``{"sys_path": [...],
   "worker_init": bytes or None}``. ``sys.path`` becomes the parent's (``-S`` skipped the
