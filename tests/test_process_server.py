@@ -58,6 +58,7 @@ def specs_of(function, count, **extra):
 
 def test_workers_are_forks_of_one_warm_server_that_is_gone_after_the_batch():
     before = set(children_of(os.getpid()))
+    fds = sorted(os.listdir("/proc/self/fd"))
     results = run_multiple(specs_of(warm_tasks.where, 8), parallel=2, backend="process")
     assert [r.status for r in results] == ["completed"] * 8
     info = [r.result for r in results]
@@ -76,6 +77,21 @@ def test_workers_are_forks_of_one_warm_server_that_is_gone_after_the_batch():
     assert not alive(server)
     assert not any(alive(pid) for pid in workers)
     assert set(children_of(os.getpid())) <= before
+    assert sorted(os.listdir("/proc/self/fd")) == fds  # sockets, pipes and pidfds closed
+
+
+def test_a_function_too_large_for_the_server_is_loaded_by_each_worker():
+    # A closure past the server's 48 KiB of functions travels to each worker instead.
+    pytest.importorskip("cloudpickle")
+    blob = os.urandom(100_000)
+
+    def task(config):
+        return len(blob), blob[config["x"]], warm_tasks.server_marker(os.getppid())
+
+    results = run_multiple([ExperimentSpec(function=task, config={"x": i}) for i in range(4)],
+                           parallel=2, backend="process")
+    assert [r.status for r in results] == ["completed"] * 4
+    assert [r.result for r in results] == [(100_000, blob[i], True) for i in range(4)]
 
 
 def test_a_dead_worker_is_replaced_by_another_fork_and_every_result_comes_back():
