@@ -226,15 +226,17 @@ server_give_up_locked(xt_proc_setup *setup)
 }
 
 /* Send one request to the server and wait for its answer, one request at a time.
- * IO_READY with *answer set.  Otherwise the server is given up (later workers start cold):
- * IO_DIED when it is gone or answered nonsense, IO_TIMEOUT or IO_CANCELLED when the
- * deadline passed or the batch stopped first (its late answer would otherwise be read as
- * the answer to the next request).  fds: the two pipe ends of XT_SERVER_FORK, or NULL. */
+ * IO_READY with *answer set.  IO_TIMEOUT or IO_CANCELLED when the deadline passed or the
+ * batch stopped first: the server is kept (its workers run on) and its late answer, which
+ * carries an older sequence number, is skipped by the next request (a late worker finds
+ * its pipes closed and exits).  IO_DIED when the server is gone or answered nonsense: it
+ * is given up, and later workers start cold.  fds: the two pipe ends of XT_SERVER_FORK,
+ * or NULL. */
 static int
 server_request(xt_proc_setup *setup, int32_t command, int32_t argument, const int *fds,
                double deadline, int cancel_fd, int32_t *answer)
 {
-    int32_t message[2] = {command, argument};
+    int32_t message[3] = {command, argument, 0}, reply[2];
     struct iovec iov = {message, sizeof(message)};
     union {
         char buf[CMSG_SPACE(2 * sizeof(int))];
@@ -248,6 +250,7 @@ server_request(xt_proc_setup *setup, int32_t command, int32_t argument, const in
     if (setup->server_fd < 0) {
         goto done;
     }
+    message[2] = ++setup->server_seq;
     memset(&header, 0, sizeof(header));
     header.msg_iov = &iov;
     header.msg_iovlen = 1;
@@ -267,18 +270,26 @@ server_request(xt_proc_setup *setup, int32_t command, int32_t argument, const in
     if (n != (ssize_t)sizeof(message)) {
         goto give_up;
     }
-    /* Its socket end closes when it dies (no worker keeps a copy): that reads as the end. */
-    io = wait_ready(setup->server_fd, POLLIN, -1, deadline, cancel_fd);
-    if (io != IO_READY) {
-        goto give_up;
+    for (;;) {
+        /* Its socket end closes when it dies (no worker keeps a copy): that reads as the
+         * end. */
+        io = wait_ready(setup->server_fd, POLLIN, -1, deadline, cancel_fd);
+        if (io != IO_READY) {
+            goto done;
+        }
+        do {
+            n = recv(setup->server_fd, reply, sizeof(reply), 0);
+        } while (n < 0 && errno == EINTR);
+        if (n != (ssize_t)sizeof(reply)) {
+            io = IO_DIED;
+            goto give_up;
+        }
+        if (reply[0] == message[2]) {
+            *answer = reply[1];
+            goto done;
+        }
+        /* The late answer to a request that stopped waiting: skipped. */
     }
-    do {
-        n = recv(setup->server_fd, answer, sizeof(*answer), 0);
-    } while (n < 0 && errno == EINTR);
-    if (n == (ssize_t)sizeof(*answer)) {
-        goto done;
-    }
-    io = IO_DIED;
 give_up:
     server_give_up_locked(setup);
 done:

@@ -5,18 +5,20 @@
  * threaded process; SIGKILLed when the thread that started it ends, so when this process
  * dies) that has already imported xetrack_c and the batch's functions, and forks a worker
  * on request (procserver.c; each worker is SIGKILLed when the server dies).  Where there
- * is no server, or it refused, died or stopped answering, a worker is a new interpreter
- * started with xt_spawn by the worker thread itself.  Either way a worker runs in a process
- * group of its own, with two pipes: it reads frames on fd 3 and writes frames on fd 4.  A frame is an 8-byte little-endian length, then that many bytes.  The
- * first frame a new worker gets is the batch's init frame; then one task frame at a time,
- * each answered by one reply frame.  The bytes are opaque here (pickles made and read by the Python
- * layer).  No function of this file touches Python objects: they run without the GIL.
+ * is no server, or it refused to fork or died, a worker is a new interpreter started with
+ * xt_spawn by the worker thread itself.  Either way a worker runs in a process group of
+ * its own, with two pipes: it reads frames on fd 3 and writes frames on fd 4.  A frame is
+ * an 8-byte little-endian length, then that many bytes.  The first frame a new worker
+ * gets is the batch's init frame; then one task frame at a time, each answered by one
+ * reply frame.  The bytes are opaque here (pickles made and read by the Python layer).
+ * No function of this file touches Python objects: they run without the GIL.
  */
 #ifndef XT_PROCPOOL_H
 #define XT_PROCPOOL_H
 
 #include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 typedef struct xt_proc xt_proc; /* one running worker process */
@@ -36,12 +38,14 @@ typedef struct {
     pid_t server_pid;    /* 0: not started */
     int server_pidfd;    /* -1 where pidfd_open is missing */
     int server_fd;       /* control socket; -1: none, or given up (workers start cold) */
+    int32_t server_seq;  /* sequence number of the last request */
     pthread_mutex_t server_mu; /* one request and its answer at a time; guards server_fd */
 } xt_proc_setup;
 
 /* Requests on the warm server's control socket (a SOCK_SEQPACKET socket: one message per
- * send).  A request is two int32 in host order, {command, argument}; its answer is one
- * int32: the new worker's pid, the reaped worker's raw wait status, or -errno.
+ * send).  A request is three int32 in host order, {command, argument, sequence number};
+ * its answer is two, {the request's sequence number, value}, the value being the new
+ * worker's pid, the reaped worker's raw wait status, or -errno.
  * XT_SERVER_FORK carries the worker's two pipe ends (the read end of its input, the write
  * end of its output) as SCM_RIGHTS; the server answers only once the worker is in a
  * process group of its own.  XT_SERVER_REAP's argument is the pid of a worker that has

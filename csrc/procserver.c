@@ -48,12 +48,12 @@ thread_count(void)
     return count;
 }
 
-/* One request: its two ints and, for XT_SERVER_FORK, the two descriptors it carried (-1
- * where none came).  The message size, 0 at the end of the socket, or -1. */
+/* One request: its three ints and, for XT_SERVER_FORK, the two descriptors it carried
+ * (-1 where none came).  The message size, 0 at the end of the socket, or -1. */
 static ssize_t
-receive_request(int control, int32_t message[2], int fds[2])
+receive_request(int control, int32_t message[3], int fds[2])
 {
-    struct iovec iov = {message, 2 * sizeof(int32_t)};
+    struct iovec iov = {message, 3 * sizeof(int32_t)};
     union {
         char buf[CMSG_SPACE(2 * sizeof(int))];
         struct cmsghdr align;
@@ -171,7 +171,7 @@ serve_worker_forks_py(PyObject *module, PyObject *arg)
         return NULL;
     }
     for (;;) {
-        int32_t message[2] = {0, 0}, answer = -EINVAL;
+        int32_t message[3] = {0, 0, 0}, answer[2] = {0, -EINVAL};
         int fds[2], is_child = 0, status = 0;
         ssize_t n;
         pid_t reaped = -1;
@@ -179,7 +179,7 @@ serve_worker_forks_py(PyObject *module, PyObject *arg)
         Py_BEGIN_ALLOW_THREADS
         n = receive_request((int)control, message, fds);
         Py_END_ALLOW_THREADS
-        if (n != (ssize_t)(2 * sizeof(int32_t))) {
+        if (n != (ssize_t)(3 * sizeof(int32_t))) {
             for (int i = 0; i < 2; i++) {
                 if (fds[i] >= 0) {
                     (void)close(fds[i]);
@@ -188,7 +188,7 @@ serve_worker_forks_py(PyObject *module, PyObject *arg)
             Py_RETURN_FALSE; /* the end of the batch, or a pool that is gone */
         }
         if (message[0] == XT_SERVER_FORK) {
-            answer = fork_worker(server, (int)control, fds, &is_child);
+            answer[1] = fork_worker(server, (int)control, fds, &is_child);
             if (is_child) {
                 Py_RETURN_TRUE;
             }
@@ -199,15 +199,16 @@ serve_worker_forks_py(PyObject *module, PyObject *arg)
                 reaped = waitpid((pid_t)message[1], &status, 0);
             } while (reaped < 0 && errno == EINTR);
             Py_END_ALLOW_THREADS
-            answer = reaped == (pid_t)message[1] ? (int32_t)status : -ECHILD;
+            answer[1] = reaped == (pid_t)message[1] ? (int32_t)status : -ECHILD;
         }
         for (int i = 0; i < 2; i++) {
             if (fds[i] >= 0) {
                 (void)close(fds[i]);
             }
         }
+        answer[0] = message[2]; /* the request's sequence number */
         do {
-            n = send((int)control, &answer, sizeof(answer), MSG_NOSIGNAL);
+            n = send((int)control, answer, sizeof(answer), MSG_NOSIGNAL);
         } while (n < 0 && errno == EINTR);
         if (n != (ssize_t)sizeof(answer)) {
             Py_RETURN_FALSE;

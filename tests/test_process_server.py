@@ -23,6 +23,7 @@ from xetrack_c import ExperimentSpec, run_multiple
 if str(HELPERS) not in sys.path:
     sys.path.insert(0, str(HELPERS))
 
+import slow_server_tasks  # noqa: E402
 import warm_tasks  # noqa: E402
 
 
@@ -128,6 +129,23 @@ def test_the_server_dying_mid_batch_fails_its_running_task_and_the_rest_run_cold
     # Once the server is gone, workers are new interpreters started by this process.
     assert all(i["ppid"] == os.getpid() and i["loaded_in"] == i["pid"] for i in cold)
     assert not any(alive(i["pid"]) for i in warm + cold)
+
+
+def test_tasks_that_time_out_waiting_for_a_busy_server_leave_it_serving_the_rest():
+    # The server takes 1.5 s to import the task's module: the first tasks (timeout 0.4 s)
+    # time out while they wait for their worker; the server's late answers are skipped and
+    # the tasks after them run on its forks.
+    specs = [ExperimentSpec(function=slow_server_tasks.where, config={"x": i}, timeout=0.4)
+             for i in range(8)]
+    results = run_multiple(specs, parallel=1, backend="process")
+    statuses = [r.status for r in results]
+    assert statuses[0] == "timeout" and statuses[-1] == "completed", statuses
+    first = statuses.index("completed")
+    assert statuses == ["timeout"] * first + ["completed"] * (8 - first)
+    servers = {r.result[0] for r in results[first:]}
+    assert len(servers) == 1 and os.getpid() not in servers
+    assert [r.result[1] for r in results[first:]] == list(range(first, 8))
+    assert not alive(servers.pop())
 
 
 def test_a_function_module_that_starts_threads_gets_workers_started_cold(run_py):

@@ -15,7 +15,7 @@ with its pipes on fds 3 and 4 and the server's functions already loaded. Importi
 function that starts threads makes the server refuse to fork; the pool then starts that
 batch's workers cold, as below.
 
-A cold worker (no server, or one that refused, died or hung) is started by the pool with
+A cold worker (no server, or one that refused or died) is started by the pool with
 the same command without ``--server``, in a process group of its own, stdin from
 ``/dev/null`` and the parent's stdout and stderr, set before the exec to be SIGKILLed when
 its parent dies. Forked or cold, a worker reads frames on fd 3 and answers on fd 4; a
