@@ -44,11 +44,10 @@ time, the module takes the running task over from :data:`current_task` as it loa
 
 from __future__ import annotations
 
-import os
-import sys
-
 # The C pickler itself: the pickle module would also import re and enum (start-up time).
 import _pickle as pickle
+import os
+import sys
 
 #: (experiment_id, config, seed, db, name, metrics_table, metrics_sink) of the task
 #: running while xetrack_c.run.child is not loaded yet, else None.
@@ -162,9 +161,7 @@ def _serve() -> bool:
             _loaded[data] = pickle.loads(data)
         except BaseException:  # noqa: BLE001 - each worker loads it again and reports why
             pass
-    package = sys.modules.get("xetrack_c")
-    if package is not None:  # the functions use xetrack_c: load the child API once for all
-        package._core = core
+    if "xetrack_c" in sys.modules:  # the functions use xetrack_c: its child API, once for all
         import xetrack_c.run.child  # noqa: F401
     _flush_streams()
     gc.freeze()  # the server's objects stay out of the workers' collections (fewer page copies)
@@ -311,4 +308,3 @@ def main() -> None:
         except BrokenPipeError:
             break  # the parent is gone
     _exit()
-
