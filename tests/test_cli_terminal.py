@@ -51,6 +51,18 @@ def test_long_cells_end_in_an_ellipsis_and_wider_terminals_show_more(xt, wide_db
     assert all(len(line) <= 30 for line in lines[:3])
 
 
+def test_a_text_column_that_does_not_fit_is_cut_to_the_room_left(xt, wide_db):
+    result = xt.in_terminal("head", wide_db, "--columns", "track_id,note,metric_0", columns=40)
+    assert result.code == 0, result
+    lines = result.out.splitlines()
+    assert lines[2] == "| wide-run   | " + LONG_NOTE[:22] + ELLIPSIS + " |"
+    assert all(len(line) == 40 for line in lines[:3])
+    assert lines[3] == f"{ELLIPSIS} 1 more column: metric_0 (use --columns)"
+    # With less than 8 characters of room the column is left out instead.
+    lines = xt.in_terminal("head", wide_db, "--columns", "track_id,note", columns=24).out
+    assert lines.splitlines()[3] == f"{ELLIPSIS} 1 more column: note (use --columns)"
+
+
 def test_json_and_pipes_are_never_cut(xt, wide_db):
     records = xt.in_terminal("head", wide_db, "--json", columns=40).json()
     assert records[0]["note"] == LONG_NOTE and len(records[0]) == 16

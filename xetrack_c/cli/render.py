@@ -15,6 +15,8 @@ _HEADER_PADDING = 2
 # The longest text cell of a table fitted to the terminal; longer ones end in ELLIPSIS.
 MAX_CELL = 40
 ELLIPSIS = "\u2026"
+# The narrowest a text column is cut to so that it still fits the terminal.
+_MIN_CUT = 8
 
 
 def _is_number(value: Any) -> bool:
@@ -60,6 +62,7 @@ class _Column:
     def __init__(self, name: str, values: Sequence[Any], max_cell: Optional[int]) -> None:
         present = [value for value in values if value is not None]
         self.name = name
+        self.values = values
         self.numeric = bool(present) and all(_is_number(value) for value in present)
         if self.numeric:  # numbers are short; cutting one would change its value
             self.cells = _numeric_cells(values)
@@ -67,7 +70,8 @@ class _Column:
             self.cells = [_shorten(cell_text(value), max_cell) for value in values]
         self.header = _shorten(cell_text(name), None if max_cell is None
                                else max(max_cell - _HEADER_PADDING, 1))
-        self.width = max([len(self.header) + _HEADER_PADDING] + [len(t) for t in self.cells])
+        self.header_width = len(self.header) + _HEADER_PADDING
+        self.width = max([self.header_width] + [len(text) for text in self.cells])
 
 
 def _shorten(text: str, limit: Optional[int]) -> str:
@@ -108,13 +112,18 @@ def markdown_table(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def fitted_markdown_table(names: Sequence[str], rows: Sequence[Sequence[Any]],
                           width: int) -> str:
     """A Markdown table no wider than ``width`` characters: text cells longer than
-    :data:`MAX_CELL` (or than the width) end in an ellipsis, and the columns that do not
-    fit are left out, named on a last line."""
+    :data:`MAX_CELL` (or than the width) end in an ellipsis; columns are kept from the left
+    up to the first that does not fit (cut shorter when it is text and still has room), and
+    the others are named on a last line."""
     columns = _layout(names, rows, max(min(MAX_CELL, width - 4), 1))
     shown: List[_Column] = []
     used = 1  # "| " + cells joined by " | " + " |": each column takes its width plus 3
     for column in columns:
         if shown and used + column.width + 3 > width:
+            # A text column may still fit cut shorter: it is the last one shown.
+            room = width - used - 3
+            if not column.numeric and room >= max(_MIN_CUT, column.header_width):
+                shown.append(_Column(column.name, column.values, room))
             break
         shown.append(column)
         used += column.width + 3
