@@ -5,8 +5,7 @@ DataFrame backends and the seeding API load on first use, pandas and numpy only 
 DataFrame or array is asked for.
 """
 
-from importlib import import_module
-from typing import Any
+from importlib import import_module as _import_module
 
 from xetrack_c._core import CorruptDatabaseError, Error, StorageError
 from xetrack_c.tracker import Tracker
@@ -38,14 +37,15 @@ __all__ = ["Tracker", "Error", "StorageError", "CorruptDatabaseError", *_LAZY]
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'xetrack_c' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
+    value = getattr(_import_module(module), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list:
-    return sorted(set(globals()) | set(_LAZY))
+    # The documented API only (docs/reference.md): no imported helpers or submodules.
+    return sorted([*__all__, "__version__"])
