@@ -28,10 +28,10 @@ typedef struct {
 
 /* How a value is stored: fills pair->type/i/d/p/n and pair->value (new reference, the
  * value the returned row shows).  Returns the declared type for a new column.  Rules
- * (DESIGN.md section 2): None -> NULL; bool -> INTEGER 0/1; int -> INTEGER (beyond 64
- * bits: OverflowError); float -> REAL; str -> TEXT; bytes and memoryview -> BLOB in a TEXT
- * column (as xetrack declares them); bytearray -> BLOB; numpy scalars -> their Python
- * value; anything else -> str(value). */
+ * (DESIGN.md section 2): None -> NULL; bool -> INTEGER 0/1 (a new column is BOOLEAN);
+ * int -> INTEGER (beyond 64 bits: OverflowError); float -> REAL; str -> TEXT; bytes and
+ * memoryview -> BLOB in a TEXT column (as xetrack declares them); bytearray -> BLOB; numpy
+ * scalars -> their Python value; anything else -> str(value). */
 int
 xt_classify(xt_state *st, PyObject *value, xt_pair *pair, int depth)
 {
@@ -46,7 +46,7 @@ xt_classify(xt_state *st, PyObject *value, xt_pair *pair, int depth)
         pair->type = XT_INT;
         pair->i = value == Py_True;
         pair->value = Py_NewRef(value);
-        return XT_INT;
+        return XT_DECL_BOOLEAN;
     }
     if (PyLong_Check(value)) {
         int overflow = 0;

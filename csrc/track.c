@@ -58,18 +58,48 @@ set_item_steal(PyObject *dict, const char *key, PyObject *value)
     return rc;
 }
 
-/* The row of one call: function_name, args, kwargs, error, function_time, the fields of
- * dataclass/pydantic arguments, the result, the per-call params, then (when the result
- * cache is on and the call has a key) `cache`: the run that computed the result, or "". */
+/* The error_type of a call that raised `exc`: the class's qualified name, prefixed with its
+ * module unless that is builtins ("ValueError", "json.decoder.JSONDecodeError"). */
+static PyObject *
+error_type_name(PyObject *exc)
+{
+    PyTypeObject *type = Py_TYPE(exc);
+    PyObject *qualname = PyType_GetQualName(type), *module = NULL, *res = NULL;
+    if (qualname == NULL) {
+        goto done;
+    }
+    module = PyObject_GetAttrString((PyObject *)type, "__module__");
+    if (module == NULL) {
+        goto done;
+    }
+    if (!PyUnicode_Check(module) || PyUnicode_CompareWithASCIIString(module, "builtins") == 0) {
+        res = Py_NewRef(qualname);
+    }
+    else {
+        res = PyUnicode_FromFormat("%U.%U", module, qualname);
+    }
+done:
+    Py_XDECREF(qualname);
+    Py_XDECREF(module);
+    return res;
+}
+
+/* The row of one call: function_name, args, kwargs, error, error_type (only when the call
+ * raised: `error_type` not NULL), function_time, the fields of dataclass/pydantic
+ * arguments, the result (NULL in the table when the call raised), the per-call params, then
+ * (when the result cache is on and the call has a key) `cache`: the run that computed the
+ * result, or "". */
 static PyObject *
 track_row(TrackerCore *self, PyObject *func, PyObject *args, PyObject *kwargs, PyObject *error,
-          double elapsed, PyObject *result, PyObject *params, PyObject *lineage)
+          PyObject *error_type, double elapsed, PyObject *result, PyObject *params,
+          PyObject *lineage)
 {
     PyObject *row = PyDict_New();
     if (row == NULL || set_item_steal(row, "function_name", function_name(func)) < 0
         || set_item_steal(row, "args", PyObject_Str(args)) < 0
         || set_item_steal(row, "kwargs", PyObject_Str(kwargs)) < 0
         || PyDict_SetItemString(row, "error", error) < 0
+        || (error_type != NULL && PyDict_SetItemString(row, "error_type", error_type) < 0)
         || set_item_steal(row, "function_time", PyFloat_FromDouble(elapsed)) < 0) {
         goto fail;
     }
@@ -84,7 +114,13 @@ track_row(TrackerCore *self, PyObject *func, PyObject *args, PyObject *kwargs, P
             goto fail;
         }
     }
-    if (PyDict_Check(result)) {
+    if (error_type != NULL) {
+        /* The call returned nothing: NULL, not the text 'None' of a function returning None. */
+        if (PyDict_SetItemString(row, "function_result", Py_None) < 0) {
+            goto fail;
+        }
+    }
+    else if (PyDict_Check(result)) {
         PyObject *merged = self->warnings
                                ? PyObject_CallMethod((PyObject *)self, "_merge_result", "OO", row, result)
                                : (PyDict_Update(row, result) < 0 ? NULL : Py_NewRef(Py_None));
@@ -122,6 +158,7 @@ call_and_log(TrackerCore *self, PyObject *func, PyObject *args, PyObject *kwargs
              PyObject *lineage, int *succeeded)
 {
     PyObject *call_args = NULL, *result = NULL, *row = NULL, *logged = NULL, *error = NULL, *res = NULL;
+    PyObject *error_type = NULL;
     PyObject *exc_type = NULL, *exc_value = NULL, *exc_tb = NULL;
 
     *succeeded = 0;
@@ -142,7 +179,8 @@ call_and_log(TrackerCore *self, PyObject *func, PyObject *args, PyObject *kwargs
         PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
         PyErr_NormalizeException(&exc_type, &exc_value, &exc_tb);
         error = PyObject_Str(exc_value);
-        if (error == NULL) {
+        error_type = error == NULL ? NULL : error_type_name(exc_value);
+        if (error_type == NULL) {
             goto done;
         }
         result = Py_NewRef(Py_None);
@@ -153,7 +191,7 @@ call_and_log(TrackerCore *self, PyObject *func, PyObject *args, PyObject *kwargs
             goto done;
         }
     }
-    row = track_row(self, func, args, kwargs, error, elapsed, result, params, lineage);
+    row = track_row(self, func, args, kwargs, error, error_type, elapsed, result, params, lineage);
     if (row == NULL) {
         goto done;
     }
@@ -177,6 +215,7 @@ done:
     Py_XDECREF(row);
     Py_XDECREF(logged);
     Py_XDECREF(error);
+    Py_XDECREF(error_type);
     return res;
 }
 
@@ -205,7 +244,7 @@ track_cached(TrackerCore *self, PyObject *func, PyObject *args, PyObject *kwargs
         }
         if (hit) {
             empty = PyUnicode_FromStringAndSize(NULL, 0);
-            row = empty ? track_row(self, func, args, kwargs, empty, 0.0, result, params, lineage) : NULL;
+            row = empty ? track_row(self, func, args, kwargs, empty, NULL, 0.0, result, params, lineage) : NULL;
             logged = row ? xt_tracker_log(self, row) : NULL;
             if (logged != NULL) {
                 res = Py_NewRef(result);

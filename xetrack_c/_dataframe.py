@@ -114,7 +114,9 @@ def frame_from_columns(columns: Dict[str, Column], backend: Optional[str] = None
         A ``pandas.DataFrame`` with a fresh ``RangeIndex`` and the dtypes
         ``pandas.read_sql_query`` would infer (object columns of str become pandas' string
         dtype, as pandas itself does), or a ``polars.DataFrame`` in which NaN in float
-        columns (SQLite NULL) becomes null.
+        columns (SQLite NULL) becomes null.  A BOOLEAN column of 0/1 is ``bool`` (polars
+        ``Boolean``); with NULLs it is pandas' nullable ``boolean`` (polars ``Boolean`` with
+        nulls).
     """
     chosen = backend or get_backend()
     if chosen == PANDAS:
@@ -164,9 +166,24 @@ def _pandas_frame(columns: Dict[str, Column]) -> Any:
                 values = pd.array(_arrow_strings(values), dtype=string_dtype)
             else:
                 values = _text_objects(values)
+        elif values.dtype.kind == "O" and _holds_bools(values):
+            values = pd.array(values, dtype="boolean")
         data[name] = values
     # The arrays are fresh and owned by nobody else, so pandas may keep them as they are.
     return pd.DataFrame(data, copy=False)
+
+
+def _holds_bools(values: "numpy.ndarray") -> bool:
+    """True for an object column of True/False/None.
+
+    SQLite stores no bools, so the core builds such a column only for a BOOLEAN column with
+    NULLs, and then every value is True, False or None: the first value that is not None
+    tells.
+    """
+    import numpy as np
+
+    present = np.not_equal(values, None)
+    return bool(present.any()) and isinstance(values[int(present.argmax())], bool)
 
 
 def _polars_frame(columns: Dict[str, Column]) -> Any:
@@ -182,6 +199,8 @@ def _polars_frame(columns: Dict[str, Column]) -> Any:
         if values.dtype.kind == "f":
             # SQLite stores no NaN (it turns NaN into NULL), so NaN here always means NULL.
             series.append(pl.Series(name, values, nan_to_null=True))
+        elif values.dtype.kind == "O" and _holds_bools(values):
+            series.append(pl.Series(name, values.tolist(), dtype=pl.Boolean))
         elif values.dtype.kind == "O":
             series.append(_polars_object_series(pl, name, values))
         else:

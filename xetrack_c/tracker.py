@@ -14,7 +14,7 @@ from xetrack_c import _core
 
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 _TABLE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
-_SQL_TYPES = {"INTEGER": int, "REAL": float, "TEXT": str, "BLOB": bytearray}
+_SQL_TYPES = {"INTEGER": int, "REAL": float, "TEXT": str, "BLOB": bytearray, "BOOLEAN": bool}
 
 # Options xetrack accepts that need machinery xetrack_c does not have yet: refuse them
 # loudly rather than ignore them.
