@@ -289,8 +289,9 @@ const char xt_track__doc__[] = PyDoc_STR(
     "Call func(*args, **kwargs), log a row describing the call and return its result.\n\n"
     "The row holds function_name, args, kwargs, error, function_time, the fields of\n"
     "dataclass/pydantic arguments as <param>_<field>, the result (a dict merges into the\n"
-    "row, anything else is function_result) and then params.  An exception is logged and\n"
-    "re-raised unless raise_on_error is False.  With the result cache on, a call seen\n"
+    "row, anything else is function_result) and then params.  An exception is logged\n"
+    "(error = str(exc), error_type = its class, function_result NULL) and re-raised\n"
+    "unless raise_on_error is False.  With the result cache on, a call seen\n"
     "before returns the stored result without running func and logs `cache` = the\n"
     "track_id that computed it; cache_force=True recomputes and overwrites.");
 
