@@ -21,9 +21,6 @@ _SQL_TYPES = {"INTEGER": int, "REAL": float, "TEXT": str, "BLOB": bytearray}
 _NOT_YET = {
     "log_system_params": "system metrics",
     "log_network_params": "network metrics",
-    "logs_path": "text log files",
-    "logs_stdout": "logging rows to stdout",
-    "jsonl": "JSONL log files",
     "compress": "compressed assets",
 }
 
@@ -137,9 +134,6 @@ class Tracker(_core.TrackerCore):
         requested = {
             "log_system_params": log_system_params,
             "log_network_params": log_network_params,
-            "logs_path": logs_path,
-            "logs_stdout": logs_stdout,
-            "jsonl": jsonl,
             "compress": compress,
         }
         for option, value in requested.items():
@@ -187,7 +181,14 @@ class Tracker(_core.TrackerCore):
         self.raise_on_error = bool(raise_on_error)
         self.warnings = bool(warnings)
         self.measurement_interval = measurement_interval
+        self.logs_path, self.logs_stdout, self.jsonl_path = logs_path, bool(logs_stdout), jsonl
         self.logs_file_format = logs_file_format
+        self.logger = None
+        if logs_stdout or logs_path or jsonl:  # logs off: log() stays the C method, untouched
+            from xetrack_c.logging import Logger, attach
+
+            attach(self, Logger(stdout=bool(logs_stdout), logs_path=logs_path,
+                                file_format=logs_file_format, jsonl=jsonl))
         self.git_root = git_root
         self.cache_path = os.fspath(cache) if cache else None
         # The opt-out travels with a pickled tracker; a key never does (see __reduce__).
@@ -220,6 +221,10 @@ class Tracker(_core.TrackerCore):
             "warnings": self.warnings,
             "engine": self.engine,
             "cache": self.cache_path,
+            "logs_path": self.logs_path,
+            "logs_stdout": self.logs_stdout,
+            "logs_file_format": self.logs_file_format,
+            "jsonl": self.jsonl_path,
             # Not the key: a pickle may be written to shared storage (submitit does). The
             # clone finds the key where this process did, or in XETRACK_C_CACHE_KEY.
             "cache_key": False if self._cache_unauthenticated else None,
