@@ -177,7 +177,7 @@ class Tracker(_core.TrackerCore):
             skip_insert=skip_insert,
             cache=cache_store,
         )
-        self.engine = engine
+        self._engine_name = engine
         self.raise_on_error = bool(raise_on_error)
         self.warnings = bool(warnings)
         self.measurement_interval = measurement_interval
@@ -219,7 +219,7 @@ class Tracker(_core.TrackerCore):
             "durability": self.durability,
             "raise_on_error": self.raise_on_error,
             "warnings": self.warnings,
-            "engine": self.engine,
+            "engine": self._engine_name,
             "cache": self.cache_path,
             "logs_path": self.logs_path,
             "logs_stdout": self.logs_stdout,
@@ -230,6 +230,18 @@ class Tracker(_core.TrackerCore):
             "cache_key": False if self._cache_unauthenticated else None,
         }
         return (_rebuild_tracker, (settings,))
+
+    @property
+    def engine(self) -> Any:
+        """SQL on this tracker's table, as xetrack's ``tracker.engine``: ``execute_sql``,
+        ``execute``, ``table_name``, ``columns`` (see :mod:`xetrack_c.engine`); its
+        ``name`` is ``"sqlite"`` or ``"duckdb"``."""
+        engine = self.__dict__.get("_engine")
+        if engine is None:
+            from xetrack_c.engine import TrackerEngine
+
+            engine = self.__dict__["_engine"] = TrackerEngine(self, self._engine_name)
+        return engine
 
     # ------------------------------------------------------------------ context manager
     def __enter__(self) -> "Tracker":
