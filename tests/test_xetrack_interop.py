@@ -36,7 +36,7 @@ def xetrack_python() -> str:
     for python in _CANDIDATES:
         if _can_import_xetrack(python):
             return python
-    pytest.skip("xetrack is not importable (set XETRACK_PYTHON to an interpreter that has it)")
+    pytest.skip("xetrack is not importable: set XETRACK_PYTHON to an interpreter that has xetrack 0.7")
 
 
 # Prints a DataFrame as a literal list of dicts (NaN -> None, numpy scalars -> Python).
