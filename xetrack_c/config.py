@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
+__all__ = ["CONSTANTS", "DEFAULTS", "LOGURU_PARAMS", "SCHEMA_PARAMS", "TRACKER_CONSTANTS"]
+
 
 class SCHEMA_PARAMS:
     """Table and column names of the tracking schema."""

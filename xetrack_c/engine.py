@@ -21,6 +21,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 from xetrack_c import _core
 from xetrack_c.config import CONSTANTS, DEFAULTS, SCHEMA_PARAMS, TRACKER_CONSTANTS
 
+__all__ = ["DuckDBEngine", "Rows", "SqliteEngine", "TrackerEngine"]
+
 _SQL_TYPES = {"INTEGER": int, "REAL": float, "TEXT": str, "BLOB": bytearray}
 _TYPE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9 ()]*$")
 _READS = ("SELECT", "PRAGMA", "WITH", "EXPLAIN", "VALUES")

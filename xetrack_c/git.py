@@ -10,6 +10,8 @@ from __future__ import annotations
 import subprocess
 from typing import List, Optional
 
+__all__ = ["get_commit_hash", "get_commit_tags"]
+
 
 def _git(args: List[str], git_root: str) -> Optional[str]:
     """The output of ``git <args>`` run in ``git_root``, or None if git fails or is missing."""

@@ -31,6 +31,12 @@ import weakref
 from datetime import datetime
 from typing import Any, Dict, List, Optional, Tuple
 
+__all__ = [
+    "DEFAULT_DELIMITER", "EXPERIMENT", "LOG_FILE_FORMAT", "MONITOR", "TRACKED_LEVELS", "TRACKING",
+    "Logger", "attach", "delimiter", "jsonl_record", "line_format", "log_files", "read_jsonl",
+    "read_log", "read_logs", "read_structured_log", "to_json",
+]
+
 MONITOR = "MONITOR"
 TRACKING = "TRACKING"
 EXPERIMENT = "EXPERIMENT"

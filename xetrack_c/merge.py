@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 from typing import List, Optional, Union
 
+__all__ = ["copy"]
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 
