@@ -91,6 +91,12 @@ class Tracker(_core.TrackerCore):
             ``"fsync"`` (also survives power loss) or ``"async"`` (queued, written by a
             background thread; flushed by ``flush()``, ``close()``, reads, exit, fork).
         busy_timeout: Seconds to wait for other writers before giving up.
+        logs_stdout: Also print every logged row to stdout (needs loguru:
+            ``pip install 'xetrack_c[logs]'``).
+        logs_path: Also append every logged row to text logs in this directory, as
+            xetrack writes them (needs loguru); read back with ``Reader.read_logs``.
+        logs_file_format: File name of the text logs (default ``{time:YYYY-MM-DD}.log``).
+        jsonl: Also append every logged row to this JSONL file (``Reader.read_jsonl``).
         queue_size: Rows the async queue holds before ``log()`` waits.
         cache: Directory of the result cache (``<cache>/cache.db``, created if needed);
             ``track()`` then returns stored results of calls it has seen (see
