@@ -19,7 +19,6 @@ if TYPE_CHECKING:  # pragma: no cover
 PANDAS = "pandas"
 POLARS = "polars"
 AUTO = "auto"
-BACKENDS = (PANDAS, POLARS, AUTO)
 
 _backend: Optional[str] = None
 
