@@ -23,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_xetracks_top_level_names():
     for name in ("Tracker", "Reader", "copy", "get_backend", "set_backend", "SCHEMA_PARAMS",
-                 "TRACKER_CONSTANTS", "df_to_dict_records", "Logger"):
+                 "TRACKER_CONSTANTS", "df_to_dict_records"):
         assert name in xetrack_c.__all__ and getattr(xetrack_c, name) is not None
     assert xetrack_c.copy is importlib.import_module("xetrack_c.merge").copy
     assert xetrack_c.TRACKER_CONSTANTS.FUNCTION_TIME == "function_time"

@@ -297,3 +297,22 @@ def test_read_log_skips_what_is_not_a_record(tmp_path):
         encoding="utf-8",
     )
     assert read_log(str(path)) == [{"a": 1}]
+
+
+def test_sinks_stay_apart_on_a_loguru_without_its_constructor(tmp_path, monkeypatch):
+    # Should loguru's logger constructor change, the global logger is shared and each
+    # Logger's handlers take only its own records.
+    from loguru import _logger as internals
+
+    def changed(*args, **kwargs):
+        raise TypeError("Core() takes other arguments now")
+
+    monkeypatch.setattr(internals, "Core", changed)
+    first = Logger(stdout=False, logs_path=str(tmp_path / "a"))
+    second = Logger(stdout=False, logs_path=str(tmp_path / "b"))
+    first.track({"who": 1})
+    second.track({"who": 2})
+    first.close()
+    second.close()
+    assert read_logs(str(tmp_path / "a")) == [{"who": 1}]
+    assert read_logs(str(tmp_path / "b")) == [{"who": 2}]

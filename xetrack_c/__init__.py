@@ -33,7 +33,6 @@ _LAZY = {
     "ExperimentResult": "xetrack_c.run.types",
     "worker_cache": "xetrack_c.run.workers",
     "copy": "xetrack_c.merge",
-    "Logger": "xetrack_c.logging",
     "SCHEMA_PARAMS": "xetrack_c.config",
     "TRACKER_CONSTANTS": "xetrack_c.config",
     "df_to_dict_records": "xetrack_c._dataframe",

@@ -5,7 +5,7 @@ from xetrack_c._dataframe import df_to_dict_records as df_to_dict_records
 from xetrack_c.config import SCHEMA_PARAMS as SCHEMA_PARAMS
 from xetrack_c.config import TRACKER_CONSTANTS as TRACKER_CONSTANTS
 from xetrack_c.engine import TrackerEngine
-from xetrack_c.logging import Logger as Logger
+from xetrack_c.logging import Logger
 from xetrack_c.merge import copy as copy
 from xetrack_c.params import get_experiment_id as get_experiment_id
 from xetrack_c.params import get_experiment_name as get_experiment_name
