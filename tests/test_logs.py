@@ -238,13 +238,38 @@ def test_trackers_keep_their_sinks_apart_and_leave_loguru_alone(tmp_path, capsys
     assert [str(message).strip() for message in seen] == ["the program's own message"]
 
 
-def test_close_detaches_the_file(tmp_path):
-    logs = str(tmp_path / "logs")
-    logger = Logger(stdout=False, logs_path=logs)
+def test_close_detaches_the_files(tmp_path):
+    logs, jsonl = str(tmp_path / "logs"), str(tmp_path / "rows.jsonl")
+    logger = Logger(stdout=False, logs_path=logs, jsonl=jsonl)
     logger.track({"n": 1})
     logger.close()
     logger.track({"n": 2})
+    logger.close()  # twice is fine
     assert read_logs(logs) == [{"n": 1}]
+    assert [record["n"] for record in read_jsonl(jsonl)] == [1]
+
+
+def test_jsonl_lines_from_threads_never_interleave(tmp_path):
+    import threading
+
+    path = str(tmp_path / "rows.jsonl")
+    tracker = Tracker(Tracker.IN_MEMORY, jsonl=path)
+    barrier = threading.Barrier(4)
+    payload = "x" * 5000  # longer than one buffer of a text file
+
+    def work(worker):
+        barrier.wait()
+        for i in range(50):
+            tracker.log({"worker": worker, "i": i, "payload": payload})
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    records = read_jsonl(path)
+    assert len(records) == 200 and all(r["payload"] == payload for r in records)
+    assert sorted((r["worker"], r["i"]) for r in records) == [(w, i) for w in range(4) for i in range(50)]
 
 
 def test_reader_read_logs_returns_a_frame(tmp_path):

@@ -168,6 +168,16 @@ class _Sinks:
         self._finalizer()
 
 
+def _open_for_append(path: str) -> int:
+    """A descriptor of ``path`` opened for appending (created, with its folder, if missing)."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"jsonl={path!r} is a directory: pass a file path, e.g. {path}/rows.jsonl")
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+
+
 def _remove_handlers(core: Any, handler_ids: List[int]) -> None:
     for handler_id in handler_ids:
         try:
@@ -200,12 +210,10 @@ class Logger:
         self.file_format = file_format or LOG_FILE_FORMAT
         self.prettify = prettify
         self.jsonl = os.fspath(jsonl) if jsonl else None
+        self._jsonl_fd: Optional[int] = None
         if self.jsonl:
-            if os.path.isdir(self.jsonl):
-                raise IsADirectoryError(f"jsonl={self.jsonl!r} is a directory: pass a file path, e.g. {self.jsonl}/rows.jsonl")
-            parent = os.path.dirname(self.jsonl)
-            if parent:
-                os.makedirs(parent, exist_ok=True)
+            self._jsonl_fd = _open_for_append(self.jsonl)
+            self._jsonl_finalizer = weakref.finalize(self, os.close, self._jsonl_fd)
         self._sinks: Optional[_Sinks] = None
         if self.stdout or self.logs_path:
             self._sinks = _Sinks(self.stdout, self.logs_path, self.file_format, self.prettify)
@@ -216,9 +224,14 @@ class Logger:
         return self._sinks.logger if self._sinks else None
 
     def close(self) -> None:
-        """Remove this logger's loguru handlers (their files are closed)."""
+        """Remove this logger's loguru handlers and close its files; later records are
+        dropped."""
         if self._sinks is not None:
             self._sinks.close()
+            self._sinks = None
+        if self._jsonl_fd is not None:
+            self._jsonl_fd = None
+            self._jsonl_finalizer()
 
     # ------------------------------------------------------------------ records
     def log(self, data: Any, level: str = MONITOR, indent: Optional[int] = None) -> None:
@@ -238,12 +251,13 @@ class Logger:
     def _write(self, data: Dict[str, Any], level: str, indent: Optional[int] = None) -> None:
         if self._sinks is not None:
             self._sinks.logger.opt(depth=2).log(level, to_json(data, indent))
-        if self.jsonl and level in TRACKED_LEVELS:
-            line = jsonl_record(data, level)
-            # One write per record to a file opened for appending: lines written by
-            # several processes do not interleave.
-            with open(self.jsonl, "a", encoding="utf-8") as sink:
-                sink.write(line)
+        fd = self._jsonl_fd
+        if fd is not None and level in TRACKED_LEVELS:
+            # One write() per record to a file opened with O_APPEND: records written by
+            # several threads or processes do not interleave.
+            line = memoryview(jsonl_record(data, level).encode("utf-8"))
+            while line:
+                line = line[os.write(fd, line):]
 
     def monitor(self, data: Any) -> None:
         """Write ``data`` at the MONITOR level."""
