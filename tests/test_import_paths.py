@@ -126,7 +126,10 @@ def test_engines_on_a_file(db_path):
     assert [(r["note"], r["flag"], r["extra"]) for r in rows] == [("all", None, None), ("all", 1, None)]
     assert "other" in {n for (n,) in sqlite3.connect(db_path).execute("SELECT name FROM sqlite_master")}
 
-    duck = engine.DuckDBEngine(db_path, table_name="runs")
+    from xetrack_c import duckdb as duck_path
+
+    assert duck_path.__all__ == ["DuckDBEngine"] and duck_path.DuckDBEngine is engine.DuckDBEngine
+    duck = duck_path.DuckDBEngine(db_path, table_name="runs")
     assert duck.table_name == "db.runs"
     duck.execute(f"INSERT INTO {duck.table_name} (track_id, timestamp) VALUES ('t', 'now')")
     assert duck.count_records() == 1
