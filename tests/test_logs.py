@@ -341,3 +341,15 @@ def test_sinks_stay_apart_on_a_loguru_without_its_constructor(tmp_path, monkeypa
     second.close()
     assert read_logs(str(tmp_path / "a")) == [{"who": 1}]
     assert read_logs(str(tmp_path / "b")) == [{"who": 2}]
+
+
+def test_bad_records_and_orphaned_methods_are_named(tmp_path):
+    logger = Logger(stdout=False, jsonl=str(tmp_path / "rows.jsonl"))
+    with pytest.raises(TypeError, match="a dict, a list of dicts or a DataFrame, not int"):
+        logger.monitor(3)
+    log = Tracker(Tracker.IN_MEMORY, jsonl=str(tmp_path / "other.jsonl")).log
+    import gc
+
+    gc.collect()
+    with pytest.raises(ValueError, match="keep the Tracker"):
+        log({"a": 1})

@@ -242,11 +242,13 @@ class Logger:
         elif isinstance(data, list):
             for row in data:
                 self.monitor(row)
-        else:
+        elif hasattr(data, "to_dict") or hasattr(data, "to_dicts"):
             from xetrack_c._dataframe import df_to_dict_records
 
             for row in df_to_dict_records(data):
                 self.monitor(row)
+        else:
+            raise TypeError(f"log() takes a dict, a list of dicts or a DataFrame, not {type(data).__name__}")
 
     def _write(self, data: Dict[str, Any], level: str, indent: Optional[int] = None) -> None:
         if self._sinks is not None:
@@ -413,7 +415,13 @@ def attach(tracker: Any, logger: Logger) -> None:
     from xetrack_c._core import sanitize_key
 
     cls = type(tracker)
-    ref = weakref.ref(tracker)
+    tracker_ref = weakref.ref(tracker)
+
+    def ref() -> Any:
+        alive = tracker_ref()
+        if alive is None:  # a method kept after its tracker was dropped
+            raise ValueError("this tracker has been freed: keep the Tracker, not only its methods")
+        return alive
 
     def record_of(data: Dict[Any, Any], row: Dict[str, Any]) -> Dict[str, Any]:
         # As xetrack: a SKIP_INSERT tracker logs the keys given, track_id and timestamp.
