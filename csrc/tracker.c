@@ -162,7 +162,7 @@ sync_timestamp(xt_state *st, xt_row *row, int64_t original_ts, PyObject *dict)
 /* ---------------------------------------------------------------------------------- */
 
 PyDoc_STRVAR(log__doc__,
-    "log($self, data, /)\n--\n\n"
+    "log($self, data)\n--\n\n"
     "Log one row: the tracker's params, then `data`, then timestamp and track_id.\n\n"
     "Keys are sanitised to column names ([A-Za-z0-9_], at most 64 characters); new keys\n"
     "become columns typed by their first value.  Returns the row as a dict.");
@@ -203,6 +203,28 @@ xt_tracker_log(TrackerCore *self, PyObject *data)
     }
     Py_XSETREF(self->latest, Py_NewRef(dict));
     return dict;
+}
+
+/* log(data) or log(data=...): the positional call, the common one, costs one comparison
+ * more than METH_O. */
+static PyObject *
+tracker_log_method(TrackerCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+
+    if (nargs == 1 && nkw == 0) {
+        return xt_tracker_log(self, args[0]);
+    }
+    if (nargs == 0 && nkw == 1 && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "data") == 0) {
+        return xt_tracker_log(self, args[0]);
+    }
+    if (nargs + nkw != 1) {
+        PyErr_Format(PyExc_TypeError, "log() takes exactly one argument, data (%zd given)", nargs + nkw);
+    }
+    else {
+        PyErr_Format(PyExc_TypeError, "log() got an unexpected keyword argument %R", PyTuple_GET_ITEM(kwnames, 0));
+    }
+    return NULL;
 }
 
 PyDoc_STRVAR(log_batch__doc__,
@@ -918,7 +940,7 @@ static PyGetSetDef tracker_getset[] = {
 };
 
 static PyMethodDef tracker_methods[] = {
-    {"log", (PyCFunction)xt_tracker_log, METH_O, log__doc__},
+    {"log", (PyCFunction)(void (*)(void))tracker_log_method, METH_FASTCALL | METH_KEYWORDS, log__doc__},
     {"log_batch", (PyCFunction)tracker_log_batch, METH_O, log_batch__doc__},
     {"track", (PyCFunction)(void (*)(void))xt_tracker_track, METH_FASTCALL | METH_KEYWORDS,
      xt_track__doc__},

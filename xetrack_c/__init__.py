@@ -31,6 +31,10 @@ _LAZY = {
     "ExperimentSpec": "xetrack_c.run.types",
     "ExperimentResult": "xetrack_c.run.types",
     "worker_cache": "xetrack_c.run.workers",
+    "copy": "xetrack_c.merge",
+    "SCHEMA_PARAMS": "xetrack_c.config",
+    "TRACKER_CONSTANTS": "xetrack_c.config",
+    "df_to_dict_records": "xetrack_c._dataframe",
 }
 
 __all__ = ["Tracker", "Error", "StorageError", "CorruptDatabaseError", *_LAZY]

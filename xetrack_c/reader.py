@@ -261,6 +261,28 @@ class Reader:
         """``Reader(db, engine, table).to_df(track_id, head, tail)`` in one call."""
         return cls(db, engine=engine, table=table).to_df(track_id=track_id, head=head, tail=tail)
 
+    # ----------------------------------------------------------------- logs
+
+    @staticmethod
+    def read_logs(path: PathLike, limit: Optional[int] = None) -> Any:
+        """The records of the text logs in directory ``path`` (``Tracker(logs_path=...)``,
+        by xetrack_c or xetrack) as a DataFrame, newest file first; at most ``limit``
+        files. Needs no loguru."""
+        from xetrack_c._dataframe import dataframe_from_dicts, df_dropna_all, df_is_empty
+        from xetrack_c.logging import read_logs
+
+        frame = dataframe_from_dicts(read_logs(os.fspath(path), limit=limit))
+        return frame if df_is_empty(frame) else df_dropna_all(frame)
+
+    @staticmethod
+    def read_jsonl(path: PathLike) -> Any:
+        """The records of a JSONL log (``Tracker(jsonl=...)``) as a DataFrame: ``timestamp``
+        (ISO 8601), ``level``, then the row's fields."""
+        from xetrack_c._dataframe import dataframe_from_dicts
+        from xetrack_c.logging import read_jsonl
+
+        return dataframe_from_dicts(read_jsonl(os.fspath(path)))
+
     # ----------------------------------------------------------------- result cache
 
     @staticmethod

@@ -21,9 +21,6 @@ _SQL_TYPES = {"INTEGER": int, "REAL": float, "TEXT": str, "BLOB": bytearray, "BO
 _NOT_YET = {
     "log_system_params": "system metrics",
     "log_network_params": "network metrics",
-    "logs_path": "text log files",
-    "logs_stdout": "logging rows to stdout",
-    "jsonl": "JSONL log files",
     "compress": "compressed assets",
 }
 
@@ -94,6 +91,12 @@ class Tracker(_core.TrackerCore):
             ``"fsync"`` (also survives power loss) or ``"async"`` (queued, written by a
             background thread; flushed by ``flush()``, ``close()``, reads, exit, fork).
         busy_timeout: Seconds to wait for other writers before giving up.
+        logs_stdout: Also print every logged row to stdout (needs loguru:
+            ``pip install 'xetrack_c[logs]'``).
+        logs_path: Also append every logged row to text logs in this directory, as
+            xetrack writes them (needs loguru); read back with ``Reader.read_logs``.
+        logs_file_format: File name of the text logs (default ``{time:YYYY-MM-DD}.log``).
+        jsonl: Also append every logged row to this JSONL file (``Reader.read_jsonl``).
         queue_size: Rows the async queue holds before ``log()`` waits.
         cache: Directory of the result cache (``<cache>/cache.db``, created if needed);
             ``track()`` then returns stored results of calls it has seen (see
@@ -137,9 +140,6 @@ class Tracker(_core.TrackerCore):
         requested = {
             "log_system_params": log_system_params,
             "log_network_params": log_network_params,
-            "logs_path": logs_path,
-            "logs_stdout": logs_stdout,
-            "jsonl": jsonl,
             "compress": compress,
         }
         for option, value in requested.items():
@@ -183,11 +183,18 @@ class Tracker(_core.TrackerCore):
             skip_insert=skip_insert,
             cache=cache_store,
         )
-        self.engine = engine
+        self._engine_name = engine
         self.raise_on_error = bool(raise_on_error)
         self.warnings = bool(warnings)
         self.measurement_interval = measurement_interval
+        self.logs_path, self.logs_stdout, self.jsonl_path = logs_path, bool(logs_stdout), jsonl
         self.logs_file_format = logs_file_format
+        self.logger = None
+        if logs_stdout or logs_path or jsonl:  # logs off: log() stays the C method, untouched
+            from xetrack_c.logging import Logger, attach
+
+            attach(self, Logger(stdout=bool(logs_stdout), logs_path=logs_path,
+                                file_format=logs_file_format, jsonl=jsonl))
         self.git_root = git_root
         self.cache_path = os.fspath(cache) if cache else None
         # The opt-out travels with a pickled tracker; a key never does (see __reduce__).
@@ -218,13 +225,29 @@ class Tracker(_core.TrackerCore):
             "durability": self.durability,
             "raise_on_error": self.raise_on_error,
             "warnings": self.warnings,
-            "engine": self.engine,
+            "engine": self._engine_name,
             "cache": self.cache_path,
+            "logs_path": self.logs_path,
+            "logs_stdout": self.logs_stdout,
+            "logs_file_format": self.logs_file_format,
+            "jsonl": self.jsonl_path,
             # Not the key: a pickle may be written to shared storage (submitit does). The
             # clone finds the key where this process did, or in XETRACK_C_CACHE_KEY.
             "cache_key": False if self._cache_unauthenticated else None,
         }
         return (_rebuild_tracker, (settings,))
+
+    @property
+    def engine(self) -> Any:
+        """SQL on this tracker's table, as xetrack's ``tracker.engine``: ``execute_sql``,
+        ``execute``, ``table_name``, ``columns`` (see :mod:`xetrack_c.engine`); its
+        ``name`` is ``"sqlite"`` or ``"duckdb"``."""
+        engine = self.__dict__.get("_engine")
+        if engine is None:
+            from xetrack_c.engine import TrackerEngine
+
+            engine = self.__dict__["_engine"] = TrackerEngine(self, self._engine_name)
+        return engine
 
     # ------------------------------------------------------------------ context manager
     def __enter__(self) -> "Tracker":
