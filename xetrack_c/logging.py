@@ -6,7 +6,7 @@ here as well as to the database. Three sinks, each optional:
 - stdout: one line per record, ``<time> | <LEVEL> | <module>:<function>:<line>!📁!<json>``.
 - ``logs_path``: the same lines appended to ``<logs_path>/<file_format>``, by default one
   file named after the day the logger was made (``2026-12-07.log``, no rotation). Both text
-  sinks are written by loguru (the ``logs`` extra: ``pip install 'xetrack_c[logs]'``).
+  sinks are written by loguru (``pip install loguru``, or the `logs` extra).
 - ``jsonl``: one JSON object per tracked record (``timestamp`` in ISO 8601 with the UTC
   offset, ``level``, then the row's fields without the tracker's own ``timestamp``); written
   directly, so it needs no loguru.
@@ -112,7 +112,7 @@ def _import_loguru() -> Any:
     except ImportError as exc:
         raise ImportError(
             "text logs (logs_stdout=, logs_path=, Logger(stdout=True)) need loguru: "
-            "pip install 'xetrack_c[logs]'"
+            "pip install loguru (or xetrack_c's `logs` extra, docs/install.md)"
         ) from exc
     return loguru
 

@@ -92,7 +92,7 @@ class Tracker(_core.TrackerCore):
             background thread; flushed by ``flush()``, ``close()``, reads, exit, fork).
         busy_timeout: Seconds to wait for other writers before giving up.
         logs_stdout: Also print every logged row to stdout (needs loguru:
-            ``pip install 'xetrack_c[logs]'``).
+            ``pip install loguru``, or the `logs` extra).
         logs_path: Also append every logged row to text logs in this directory, as
             xetrack writes them (needs loguru); read back with ``Reader.read_logs``.
         logs_file_format: File name of the text logs (default ``{time:YYYY-MM-DD}.log``).
