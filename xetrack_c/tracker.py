@@ -19,8 +19,6 @@ _SQL_TYPES = {"INTEGER": int, "REAL": float, "TEXT": str, "BLOB": bytearray, "BO
 # Options xetrack accepts that need machinery xetrack_c does not have yet: refuse them
 # loudly rather than ignore them.
 _NOT_YET = {
-    "log_system_params": "system metrics",
-    "log_network_params": "network metrics",
     "logs_path": "text log files",
     "logs_stdout": "logging rows to stdout",
     "jsonl": "JSONL log files",
@@ -135,8 +133,6 @@ class Tracker(_core.TrackerCore):
         cache_key: Union[str, bytes, bool, None] = None,
     ) -> None:
         requested = {
-            "log_system_params": log_system_params,
-            "log_network_params": log_network_params,
             "logs_path": logs_path,
             "logs_stdout": logs_stdout,
             "jsonl": jsonl,
@@ -170,6 +166,11 @@ class Tracker(_core.TrackerCore):
             parent = os.path.dirname(db)
             if parent:
                 os.makedirs(parent, exist_ok=True)
+        sampler = None
+        if log_system_params or log_network_params:
+            from xetrack_c.system import SystemSampler
+
+            sampler = SystemSampler(measurement_interval, log_system_params, log_network_params)
         cache_store = _open_cache(cache, cache_key) if cache else None
         super().__init__(
             db,
@@ -187,6 +188,12 @@ class Tracker(_core.TrackerCore):
         self.raise_on_error = bool(raise_on_error)
         self.warnings = bool(warnings)
         self.measurement_interval = measurement_interval
+        self.log_system_params = bool(log_system_params)
+        self.log_network_params = bool(log_network_params)
+        if sampler is not None:
+            sampler.start()
+            self._system = sampler
+            weakref.finalize(self, sampler.stop)
         self.logs_file_format = logs_file_format
         self.git_root = git_root
         self.cache_path = os.fspath(cache) if cache else None
@@ -220,6 +227,9 @@ class Tracker(_core.TrackerCore):
             "warnings": self.warnings,
             "engine": self.engine,
             "cache": self.cache_path,
+            "log_system_params": self.log_system_params,
+            "log_network_params": self.log_network_params,
+            "measurement_interval": self.measurement_interval,
             # Not the key: a pickle may be written to shared storage (submitit does). The
             # clone finds the key where this process did, or in XETRACK_C_CACHE_KEY.
             "cache_key": False if self._cache_unauthenticated else None,
@@ -232,6 +242,15 @@ class Tracker(_core.TrackerCore):
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close()
+
+    def close(self) -> None:
+        """Flush queued rows, close the database and stop the system-metrics sampler."""
+        sampler = self._system
+        try:
+            super().close()
+        finally:
+            if sampler is not None:
+                sampler.stop()
 
     # ------------------------------------------------------------------ params
     def set_param(self, key: str, value: Any) -> str:
