@@ -166,6 +166,11 @@ class Tracker(_core.TrackerCore):
             parent = os.path.dirname(db)
             if parent:
                 os.makedirs(parent, exist_ok=True)
+        git_commit = None
+        if git_root:  # before the file is made: a bad git_root leaves nothing behind
+            from xetrack_c._git import commit_hash
+
+            git_commit = commit_hash(git_root)
         sampler = None
         if log_system_params or log_network_params:
             from xetrack_c.system import SystemSampler
@@ -201,10 +206,8 @@ class Tracker(_core.TrackerCore):
         self._cache_unauthenticated = cache_store is not None and not cache_store.authenticated
         if self.params:
             self._ensure_columns(self.params)
-        if git_root:
-            from xetrack_c._git import commit_hash
-
-            self.set_param("git_commit_hash", commit_hash(git_root))
+        if git_commit is not None:
+            self.set_param("git_commit_hash", git_commit)
         with _open_lock:
             _open_trackers.add(self)
         if buffer is not None:
