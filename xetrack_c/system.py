@@ -32,6 +32,7 @@ FIRST_WINDOW_S = 0.05
 JOIN_TIMEOUT_S = 5.0
 
 _samplers: "weakref.WeakSet[SystemSampler]" = weakref.WeakSet()
+_restart_lock = threading.Lock()
 
 
 def import_psutil() -> Any:
@@ -158,9 +159,12 @@ class SystemSampler:
 
     def _ensure_running(self) -> None:
         if self._pid != os.getpid() and not self._closed:
-            # A child forked without Python's fork hooks (a C-level fork) lands here too.
-            self._after_fork_in_child()
-            self.start()
+            with _restart_lock:  # two threads of a forked child start one sampler
+                if self._pid != os.getpid():
+                    # A child forked without Python's fork hooks (a C-level fork) lands
+                    # here too.
+                    self._after_fork_in_child()
+                    self.start()
         if self._failure is not None:
             raise RuntimeError(
                 f"the system-metrics sampler stopped: {self._failure!r}; the metric columns "
@@ -273,6 +277,8 @@ class SystemSampler:
 
 
 def _reset_samplers_in_child() -> None:
+    global _restart_lock
+    _restart_lock = threading.Lock()  # a thread of the parent may have held it at fork()
     for sampler in list(_samplers):
         if sampler._pid != -1:
             sampler._after_fork_in_child()
