@@ -260,3 +260,48 @@ def test_a_failed_sampler_is_reported_not_hidden(db_path: str) -> None:
         tracker.log({"x": 1})
     tracker.close()
     assert read_rows(db_path) == []
+
+
+def test_metric_rows_hold_no_references_and_memory_stays_bounded(tmp_path) -> None:
+    import sys
+
+    from leakcheck import assert_bounded
+
+    argument, per_call = ("a" * 40, 7), "pc" * 20
+
+    def scored(item: tuple) -> dict:
+        return {"score": 0.5}
+
+    def failing(item: tuple) -> None:
+        raise RuntimeError("expected failure")
+
+    before = [sys.getrefcount(o) for o in (scored, failing, argument, per_call)]
+    tracker = Tracker(str(tmp_path / "t.db"), log_system_params=True, log_network_params=True,
+                      measurement_interval=INTERVAL, raise_on_error=False, durability="async")
+
+    def step() -> None:
+        tracker.track(scored, params={"pc": per_call}, args=[argument])
+        tracker.track(failing, args=[argument])
+        tracker.log({"x": 1})
+
+    assert_bounded(step, iterations=3000, warmup=300)
+    tracker.close()
+    assert [sys.getrefcount(o) for o in (scored, failing, argument, per_call)] == before
+    assert len(read_rows(str(tmp_path / "t.db"))) == 3 * 3300
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def test_cache_hit_rows_carry_the_row_columns(tmp_path) -> None:
+    db = str(tmp_path / "t.db")
+    with Tracker(db, cache=str(tmp_path / "cache"), log_system_params=True,
+                 measurement_interval=INTERVAL) as tracker:
+        assert tracker.track(square, args=[3]) == 9  # computed
+        assert tracker.track(square, args=[3]) == 9  # a hit: nothing ran, no call figures
+    computed, hit = read_rows(db)
+    assert (computed["cache"], hit["cache"]) == ("", tracker.track_id)
+    assert computed["cpu"] is not None and hit["cpu"] is None
+    for column in LOG_COLUMNS:
+        assert computed[column] is not None and hit[column] is not None, column
