@@ -25,7 +25,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
-EXTRA_HINT = "pip install 'xetrack_c[system]'"
+EXTRA_HINT = "pip install psutil (the `system` extra of xetrack_c; see docs/install.md)"
 # The first sample's system CPU figure needs a window; the tracker's constructor waits
 # this long (or the interval, if shorter) once, instead of xetrack's 0.1 s on every row.
 FIRST_WINDOW_S = 0.05
