@@ -159,11 +159,16 @@ call_and_log(TrackerCore *self, PyObject *func, PyObject *args, PyObject *kwargs
 {
     PyObject *call_args = NULL, *result = NULL, *row = NULL, *logged = NULL, *error = NULL, *res = NULL;
     PyObject *error_type = NULL;
-    PyObject *exc_type = NULL, *exc_value = NULL, *exc_tb = NULL;
+    PyObject *exc_type = NULL, *exc_value = NULL, *exc_tb = NULL, *metrics = NULL;
+    PyObject *sampler = Py_XNewRef(self->system); /* held: the call may run any code */
 
     *succeeded = 0;
     call_args = PyList_AsTuple(args);
     if (call_args == NULL) {
+        goto done;
+    }
+    /* log_system_params: the sampler's reading at the start of the call. */
+    if (sampler != NULL && (metrics = PyObject_CallMethod(sampler, "begin", NULL)) == NULL) {
         goto done;
     }
     struct timespec t0, t1;
@@ -195,6 +200,13 @@ call_and_log(TrackerCore *self, PyObject *func, PyObject *args, PyObject *kwargs
     if (row == NULL) {
         goto done;
     }
+    if (metrics != NULL) {
+        PyObject *added = PyObject_CallMethod(sampler, "end", "OO", metrics, row);
+        if (added == NULL) {
+            goto done;
+        }
+        Py_DECREF(added);
+    }
     logged = xt_tracker_log(self, row);
     if (logged == NULL) {
         goto done;
@@ -216,6 +228,8 @@ done:
     Py_XDECREF(logged);
     Py_XDECREF(error);
     Py_XDECREF(error_type);
+    Py_XDECREF(metrics);
+    Py_XDECREF(sampler);
     return res;
 }
 

@@ -793,6 +793,7 @@ tracker_traverse(TrackerCore *self, visitproc visit, void *arg)
     Py_VISIT(self->params);
     Py_VISIT(self->latest);
     Py_VISIT(self->cache);
+    Py_VISIT(self->system);
     return 0;
 }
 
@@ -802,6 +803,7 @@ tracker_clear(TrackerCore *self)
     Py_CLEAR(self->params);
     Py_CLEAR(self->latest);
     Py_CLEAR(self->cache);
+    Py_CLEAR(self->system);
     return 0;
 }
 
@@ -926,7 +928,23 @@ get_cache(TrackerCore *self, void *Py_UNUSED(closure))
     return Py_NewRef(self->cache ? self->cache : Py_None);
 }
 
+static PyObject *
+get_system(TrackerCore *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->system ? self->system : Py_None);
+}
+
+static int
+set_system(TrackerCore *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    Py_XSETREF(self->system, value == NULL || value == Py_None ? NULL : Py_NewRef(value));
+    return 0;
+}
+
 static PyGetSetDef tracker_getset[] = {
+    {"_system", (getter)get_system, (setter)set_system,
+     "Private: the system-metrics sampler whose extend(), begin() and end() add the metric "
+     "columns (xetrack_c/system.py), or None.", NULL},
     {"cache", (getter)get_cache, NULL, "The ResultCache of track(), or None when the cache is off.", NULL},
     {"track_id", (getter)get_track_id, (setter)set_track_id, "Id of this run, stored in every row.", NULL},
     {"params", (getter)get_params, (setter)set_params_attr, "Values added to every row.", NULL},

@@ -530,7 +530,7 @@ def test_database_runs_in_wal_mode(db_path):
 
 @pytest.mark.parametrize(
     "option,value",
-    [("log_system_params", True), ("log_network_params", True), ("compress", True)],
+    [("compress", True)],
 )
 def test_unsupported_xetrack_options_raise(db_path, option, value):
     with pytest.raises(NotImplementedError, match=option):

@@ -69,6 +69,9 @@ class Tracker:
         cache_key: Union[str, bytes, bool, None] = ...,
     ) -> None: ...
     cache_path: Optional[str]
+    log_system_params: bool
+    log_network_params: bool
+    measurement_interval: float
     @property
     def cache(self) -> Optional[ResultCache]: ...
     @property

@@ -19,8 +19,6 @@ _SQL_TYPES = {"INTEGER": int, "REAL": float, "TEXT": str, "BLOB": bytearray, "BO
 # Options xetrack accepts that need machinery xetrack_c does not have yet: refuse them
 # loudly rather than ignore them.
 _NOT_YET = {
-    "log_system_params": "system metrics",
-    "log_network_params": "network metrics",
     "compress": "compressed assets",
 }
 
@@ -138,8 +136,6 @@ class Tracker(_core.TrackerCore):
         cache_key: Union[str, bytes, bool, None] = None,
     ) -> None:
         requested = {
-            "log_system_params": log_system_params,
-            "log_network_params": log_network_params,
             "compress": compress,
         }
         for option, value in requested.items():
@@ -170,6 +166,16 @@ class Tracker(_core.TrackerCore):
             parent = os.path.dirname(db)
             if parent:
                 os.makedirs(parent, exist_ok=True)
+        git_commit = None
+        if git_root:  # before the file is made: a bad git_root leaves nothing behind
+            from xetrack_c._git import commit_hash
+
+            git_commit = commit_hash(git_root)
+        sampler = None
+        if log_system_params or log_network_params:
+            from xetrack_c.system import SystemSampler
+
+            sampler = SystemSampler(measurement_interval, log_system_params, log_network_params)
         cache_store = _open_cache(cache, cache_key) if cache else None
         super().__init__(
             db,
@@ -188,6 +194,12 @@ class Tracker(_core.TrackerCore):
         self.warnings = bool(warnings)
         self.measurement_interval = measurement_interval
         self.logs_path, self.logs_stdout, self.jsonl_path = logs_path, bool(logs_stdout), jsonl
+        self.log_system_params = bool(log_system_params)
+        self.log_network_params = bool(log_network_params)
+        if sampler is not None:
+            sampler.start()
+            self._system = sampler
+            weakref.finalize(self, sampler.stop)
         self.logs_file_format = logs_file_format
         self.logger = None
         if logs_stdout or logs_path or jsonl:  # logs off: log() stays the C method, untouched
@@ -201,10 +213,8 @@ class Tracker(_core.TrackerCore):
         self._cache_unauthenticated = cache_store is not None and not cache_store.authenticated
         if self.params:
             self._ensure_columns(self.params)
-        if git_root:
-            from xetrack_c._git import commit_hash
-
-            self.set_param("git_commit_hash", commit_hash(git_root))
+        if git_commit is not None:
+            self.set_param("git_commit_hash", git_commit)
         with _open_lock:
             _open_trackers.add(self)
         if buffer is not None:
@@ -231,6 +241,9 @@ class Tracker(_core.TrackerCore):
             "logs_stdout": self.logs_stdout,
             "logs_file_format": self.logs_file_format,
             "jsonl": self.jsonl_path,
+            "log_system_params": self.log_system_params,
+            "log_network_params": self.log_network_params,
+            "measurement_interval": self.measurement_interval,
             # Not the key: a pickle may be written to shared storage (submitit does). The
             # clone finds the key where this process did, or in XETRACK_C_CACHE_KEY.
             "cache_key": False if self._cache_unauthenticated else None,
@@ -255,6 +268,15 @@ class Tracker(_core.TrackerCore):
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close()
+
+    def close(self) -> None:
+        """Flush queued rows, close the database and stop the system-metrics sampler."""
+        sampler = self._system
+        try:
+            super().close()
+        finally:
+            if sampler is not None:
+                sampler.stop()
 
     # ------------------------------------------------------------------ params
     def set_param(self, key: str, value: Any) -> str:
