@@ -85,6 +85,8 @@ def test_logs_off_leaves_the_c_methods_in_place(db_path):
     for name in ("log", "log_batch", "track", "close"):
         assert name not in vars(plain)
         assert getattr(plain, name).__self__ is plain
+    # the hot paths are the C methods themselves (close() is Python: it stops samplers)
+    for name in ("log", "log_batch", "track"):
         assert type(getattr(plain, name)).__name__ == "builtin_function_or_method"
     logged = Tracker(Tracker.IN_MEMORY, jsonl=db_path + ".jsonl")
     assert {"log", "log_batch", "track", "close"} <= set(vars(logged))
