@@ -35,6 +35,10 @@ typedef struct {
     PyObject *key_ids;   /* dict: key or column name (and its lower case) -> column id */
     PyObject *col_names; /* list: column id -> column name */
     PyObject *cache;     /* ResultCache, or NULL when the result cache is off */
+    /* The system-metrics sampler (xetrack_c/system.py), or NULL when log_system_params and
+     * log_network_params are off: its extend(data) adds the metric columns to every row,
+     * its begin() and end(token, row) those of one track() call. */
+    PyObject *system;
     PyObject *weakreflist;
     char *track_id_utf8;
     Py_ssize_t track_id_len;
