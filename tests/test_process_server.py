@@ -95,6 +95,26 @@ def test_a_function_too_large_for_the_server_is_loaded_by_each_worker():
     assert [r.result for r in results] == [(100_000, blob[i], True) for i in range(4)]
 
 
+def test_the_server_inherits_no_thread_and_no_database_of_the_parent(tmp_path):
+    # The parent has threads (the pool's) and an open SQLite database; the server is a new
+    # interpreter, so it and its forks have neither.
+    from xetrack_c import Tracker
+
+    db = str(tmp_path / "parent.db")
+    tracker = Tracker(db)
+    tracker.log({"x": 1})
+    try:
+        results = run_multiple(specs_of(warm_tasks.inherited, 4), parallel=2,
+                               backend="process")
+    finally:
+        tracker.close()
+    assert [r.status for r in results] == ["completed"] * 4
+    for result in results:
+        assert result.result["parent_is_server"]
+        assert result.result["server_threads"] == 1
+        assert not [path for path in result.result["fds"] if path.startswith(db)]
+
+
 def test_a_dead_worker_is_replaced_by_another_fork_and_every_result_comes_back():
     # One worker at a time, so that which worker runs what is certain: tasks 0-2 on the
     # first, 4-5 on its replacement, 7-9 on the next.

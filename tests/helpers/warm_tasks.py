@@ -59,3 +59,16 @@ def record_and_sleep(config):
     os.rename(path + ".tmp", path)
     time.sleep(config["sleep"])
     return config["x"]
+
+
+def inherited(config):
+    """What this worker and its parent hold: {"server_threads": threads of the parent
+    process, "fds": the paths this worker's open descriptors point to}."""
+    fds = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass
+    return {"server_threads": len(os.listdir(f"/proc/{os.getppid()}/task")), "fds": fds,
+            "parent_is_server": server_marker(os.getppid())}
