@@ -1,0 +1,211 @@
+/* Store, checkpointer: WAL checkpoints off the write path.  SQLite's automatic checkpoint
+ * runs inside the commit that takes the WAL past 1000 pages, so one log() in a few hundred
+ * paid for copying the WAL into the database and two fdatasyncs.  Writer connections turn
+ * it off; their WAL hook wakes one thread per store instead, which checkpoints (PASSIVE)
+ * through a connection of its own while the writers go on, then the pages written
+ * meanwhile through the store's connection, holding the store's lock for that short
+ * moment (checkpoint_round says why).  The thread
+ * starts with the first WAL to pass XT_CKPT_PAGES, stops on close, keeps no interpreter
+ * alive (it never touches Python), and is not inherited by a forked child, which starts
+ * its own when its WAL grows. */
+#include "store_internal.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <time.h>
+
+/* After a failed checkpoint (another process's checkpoint running), wait this long before
+ * the next request is taken. */
+#define XT_CKPT_RETRY_US 1000
+
+void
+xt_ckpt_init(xt_store *s)
+{
+    pthread_mutex_init(&s->ckpt_lock, NULL);
+    pthread_mutex_init(&s->ckpt_sig, NULL);
+    pthread_cond_init(&s->ckpt_wake, NULL);
+    atomic_init(&s->ckpt_pending, 0);
+}
+
+void
+xt_ckpt_destroy(xt_store *s)
+{
+    pthread_mutex_destroy(&s->ckpt_lock);
+    pthread_mutex_destroy(&s->ckpt_sig);
+    pthread_cond_destroy(&s->ckpt_wake);
+}
+
+static void
+pause_us(long us)
+{
+    struct timespec ts = {0, us * 1000};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* A PASSIVE checkpoint through the checkpointer's own connection, opened on first use.
+ * SQLITE_OK or SQLite's failure. */
+static int
+checkpoint_beside(xt_store *s)
+{
+    int rc = SQLITE_OK;
+    pthread_mutex_lock(&s->ckpt_lock);
+    if (s->ckpt_db == NULL) {
+        rc = sqlite3_open_v2(s->path, &s->ckpt_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+        /* Checkpoints sync the WAL and the database as the writers' setting says.  A
+         * connection finds the WAL on its first read; until then it checkpoints nothing. */
+        if (rc == SQLITE_OK) {
+            rc = sqlite3_exec(s->ckpt_db,
+                              s->durability == XT_DURABLE_FSYNC ? "PRAGMA synchronous=FULL"
+                                                                : "PRAGMA synchronous=NORMAL",
+                              NULL, NULL, NULL);
+        }
+        if (rc == SQLITE_OK) {
+            rc = sqlite3_exec(s->ckpt_db, "SELECT 1 FROM sqlite_master LIMIT 1", NULL, NULL, NULL);
+        }
+        if (rc != SQLITE_OK) {
+            sqlite3_close_v2(s->ckpt_db);
+            s->ckpt_db = NULL;
+        }
+    }
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_wal_checkpoint_v2(s->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    }
+    pthread_mutex_unlock(&s->ckpt_lock);
+    return rc;
+}
+
+/* One request: checkpoint beside the writers, then what they wrote meanwhile with them
+ * held.  The second step is short (the frames of one checkpoint's duration) and is what
+ * lets the next commit rewind the WAL: a writer starts over at the WAL's beginning only
+ * when every frame in it has been copied, which a checkpoint running beside a steady
+ * writer never sees. */
+static void
+checkpoint_round(xt_store *s)
+{
+    if (checkpoint_beside(s) != SQLITE_OK) {
+        pause_us(XT_CKPT_RETRY_US);
+        return;
+    }
+    pthread_mutex_lock(&s->lock);
+    if (s->open && s->db != NULL && !xt_store_forked(s)) {
+        sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void *
+ckpt_main(void *arg)
+{
+    xt_store *s = arg;
+    pthread_mutex_lock(&s->ckpt_sig);
+    for (;;) {
+        while (!s->ckpt_stopping && !atomic_load(&s->ckpt_pending)) {
+            pthread_cond_wait(&s->ckpt_wake, &s->ckpt_sig);
+        }
+        if (s->ckpt_stopping) {
+            break;
+        }
+        pthread_mutex_unlock(&s->ckpt_sig);
+        checkpoint_round(s);
+        atomic_store(&s->ckpt_pending, 0);
+        pthread_mutex_lock(&s->ckpt_sig);
+    }
+    pthread_mutex_unlock(&s->ckpt_sig);
+    return NULL;
+}
+
+/* Start the thread with every signal blocked (signals are the main thread's business).
+ * s->ckpt_sig held. */
+static int
+start_thread(xt_store *s)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&s->ckpt_thread, NULL, ckpt_main, s);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        return -1;
+    }
+    s->ckpt_started = 1;
+    s->ckpt_generation = xt_fork_generation();
+    return 0;
+}
+
+/* The writer connection's WAL hook, after each commit, with s->lock held: `pages` frames
+ * are in the WAL.  Past XT_CKPT_PAGES, wake the checkpointer (once per request). */
+static int
+wal_grew(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    xt_store *s = arg;
+    if (pages < XT_CKPT_PAGES || atomic_load_explicit(&s->ckpt_pending, memory_order_relaxed)) {
+        return SQLITE_OK;
+    }
+    atomic_store(&s->ckpt_pending, 1);
+    pthread_mutex_lock(&s->ckpt_sig);
+    int inline_ckpt = 0;
+    if (s->ckpt_stopping) {
+        inline_ckpt = 1;
+    }
+    else if (!s->ckpt_started && start_thread(s) < 0) {
+        inline_ckpt = 1; /* no thread: checkpoint here, as SQLite itself would */
+    }
+    pthread_cond_signal(&s->ckpt_wake);
+    pthread_mutex_unlock(&s->ckpt_sig);
+    if (inline_ckpt) {
+        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        atomic_store(&s->ckpt_pending, 0);
+    }
+    return SQLITE_OK;
+}
+
+void
+xt_ckpt_attach(xt_store *s)
+{
+    sqlite3_wal_autocheckpoint(s->db, 0);
+    sqlite3_wal_hook(s->db, wal_grew, s);
+}
+
+void
+xt_ckpt_stop(xt_store *s)
+{
+    pthread_mutex_lock(&s->ckpt_sig);
+    int join = s->ckpt_started && s->ckpt_generation == xt_fork_generation();
+    s->ckpt_stopping = 1;
+    pthread_cond_broadcast(&s->ckpt_wake);
+    pthread_mutex_unlock(&s->ckpt_sig);
+    if (join) {
+        pthread_join(s->ckpt_thread, NULL);
+    }
+    s->ckpt_started = 0;
+    pthread_mutex_lock(&s->ckpt_lock);
+    if (s->ckpt_db != NULL) {
+        sqlite3_close_v2(s->ckpt_db);
+        s->ckpt_db = NULL;
+    }
+    pthread_mutex_unlock(&s->ckpt_lock);
+}
+
+void
+xt_ckpt_reset_in_child(xt_store *s)
+{
+    /* The copied connection was closed by the fork hook (xt_ckpt_drop_in_child) or, after
+     * a fork from C, belongs to the parent: either way it is not touched here. */
+    xt_ckpt_init(s);
+    s->ckpt_db = NULL;
+    s->ckpt_started = 0;
+    s->ckpt_stopping = 0;
+}
+
+void
+xt_ckpt_drop_in_child(void *owner)
+{
+    xt_store *s = owner;
+    if (s->ckpt_db != NULL) {
+        sqlite3_db_config(s->ckpt_db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, (int *)NULL);
+        sqlite3_close_v2(s->ckpt_db);
+        s->ckpt_db = NULL;
+    }
+}
