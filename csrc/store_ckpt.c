@@ -76,11 +76,14 @@ checkpoint_beside(xt_store *s)
     return rc;
 }
 
-/* One request: checkpoint beside the writers, then what they wrote meanwhile with them
- * held.  The second step is short (the frames of one checkpoint's duration) and is what
- * lets the next commit rewind the WAL: a writer starts over at the WAL's beginning only
- * when every frame in it has been copied, which a checkpoint running beside a steady
- * writer never sees. */
+/* One request: checkpoint beside the writers, then what they wrote meanwhile with every
+ * writer held.  A writer starts the WAL over from its beginning only when every frame in
+ * it has been copied, which a checkpoint beside a steady writer never sees; so the second
+ * step takes the write lock through the store's connection (this store's threads wait on
+ * s->lock, other processes in their busy handlers) and checkpoints through the
+ * checkpointer's connection, which copies everything, and the next commit rewinds.  It is
+ * short: the frames of one checkpoint's duration.  The fork hook holds s->lock too, so
+ * ckpt_db is not in use at a fork. */
 static void
 checkpoint_round(xt_store *s)
 {
@@ -89,8 +92,14 @@ checkpoint_round(xt_store *s)
         return;
     }
     pthread_mutex_lock(&s->lock);
-    if (s->open && s->db != NULL && !xt_store_forked(s)) {
-        sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    if (s->open && s->db != NULL && !xt_store_forked(s) && s->ckpt_db != NULL) {
+        sqlite3_step(s->begin_stmt);
+        int rc = sqlite3_reset(s->begin_stmt);
+        if (rc == SQLITE_OK) {
+            sqlite3_wal_checkpoint_v2(s->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+            sqlite3_step(s->rollback_stmt);
+            sqlite3_reset(s->rollback_stmt);
+        }
     }
     pthread_mutex_unlock(&s->lock);
 }
