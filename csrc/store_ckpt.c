@@ -2,18 +2,20 @@
  * runs inside the commit that takes the WAL past 1000 pages, so one log() in a few hundred
  * paid for copying the WAL into the database and two fdatasyncs.  Writer connections turn
  * it off; their WAL hook wakes one thread per store instead, which checkpoints (PASSIVE)
- * through a connection of its own while the writers go on, then the pages written
- * meanwhile through the store's connection, holding the store's lock for that short
- * moment (checkpoint_round says why).  The thread
- * starts with the first WAL to pass XT_CKPT_PAGES, stops on close, keeps no interpreter
- * alive (it never touches Python), and is not inherited by a forked child, which starts
- * its own when its WAL grows. */
+ * through a connection of its own while the writers go on, and now and then copies the
+ * last frames with the writers held, so that the WAL can start over (checkpoint_round
+ * says why).  The thread starts with the first WAL to pass XT_CKPT_PAGES, stops on close,
+ * keeps no interpreter alive (it never touches Python), and is not inherited by a forked
+ * child, which starts its own when its WAL grows. */
 #include "store_internal.h"
 
 #include <errno.h>
 #include <signal.h>
 #include <time.h>
 
+/* WAL pages past which a request also copies the tail with the writers held
+ * (checkpoint_round). */
+#define XT_CKPT_TAIL_PAGES (4 * XT_CKPT_PAGES)
 /* After a failed checkpoint (another process's checkpoint running), wait this long before
  * the next request is taken. */
 #define XT_CKPT_RETRY_US 1000
@@ -25,6 +27,7 @@ xt_ckpt_init(xt_store *s)
     pthread_mutex_init(&s->ckpt_sig, NULL);
     pthread_cond_init(&s->ckpt_wake, NULL);
     atomic_init(&s->ckpt_pending, 0);
+    atomic_init(&s->ckpt_wal_pages, 0);
 }
 
 void
@@ -76,19 +79,25 @@ checkpoint_beside(xt_store *s)
     return rc;
 }
 
-/* One request: checkpoint beside the writers, then what they wrote meanwhile with every
- * writer held.  A writer starts the WAL over from its beginning only when every frame in
- * it has been copied, which a checkpoint beside a steady writer never sees; so the second
- * step takes the write lock through the store's connection (this store's threads wait on
- * s->lock, other processes in their busy handlers) and checkpoints through the
- * checkpointer's connection, which copies everything, and the next commit rewinds.  It is
- * short: the frames of one checkpoint's duration.  The fork hook holds s->lock too, so
- * ckpt_db is not in use at a fork. */
+/* One request: checkpoint beside the writers; and once the WAL has grown past
+ * XT_CKPT_TAIL_PAGES, the rest with every writer held.  A writer starts the WAL over from
+ * its beginning only when every frame in it has been copied, which a checkpoint beside a
+ * steady writer never sees (the writer adds frames while it runs).  So the second step
+ * takes the write lock through the store's connection (this store's threads wait on
+ * s->lock, other processes' writers in their busy handlers) and checkpoints through the
+ * checkpointer's connection, which then copies everything, and the next commit rewinds
+ * the WAL.  It is short (the frames of one checkpoint's duration, and the syncs), and
+ * rare: one request in XT_CKPT_TAIL_PAGES / XT_CKPT_PAGES under a steady writer, none
+ * under one that pauses long enough for the first step to catch up.  The fork hook holds
+ * s->lock too, so ckpt_db is not in use at a fork. */
 static void
 checkpoint_round(xt_store *s)
 {
     if (checkpoint_beside(s) != SQLITE_OK) {
         pause_us(XT_CKPT_RETRY_US);
+        return;
+    }
+    if (atomic_load(&s->ckpt_wal_pages) < XT_CKPT_TAIL_PAGES) {
         return;
     }
     pthread_mutex_lock(&s->lock);
@@ -149,6 +158,7 @@ static int
 wal_grew(void *arg, sqlite3 *db, const char *name, int pages)
 {
     xt_store *s = arg;
+    atomic_store_explicit(&s->ckpt_wal_pages, pages, memory_order_relaxed);
     if (pages < XT_CKPT_PAGES || atomic_load_explicit(&s->ckpt_pending, memory_order_relaxed)) {
         return SQLITE_OK;
     }

@@ -98,7 +98,8 @@ struct xt_store {
     pthread_mutex_t ckpt_sig;  /* guards the fields below and ckpt_wake */
     pthread_cond_t ckpt_wake;
     sqlite3 *ckpt_db;
-    atomic_int ckpt_pending; /* a checkpoint was asked for and has not finished */
+    atomic_int ckpt_pending;   /* a checkpoint was asked for and has not finished */
+    atomic_int ckpt_wal_pages; /* frames in the WAL after the last commit */
     int ckpt_stopping, ckpt_started;
     unsigned long ckpt_generation; /* fork generation the thread was started in */
     pthread_t ckpt_thread;
