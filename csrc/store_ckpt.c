@@ -153,15 +153,20 @@ start_thread(xt_store *s)
 }
 
 /* The writer connection's WAL hook, after each commit, with s->lock held: `pages` frames
- * are in the WAL.  Past XT_CKPT_PAGES, wake the checkpointer (once per request). */
+ * are in the WAL.  Past XT_CKPT_PAGES, and then every XT_CKPT_PAGES more (or again past
+ * XT_CKPT_PAGES once the WAL started over), wake the checkpointer: one checkpoint per
+ * XT_CKPT_PAGES written, as SQLite's own would run, not one after another. */
 static int
 wal_grew(void *arg, sqlite3 *db, const char *name, int pages)
 {
     xt_store *s = arg;
     atomic_store_explicit(&s->ckpt_wal_pages, pages, memory_order_relaxed);
-    if (pages < XT_CKPT_PAGES || atomic_load_explicit(&s->ckpt_pending, memory_order_relaxed)) {
+    if (pages < XT_CKPT_PAGES
+        || (pages >= s->ckpt_asked_at && pages - s->ckpt_asked_at < XT_CKPT_PAGES)
+        || atomic_load_explicit(&s->ckpt_pending, memory_order_relaxed)) {
         return SQLITE_OK;
     }
+    s->ckpt_asked_at = pages;
     atomic_store(&s->ckpt_pending, 1);
     pthread_mutex_lock(&s->ckpt_sig);
     int inline_ckpt = 0;
@@ -214,6 +219,7 @@ xt_ckpt_reset_in_child(xt_store *s)
      * a fork from C, belongs to the parent: either way it is not touched here. */
     xt_ckpt_init(s);
     s->ckpt_db = NULL;
+    s->ckpt_asked_at = 0;
     s->ckpt_started = 0;
     s->ckpt_stopping = 0;
 }

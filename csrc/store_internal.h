@@ -100,6 +100,7 @@ struct xt_store {
     sqlite3 *ckpt_db;
     atomic_int ckpt_pending;   /* a checkpoint was asked for and has not finished */
     atomic_int ckpt_wal_pages; /* frames in the WAL after the last commit */
+    int ckpt_asked_at;         /* WAL frames at the last request; under `lock` */
     int ckpt_stopping, ckpt_started;
     unsigned long ckpt_generation; /* fork generation the thread was started in */
     pthread_t ckpt_thread;
