@@ -11,6 +11,8 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 /* WAL pages past which a request also copies the tail with the writers held
@@ -36,6 +38,8 @@ xt_ckpt_destroy(xt_store *s)
     pthread_mutex_destroy(&s->ckpt_lock);
     pthread_mutex_destroy(&s->ckpt_sig);
     pthread_cond_destroy(&s->ckpt_wake);
+    free(s->ckpt_path);
+    s->ckpt_path = NULL;
 }
 
 static void
@@ -54,8 +58,9 @@ checkpoint_beside(xt_store *s)
     int rc = SQLITE_OK;
     pthread_mutex_lock(&s->ckpt_lock);
     if (s->ckpt_db == NULL) {
-        rc = sqlite3_open_v2(s->path, &s->ckpt_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
-                             NULL);
+        rc = s->ckpt_path == NULL ? SQLITE_NOMEM
+                                  : sqlite3_open_v2(s->ckpt_path, &s->ckpt_db,
+                                                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
         /* Checkpoints sync the WAL and the database as the writers' setting says.  A
          * connection finds the WAL on its first read; until then it checkpoints nothing. */
         if (rc == SQLITE_OK) {
@@ -94,6 +99,15 @@ static void
 checkpoint_round(xt_store *s)
 {
     if (checkpoint_beside(s) != SQLITE_OK) {
+        if (s->ckpt_db == NULL) {
+            /* No connection of its own (the file cannot be opened again): checkpoint
+             * through the store's, holding its writers, as SQLite itself would. */
+            pthread_mutex_lock(&s->lock);
+            if (s->open && s->db != NULL && !xt_store_forked(s)) {
+                sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+            }
+            pthread_mutex_unlock(&s->lock);
+        }
         pause_us(XT_CKPT_RETRY_US);
         return;
     }
@@ -188,6 +202,10 @@ wal_grew(void *arg, sqlite3 *db, const char *name, int pages)
 void
 xt_ckpt_attach(xt_store *s)
 {
+    /* The file the store's connection opened, absolute: the process may change directory. */
+    const char *name = sqlite3_db_filename(s->db, "main");
+    free(s->ckpt_path);
+    s->ckpt_path = strdup(name != NULL && name[0] != '\0' ? name : s->path);
     sqlite3_wal_autocheckpoint(s->db, 0);
     sqlite3_wal_hook(s->db, wal_grew, s);
 }

@@ -98,6 +98,7 @@ struct xt_store {
     pthread_mutex_t ckpt_sig;  /* guards the fields below and ckpt_wake */
     pthread_cond_t ckpt_wake;
     sqlite3 *ckpt_db;
+    char *ckpt_path; /* the file as the store's connection opened it */
     atomic_int ckpt_pending;   /* a checkpoint was asked for and has not finished */
     atomic_int ckpt_wal_pages; /* frames in the WAL after the last commit */
     int ckpt_asked_at;         /* WAL frames at the last request; under `lock` */

@@ -272,9 +272,12 @@ STEADY = r"""
 import json, os, sys
 from xetrack_c import Tracker
 
-DB, ROWS = sys.argv[1], int(sys.argv[2])
+DB, ROWS, MOVE = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "move"
 threads_before = len(os.listdir("/proc/self/task"))
-tracker = Tracker(DB)
+os.chdir(os.path.dirname(DB))
+tracker = Tracker(os.path.basename(DB))  # a relative path
+if MOVE:
+    os.chdir("/")  # the checkpointer still finds the file
 largest = 0
 for i in range(ROWS):
     tracker.log({"i": i, "x": i * 0.5, "s": f"v-{i % 1000}"})
@@ -289,9 +292,10 @@ print(json.dumps({"largest": largest, "wal_after": wal_after, "threads": [
 """
 
 
-def test_a_steady_writer_keeps_the_wal_bounded_and_close_folds_it_back(run_py, db_path):
+@pytest.mark.parametrize("cwd", ["stay", "move"])
+def test_a_steady_writer_keeps_the_wal_bounded_and_close_folds_it_back(run_py, db_path, cwd):
     rows = 20_000
-    proc = run_py(STEADY, timeout=300, args=[db_path, str(rows)])
+    proc = run_py(STEADY, timeout=300, args=[db_path, str(rows), cwd])
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     # Unchecked, 20,000 single-row commits leave a WAL of over 150 MB (about two pages a
     # row); the checkpointer keeps it to a few thousand pages.
