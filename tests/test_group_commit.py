@@ -12,7 +12,6 @@ instead of hanging the run); the file is then read back with sqlite3.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import sys
 
