@@ -782,6 +782,8 @@ xt_store_new(void)
     pthread_cond_init(&s->q_nonempty, NULL);
     pthread_cond_init(&s->q_space, NULL);
     pthread_cond_init(&s->q_idle, NULL);
+    pthread_mutex_init(&s->glock, NULL);
+    xt_ckpt_init(s);
     atomic_init(&s->length_limit, XT_DEFAULT_LENGTH_LIMIT);
     s->async_batch = XT_ASYNC_BATCH;
     if (add_builtin_column(s, "track_id") < 0 || add_builtin_column(s, "timestamp") < 0) {
@@ -854,6 +856,7 @@ store_connect(xt_store *s, int reset, xt_error *err)
     }
     sqlite3_extended_result_codes(s->db, 1);
     sqlite3_busy_handler(s->db, busy_wait, s);
+    xt_ckpt_attach(s);
     atomic_store(&s->length_limit, sqlite3_limit(s->db, SQLITE_LIMIT_LENGTH, -1));
     /* WAL lets readers work while writers commit; NORMAL sync in WAL still makes each
      * commit survive a crash of the process (not of the machine, which FULL adds). */
@@ -937,6 +940,7 @@ xt_store_open(xt_store *s, const char *path, const char *table, int durability, 
     s->busy_timeout_ms = busy_timeout_ms;
     s->qcap = queue_rows > 0 ? (size_t)queue_rows : 16384;
     xt_fork_guard_add(&s->fork_guard, &s->lock, s, store_drop_in_child);
+    xt_fork_guard_add(&s->ckpt_guard, &s->ckpt_lock, s, xt_ckpt_drop_in_child);
     if (store_connect(s, reset, err) < 0) {
         store_disconnect(s);
         return -1;
@@ -971,6 +975,10 @@ xt_store_reopen_after_fork(xt_store *s, xt_error *err)
     pthread_cond_init(&s->q_nonempty, NULL);
     pthread_cond_init(&s->q_space, NULL);
     pthread_cond_init(&s->q_idle, NULL);
+    pthread_mutex_init(&s->glock, NULL);
+    s->gwait_head = s->gwait_tail = NULL;
+    s->group_leading = 0;
+    xt_ckpt_reset_in_child(s);
     memset(s->stmts, 0, sizeof(s->stmts));
     s->begin_stmt = s->commit_stmt = s->rollback_stmt = NULL;
     s->db = NULL;
@@ -1015,13 +1023,110 @@ xt_store_check_open(xt_store *s, xt_error *err)
     return 0;
 }
 
+/* Group commit.  A caller of xt_store_write queues itself (its rows, its error slot, its
+ * own condition) under s->glock.  If no caller leads, it leads: it takes every queued
+ * caller, itself included, writes all their rows in one transaction under s->lock, and
+ * hands each its result; callers that queue meanwhile wait for the next leader, whom the
+ * finishing leader wakes.  N threads thus pay about one commit per round instead of N,
+ * and each returns only once its own rows are committed (or failed).  A transaction of
+ * several callers that fails is rolled back, and each caller's rows are then written on
+ * their own, so a bad row fails only its caller, and a failure that is not the rows'
+ * (a full disk) reaches every caller in the group. */
+typedef struct xt_group_waiter {
+    xt_row **rows;
+    size_t n;
+    xt_error *err;
+    int rc, done;
+    pthread_cond_t cond;
+    struct xt_group_waiter *next;
+} xt_group_waiter;
+
+/* The leader's part: write the group's rows, set each member's rc (and err). */
+static void
+write_group(xt_store *s, xt_group_waiter *group)
+{
+    size_t total = 0;
+    for (xt_group_waiter *w = group; w; w = w->next) {
+        total += w->n;
+    }
+    int joined = group->next != NULL;
+    if (joined && total > s->group_cap) {
+        size_t cap = total > 2 * s->group_cap ? total : 2 * s->group_cap;
+        xt_row **grown = realloc(s->group_rows, cap * sizeof(xt_row *));
+        if (grown != NULL) {
+            s->group_rows = grown;
+            s->group_cap = cap;
+        }
+        joined = grown != NULL; /* out of memory: each member writes on its own */
+    }
+    pthread_mutex_lock(&s->lock);
+    xt_error group_err = {0};
+    if (xt_store_check_open(s, &group_err) < 0) {
+        for (xt_group_waiter *w = group; w; w = w->next) {
+            *w->err = group_err;
+            w->rc = -1;
+        }
+    }
+    else if (group->next == NULL) {
+        group->rc = xt_store_write_locked(s, group->rows, group->n, group->err);
+    }
+    else {
+        int rc = -1;
+        if (joined) {
+            size_t k = 0;
+            for (xt_group_waiter *w = group; w; w = w->next) {
+                for (size_t i = 0; i < w->n; i++) {
+                    s->group_rows[k++] = w->rows[i];
+                }
+            }
+            rc = xt_store_write_locked(s, s->group_rows, total, &group_err);
+        }
+        for (xt_group_waiter *w = group; w; w = w->next) {
+            w->rc = rc == 0 ? 0 : xt_store_write_locked(s, w->rows, w->n, w->err);
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
 int
 xt_store_write(xt_store *s, xt_row **rows, size_t n, xt_error *err)
 {
-    pthread_mutex_lock(&s->lock);
-    int res = xt_store_check_open(s, err) < 0 ? -1 : xt_store_write_locked(s, rows, n, err);
-    pthread_mutex_unlock(&s->lock);
-    return res;
+    xt_group_waiter me = {rows, n, err, 0, 0, .next = NULL};
+    pthread_cond_init(&me.cond, NULL);
+    pthread_mutex_lock(&s->glock);
+    if (s->gwait_tail) {
+        s->gwait_tail->next = &me;
+    }
+    else {
+        s->gwait_head = &me;
+    }
+    s->gwait_tail = &me;
+    while (!me.done && s->group_leading) {
+        pthread_cond_wait(&me.cond, &s->glock);
+    }
+    if (!me.done) {
+        xt_group_waiter *group = s->gwait_head;
+        s->gwait_head = s->gwait_tail = NULL;
+        s->group_leading = 1;
+        pthread_mutex_unlock(&s->glock);
+        write_group(s, group);
+        pthread_mutex_lock(&s->glock);
+        s->group_leading = 0;
+        while (group) {
+            xt_group_waiter *next = group->next; /* a member's frame is gone once it wakes */
+            group->done = 1;
+            if (group != &me) {
+                pthread_cond_signal(&group->cond);
+            }
+            group = next;
+        }
+        if (s->gwait_head) {
+            pthread_cond_signal(&s->gwait_head->cond); /* the next leader */
+        }
+    }
+    pthread_mutex_unlock(&s->glock);
+    pthread_cond_destroy(&me.cond);
+    return me.rc;
 }
 
 int
@@ -1058,8 +1163,12 @@ xt_store_close(xt_store *s, xt_error *err)
         s->thread_started = 0;
     }
     res = xt_store_flush(s, err);
+    xt_ckpt_stop(s);
     pthread_mutex_lock(&s->lock);
     if (s->open) {
+        /* Fold the WAL back into the database: closing the file's last connection then
+         * finds nothing to copy and removes the WAL. */
+        sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
         store_disconnect(s);
     }
     pthread_mutex_unlock(&s->lock);
@@ -1072,8 +1181,13 @@ xt_store_free(xt_store *s)
     if (s == NULL) {
         return;
     }
+    if (!xt_store_forked(s)) {
+        xt_ckpt_stop(s); /* a child that never reopened has no thread and a closed copy */
+    }
     xt_fork_guard_remove(&s->fork_guard);
+    xt_fork_guard_remove(&s->ckpt_guard);
     xt_store_free_rows(s->qhead);
+    free(s->group_rows);
     int count = atomic_load(&s->columns.count);
     for (int i = 0; i < count; i++) {
         xt_column_free(s->columns.slots[i]);
@@ -1086,6 +1200,8 @@ xt_store_free(xt_store *s)
     pthread_cond_destroy(&s->q_nonempty);
     pthread_cond_destroy(&s->q_space);
     pthread_cond_destroy(&s->q_idle);
+    pthread_mutex_destroy(&s->glock);
+    xt_ckpt_destroy(s);
     free(s);
 }
 

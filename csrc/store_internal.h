@@ -4,7 +4,8 @@
  *
  *   store.c        connections, busy waits and turns, statement cache, transactions,
  *                  schema changes, opening, closing, fork
- *   store_async.c  the async writer: bounded queue, writer thread, flush, transaction sizing */
+ *   store_async.c  the async writer: bounded queue, writer thread, flush, transaction sizing
+ *   store_ckpt.c   the checkpointer: WAL checkpoints off the write path */
 #ifndef XT_STORE_INTERNAL_H
 #define XT_STORE_INTERNAL_H
 
@@ -81,6 +82,30 @@ struct xt_store {
      * which a fork from Python waits for `lock` (csrc/fork.c). */
     unsigned long fork_generation;
     xt_fork_guard fork_guard;
+
+    /* Group commit (xt_store_write): callers of one process waiting to write, the one
+     * among them that leads (writes everyone's rows in one transaction), and the leader's
+     * row array; under `glock`, which is never held while waiting for `lock`. */
+    pthread_mutex_t glock;
+    struct xt_group_waiter *gwait_head, *gwait_tail;
+    int group_leading;
+    xt_row **group_rows; /* the leader's only */
+    size_t group_cap;
+
+    /* Checkpointer (store_ckpt.c): the writer connection's automatic checkpoint is off;
+     * a thread with its own connection checkpoints when the WAL passes XT_CKPT_PAGES. */
+    pthread_mutex_t ckpt_lock; /* fork guard: held around every use of ckpt_db */
+    pthread_mutex_t ckpt_sig;  /* guards the fields below and ckpt_wake */
+    pthread_cond_t ckpt_wake;
+    sqlite3 *ckpt_db;
+    char *ckpt_path; /* the file as the store's connection opened it */
+    atomic_int ckpt_pending;   /* a checkpoint was asked for and has not finished */
+    atomic_int ckpt_wal_pages; /* frames in the WAL after the last commit */
+    int ckpt_asked_at;         /* WAL frames at the last request; under `lock` */
+    int ckpt_stopping, ckpt_started;
+    unsigned long ckpt_generation; /* fork generation the thread was started in */
+    pthread_t ckpt_thread;
+    xt_fork_guard ckpt_guard;
 };
 
 /* store.c */
@@ -93,6 +118,25 @@ int xt_store_check_open(xt_store *s, xt_error *err);
  * creating missing columns and retrying once after a schema change; the rows stay the
  * caller's.  0, or -1 with `err` set.  s->lock held. */
 int xt_store_write_locked(xt_store *s, xt_row **rows, size_t n, xt_error *err);
+
+/* store_ckpt.c */
+
+/* WAL pages (frames) past which the checkpointer runs: SQLite's default autocheckpoint. */
+#define XT_CKPT_PAGES 1000
+
+/* On a new writer connection: turn off SQLite's automatic checkpoint and hand WAL growth
+ * to the checkpointer.  s->lock held. */
+void xt_ckpt_attach(xt_store *s);
+/* Stop the checkpointer thread (if this process started one) and close its connection.
+ * Call without s->lock. */
+void xt_ckpt_stop(xt_store *s);
+/* In a forked child: forget the parent's checkpointer (its thread is not ours), so the
+ * next WAL growth starts a fresh one. */
+void xt_ckpt_reset_in_child(xt_store *s);
+/* The checkpointer's fork guard's hook: close the copied, idle connection in a child. */
+void xt_ckpt_drop_in_child(void *owner);
+void xt_ckpt_init(xt_store *s);
+void xt_ckpt_destroy(xt_store *s);
 
 /* store_async.c */
 

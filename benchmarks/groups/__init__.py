@@ -2,6 +2,7 @@
 
 GROUPS: dict[str, str] = {
     "log": "benchmarks.groups.log",
+    "writers": "benchmarks.groups.writers",
     "track": "benchmarks.groups.track",
     "system": "benchmarks.groups.system",
     "cache": "benchmarks.groups.cache",
