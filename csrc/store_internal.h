@@ -4,7 +4,8 @@
  *
  *   store.c        connections, busy waits and turns, statement cache, transactions,
  *                  schema changes, opening, closing, fork
- *   store_async.c  the async writer: bounded queue, writer thread, flush, transaction sizing */
+ *   store_async.c  the async writer: bounded queue, writer thread, flush, transaction sizing
+ *   store_assets.c the assets rows carry: xetrack's assets, keys and counts tables */
 #ifndef XT_STORE_INTERNAL_H
 #define XT_STORE_INTERNAL_H
 
@@ -24,6 +25,9 @@
 #define XT_ASYNC_BATCH 16384
 #define XT_ASYNC_MIN_BATCH 256
 #define XT_ASYNC_TXN_US 20000
+
+/* Statements of store_assets.c: blob, column's hash, count read, count write. */
+#define XT_ASSET_STMTS 4
 
 typedef struct {
     uint64_t hash;
@@ -49,6 +53,10 @@ struct xt_store {
     int last_stmt;
     uint64_t stmt_clock;
     sqlite3_stmt *begin_stmt, *commit_stmt, *rollback_stmt;
+    /* store_assets.c: its statements, prepared on first use, and whether its tables were
+     * created on this connection. */
+    sqlite3_stmt *asset_stmts[XT_ASSET_STMTS];
+    int assets_ready;
     atomic_llong last_ts;
     atomic_int length_limit; /* the connection's SQLITE_LIMIT_LENGTH, read without a lock */
 
@@ -93,6 +101,15 @@ int xt_store_check_open(xt_store *s, xt_error *err);
  * creating missing columns and retrying once after a schema change; the rows stay the
  * caller's.  0, or -1 with `err` set.  s->lock held. */
 int xt_store_write_locked(xt_store *s, xt_row **rows, size_t n, xt_error *err);
+
+/* store_assets.c */
+
+/* Write `row`'s assets inside the open transaction: each blob once per hash, the column's
+ * latest hash, the hash's count plus one; creates the tables on first use.  0, or -1 with
+ * `err` set.  s->lock held. */
+int xt_store_write_assets(xt_store *s, const xt_row *row, xt_error *err);
+/* Finalise the asset statements and forget the tables (schema change, closing). */
+void xt_store_forget_assets(xt_store *s);
 
 /* store_async.c */
 

@@ -771,6 +771,7 @@ tracker_traverse(TrackerCore *self, visitproc visit, void *arg)
     Py_VISIT(self->params);
     Py_VISIT(self->latest);
     Py_VISIT(self->cache);
+    Py_VISIT(self->asset_hook);
     return 0;
 }
 
@@ -780,6 +781,7 @@ tracker_clear(TrackerCore *self)
     Py_CLEAR(self->params);
     Py_CLEAR(self->latest);
     Py_CLEAR(self->cache);
+    Py_CLEAR(self->asset_hook);
     return 0;
 }
 
@@ -937,6 +939,9 @@ static PyMemberDef tracker_members[] = {
     {"raise_on_error", T_BOOL, offsetof(TrackerCore, raise_on_error), 0,
      "track() re-raises the function's exception after logging it."},
     {"warnings", T_BOOL, offsetof(TrackerCore, warnings), 0, "Emit warnings."},
+    {"_asset_hook", T_OBJECT, offsetof(TrackerCore, asset_hook), 0,
+     "Private: hook(column, value) -> (hash, assets key, blob, keys key, keys value) for a\n"
+     "value stored as an asset; None stores such values as str(value)."},
     {"__weaklistoffset__", T_PYSSIZET, offsetof(TrackerCore, weakreflist), READONLY, NULL},
     {NULL},
 };

@@ -35,6 +35,9 @@ typedef struct {
     PyObject *key_ids;   /* dict: key or column name (and its lower case) -> column id */
     PyObject *col_names; /* list: column id -> column name */
     PyObject *cache;     /* ResultCache, or NULL when the result cache is off */
+    /* Called as hook(column, value) for a value stored as an asset (row.c); returns
+     * (hash, assets key, blob, keys key, keys value).  NULL: such values are str()'d. */
+    PyObject *asset_hook;
     PyObject *weakreflist;
     char *track_id_utf8;
     Py_ssize_t track_id_len;

@@ -24,7 +24,6 @@ _NOT_YET = {
     "logs_path": "text log files",
     "logs_stdout": "logging rows to stdout",
     "jsonl": "JSONL log files",
-    "compress": "compressed assets",
 }
 
 _open_trackers: "weakref.WeakSet[Tracker]" = weakref.WeakSet()
@@ -140,7 +139,6 @@ class Tracker(_core.TrackerCore):
             "logs_path": logs_path,
             "logs_stdout": logs_stdout,
             "jsonl": jsonl,
-            "compress": compress,
         }
         for option, value in requested.items():
             if value:
@@ -184,6 +182,10 @@ class Tracker(_core.TrackerCore):
             cache=cache_store,
         )
         self.engine = engine
+        from xetrack_c.assets import AssetHook
+
+        self.compress = bool(compress)
+        self._asset_hook = AssetHook(self.compress)  # objects logged go to the assets tables
         self.raise_on_error = bool(raise_on_error)
         self.warnings = bool(warnings)
         self.measurement_interval = measurement_interval
@@ -220,11 +222,33 @@ class Tracker(_core.TrackerCore):
             "warnings": self.warnings,
             "engine": self.engine,
             "cache": self.cache_path,
+            "compress": self.compress,
             # Not the key: a pickle may be written to shared storage (submitit does). The
             # clone finds the key where this process did, or in XETRACK_C_CACHE_KEY.
             "cache_key": False if self._cache_unauthenticated else None,
         }
         return (_rebuild_tracker, (settings,))
+
+    # ------------------------------------------------------------------ assets
+    @property
+    def assets(self) -> Any:
+        """The database's assets (objects logged by hash): an ``AssetsManager``."""
+        from xetrack_c.assets import AssetsManager
+
+        return AssetsManager(self.db, compress=self.compress, tracker=self)
+
+    def get(self, key: str) -> Any:
+        """The asset whose hash is ``key``, or the last one logged under column ``key``;
+        None when there is none.  Unpickles it: only read files you trust."""
+        return self.assets.get(key)
+
+    def remove_asset(self, hash_value: str, column: Optional[str], remove_keys: bool = True) -> bool:
+        """Delete asset ``hash_value`` and, given ``column``, set that column to NULL in the
+        rows that held it; ``remove_keys`` also drops its count and column keys."""
+        from xetrack_c.assets import remove_asset
+
+        return remove_asset(self.assets, self._execute, _quote(self.table_name), hash_value,
+                            column, remove_keys)
 
     # ------------------------------------------------------------------ context manager
     def __enter__(self) -> "Tracker":
