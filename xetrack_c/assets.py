@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import pickle
 from collections.abc import Mapping
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -192,6 +193,8 @@ class AssetsManager:
     # ------------------------------------------------------------- database access
     def _tables(self) -> set:
         names = _TABLES
+        if self._tracker is None and not os.path.exists(self.db):
+            return set()  # nothing stored yet: insert() creates the file
         rows = self._raw_read("SELECT name FROM sqlite_master WHERE type = 'table' AND name IN "
                               "(?, ?, ?)", names)
         return {name for (name,) in rows}
