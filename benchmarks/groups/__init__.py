@@ -3,6 +3,7 @@
 GROUPS: dict[str, str] = {
     "log": "benchmarks.groups.log",
     "track": "benchmarks.groups.track",
+    "assets": "benchmarks.groups.assets",
     "cache": "benchmarks.groups.cache",
     "read": "benchmarks.groups.read",
     "seed": "benchmarks.groups.seed",
