@@ -681,8 +681,8 @@ next_timestamp(TrackerCore *self, char out[XT_TS_SIZE])
 /* Encode params + data (+ timestamp, track_id).  On success *row_out is a malloc'd row
  * owned by the caller and *dict_out the row dict to return. */
 int
-xt_encode_row(TrackerCore *self, xt_state *st, PyObject *data, xt_row **row_out,
-              PyObject **dict_out)
+xt_encode_row(TrackerCore *self, xt_state *st, PyObject *data, PyObject *keep,
+              xt_row **row_out, PyObject **dict_out)
 {
     xt_encoder enc;
     xt_row *row = NULL;
@@ -719,7 +719,8 @@ xt_encode_row(TrackerCore *self, xt_state *st, PyObject *data, xt_row **row_out,
     }
 
     size_t size = sizeof(xt_row) + sizeof(xt_value) * (size_t)enc.n
-                  + sizeof(xt_asset) * (size_t)enc.n_assets + enc.bytes + enc.asset_bytes;
+                  + sizeof(xt_asset) * (size_t)enc.n_assets + enc.bytes
+                  + (keep == NULL ? enc.asset_bytes : 0);
     row = malloc(size);
     if (enc.copyable) {
         dict = PyDict_Copy(self->params);
@@ -753,10 +754,17 @@ xt_encode_row(TrackerCore *self, xt_state *st, PyObject *data, xt_row **row_out,
         if (asset_parts(enc.assets[i].parts, b) < 0) {
             goto done;
         }
-        for (int k = 0; k < 5; k++) {
-            memcpy(arena, b[k].p, (size_t)b[k].n);
-            b[k].p = arena;
-            arena += b[k].n;
+        if (keep != NULL) {
+            if (PyList_Append(keep, enc.assets[i].parts) < 0) {
+                goto done;
+            }
+        }
+        else {
+            for (int k = 0; k < 5; k++) {
+                memcpy(arena, b[k].p, (size_t)b[k].n);
+                b[k].p = arena;
+                arena += b[k].n;
+            }
         }
         row->assets[i] = (xt_asset){b[0], b[1], b[2], b[3], b[4]};
     }

@@ -185,12 +185,17 @@ xt_tracker_log(TrackerCore *self, PyObject *data)
         }
         return PyDict_New();
     }
-    if (xt_encode_row(self, st, data, &row, &dict) < 0) {
+    /* A row written at once borrows its assets' bytes (no copy of a large blob); the
+     * objects that hold them live in `keep` until the write is done. */
+    int queued = rows_queued(self);
+    PyObject *keep = queued ? NULL : PyList_New(0);
+    if ((!queued && keep == NULL) || xt_encode_row(self, st, data, keep, &row, &dict) < 0) {
+        Py_XDECREF(keep);
         return NULL;
     }
     int64_t ts = row->ts_us;
-    int queued = rows_queued(self);
     int rc = write_rows(self, st, &row, 1);
+    Py_XDECREF(keep);
     if (rc == 0 && !queued) {
         rc = sync_timestamp(st, row, ts, dict);
     }
@@ -214,7 +219,7 @@ static PyObject *
 tracker_log_batch(TrackerCore *self, PyObject *data)
 {
     xt_state *st = tracker_state(self);
-    PyObject *seq = NULL, *last = NULL, *res = NULL;
+    PyObject *seq = NULL, *last = NULL, *res = NULL, *keep = NULL;
     xt_row **rows = NULL;
     Py_ssize_t n = 0, done_rows = 0;
 
@@ -236,15 +241,18 @@ tracker_log_batch(TrackerCore *self, PyObject *data)
         PyErr_NoMemory();
         goto done;
     }
+    int queued = rows_queued(self);
+    if (!queued && (keep = PyList_New(0)) == NULL) { /* see log(): borrowed asset bytes */
+        goto done;
+    }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *dict = NULL;
-        if (xt_encode_row(self, st, PySequence_Fast_GET_ITEM(seq, i), &rows[i], &dict) < 0) {
+        if (xt_encode_row(self, st, PySequence_Fast_GET_ITEM(seq, i), keep, &rows[i], &dict) < 0) {
             goto done;
         }
         Py_XSETREF(last, dict);
         done_rows = i + 1;
     }
-    int queued = rows_queued(self);
     int64_t last_ts = rows[n - 1]->ts_us;
     int rc = write_rows(self, st, rows, (size_t)n);
     if (queued) {
@@ -263,6 +271,7 @@ done:
         free(rows[i]);
     }
     PyMem_Free(rows);
+    Py_XDECREF(keep);
     Py_XDECREF(seq);
     Py_XDECREF(last);
     return res;

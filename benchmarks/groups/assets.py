@@ -10,6 +10,7 @@ series is skipped (its Tracker would store ``str(array)``, a truncated repr).
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -73,13 +74,13 @@ def xetrack_rows(arrays: list[Any]) -> Callable[[], Callable[[Path], float]]:
     """Build a run logging one row per array with xetrack 0.7."""
     def build() -> Callable[[Path], float]:
         xetrack = peer("xetrack")
+        if importlib.util.find_spec("sqlitedict") is None:
+            raise Skip("xetrack's assets are disabled without sqlitedict (pip install "
+                       "sqlitedict in the peer's environment)")
         rows = len(arrays) - 1
 
         def run(workdir: Path) -> float:
             tracker = xetrack.Tracker(db=str(workdir / "x.db"), warnings=False)
-            if tracker.assets is None:
-                raise Skip("xetrack's assets are disabled: its AssetsManager needs sqlitedict "
-                           "(pip install sqlitedict in the peer's environment)")
             try:
                 tracker.log({"step": -1, "vec": arrays[rows]})
                 log = tracker.log
