@@ -276,6 +276,40 @@ drop_asset(xt_encoder *enc, int col)
     }
 }
 
+int
+xt_encode_assets(PyObject *parts, xt_row **row_out)
+{
+    if (!PyList_CheckExact(parts)) {
+        PyErr_SetString(PyExc_TypeError, "assets must be a list of the asset hook's 5-tuples");
+        return -1;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(parts);
+    xt_row *row = calloc(1, sizeof(xt_row) + sizeof(xt_asset) * (size_t)(n ? n : 1));
+    if (row == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    row->n_assets = (int)n;
+    row->assets = (xt_asset *)&row->vals[0];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(parts, i);
+        xt_bytes b[5];
+        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 5) {
+            PyErr_Format(PyExc_TypeError, "asset %zd must be a 5-tuple, not %.100s", i,
+                         Py_TYPE(item)->tp_name);
+            free(row);
+            return -1;
+        }
+        if (asset_parts(item, b) < 0) {
+            free(row);
+            return -1;
+        }
+        row->assets[i] = (xt_asset){b[0], b[1], b[2], b[3], b[4]};
+    }
+    *row_out = row;
+    return 0;
+}
+
 /* The exception for a failed bind of `n` bytes to parameter `index`; returns -1.  SQLite
  * would leave the parameter NULL: a value longer than SQLITE_LIMIT_LENGTH is refused. */
 static int

@@ -36,6 +36,11 @@ int xt_column_for_key(TrackerCore *self, PyObject *key, int decl_type);
 int xt_encode_row(TrackerCore *self, xt_state *st, PyObject *data, PyObject *keep,
                   xt_row **row_out, PyObject **dict_out);
 
+/* A row of no values carrying the assets in `parts` (a list of the asset hook's
+ * 5-tuples), their bytes borrowed: `parts` must outlive the row.  0, or -1 with an
+ * exception set. */
+int xt_encode_assets(PyObject *parts, xt_row **row_out);
+
 /* Bind a Python value to parameter `index` (1-based) of `stmt`: None, bool, int, float,
  * str, bytes, bytearray, memoryview (its tobytes()); anything else as str(value).  0 on
  * success, -1 with an exception set: ValueError for a value longer than the connection's

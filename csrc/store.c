@@ -601,7 +601,8 @@ write_rows_locked(xt_store *s, xt_row **rows, size_t n, xt_error *err)
     }
     for (size_t i = 0; i < n; i++) {
         /* Assets first: a row that fails then takes its assets' writes with it. */
-        if (xt_store_write_assets(s, rows[i], err) < 0 || insert_row(s, rows[i], err) < 0) {
+        if (xt_store_write_assets(s, rows[i], err) < 0
+            || (rows[i]->n > 0 && insert_row(s, rows[i], err) < 0)) {
             rollback(s);
             return -1;
         }

@@ -117,8 +117,8 @@ int64_t xt_now_us(void);
 xt_store *xt_store_new(void);
 int xt_store_open(xt_store *s, const char *path, const char *table, int durability, int reset,
                   int busy_timeout_ms, int queue_rows, xt_error *err);
-/* Write rows (sync modes) in one BEGIN IMMEDIATE transaction, with their assets;
- * creates missing columns.  Rows stay owned by the caller; a primary-key collision bumps
+/* Write rows (sync modes) in one BEGIN IMMEDIATE transaction, with their assets (a row
+ * of no values writes only its assets); creates missing columns.  Rows stay owned by the caller; a primary-key collision bumps
  * the row's timestamp. */
 int xt_store_write(xt_store *s, xt_row **rows, size_t n, xt_error *err);
 /* Async mode: queue a row.  Returns 0 when queued (ownership passes to the store); -1 if

@@ -277,6 +277,37 @@ done:
     return res;
 }
 
+PyDoc_STRVAR(put_assets__doc__,
+    "_put_assets($self, assets, /)\n--\n\n"
+    "Private (AssetsManager.insert): write a list of the asset hook's 5-tuples in one\n"
+    "transaction on the tracker's connection, after the rows queued before: each blob\n"
+    "once per hash, the key's hash, the count plus one.");
+
+static PyObject *
+tracker_put_assets(TrackerCore *self, PyObject *parts)
+{
+    xt_state *st = tracker_state(self);
+    xt_row *row = NULL;
+    xt_error err = {0};
+    int rc;
+
+    if (st == NULL || check_usable(self, st) < 0 || flush_store(self, st) < 0
+        || xt_encode_assets(parts, &row) < 0) {
+        return NULL;
+    }
+    if (!self->skip_insert && row->n_assets > 0) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = xt_store_write(self->store, &row, 1, &err);
+        Py_END_ALLOW_THREADS
+        if (rc < 0) {
+            free(row);
+            return xt_raise_store_error(st, self->store, &err);
+        }
+    }
+    free(row);
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(flush__doc__,
     "flush($self, /)\n--\n\n"
     "Wait until every row logged so far is committed (matters in durability='async').");
@@ -934,6 +965,7 @@ static PyMethodDef tracker_methods[] = {
     {"track", (PyCFunction)(void (*)(void))xt_tracker_track, METH_FASTCALL | METH_KEYWORDS,
      xt_track__doc__},
     {"flush", (PyCFunction)tracker_flush, METH_NOARGS, flush__doc__},
+    {"_put_assets", (PyCFunction)tracker_put_assets, METH_O, put_assets__doc__},
     {"close", (PyCFunction)tracker_close, METH_NOARGS, close__doc__},
     {"_ensure_columns", (PyCFunction)tracker_ensure_columns, METH_O, ensure_columns__doc__},
     {"_set_length_limit", (PyCFunction)tracker_set_length_limit, METH_O, set_length_limit__doc__},

@@ -159,6 +159,24 @@ def test_remove_decrements_then_deletes(db_path: str) -> None:
     assert tracker.assets.remove("b") is False
 
 
+def test_a_standalone_manager_inserts_what_a_tracker_reads(tmp_path: Any) -> None:
+    from xetrack_c.assets import AssetsManager
+
+    db = str(tmp_path / "standalone.db")
+    manager = AssetsManager(db)
+    assert len(manager) == 0 and manager.get("nothing") is None
+    first = manager.insert("cfg", Fraction(4, 5))
+    assert manager.insert("cfg2", Fraction(4, 5)) == first
+    assert count_of(db, first) == 2 and blobs(db) == 1
+    tracker = Tracker(db, durability="async")
+    row = tracker.log({"cfg": Fraction(4, 5)})
+    assert row["cfg"] == first
+    assert tracker.assets.insert("cfg3", Fraction(4, 5)) == first  # after the queued row
+    assert count_of(db, first) == 4
+    assert tracker.get("cfg3") == Fraction(4, 5)
+    tracker.close()
+
+
 def test_remove_asset_deletes_it_and_clears_the_column(db_path: str) -> None:
     tracker = Tracker(db_path)
     row = tracker.log({"o1": Fraction(1, 2), "o2": Fraction(1, 3)})

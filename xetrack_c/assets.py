@@ -210,26 +210,36 @@ class AssetsManager:
             return []
         return self._raw_read(sql, params)
 
-    def _write(self, statements: Sequence[Tuple[str, Sequence[Any]]]) -> None:
-        """Run writing statements: on the tracker's connection, else in one transaction."""
-        if self._tracker is not None:
-            for sql, params in statements:
-                self._tracker._execute(sql, tuple(params))
-            return
+    def _transaction(self, work: Callable[[Any], None]) -> None:
+        """Run ``work(connection)`` in one write transaction on the file (not a tracker's)."""
         import sqlite3
 
         conn = sqlite3.connect(self.db, timeout=60.0, isolation_level=None)
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for sql, params in statements:
-                    conn.execute(sql, tuple(params))
+                work(conn)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
         finally:
             conn.close()
+
+    def _write(self, statements: Sequence[Tuple[str, Sequence[Any]]]) -> None:
+        """Run writing statements: on the tracker's connection (each its own transaction,
+        ordered so that an interruption leaves no key or count without its asset), else
+        in one transaction."""
+        if self._tracker is not None:
+            for sql, params in statements:
+                self._tracker._execute(sql, tuple(params))
+            return
+
+        def run(conn: Any) -> None:
+            for sql, params in statements:
+                conn.execute(sql, tuple(params))
+
+        self._transaction(run)
 
     def commit(self) -> None:
         """Nothing to do: every write is committed when it returns (xetrack's API)."""
@@ -259,17 +269,29 @@ class AssetsManager:
         return len(self.assets)
 
     def insert(self, key: str, asset: Any) -> str:
-        """Store ``asset`` under column name ``key``; returns its hash."""
-        digest, asset_key, blob, name_key, name_value = AssetHook(self.compress)(key, asset)
-        count = self.counts.get(digest, 0) if len(self._tables()) == len(_TABLES) else 0
-        create = [(f'CREATE TABLE IF NOT EXISTS "{t}" (key TEXT PRIMARY KEY, value BLOB)', ())
-                  for t in _TABLES]
-        self._write(create + [
-            ('INSERT OR IGNORE INTO "assets" (key, value) VALUES (?, ?)', (asset_key, blob)),
-            ('REPLACE INTO "keys" (key, value) VALUES (?, ?)', (name_key, name_value)),
-            ('REPLACE INTO "counts" (key, value) VALUES (?, ?)',
-             (digest, pickle.dumps(count + 1, protocol=PICKLE_PROTOCOL))),
-        ])
+        """Store ``asset`` under column name ``key``; returns its hash.
+
+        One transaction: on a tracker's connection through the C core, as ``log()``
+        writes assets; on a file, with the count read and written inside it."""
+        parts = AssetHook(self.compress)(key, asset)
+        if self._tracker is not None:
+            self._tracker._put_assets([parts])
+            return parts[0]
+        digest, asset_key, blob, name_key, name_value = parts
+
+        def put(conn: Any) -> None:
+            for table in _TABLES:
+                conn.execute(f'CREATE TABLE IF NOT EXISTS "{table}" '
+                             "(key TEXT PRIMARY KEY, value BLOB)")
+            conn.execute('INSERT OR IGNORE INTO "assets" (key, value) VALUES (?, ?)',
+                         (asset_key, blob))
+            conn.execute('REPLACE INTO "keys" (key, value) VALUES (?, ?)', (name_key, name_value))
+            row = conn.execute('SELECT value FROM "counts" WHERE key = ?', (digest,)).fetchone()
+            count = _plain_loads(row[0]) if row else 0
+            conn.execute('REPLACE INTO "counts" (key, value) VALUES (?, ?)',
+                         (digest, pickle.dumps(count + 1, protocol=PICKLE_PROTOCOL)))
+
+        self._transaction(put)
         return digest
 
     def blob(self, asset_hash: str) -> Optional[bytes]:
@@ -302,8 +324,8 @@ class AssetsManager:
         statements: List[Tuple[str, Sequence[Any]]] = [
             ('DELETE FROM "keys" WHERE key = ?', (encode_key(key),))]
         if count <= 0:
-            statements += [('DELETE FROM "assets" WHERE key = ?', (encode_key(asset_hash),)),
-                           ('DELETE FROM "counts" WHERE key = ?', (asset_hash,))]
+            statements += [('DELETE FROM "counts" WHERE key = ?', (asset_hash,)),
+                           ('DELETE FROM "assets" WHERE key = ?', (encode_key(asset_hash),))]
         else:
             statements.append(('REPLACE INTO "counts" (key, value) VALUES (?, ?)',
                                (asset_hash, pickle.dumps(count, protocol=PICKLE_PROTOCOL))))
