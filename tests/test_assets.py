@@ -279,6 +279,19 @@ def test_track_params_go_to_assets(db_path: str) -> None:
     assert tracker.get(digest) == Fraction(3, 4)
 
 
+def test_objects_are_refused_inside_a_remote_task(db_path: str) -> None:
+    from xetrack_c.run.remote_buffer import remote_task
+
+    with remote_task(os.path.abspath(db_path)) as buffer:
+        tracker = Tracker(db_path)
+        with pytest.raises(ValueError, match="inside a task run on an executor"):
+            tracker.log({"model": Fraction(1, 2)})
+        tracker.log({"n": 1})
+        chunks = buffer.collect()
+    assert [chunk.rows for chunk in chunks] == [[(1,)]]
+    assert not os.path.exists(db_path)  # the rows travel; nothing was written here
+
+
 # ------------------------------------------------------------------------ one transaction
 def _refuse_inserts(db: str, table: str) -> None:
     conn = sqlite3.connect(db)
