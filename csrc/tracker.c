@@ -291,6 +291,7 @@ tracker_put_assets(TrackerCore *self, PyObject *parts)
     xt_error err = {0};
     int rc;
 
+    assert(!PyErr_Occurred());
     if (st == NULL || check_usable(self, st) < 0 || flush_store(self, st) < 0
         || xt_encode_assets(parts, &row) < 0) {
         return NULL;

@@ -6,11 +6,12 @@
  *        statement: in one transaction ("batch", the default) or one transaction per row
  *        ("each", what a per-row commit costs); synchronous=NORMAL (default) or FULL
  *   ceiling scan DB                               read every column of every row once
- *   ceiling blobs DB NROWS BYTES
- *        what logging a row that holds an asset writes, one transaction per row: a distinct
- *        BYTES-long blob into "assets" (INSERT OR IGNORE), the key's hash into "keys", the
- *        hash's count into "counts" (read, then written back), and the row (step INTEGER,
- *        vec TEXT holding the 16-digit hash) into "default"; synchronous=NORMAL, WAL
+ *   ceiling blobs DB NROWS BYTES [each|batch]
+ *        what logging a row that holds an asset writes: a distinct BYTES-long blob into
+ *        "assets" (INSERT OR IGNORE), the key's hash into "keys", the hash's count into
+ *        "counts" (read, then written back), and the row (step INTEGER, vec TEXT holding
+ *        the 16-digit hash) into "default"; one transaction per row ("each", the default)
+ *        or one for all ("batch"); synchronous=NORMAL, WAL
  *
  * Prints one JSON object: {"op": ..., "rows": N, "seconds": S, "sqlite": "3.x.y"}.
  * Only the inserts with their BEGIN .. COMMIT, or the scan loop, are timed; creating the table
@@ -238,7 +239,7 @@ static int step_reset(sqlite3 *db, sqlite3_stmt *stmt, int want) {
     return rc == want || (want == SQLITE_ROW && rc == SQLITE_DONE) ? 0 : fail(db, sqlite3_sql(stmt));
 }
 
-static int run_blobs(const char *path, long long nrows, long long nbytes) {
+static int run_blobs(const char *path, long long nrows, long long nbytes, int per_row) {
     static const char *const sql[] = {
         "CREATE TABLE \"default\" (track_id TEXT, timestamp TEXT, step INTEGER, vec TEXT, "
         "PRIMARY KEY (track_id, timestamp));"
@@ -279,12 +280,13 @@ static int run_blobs(const char *path, long long nrows, long long nbytes) {
     clock_gettime(CLOCK_REALTIME, &wall);
 
     double start = now_seconds();
+    if (!per_row && exec_sql(db, "BEGIN IMMEDIATE")) return fail(db, "begin");
     for (long long r = 0; r < nrows; r++) {
         memcpy(blob, &r, sizeof r); /* a distinct blob, and a distinct hash, per row */
         snprintf(hash, sizeof hash, "%016llx", (unsigned long long)r * 0x9e3779b97f4a7c15ULL);
         int n = format_timestamp(wall.tv_sec, wall.tv_nsec / 1000 + r, ts, &cached_sec, prefix,
                                  sizeof prefix);
-        if (exec_sql(db, "BEGIN IMMEDIATE")) return fail(db, "begin");
+        if (per_row && exec_sql(db, "BEGIN IMMEDIATE")) return fail(db, "begin");
         sqlite3_bind_text(st[1], 1, hash, 16, SQLITE_STATIC);
         sqlite3_bind_blob64(st[1], 2, blob, (sqlite3_uint64)nbytes, SQLITE_STATIC);
         sqlite3_bind_blob(st[2], 1, hash, 16, SQLITE_STATIC);
@@ -298,8 +300,9 @@ static int run_blobs(const char *path, long long nrows, long long nbytes) {
             || step_reset(db, st[3], SQLITE_ROW) || step_reset(db, st[4], SQLITE_DONE)
             || step_reset(db, st[5], SQLITE_DONE))
             return 1;
-        if (exec_sql(db, "COMMIT")) return fail(db, "commit");
+        if (per_row && exec_sql(db, "COMMIT")) return fail(db, "commit");
     }
+    if (!per_row && exec_sql(db, "COMMIT")) return fail(db, "commit");
     double seconds = now_seconds() - start;
     for (int i = 1; i < 6; i++) sqlite3_finalize(st[i]);
     sqlite3_close(db);
@@ -316,8 +319,9 @@ int main(int argc, char **argv) {
         return run_insert(argv[2], atoll(argv[3]), atoi(argv[4]), full_sync, per_row);
     }
     if (argc == 3 && strcmp(argv[1], "scan") == 0) return run_scan(argv[2]);
-    if (argc == 5 && strcmp(argv[1], "blobs") == 0) return run_blobs(argv[2], atoll(argv[3]), atoll(argv[4]));
+    if ((argc == 5 || argc == 6) && strcmp(argv[1], "blobs") == 0)
+        return run_blobs(argv[2], atoll(argv[3]), atoll(argv[4]), argc < 6 || strcmp(argv[5], "batch") != 0);
     fprintf(stderr, "usage: ceiling insert DB NROWS NCOLS [normal|full] [batch|each] | ceiling scan DB"
-                    " | ceiling blobs DB NROWS BYTES\n");
+                    " | ceiling blobs DB NROWS BYTES [each|batch]\n");
     return 2;
 }
