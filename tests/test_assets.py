@@ -15,7 +15,6 @@ import os
 import pickle
 import sqlite3
 import subprocess
-import sys
 import zlib
 from decimal import Decimal
 from fractions import Fraction
