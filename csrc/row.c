@@ -284,11 +284,13 @@ xt_encode_assets(PyObject *parts, xt_row **row_out)
         return -1;
     }
     Py_ssize_t n = PyList_GET_SIZE(parts);
-    xt_row *row = calloc(1, sizeof(xt_row) + sizeof(xt_asset) * (size_t)(n ? n : 1));
+    size_t size = sizeof(xt_row) + sizeof(xt_asset) * (size_t)(n ? n : 1);
+    xt_row *row = calloc(1, size);
     if (row == NULL) {
         PyErr_NoMemory();
         return -1;
     }
+    row->size = size;
     row->n_assets = (int)n;
     row->assets = (xt_asset *)&row->vals[0];
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -778,6 +780,7 @@ xt_encode_row(TrackerCore *self, xt_state *st, PyObject *data, PyObject *keep,
     }
     row->next = NULL;
     row->ts_us = ts;
+    row->size = size;
     row->n = enc.n;
     row->n_assets = enc.n_assets;
     row->assets = enc.n_assets ? (xt_asset *)&row->vals[enc.n] : NULL;

@@ -967,6 +967,7 @@ xt_store_reopen_after_fork(xt_store *s, xt_error *err)
     }
     s->qhead = s->qtail = NULL;
     s->qlen = 0;
+    s->qbytes = 0;
     s->writer_busy = s->stopping = s->thread_started = s->closing = 0;
     s->queued = s->written = 0;
     pthread_mutex_init(&s->lock, NULL);

@@ -95,6 +95,7 @@ typedef struct xt_row {
     int n;
     int n_assets;
     xt_asset *assets; /* inside the row's allocation, after vals; NULL when none */
+    size_t size;      /* bytes of the allocation: the async queue is bounded by them too */
     char ts_text[XT_TS_SIZE]; /* the timestamp value points here, so it can be bumped */
     xt_value vals[];
 } xt_row;

@@ -26,6 +26,10 @@
 #define XT_ASYNC_MIN_BATCH 256
 #define XT_ASYNC_TXN_US 20000
 
+/* Bytes of rows the async queue holds before log() waits (a row larger than this is still
+ * queued, alone): rows with large values or assets must not pile up queue_size of them. */
+#define XT_ASYNC_MAX_BYTES ((size_t)64 << 20)
+
 /* Statements of store_assets.c: blob, column's hash, count read, count write. */
 #define XT_ASSET_STMTS 4
 
@@ -67,6 +71,7 @@ struct xt_store {
     pthread_cond_t q_idle;     /* flush waits here */
     xt_row *qhead, *qtail;
     size_t qlen, qcap;
+    size_t qbytes; /* the size of the queued rows */
     int writer_busy, stopping, thread_started;
     int closing;              /* set by close(): later rows are refused, not dropped */
     uint64_t queued, written; /* rows ever queued / ever processed by the writer: a flush

@@ -262,6 +262,40 @@ def test_every_durability_writes_rows_and_assets(db_path: str, durability: str) 
     tracker.close()
 
 
+def test_the_async_queue_is_bounded_by_bytes_too(db_path: str, run_py: Any) -> None:
+    # While another connection holds the write lock, the writer thread waits with the rows
+    # it took; log() may queue 64 MiB more of 4 MiB rows, then waits in turn.
+    proc = run_py(f"""
+        import sqlite3, threading, time
+        from xetrack_c import Tracker
+        tracker = Tracker({db_path!r}, durability="async")
+        tracker.log({{"i": -1, "blob": b""}})
+        tracker.flush()
+        blocker = sqlite3.connect({db_path!r}, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        returned = []
+        def produce():
+            for i in range(40):
+                tracker.log({{"i": i, "blob": bytes([i]) * (4 << 20)}})
+                returned.append(i)
+        thread = threading.Thread(target=produce)
+        thread.start()
+        seen = -1
+        while len(returned) != seen:  # until log() stops returning
+            seen = len(returned)
+            time.sleep(0.5)
+        print("BLOCKED_AFTER", len(returned), thread.is_alive())
+        blocker.execute("COMMIT")
+        thread.join(60)
+        tracker.close()
+        print("ROWS", len(returned))
+    """, timeout=120)
+    blocked = proc.stdout.split("BLOCKED_AFTER ")[1].split()
+    assert blocked[1] == "True" and 2 <= int(blocked[0]) <= 17, proc.stdout
+    assert "ROWS 40" in proc.stdout
+    assert raw(db_path, 'SELECT count(*) FROM "default"') == [(41,)]
+
+
 def test_log_batch_writes_assets_with_the_rows(db_path: str) -> None:
     tracker = Tracker(db_path)
     last = tracker.log_batch([{"obj": Fraction(1, 5)}, {"obj": Fraction(1, 5)},
