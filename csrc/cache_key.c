@@ -28,7 +28,8 @@ enum { ENC_ERROR = -1, ENC_OK = 0, ENC_SKIP = 1 };
 static const char general_advice[] =
     "pass values the cache can encode (None, bool, int, float, complex, str, bytes, tuple, "
     "list, dict, set, frozenset, enum, path, numpy array or scalar, frozen dataclass, "
-    "pydantic model), e.g. the object's name or parameters instead of the object";
+    "pydantic model, an object whose class defines __hash__ and holds such values), e.g. "
+    "the object's name or parameters instead of the object";
 
 typedef struct {
     xt_state *st;
@@ -691,6 +692,77 @@ done:
     return 1;
 }
 
+/* True if the class defines its own __hash__ (not object's identity hash, and not made
+ * unhashable by defining __eq__ alone). */
+static int
+has_own_hash(PyTypeObject *tp)
+{
+    hashfunc hash = (hashfunc)PyType_GetSlot(tp, Py_tp_hash);
+    return hash != NULL && hash != PyObject_HashNotImplemented
+           && hash != (hashfunc)PyType_GetSlot(&PyBaseObject_Type, Py_tp_hash);
+}
+
+/* An object whose class defines __hash__ ('H'): xetrack keys it by hash(), which is salted
+ * per process for str and bytes and equal for different values (hash(-1) == hash(-2)), so
+ * it is keyed by its value instead: the class, then what pickle rebuilds it from.  Only
+ * objects that pickle as copyreg.__newobj__(class, *args) plus a state (instances of
+ * Python classes) qualify: their whole value is in the args and the state, which are
+ * encoded by the same rules.  Anything else (a C type, whose value pickle may carry in a
+ * form of its own, or list/dict items) skips the cache. */
+static int
+encode_hashable_object(key_encoder *e, PyObject *obj)
+{
+    static const char advice[] =
+        "give the class plain attributes the cache can encode (its instances are keyed by "
+        "their class and pickled state, never by hash(), which differs between processes), "
+        "or pass the values it is made from";
+    PyObject *newobj = xt_cache_helper(e->st, "copyreg", "__newobj__");
+    PyObject *reduced = NULL;
+    int rc = ENC_ERROR;
+
+    if (newobj == NULL) {
+        return ENC_ERROR;
+    }
+    reduced = PyObject_CallMethod(obj, "__reduce_ex__", "i", 4);
+    if (reduced == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_TypeError)) {
+            return ENC_ERROR;
+        }
+        PyErr_Clear(); /* cannot be pickled: no state to key it by */
+        return skip(e, obj, advice);
+    }
+    if (!PyTuple_Check(reduced) || PyTuple_GET_SIZE(reduced) < 2
+        || PyTuple_GET_ITEM(reduced, 0) != newobj || !PyTuple_Check(PyTuple_GET_ITEM(reduced, 1))
+        || PyTuple_GET_SIZE(PyTuple_GET_ITEM(reduced, 1)) < 1
+        || PyTuple_GET_ITEM(PyTuple_GET_ITEM(reduced, 1), 0) != (PyObject *)Py_TYPE(obj)) {
+        rc = skip(e, obj, advice);
+        goto done;
+    }
+    for (Py_ssize_t i = 3; i < PyTuple_GET_SIZE(reduced); i++) {
+        if (PyTuple_GET_ITEM(reduced, i) != Py_None) { /* list or dict items, a setter */
+            rc = skip(e, obj, advice);
+            goto done;
+        }
+    }
+    PyObject *args = PyTuple_GET_ITEM(reduced, 1);
+    put_tag(e, 'H');
+    if (put_class(e, (PyObject *)Py_TYPE(obj)) < 0) {
+        goto done;
+    }
+    PyObject *rest = PyTuple_GetSlice(args, 1, PyTuple_GET_SIZE(args));
+    if (rest == NULL) {
+        goto done;
+    }
+    rc = encode_value(e, rest);
+    Py_DECREF(rest);
+    if (rc == ENC_OK) {
+        rc = encode_value(e, PyTuple_GET_SIZE(reduced) > 2 ? PyTuple_GET_ITEM(reduced, 2) : Py_None);
+    }
+done:
+    Py_XDECREF(reduced);
+    return rc;
+}
+
 static int
 encode_other(key_encoder *e, PyObject *obj)
 {
@@ -768,7 +840,7 @@ encode_other(key_encoder *e, PyObject *obj)
              : PyBytes_Check(obj) ? 'b' : PyTuple_Check(obj) ? '(' : PyList_Check(obj) ? '['
              : PyDict_Check(obj) ? '{' : PyFrozenSet_Check(obj) ? '>' : PyAnySet_Check(obj) ? '<' : 0;
     if (base == 0) {
-        return skip(e, obj, general_advice);
+        return has_own_hash(tp) ? encode_hashable_object(e, obj) : skip(e, obj, general_advice);
     }
     put_tag(e, 'S');
     if (put_class(e, (PyObject *)tp) < 0) {

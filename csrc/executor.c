@@ -419,7 +419,7 @@ worker_main(void *arg)
         xt_post_done(pool, w, index);
     }
     if (w->proc != NULL) {
-        xt_proc_close(w->proc, pool->grace);
+        xt_proc_close(w->proc, &pool->procs);
         w->proc = NULL;
     }
     xt_forkserver_stop(w);
@@ -528,7 +528,7 @@ replace_worker(xt_pool *pool, xt_worker *w)
     /* Processes the thread started die when it ends (PR_SET_PDEATHSIG): they are idle
      * while it runs a function, so end them now; the new thread starts its own. */
     if (w->proc != NULL) {
-        xt_proc_close(w->proc, pool->grace);
+        xt_proc_close(w->proc, &pool->procs);
         w->proc = NULL;
     }
     xt_forkserver_stop(w);
@@ -740,9 +740,11 @@ PyDoc_STRVAR(run_tasks__doc__,
 "(argv, env, cwd, stdout_path, stderr_path, timeout) -- a process started in a\n"
 "process group of its own, env a list of 'NAME=value', stdout and stderr written to\n"
 "the two files -- or (payload, timeout): the bytes sent to the\n"
-"worker's own worker process (started from procs = (argv, env, init_frame)), whose\n"
-"reply bytes are the value.  A worker process that dies, times out or is cancelled is\n"
-"killed with its process group and replaced for the next task; the value is then its\n"
+"worker's own worker process (started from procs = (argv, env, init_frame[,\n"
+"server_argv, server_init]): with a server, a fork of the batch's warm server started\n"
+"from server_argv), whose reply bytes are the value.  A worker process that dies, times\n"
+"out or is cancelled is killed with its process group and replaced for the next task;\n"
+"the value is then its\n"
 "exit code (negative: killed by that signal).  timeout <= 0 means none.  A script\n"
 "task may end with a launch request (bytes): it then runs through its worker's fork\n"
 "server, started from `forkserver` = (argv, env) on the worker's first such task.\n"
@@ -850,6 +852,11 @@ run_tasks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (timeout > 0) {
         deadline = xt_monotonic_now() + timeout;
     }
+    /* Started here, not by a worker thread: it must outlive all of them (it dies with the
+     * thread that started it), and they all ask it for their worker processes. */
+    Py_BEGIN_ALLOW_THREADS
+    xt_proc_server_start(&pool->procs);
+    Py_END_ALLOW_THREADS
     if (start_workers(pool, workers) < 0) {
         saved = take_exception();
         pool_cancel(pool, CANCEL_ALL, XT_TASK_CANCELLED);
@@ -911,6 +918,7 @@ run_tasks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             pthread_join(pool->workers[k].thread, NULL);
         }
     }
+    xt_proc_server_stop(&pool->procs);
     if (top_level) {
         limit_batch_end();
     }

@@ -54,7 +54,8 @@ module_exec(PyObject *module)
         || xt_names_exec(module, st) < 0 || xt_tracker_exec(module, st) < 0
         || xt_reader_exec(module, st) < 0 || xt_hash_exec(module, st) < 0
         || xt_seed_exec(module, st) < 0 || xt_cache_exec(module, st) < 0
-        || xt_executor_exec(module, st) < 0 || xt_fork_exec(module, st) < 0) {
+        || xt_executor_exec(module, st) < 0 || xt_procserver_exec(module, st) < 0
+        || xt_fork_exec(module, st) < 0) {
         return -1;
     }
     return 0;

@@ -61,6 +61,7 @@ int xt_seed_exec(PyObject *module, xt_state *st);
 int xt_hash_exec(PyObject *module, xt_state *st);
 int xt_cache_exec(PyObject *module, xt_state *st);
 int xt_executor_exec(PyObject *module, xt_state *st);
+int xt_procserver_exec(PyObject *module, xt_state *st);
 int xt_fork_exec(PyObject *module, xt_state *st);
 
 #endif

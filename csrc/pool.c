@@ -188,6 +188,11 @@ xt_pool_release(xt_pool *pool)
     free_string_list(pool->procs.argv);
     free_string_list(pool->procs.envp);
     free(pool->procs.init);
+    if (pool->procs.server_argv != NULL) {
+        free_string_list(pool->procs.server_argv);
+        free(pool->procs.server_init);
+        pthread_mutex_destroy(&pool->procs.server_mu);
+    }
     if (pool->wake_fds[0] >= 0) {
         (void)close(pool->wake_fds[0]);
         (void)close(pool->wake_fds[1]);
@@ -317,18 +322,36 @@ done:
     return rc;
 }
 
-/* Copy (argv, env, init_frame) for the pool's worker processes. */
+/* A malloc'd copy of a bytes object's data (one byte more, so that empty is not NULL). */
+static char *
+copy_bytes(PyObject *bytes, size_t *len)
+{
+    char *copy;
+    *len = (size_t)PyBytes_GET_SIZE(bytes);
+    copy = malloc(*len + 1);
+    if (copy == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    memcpy(copy, PyBytes_AS_STRING(bytes), *len);
+    return copy;
+}
+
+/* Copy (argv, env, init_frame[, server_argv, server_init]) for the pool's worker
+ * processes; with the last two (server_argv not None), workers are forks of a warm
+ * server started from them. */
 static int
 set_procs(xt_pool *pool, PyObject *procs)
 {
-    PyObject *init;
-    if (!PyTuple_Check(procs) || PyTuple_GET_SIZE(procs) != 3
-        || !PyBytes_Check(PyTuple_GET_ITEM(procs, 2))) {
+    Py_ssize_t size = PyTuple_Check(procs) ? PyTuple_GET_SIZE(procs) : 0;
+    PyObject *server_argv = size == 5 ? PyTuple_GET_ITEM(procs, 3) : Py_None;
+    if ((size != 3 && size != 5) || !PyBytes_Check(PyTuple_GET_ITEM(procs, 2))
+        || (server_argv != Py_None && !PyBytes_Check(PyTuple_GET_ITEM(procs, 4)))) {
         PyErr_SetString(PyExc_TypeError,
-                        "run_tasks: procs must be (argv, env, init_frame_bytes) or None");
+                        "run_tasks: procs must be (argv, env, init_frame_bytes[, server_argv, "
+                        "server_init_bytes]) or None");
         return -1;
     }
-    init = PyTuple_GET_ITEM(procs, 2);
     if ((pool->procs.argv = copy_string_list(PyTuple_GET_ITEM(procs, 0), "argv item")) == NULL
         || (pool->procs.envp = copy_string_list(PyTuple_GET_ITEM(procs, 1), "env item"))
                == NULL) {
@@ -338,16 +361,36 @@ set_procs(xt_pool *pool, PyObject *procs)
         PyErr_SetString(PyExc_ValueError, "run_tasks: the worker command (procs argv) is empty");
         return -1;
     }
-    pool->procs.init_len = (size_t)PyBytes_GET_SIZE(init);
-    pool->procs.init = malloc(pool->procs.init_len + 1);
+    pool->procs.init = copy_bytes(PyTuple_GET_ITEM(procs, 2), &pool->procs.init_len);
     if (pool->procs.init == NULL) {
-        PyErr_NoMemory();
         return -1;
     }
-    memcpy(pool->procs.init, PyBytes_AS_STRING(init), pool->procs.init_len);
     pool->procs.grace = pool->grace;
     pool->procs.cancel_fd = pool->wake_fds[0];
+    pool->procs.server_fd = -1;
+    pool->procs.server_pidfd = -1;
     pool->have_procs = 1;
+    if (server_argv == Py_None) {
+        return 0;
+    }
+    char **argv = copy_string_list(server_argv, "server_argv item");
+    if (argv == NULL) {
+        return -1;
+    }
+    if (argv[0] == NULL) {
+        free_string_list(argv);
+        PyErr_SetString(PyExc_ValueError, "run_tasks: the server command (procs server_argv) "
+                                          "is empty");
+        return -1;
+    }
+    pool->procs.server_init = copy_bytes(PyTuple_GET_ITEM(procs, 4),
+                                         &pool->procs.server_init_len);
+    if (pool->procs.server_init == NULL) {
+        free_string_list(argv);
+        return -1;
+    }
+    pthread_mutex_init(&pool->procs.server_mu, NULL);
+    pool->procs.server_argv = argv;
     return 0;
 }
 

@@ -1,8 +1,10 @@
-/* Persistent Python worker processes for run_multiple's process backend (procpool.h).
+/* Persistent Python worker processes for run_multiple's process backend (procpool.h):
+ * the pool's side of the warm server that forks them, the workers' pipes and their ends.
  *
- * Every function here runs on an executor worker thread without the GIL and uses only C
- * and POSIX calls.  Waiting is poll() on the worker's pipe, its pidfd (death) and the
- * batch's cancel pipe, bounded by the task's deadline: no loop sleeps.
+ * Every function here runs without the GIL and uses only C and POSIX calls: on an executor
+ * worker thread, or on the batch's calling thread for the server's start and stop.
+ * Waiting is poll() on the worker's pipe (or the server's socket), its pidfd (death) and
+ * the batch's cancel pipe, bounded by the task's deadline: no loop sleeps.
  */
 #include "procpool.h"
 #include "spawner.h"
@@ -15,6 +17,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -31,6 +34,7 @@
 
 struct xt_proc {
     pid_t pid;
+    int forked;     /* a fork of the warm server, which reaps it; else this process's child */
     int pidfd;      /* -1 where pidfd_open is missing: death then shows as end of output */
     int to_child;   /* non-blocking */
     int from_child; /* non-blocking */
@@ -51,20 +55,21 @@ now_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Wait until `fd` is ready for `events`, the worker dies, the deadline (0: none) passes or
- * cancel_fd becomes readable.  A ready fd wins over the others, so a reply that arrived
- * is read even when the worker exited or the batch was stopped at the same moment. */
+/* Wait until `fd` is ready for `events`, `pidfd` (-1: none) says its process died, the
+ * deadline (0: none) passes or cancel_fd (-1: none) becomes readable.  A ready fd wins
+ * over the others, so a reply that arrived is read even when the worker exited or the
+ * batch was stopped at the same moment. */
 static int
-wait_fd(const xt_proc *proc, int fd, short events, double deadline, int cancel_fd)
+wait_ready(int fd, short events, int pidfd, double deadline, int cancel_fd)
 {
     for (;;) {
         struct pollfd fds[3];
         nfds_t count = 0;
         int ms = -1;
         fds[count++] = (struct pollfd){fd, events, 0};
-        fds[count++] = (struct pollfd){cancel_fd, POLLIN, 0};
-        if (proc->pidfd >= 0) {
-            fds[count++] = (struct pollfd){proc->pidfd, POLLIN, 0};
+        fds[count++] = (struct pollfd){cancel_fd, POLLIN, 0}; /* poll skips fd -1 */
+        if (pidfd >= 0) {
+            fds[count++] = (struct pollfd){pidfd, POLLIN, 0};
         }
         if (deadline > 0) {
             double left = deadline - now_seconds();
@@ -90,6 +95,12 @@ wait_fd(const xt_proc *proc, int fd, short events, double deadline, int cancel_f
             return IO_DIED;
         }
     }
+}
+
+static int
+wait_fd(const xt_proc *proc, int fd, short events, double deadline, int cancel_fd)
+{
+    return wait_ready(fd, events, proc->pidfd, deadline, cancel_fd);
 }
 
 /* Write one frame (header and payload with writev, resumed after partial writes). */
@@ -206,12 +217,230 @@ set_nonblocking(int fd)
     return flags < 0 ? -1 : fcntl(fd, F_SETFL, flags | O_NONBLOCK);
 }
 
-/* Start a worker; 0 or an errno. */
+/* ------------------------------------------------------------------ the warm server */
+/* Forget the server: later workers start cold.  Under server_mu. */
+static void
+server_give_up_locked(xt_proc_setup *setup)
+{
+    close_fd(&setup->server_fd);
+}
+
+/* Send one request to the server and wait for its answer, one request at a time.
+ * IO_READY with *answer set.  IO_TIMEOUT or IO_CANCELLED when the deadline passed or the
+ * batch stopped first: the server is kept (its workers run on) and its late answer, which
+ * carries an older sequence number, is skipped by the next request (a late worker finds
+ * its pipes closed and exits).  IO_DIED when the server is gone or answered nonsense: it
+ * is given up, and later workers start cold.  fds: the two pipe ends of XT_SERVER_FORK,
+ * or NULL. */
 static int
-proc_spawn(const xt_proc_setup *setup, xt_proc **out)
+server_request(xt_proc_setup *setup, int32_t command, int32_t argument, const int *fds,
+               double deadline, int cancel_fd, int32_t *answer)
+{
+    int32_t message[3] = {command, argument, 0}, reply[2];
+    struct iovec iov = {message, sizeof(message)};
+    union {
+        char buf[CMSG_SPACE(2 * sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct msghdr header;
+    ssize_t n;
+    int io = IO_DIED;
+
+    pthread_mutex_lock(&setup->server_mu);
+    if (setup->server_fd < 0) {
+        goto done;
+    }
+    message[2] = ++setup->server_seq;
+    memset(&header, 0, sizeof(header));
+    header.msg_iov = &iov;
+    header.msg_iovlen = 1;
+    if (fds != NULL) {
+        memset(&control, 0, sizeof(control));
+        header.msg_control = control.buf;
+        header.msg_controllen = sizeof(control.buf);
+        struct cmsghdr *cmsg = CMSG_FIRSTHDR(&header);
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(2 * sizeof(int));
+        memcpy(CMSG_DATA(cmsg), fds, 2 * sizeof(int));
+    }
+    do {
+        n = sendmsg(setup->server_fd, &header, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    if (n != (ssize_t)sizeof(message)) {
+        goto give_up;
+    }
+    for (;;) {
+        /* Its socket end closes when it dies (no worker keeps a copy): that reads as the
+         * end. */
+        io = wait_ready(setup->server_fd, POLLIN, -1, deadline, cancel_fd);
+        if (io != IO_READY) {
+            goto done;
+        }
+        do {
+            n = recv(setup->server_fd, reply, sizeof(reply), 0);
+        } while (n < 0 && errno == EINTR);
+        if (n != (ssize_t)sizeof(reply)) {
+            io = IO_DIED;
+            goto give_up;
+        }
+        if (reply[0] == message[2]) {
+            *answer = reply[1];
+            goto done;
+        }
+        /* The late answer to a request that stopped waiting: skipped. */
+    }
+give_up:
+    server_give_up_locked(setup);
+done:
+    pthread_mutex_unlock(&setup->server_mu);
+    return io;
+}
+
+/* A fork of the server on the two pipe ends: 0 with *pid set, ETIMEDOUT or ECANCELED when
+ * the deadline passed or the batch stopped while the server was busy, or EAGAIN when
+ * there is no server (any more) or it refused: the worker then starts cold. */
+static int
+server_fork(xt_proc_setup *setup, int child_in, int child_out, double deadline, pid_t *pid)
+{
+    const int ends[2] = {child_in, child_out};
+    int32_t answer = 0;
+    int io;
+
+    if (setup->server_argv == NULL) {
+        return EAGAIN;
+    }
+    io = server_request(setup, XT_SERVER_FORK, 0, ends, deadline, setup->cancel_fd, &answer);
+    if (io == IO_TIMEOUT || io == IO_CANCELLED) {
+        return io == IO_TIMEOUT ? ETIMEDOUT : ECANCELED;
+    }
+    if (io != IO_READY) {
+        return EAGAIN;
+    }
+    if (answer <= 0) {
+        /* It cannot fork (EDEADLK: loading the batch's functions started threads in it). */
+        pthread_mutex_lock(&setup->server_mu);
+        server_give_up_locked(setup);
+        pthread_mutex_unlock(&setup->server_mu);
+        return EAGAIN;
+    }
+    *pid = (pid_t)answer;
+    return 0;
+}
+
+/* The raw wait status of a forked worker that has ended or been SIGKILLed, reaped by the
+ * server; a server that is gone killed it with its parent-death signal, SIGKILL. */
+static int
+server_reap(xt_proc_setup *setup, pid_t pid)
+{
+    int32_t status = 0;
+    if (server_request(setup, XT_SERVER_REAP, (int32_t)pid, NULL, 0.0, -1, &status) == IO_READY
+        && status >= 0) {
+        return (int)status;
+    }
+    return SIGKILL; /* the raw status of a process killed by SIGKILL */
+}
+
+/* Send all of `data` on a socket; 0, or -1 (MSG_NOSIGNAL: a peer that is gone is an
+ * error here, never a SIGPIPE). */
+static int
+send_all(int fd, const char *data, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return -1;
+        }
+        data += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+void
+xt_proc_server_start(xt_proc_setup *setup)
+{
+    int sv[2] = {-1, -1}, init[2] = {-1, -1}, child_sv = -1, child_init = -1;
+    unsigned char header[FRAME_HEADER];
+    pid_t pid;
+
+    setup->server_fd = -1;
+    setup->server_pidfd = -1;
+    setup->server_pid = 0;
+    if (setup->server_argv == NULL) {
+        return;
+    }
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0
+        || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, init) != 0) {
+        goto done;
+    }
+    /* The child's ends above fd 3, so that dup2 onto 0 and 3 never meets itself. */
+    child_init = fcntl(init[0], F_DUPFD_CLOEXEC, 4);
+    child_sv = fcntl(sv[1], F_DUPFD_CLOEXEC, 4);
+    if (child_init < 0 || child_sv < 0) {
+        goto done;
+    }
+    const xt_spawn_fd fds[] = {{0, child_init, NULL, 0}, {3, child_sv, NULL, 0}};
+    const xt_spawn_args args = {setup->server_argv, setup->envp, fds, 2, NULL, 1};
+    if (xt_spawn(&args, &pid) != 0) {
+        goto done;
+    }
+    setup->server_pid = pid;
+    setup->server_pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    setup->server_fd = sv[0];
+    sv[0] = -1;
+    /* Its init frame on its stdin (a socket), then the end of it.  The frame is small
+     * enough for the socket's buffer (process_tasks.server_frame), so this does not wait
+     * for the server to read it; a server that dies first fails the send (EPIPE) and is
+     * given up at its first request. */
+    for (int i = 0; i < FRAME_HEADER; i++) {
+        header[i] = (unsigned char)((uint64_t)setup->server_init_len >> (8 * i));
+    }
+    close_fd(&init[0]);
+    close_fd(&child_init);
+    close_fd(&sv[1]);
+    close_fd(&child_sv);
+    if (send_all(init[1], (const char *)header, FRAME_HEADER) == 0) {
+        (void)send_all(init[1], setup->server_init, setup->server_init_len);
+    }
+done:
+    close_fd(&child_init);
+    close_fd(&child_sv);
+    for (int i = 0; i < 2; i++) {
+        close_fd(&sv[i]);
+        close_fd(&init[i]);
+    }
+}
+
+void
+xt_proc_server_stop(xt_proc_setup *setup)
+{
+    if (setup->server_pid <= 0) {
+        return;
+    }
+    pthread_mutex_lock(&setup->server_mu);
+    server_give_up_locked(setup);
+    pthread_mutex_unlock(&setup->server_mu);
+    /* Every worker has been reaped: the server has nothing left to do or to save. */
+    (void)kill(-setup->server_pid, SIGKILL);
+    while (waitpid(setup->server_pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+    close_fd(&setup->server_pidfd);
+    setup->server_pid = 0;
+}
+
+/* ------------------------------------------------------------------ workers */
+/* Start a worker: a fork of the warm server, or a new interpreter where there is none.
+ * 0, or an errno (ETIMEDOUT, ECANCELED: the deadline passed or the batch stopped while
+ * it waited for the server). */
+static int
+proc_spawn(xt_proc_setup *setup, xt_proc **out, double deadline)
 {
     int in_pipe[2] = {-1, -1}, out_pipe[2] = {-1, -1};
-    int child_in = -1, child_out = -1, rc;
+    int child_in = -1, child_out = -1, rc, forked = 0;
     pid_t pid = -1;
     xt_proc *proc = NULL;
 
@@ -229,13 +458,19 @@ proc_spawn(const xt_proc_setup *setup, xt_proc **out)
         rc = errno;
         goto fail;
     }
-    const xt_spawn_fd fds[] = {
-        {0, -1, "/dev/null", O_RDONLY},
-        {CHILD_IN_FD, child_in, NULL, 0},
-        {CHILD_OUT_FD, child_out, NULL, 0},
-    };
-    const xt_spawn_args args = {setup->argv, setup->envp, fds, 3, NULL, 1};
-    rc = xt_spawn(&args, &pid);
+    rc = server_fork(setup, child_in, child_out, deadline, &pid);
+    if (rc == 0) {
+        forked = 1;
+    }
+    else if (rc == EAGAIN) {
+        const xt_spawn_fd fds[] = {
+            {0, -1, "/dev/null", O_RDONLY},
+            {CHILD_IN_FD, child_in, NULL, 0},
+            {CHILD_OUT_FD, child_out, NULL, 0},
+        };
+        const xt_spawn_args args = {setup->argv, setup->envp, fds, 3, NULL, 1};
+        rc = xt_spawn(&args, &pid);
+    }
     close_fd(&child_in);
     close_fd(&child_out);
     if (rc != 0) {
@@ -245,12 +480,18 @@ proc_spawn(const xt_proc_setup *setup, xt_proc **out)
     if (proc == NULL) {
         rc = ENOMEM;
         (void)kill(-pid, SIGKILL);
-        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+        if (forked) {
+            (void)server_reap(setup, pid);
+        }
+        else {
+            while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+            }
         }
         goto fail;
     }
     proc->pid = pid;
-    proc->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    proc->forked = forked;
+    proc->pidfd = (int)syscall(SYS_pidfd_open, pid, 0); /* a forked worker is no child of ours */
     proc->to_child = in_pipe[1];
     proc->from_child = out_pipe[0];
     *out = proc;
@@ -293,21 +534,28 @@ wait_end(const xt_proc *proc, double seconds)
     }
 }
 
-/* Stop (SIGTERM, `grace`, then SIGKILL) or just clean up after a worker, reap it and free
- * it; its exit code, or -signal. */
+/* Stop (SIGTERM, setup->grace, then SIGKILL) or just clean up after a worker, reap it
+ * and free it; its exit code, or -signal. */
 static long
-proc_end(xt_proc *proc, int stop, double grace)
+proc_end(xt_proc *proc, xt_proc_setup *setup, int stop)
 {
     int wstatus = 0;
     long code = 0;
     if (stop) {
         (void)kill(-proc->pid, SIGTERM);
-        wait_end(proc, grace);
+        wait_end(proc, setup->grace);
     }
     /* Always, before reaping: the leader is at worst a zombie, so the group id cannot have
-     * been reused, and anything the task started in the group goes too. */
+     * been reused, and anything the task started in the group goes too.  (A forked worker
+     * whose server died has been reaped by init, which makes this a rare, harmless miss:
+     * the worker is already gone, and a new group with its number is unlikely this soon.) */
     (void)kill(-proc->pid, SIGKILL);
-    while (waitpid(proc->pid, &wstatus, 0) < 0 && errno == EINTR) {
+    if (proc->forked) {
+        wstatus = server_reap(setup, proc->pid);
+    }
+    else {
+        while (waitpid(proc->pid, &wstatus, 0) < 0 && errno == EINTR) {
+        }
     }
     if (WIFEXITED(wstatus)) {
         code = WEXITSTATUS(wstatus);
@@ -335,7 +583,7 @@ outcome_of(int io)
 }
 
 int
-xt_proc_send(xt_proc **slot, const xt_proc_setup *setup, const char *payload,
+xt_proc_send(xt_proc **slot, xt_proc_setup *setup, const char *payload,
              size_t payload_len, double deadline, xt_proc_result *out)
 {
     int io = IO_READY;
@@ -344,7 +592,11 @@ xt_proc_send(xt_proc **slot, const xt_proc_setup *setup, const char *payload,
     for (int attempt = 0;; attempt++) {
         int fresh = 0;
         if (*slot == NULL) {
-            int rc = proc_spawn(setup, slot);
+            int rc = proc_spawn(setup, slot, deadline);
+            if (rc == ETIMEDOUT || rc == ECANCELED) {
+                out->outcome = rc == ETIMEDOUT ? XT_PROC_TIMEOUT : XT_PROC_CANCELLED;
+                return -1;
+            }
             if (rc != 0) {
                 out->outcome = XT_PROC_SPAWN_ERROR;
                 out->error = rc;
@@ -363,7 +615,7 @@ xt_proc_send(xt_proc **slot, const xt_proc_setup *setup, const char *payload,
         }
         if (io == IO_DIED && !fresh && attempt == 0 && (*slot)->pending == 0) {
             /* It died while idle (e.g. the OOM killer): the task never reached it. */
-            (void)proc_end(*slot, 0, setup->grace);
+            (void)proc_end(*slot, setup, 0);
             *slot = NULL;
             continue;
         }
@@ -373,13 +625,13 @@ xt_proc_send(xt_proc **slot, const xt_proc_setup *setup, const char *payload,
     if ((*slot)->pending > 0) {
         return -1; /* the replies to the frames before this one say what happened */
     }
-    out->exit_code = proc_end(*slot, io != IO_DIED, setup->grace);
+    out->exit_code = proc_end(*slot, setup, io != IO_DIED);
     *slot = NULL;
     return -1;
 }
 
 int
-xt_proc_receive(xt_proc **slot, const xt_proc_setup *setup, double deadline,
+xt_proc_receive(xt_proc **slot, xt_proc_setup *setup, double deadline,
                 xt_proc_result *out)
 {
     unsigned char header[FRAME_HEADER];
@@ -400,7 +652,7 @@ xt_proc_receive(xt_proc **slot, const xt_proc_setup *setup, double deadline,
     }
     out->reply = malloc(size > 0 ? (size_t)size : 1);
     if (out->reply == NULL) {
-        (void)proc_end(*slot, 1, 0.0);
+        (void)proc_end(*slot, setup, 0);
         *slot = NULL;
         out->outcome = XT_PROC_SPAWN_ERROR;
         out->error = ENOMEM;
@@ -417,14 +669,14 @@ ended:
     free(out->reply);
     out->reply = NULL;
     out->reply_len = 0;
-    out->exit_code = proc_end(*slot, io != IO_DIED, setup->grace);
+    out->exit_code = proc_end(*slot, setup, io != IO_DIED);
     *slot = NULL;
     out->outcome = outcome_of(io);
     return out->outcome;
 }
 
 int
-xt_proc_run(xt_proc **slot, const xt_proc_setup *setup, const char *payload,
+xt_proc_run(xt_proc **slot, xt_proc_setup *setup, const char *payload,
             size_t payload_len, double timeout, xt_proc_result *out)
 {
     double deadline = timeout > 0 ? now_seconds() + timeout : 0.0;
@@ -435,12 +687,12 @@ xt_proc_run(xt_proc **slot, const xt_proc_setup *setup, const char *payload,
 }
 
 void
-xt_proc_close(xt_proc *proc, double grace)
+xt_proc_close(xt_proc *proc, xt_proc_setup *setup)
 {
     if (proc == NULL) {
         return;
     }
     close_fd(&proc->to_child);
-    wait_end(proc, grace);
-    (void)proc_end(proc, 0, 0.0);
+    wait_end(proc, setup->grace);
+    (void)proc_end(proc, setup, 0);
 }

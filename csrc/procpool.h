@@ -1,17 +1,25 @@
 /* Persistent Python worker processes for run_multiple's process backend.
  *
- * A worker process is started with xt_spawn (spawner.h: never a fork of this threaded
- * process; SIGKILLed when the worker thread that started it ends, so when this process
- * dies) in a process group of its own, with two pipes: it reads frames on fd 3 and writes
- * frames on fd 4.  A frame is an 8-byte little-endian length, then that many bytes.  The
- * first frame a new worker gets is the batch's init frame; then one task frame at a time,
- * each answered by one reply frame.  The bytes are opaque here (pickles made and read by the Python
- * layer).  No function of this file touches Python objects: they run without the GIL.
+ * A worker process is a fork of the batch's warm server (xt_proc_server_start): an
+ * interpreter started once per batch with xt_spawn (spawner.h: never a fork of this
+ * threaded process; SIGKILLed when the thread that started it ends, so when this process
+ * dies) that has already imported xetrack_c and the batch's functions, and forks a worker
+ * on request (procserver.c; each worker is SIGKILLed when the server dies).  Where there
+ * is no server, or it refused to fork or died, a worker is a new interpreter started with
+ * xt_spawn by the worker thread itself.  Either way a worker runs in a process group of
+ * its own, with two pipes: it reads frames on fd 3 and writes frames on fd 4.  A frame is
+ * an 8-byte little-endian length, then that many bytes.  The first frame a new worker
+ * gets is the batch's init frame; then one task frame at a time, each answered by one
+ * reply frame.  The bytes are opaque here (pickles made and read by the Python layer).
+ * No function of this file touches Python objects: they run without the GIL.
  */
 #ifndef XT_PROCPOOL_H
 #define XT_PROCPOOL_H
 
+#include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
 
 typedef struct xt_proc xt_proc; /* one running worker process */
 
@@ -23,7 +31,27 @@ typedef struct {
     size_t init_len;
     double grace;    /* seconds between SIGTERM and SIGKILL */
     int cancel_fd;   /* becomes readable when running tasks must stop */
+    /* The warm server (xt_proc_server_start), shared by the batch's worker threads. */
+    char **server_argv;  /* its command, NULL-terminated; NULL: no server */
+    char *server_init;   /* the frame it reads on its stdin (a socket) before it serves */
+    size_t server_init_len;
+    pid_t server_pid;    /* 0: not started */
+    int server_pidfd;    /* -1 where pidfd_open is missing */
+    int server_fd;       /* control socket; -1: none, or given up (workers start cold) */
+    int32_t server_seq;  /* sequence number of the last request */
+    pthread_mutex_t server_mu; /* one request and its answer at a time; guards server_fd */
 } xt_proc_setup;
+
+/* Requests on the warm server's control socket (a SOCK_SEQPACKET socket: one message per
+ * send).  A request is three int32 in host order, {command, argument, sequence number};
+ * its answer is two, {the request's sequence number, value}, the value being the new
+ * worker's pid, the reaped worker's raw wait status, or -errno.
+ * XT_SERVER_FORK carries the worker's two pipe ends (the read end of its input, the write
+ * end of its output) as SCM_RIGHTS; the server answers only once the worker is in a
+ * process group of its own.  XT_SERVER_REAP's argument is the pid of a worker that has
+ * ended or been SIGKILLed: the server leaves every worker a zombie until then, so its pid
+ * and process group cannot be reused while the pool may still signal them. */
+enum { XT_SERVER_FORK = 1, XT_SERVER_REAP = 2 };
 
 /* How one task ended (xt_proc_result.outcome). */
 enum {
@@ -45,7 +73,7 @@ typedef struct {
 /* Run one task on *proc (started first when NULL).  A worker that died, timed out or was
  * cancelled is killed with its process group, reaped and *proc set to NULL, so the next
  * task starts a new one.  timeout <= 0: none.  Returns out->outcome. */
-int xt_proc_run(xt_proc **proc, const xt_proc_setup *setup, const char *payload,
+int xt_proc_run(xt_proc **proc, xt_proc_setup *setup, const char *payload,
                 size_t payload_len, double timeout, xt_proc_result *out);
 
 /* Pipelining: send several task frames, then receive their replies in order.
@@ -54,18 +82,27 @@ int xt_proc_run(xt_proc **proc, const xt_proc_setup *setup, const char *payload,
  * *proc NULL) unless frames sent earlier still await their replies, which come first:
  * xt_proc_receive then reports how the worker ended.  deadline: monotonic seconds
  * (CLOCK_MONOTONIC), 0 for none. */
-int xt_proc_send(xt_proc **proc, const xt_proc_setup *setup, const char *payload,
+int xt_proc_send(xt_proc **proc, xt_proc_setup *setup, const char *payload,
                  size_t payload_len, double deadline, xt_proc_result *out);
 /* The reply to the oldest frame sent and not yet answered; returns out->outcome, and for
  * anything but XT_PROC_REPLIED the worker has been ended and *proc set to NULL. */
-int xt_proc_receive(xt_proc **proc, const xt_proc_setup *setup, double deadline,
+int xt_proc_receive(xt_proc **proc, xt_proc_setup *setup, double deadline,
                     xt_proc_result *out);
 
 /* Seconds on the clock xt_proc_send and xt_proc_receive take deadlines on. */
 double xt_proc_now(void);
 
-/* End an idle worker: close its input (it exits on end of input), wait up to `grace`
- * seconds, then SIGKILL its process group and reap it.  NULL is a no-op. */
-void xt_proc_close(xt_proc *proc, double grace);
+/* Start the batch's warm server from `setup->server_argv` on the calling thread, which
+ * must outlive every worker of the batch (the server dies with it).  Nothing to do
+ * without server_argv; a server that cannot start leaves every worker to start cold. */
+void xt_proc_server_start(xt_proc_setup *setup);
+
+/* After every worker of the batch has been closed: end the server (end of its input,
+ * then SIGKILL after `grace` seconds) and reap it. */
+void xt_proc_server_stop(xt_proc_setup *setup);
+
+/* End an idle worker: close its input (it exits on end of input), wait up to
+ * setup->grace seconds, then SIGKILL its process group and reap it.  NULL is a no-op. */
+void xt_proc_close(xt_proc *proc, xt_proc_setup *setup);
 
 #endif

@@ -648,13 +648,61 @@ done:
     return res;
 }
 
+/* A column declared BOOLEAN whose values are all 0, 1 or NULL reads back as bools: a bool
+ * array, or an object array of True/False/None when NULLs occur (NumPy has no nullable
+ * bool).  Any other value keeps the column numeric (build_column), so no value read back
+ * differs from the one stored. */
+static int
+holds_bools(const xt_column_buf *col, size_t nrows)
+{
+    if ((col->seen & ~(XT_BIT(SQLITE_INTEGER) | XT_BIT(SQLITE_NULL))) != 0
+        || (col->seen & XT_BIT(SQLITE_INTEGER)) == 0) {
+        return 0;
+    }
+    for (size_t i = 0; i < nrows; i++) {
+        if (col->tags[i] == SQLITE_INTEGER && (uint64_t)col->cells[i].i > 1) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static PyObject *
-build_column(xt_column_buf *col, size_t nrows, int flags)
+build_bool_column(const xt_column_buf *col, npy_intp n)
+{
+    int nulls = (col->seen & XT_BIT(SQLITE_NULL)) != 0;
+    PyObject *arr = PyArray_SimpleNew(1, &n, nulls ? NPY_OBJECT : NPY_BOOL);
+    if (arr == NULL) {
+        return NULL;
+    }
+    if (nulls) {
+        PyObject **out = (PyObject **)PyArray_DATA((PyArrayObject *)arr);
+        for (npy_intp i = 0; i < n; i++) {
+            PyObject *value = col->tags[i] == SQLITE_NULL ? Py_None
+                              : col->cells[i].i ? Py_True
+                                                : Py_False;
+            out[i] = Py_NewRef(value);
+        }
+    }
+    else {
+        npy_bool *out = (npy_bool *)PyArray_DATA((PyArrayObject *)arr);
+        for (npy_intp i = 0; i < n; i++) {
+            out[i] = (npy_bool)(col->cells[i].i != 0);
+        }
+    }
+    return arr;
+}
+
+static PyObject *
+build_column(xt_column_buf *col, size_t nrows, int flags, int declared_boolean)
 {
     npy_intp n = (npy_intp)nrows;
     unsigned seen = col->seen;
     void *cells;
 
+    if (declared_boolean && n > 0 && holds_bools(col, nrows)) {
+        return build_bool_column(col, n);
+    }
     if (n > 0 && seen == XT_BIT(SQLITE_INTEGER)) {
         cells = col->cells;
         col->cells = NULL;
@@ -722,7 +770,9 @@ build_columns(xt_scan *scan, int flags)
         if (name == NULL) {
             goto done;
         }
-        arr = build_column(&scan->cols[c], scan->nrows, flags);
+        const char *decl = sqlite3_column_decltype(scan->stmt, c);
+        int declared_boolean = decl != NULL && sqlite3_stricmp(decl, "BOOLEAN") == 0;
+        arr = build_column(&scan->cols[c], scan->nrows, flags, declared_boolean);
         if (arr == NULL || PyDict_SetItem(columns, name, arr) < 0) {
             goto done;
         }

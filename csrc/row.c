@@ -35,11 +35,11 @@ typedef struct {
 
 /* How a value is stored: fills pair->type/i/d/p/n and pair->value (new reference, the
  * value the returned row shows).  Returns the declared type for a new column.  Rules
- * (DESIGN.md section 2): None -> NULL; bool -> INTEGER 0/1; int -> INTEGER (beyond 64
- * bits: OverflowError); float -> REAL; str -> TEXT; bytes and memoryview -> BLOB in a TEXT
- * column (as xetrack declares them); bytearray -> BLOB; numpy scalars -> their Python
- * value; anything else -> str(value) (encoder_add stores objects as assets first when
- * the tracker has an asset hook). */
+ * (DESIGN.md section 2): None -> NULL; bool -> INTEGER 0/1 (a new column is BOOLEAN);
+ * int -> INTEGER (beyond 64 bits: OverflowError); float -> REAL; str -> TEXT; bytes and
+ * memoryview -> BLOB in a TEXT column (as xetrack declares them); bytearray -> BLOB; numpy
+ * scalars -> their Python value; anything else -> str(value) (encoder_add stores objects
+ * as assets first when the tracker has an asset hook). */
 int
 xt_classify(xt_state *st, PyObject *value, xt_pair *pair, int depth)
 {
@@ -54,7 +54,7 @@ xt_classify(xt_state *st, PyObject *value, xt_pair *pair, int depth)
         pair->type = XT_INT;
         pair->i = value == Py_True;
         pair->value = Py_NewRef(value);
-        return XT_INT;
+        return XT_DECL_BOOLEAN;
     }
     if (PyLong_Check(value)) {
         int overflow = 0;
@@ -722,7 +722,7 @@ xt_encode_row(TrackerCore *self, xt_state *st, PyObject *data, PyObject *keep,
 {
     xt_encoder enc;
     xt_row *row = NULL;
-    PyObject *dict = NULL, *ts_obj = NULL;
+    PyObject *dict = NULL, *ts_obj = NULL, *extended = NULL;
     int res = -1;
 
     encoder_init(&enc);
@@ -732,6 +732,18 @@ xt_encode_row(TrackerCore *self, xt_state *st, PyObject *data, PyObject *keep,
                      "e.g. tracker.log({'value': x})",
                      Py_TYPE(data)->tp_name);
         goto done;
+    }
+    if (self->system != NULL) {
+        /* log_system_params / log_network_params: the sampler adds the metric columns. */
+        extended = PyObject_CallMethod(self->system, "extend", "O", data);
+        if (extended == NULL) {
+            goto done;
+        }
+        if (!PyDict_Check(extended)) {
+            PyErr_SetString(PyExc_TypeError, "the system sampler's extend() must return a dict");
+            goto done;
+        }
+        data = extended;
     }
     Py_ssize_t width = PyDict_GET_SIZE(self->params) + PyDict_GET_SIZE(data) + 2;
     if (width > XT_MAX_COLUMNS) {
@@ -841,5 +853,6 @@ done:
     free(row);
     Py_XDECREF(dict);
     Py_XDECREF(ts_obj);
+    Py_XDECREF(extended);
     return res;
 }

@@ -296,6 +296,8 @@ decl_name(int decl_type)
         return "REAL";
     case XT_BLOB:
         return "BLOB";
+    case XT_DECL_BOOLEAN:
+        return "BOOLEAN";
     default:
         return "TEXT";
     }

@@ -19,6 +19,10 @@
 /* Storage classes of encoded values; also the declared type of a new column. */
 enum { XT_NULL = 0, XT_INT = 1, XT_REAL = 2, XT_TEXT = 3, XT_BLOB = 4 };
 
+/* A declared type only, never a value's storage class: a column first logged as a bool is
+ * BOOLEAN (numeric affinity in SQLite, like INTEGER), so readers can give back bools. */
+enum { XT_DECL_BOOLEAN = 5 };
+
 /* Durability modes (DESIGN.md section 3). */
 enum { XT_DURABLE_COMMIT = 0, XT_DURABLE_FSYNC = 1, XT_DURABLE_ASYNC = 2 };
 
@@ -38,7 +42,7 @@ enum { XT_DURABLE_COMMIT = 0, XT_DURABLE_FSYNC = 1, XT_DURABLE_ASYNC = 2 };
 
 typedef struct {
     char *name;    /* sanitised ([A-Za-z0-9_]), NUL-terminated */
-    int decl_type; /* XT_INT, XT_REAL, XT_TEXT or XT_BLOB: the type used by ALTER TABLE */
+    int decl_type; /* XT_INT, XT_REAL, XT_TEXT, XT_BLOB or XT_DECL_BOOLEAN: for ALTER TABLE */
     int in_db;     /* the table is known to have this column; guarded by the store lock */
 } xt_column;
 

@@ -58,18 +58,48 @@ set_item_steal(PyObject *dict, const char *key, PyObject *value)
     return rc;
 }
 
-/* The row of one call: function_name, args, kwargs, error, function_time, the fields of
- * dataclass/pydantic arguments, the result, the per-call params, then (when the result
- * cache is on and the call has a key) `cache`: the run that computed the result, or "". */
+/* The error_type of a call that raised `exc`: the class's qualified name, prefixed with its
+ * module unless that is builtins ("ValueError", "json.decoder.JSONDecodeError"). */
+static PyObject *
+error_type_name(PyObject *exc)
+{
+    PyTypeObject *type = Py_TYPE(exc);
+    PyObject *qualname = PyType_GetQualName(type), *module = NULL, *res = NULL;
+    if (qualname == NULL) {
+        goto done;
+    }
+    module = PyObject_GetAttrString((PyObject *)type, "__module__");
+    if (module == NULL) {
+        goto done;
+    }
+    if (!PyUnicode_Check(module) || PyUnicode_CompareWithASCIIString(module, "builtins") == 0) {
+        res = Py_NewRef(qualname);
+    }
+    else {
+        res = PyUnicode_FromFormat("%U.%U", module, qualname);
+    }
+done:
+    Py_XDECREF(qualname);
+    Py_XDECREF(module);
+    return res;
+}
+
+/* The row of one call: function_name, args, kwargs, error, error_type (only when the call
+ * raised: `error_type` not NULL), function_time, the fields of dataclass/pydantic
+ * arguments, the result (NULL in the table when the call raised), the per-call params, then
+ * (when the result cache is on and the call has a key) `cache`: the run that computed the
+ * result, or "". */
 static PyObject *
 track_row(TrackerCore *self, PyObject *func, PyObject *args, PyObject *kwargs, PyObject *error,
-          double elapsed, PyObject *result, PyObject *params, PyObject *lineage)
+          PyObject *error_type, double elapsed, PyObject *result, PyObject *params,
+          PyObject *lineage)
 {
     PyObject *row = PyDict_New();
     if (row == NULL || set_item_steal(row, "function_name", function_name(func)) < 0
         || set_item_steal(row, "args", PyObject_Str(args)) < 0
         || set_item_steal(row, "kwargs", PyObject_Str(kwargs)) < 0
         || PyDict_SetItemString(row, "error", error) < 0
+        || (error_type != NULL && PyDict_SetItemString(row, "error_type", error_type) < 0)
         || set_item_steal(row, "function_time", PyFloat_FromDouble(elapsed)) < 0) {
         goto fail;
     }
@@ -84,7 +114,13 @@ track_row(TrackerCore *self, PyObject *func, PyObject *args, PyObject *kwargs, P
             goto fail;
         }
     }
-    if (PyDict_Check(result)) {
+    if (error_type != NULL) {
+        /* The call returned nothing: NULL, not the text 'None' of a function returning None. */
+        if (PyDict_SetItemString(row, "function_result", Py_None) < 0) {
+            goto fail;
+        }
+    }
+    else if (PyDict_Check(result)) {
         PyObject *merged = self->warnings
                                ? PyObject_CallMethod((PyObject *)self, "_merge_result", "OO", row, result)
                                : (PyDict_Update(row, result) < 0 ? NULL : Py_NewRef(Py_None));
@@ -122,11 +158,17 @@ call_and_log(TrackerCore *self, PyObject *func, PyObject *args, PyObject *kwargs
              PyObject *lineage, int *succeeded)
 {
     PyObject *call_args = NULL, *result = NULL, *row = NULL, *logged = NULL, *error = NULL, *res = NULL;
-    PyObject *exc_type = NULL, *exc_value = NULL, *exc_tb = NULL;
+    PyObject *error_type = NULL;
+    PyObject *exc_type = NULL, *exc_value = NULL, *exc_tb = NULL, *metrics = NULL;
+    PyObject *sampler = Py_XNewRef(self->system); /* held: the call may run any code */
 
     *succeeded = 0;
     call_args = PyList_AsTuple(args);
     if (call_args == NULL) {
+        goto done;
+    }
+    /* log_system_params: the sampler's reading at the start of the call. */
+    if (sampler != NULL && (metrics = PyObject_CallMethod(sampler, "begin", NULL)) == NULL) {
         goto done;
     }
     struct timespec t0, t1;
@@ -142,7 +184,8 @@ call_and_log(TrackerCore *self, PyObject *func, PyObject *args, PyObject *kwargs
         PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
         PyErr_NormalizeException(&exc_type, &exc_value, &exc_tb);
         error = PyObject_Str(exc_value);
-        if (error == NULL) {
+        error_type = error == NULL ? NULL : error_type_name(exc_value);
+        if (error_type == NULL) {
             goto done;
         }
         result = Py_NewRef(Py_None);
@@ -153,9 +196,16 @@ call_and_log(TrackerCore *self, PyObject *func, PyObject *args, PyObject *kwargs
             goto done;
         }
     }
-    row = track_row(self, func, args, kwargs, error, elapsed, result, params, lineage);
+    row = track_row(self, func, args, kwargs, error, error_type, elapsed, result, params, lineage);
     if (row == NULL) {
         goto done;
+    }
+    if (metrics != NULL) {
+        PyObject *added = PyObject_CallMethod(sampler, "end", "OO", metrics, row);
+        if (added == NULL) {
+            goto done;
+        }
+        Py_DECREF(added);
     }
     logged = xt_tracker_log(self, row);
     if (logged == NULL) {
@@ -177,6 +227,9 @@ done:
     Py_XDECREF(row);
     Py_XDECREF(logged);
     Py_XDECREF(error);
+    Py_XDECREF(error_type);
+    Py_XDECREF(metrics);
+    Py_XDECREF(sampler);
     return res;
 }
 
@@ -205,7 +258,7 @@ track_cached(TrackerCore *self, PyObject *func, PyObject *args, PyObject *kwargs
         }
         if (hit) {
             empty = PyUnicode_FromStringAndSize(NULL, 0);
-            row = empty ? track_row(self, func, args, kwargs, empty, 0.0, result, params, lineage) : NULL;
+            row = empty ? track_row(self, func, args, kwargs, empty, NULL, 0.0, result, params, lineage) : NULL;
             logged = row ? xt_tracker_log(self, row) : NULL;
             if (logged != NULL) {
                 res = Py_NewRef(result);
@@ -250,8 +303,9 @@ const char xt_track__doc__[] = PyDoc_STR(
     "Call func(*args, **kwargs), log a row describing the call and return its result.\n\n"
     "The row holds function_name, args, kwargs, error, function_time, the fields of\n"
     "dataclass/pydantic arguments as <param>_<field>, the result (a dict merges into the\n"
-    "row, anything else is function_result) and then params.  An exception is logged and\n"
-    "re-raised unless raise_on_error is False.  With the result cache on, a call seen\n"
+    "row, anything else is function_result) and then params.  An exception is logged\n"
+    "(error = str(exc), error_type = its class, function_result NULL) and re-raised\n"
+    "unless raise_on_error is False.  With the result cache on, a call seen\n"
     "before returns the stored result without running func and logs `cache` = the\n"
     "track_id that computed it; cache_force=True recomputes and overwrites.");
 

@@ -162,7 +162,7 @@ sync_timestamp(xt_state *st, xt_row *row, int64_t original_ts, PyObject *dict)
 /* ---------------------------------------------------------------------------------- */
 
 PyDoc_STRVAR(log__doc__,
-    "log($self, data, /)\n--\n\n"
+    "log($self, data)\n--\n\n"
     "Log one row: the tracker's params, then `data`, then timestamp and track_id.\n\n"
     "Keys are sanitised to column names ([A-Za-z0-9_], at most 64 characters); new keys\n"
     "become columns typed by their first value.  Returns the row as a dict.");
@@ -208,6 +208,28 @@ xt_tracker_log(TrackerCore *self, PyObject *data)
     }
     Py_XSETREF(self->latest, Py_NewRef(dict));
     return dict;
+}
+
+/* log(data) or log(data=...): the positional call, the common one, costs one comparison
+ * more than METH_O. */
+static PyObject *
+tracker_log_method(TrackerCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+
+    if (nargs == 1 && nkw == 0) {
+        return xt_tracker_log(self, args[0]);
+    }
+    if (nargs == 0 && nkw == 1 && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "data") == 0) {
+        return xt_tracker_log(self, args[0]);
+    }
+    if (nargs + nkw != 1) {
+        PyErr_Format(PyExc_TypeError, "log() takes exactly one argument, data (%zd given)", nargs + nkw);
+    }
+    else {
+        PyErr_Format(PyExc_TypeError, "log() got an unexpected keyword argument %R", PyTuple_GET_ITEM(kwnames, 0));
+    }
+    return NULL;
 }
 
 PyDoc_STRVAR(log_batch__doc__,
@@ -812,6 +834,7 @@ tracker_traverse(TrackerCore *self, visitproc visit, void *arg)
     Py_VISIT(self->params);
     Py_VISIT(self->latest);
     Py_VISIT(self->cache);
+    Py_VISIT(self->system);
     Py_VISIT(self->asset_hook);
     return 0;
 }
@@ -822,6 +845,7 @@ tracker_clear(TrackerCore *self)
     Py_CLEAR(self->params);
     Py_CLEAR(self->latest);
     Py_CLEAR(self->cache);
+    Py_CLEAR(self->system);
     Py_CLEAR(self->asset_hook);
     return 0;
 }
@@ -947,7 +971,23 @@ get_cache(TrackerCore *self, void *Py_UNUSED(closure))
     return Py_NewRef(self->cache ? self->cache : Py_None);
 }
 
+static PyObject *
+get_system(TrackerCore *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->system ? self->system : Py_None);
+}
+
+static int
+set_system(TrackerCore *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    Py_XSETREF(self->system, value == NULL || value == Py_None ? NULL : Py_NewRef(value));
+    return 0;
+}
+
 static PyGetSetDef tracker_getset[] = {
+    {"_system", (getter)get_system, (setter)set_system,
+     "Private: the system-metrics sampler whose extend(), begin() and end() add the metric "
+     "columns (xetrack_c/system.py), or None.", NULL},
     {"cache", (getter)get_cache, NULL, "The ResultCache of track(), or None when the cache is off.", NULL},
     {"track_id", (getter)get_track_id, (setter)set_track_id, "Id of this run, stored in every row.", NULL},
     {"params", (getter)get_params, (setter)set_params_attr, "Values added to every row.", NULL},
@@ -961,7 +1001,7 @@ static PyGetSetDef tracker_getset[] = {
 };
 
 static PyMethodDef tracker_methods[] = {
-    {"log", (PyCFunction)xt_tracker_log, METH_O, log__doc__},
+    {"log", (PyCFunction)(void (*)(void))tracker_log_method, METH_FASTCALL | METH_KEYWORDS, log__doc__},
     {"log_batch", (PyCFunction)tracker_log_batch, METH_O, log_batch__doc__},
     {"track", (PyCFunction)(void (*)(void))xt_tracker_track, METH_FASTCALL | METH_KEYWORDS,
      xt_track__doc__},

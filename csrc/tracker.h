@@ -35,6 +35,10 @@ typedef struct {
     PyObject *key_ids;   /* dict: key or column name (and its lower case) -> column id */
     PyObject *col_names; /* list: column id -> column name */
     PyObject *cache;     /* ResultCache, or NULL when the result cache is off */
+    /* The system-metrics sampler (xetrack_c/system.py), or NULL when log_system_params and
+     * log_network_params are off: its extend(data) adds the metric columns to every row,
+     * its begin() and end(token, row) those of one track() call. */
+    PyObject *system;
     /* Called as hook(column, value) for a value stored as an asset (row.c); returns
      * (hash, assets key, blob, keys key, keys value).  NULL: such values are str()'d. */
     PyObject *asset_hook;

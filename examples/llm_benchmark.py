@@ -1,8 +1,8 @@
 """Benchmark prompts x temperatures against a (mock) LLM API: trials x conditions, with the
 API's rate limits handled by retries, a start-rate cap, and an abort when the key is bad.
 
-    python examples/llm_benchmark.py llm.db              # 2 prompts x 3 temperatures x 4 trials
-    python examples/llm_benchmark.py llm.db --bad-key    # every call fails: stops after 5
+    python examples/llm_benchmark.py                     # 2 prompts x 3 temperatures x 4 trials
+    python examples/llm_benchmark.py bad.db --bad-key    # every call fails: stops after 5
 
 The mock client answers after a short delay and raises RateLimitError (HTTP 429) on every
 fourth call, as a busy API does; ``retries`` with ``retry_on=(RateLimitError,)`` runs those
@@ -78,7 +78,8 @@ def trial(config: dict, rng) -> dict:
 def main() -> None:
     global CLIENT
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("db", help="SQLite file for the experiments and metrics tables")
+    parser.add_argument("db", nargs="?", default="llm.db",
+                        help="SQLite file for the experiments and metrics tables (llm.db)")
     parser.add_argument("--bad-key", action="store_true", help="use an invalid API key")
     args = parser.parse_args()
     CLIENT = MockLLM("sk-bad" if args.bad_key else "sk-good")

@@ -1,8 +1,8 @@
 """A long batch that survives what long batches meet: expensive models loaded once per
 worker, a flaky API, crashes, and being stopped half way.
 
-    python examples/long_batch.py runs.db --limit 6    # a staged rollout: the first 6 specs
-    python examples/long_batch.py runs.db              # then the rest (resume skips the 6)
+    python examples/long_batch.py --limit 6    # a staged rollout: the first 6 specs (runs.db)
+    python examples/long_batch.py              # then the rest (resume skips the 6)
 
 Every (model, item) pair is a function task. Tasks of one model form a group: they run one
 after another on the same worker process, which loads the model once and keeps it in
@@ -62,7 +62,8 @@ def score(config: dict, seed: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("db", help="SQLite file for the experiments and metrics tables")
+    parser.add_argument("db", nargs="?", default="runs.db",
+                        help="SQLite file for the experiments and metrics tables (runs.db)")
     parser.add_argument("--limit", type=int, default=None, help="run only the first N specs")
     parser.add_argument("--parallel", type=int, default=2)
     args = parser.parse_args()

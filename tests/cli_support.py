@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
+import select
+import struct
 import subprocess
 import sys
+import termios
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -63,6 +70,48 @@ def run(command: Sequence[str], args: Sequence[str], cwd: Path,
     return Result(proc)
 
 
+def run_in_terminal(command: Sequence[str], cwd: Path, columns: int, answer: Optional[str],
+                    timeout: float) -> Result:
+    """Run ``command`` with stdin and stdout on a pty of ``columns`` columns, echo off."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    attrs = termios.tcgetattr(slave)
+    attrs[3] &= ~termios.ECHO  # what is typed does not come back as output
+    termios.tcsetattr(slave, termios.TCSANOW, attrs)
+    env = child_env()
+    env.pop("COLUMNS", None)  # the width comes from the terminal itself
+    env.pop("LINES", None)
+    proc = subprocess.Popen(list(command), cwd=str(cwd), env=env, stdin=slave, stdout=slave,
+                            stderr=subprocess.PIPE)
+    os.close(slave)
+    if answer is not None:
+        os.write(master, answer.encode() + b"\n")
+    output = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: the child exited and closed the terminal
+                    break
+                if not data:
+                    break
+                output += data
+            elif proc.poll() is not None:
+                break
+        else:
+            proc.kill()
+            pytest.fail(f"{' '.join(command)} did not finish within {timeout}s")
+        err = proc.stderr.read() if proc.stderr else b""
+        code = proc.wait(timeout)
+    finally:
+        os.close(master)
+    return Result(subprocess.CompletedProcess(
+        list(command), code, output.decode().replace("\r\n", "\n"), err.decode()))
+
+
 class Xt:
     """``xt(*args)``: run ``python -m xetrack_c *args`` in ``cwd``."""
 
@@ -91,6 +140,22 @@ class Xt:
         assert len(lines) == 1, result
         assert lines[0].startswith("xt"), result
         return result
+
+    def usage_fails(self, *args: str) -> Result:
+        """Run a command line that is wrong in itself: status 2, one line, no traceback."""
+        result = self(*args)
+        assert result.code == 2, result
+        assert "Traceback" not in result.err, result
+        lines = result.err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("xt"), result
+        return result
+
+    def in_terminal(self, *args: str, columns: int = 80, answer: Optional[str] = None,
+                    timeout: float = 60) -> Result:
+        """Run ``xt`` with stdin and stdout on a pseudo-terminal ``columns`` wide (stderr
+        stays a pipe), typing ``answer`` and Enter when given."""
+        return run_in_terminal([sys.executable, "-m", "xetrack_c", *args], self.cwd, columns,
+                               answer, timeout)
 
 
 def make_db(path: str) -> None:

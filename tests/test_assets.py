@@ -406,7 +406,7 @@ def test_xt_assets_ls_export_delete(db_path: str, xt: Any, tmp_path: Any) -> Non
     assert len(Reader(db_path).assets) == 1
     assert "no asset" in xt.fails("assets", "delete", db_path, row["o1"]).err
     assert "no asset" in xt.fails("assets", "export", db_path, "0123456789abcdef", str(out)).err
-    assert xt("assets", "frobnicate", db_path).code == 1
+    xt.usage_fails("assets", "frobnicate", db_path)
 
 
 # ------------------------------------------------------------------------ xetrack 0.7

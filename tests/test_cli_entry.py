@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import re
 import sysconfig
 import tomllib
 from pathlib import Path
@@ -61,7 +62,10 @@ def test_main_returns_status_codes(tmp_path, capsys):
     assert main(["head", str(tmp_path / "missing.db")]) == 1
     assert "no such file" in capsys.readouterr().err
     assert main(["--help"]) == 0
-    assert main(["head"]) == 1
+    assert main(["head"]) == 2
+    assert "xt head: error" in capsys.readouterr().err
+    assert main(["head", db, "--tabel", "x"]) == 2
+    assert "did you mean --table?" in capsys.readouterr().err
 
 
 def test_cache_commands_need_an_existing_directory(xt, tmp_path):
@@ -95,10 +99,17 @@ def test_cache_ls_and_delete(xt, tmp_path):
     assert len(read_rows(db)) == 3
     result = xt.ok("cache", "ls", cache_dir)
     assert result.out.startswith(f"Cache entries in {cache_dir}:")
-    lines = [line for line in result.out.splitlines() if "track_id:" in line]
-    assert sorted(line.split()[1] for line in lines) == ["run-a", "run-a", "run-b"]
     entries = xt.ok("cache", "ls", cache_dir, "--json").json()
     assert sorted(e["track_id"] for e in entries) == ["run-a", "run-a", "run-b"]
+    # Each line shows what --json gives: track_id, function, creation time (to the
+    # second) and key.
+    lines = sorted(line.strip() for line in result.out.splitlines() if "track_id:" in line)
+    assert lines == sorted(
+        f"track_id: {e['track_id']}  function: {e['function_name']}  "
+        f"created: {e['created'][:19]}  key: {e['key']}" for e in entries)
+    assert all(e["function_name"].endswith(".f") for e in entries)
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d.*", e["created"])
+               for e in entries)
     assert "PANDAS_IMPORTED=False" in xt.probe("cache", "ls", cache_dir).err
 
     deleted = xt.ok("cache", "delete", cache_dir, "run-a")

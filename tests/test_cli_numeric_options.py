@@ -1,4 +1,4 @@
-"""Numeric options out of range are one-line usage errors (exit 1), never a traceback.
+"""Numeric options out of range are one-line usage errors (exit 2), never a traceback.
 
 ``--n`` is bound into SQLite's LIMIT, a signed 64-bit integer; the plot options size lists
 and strings a terminal plot builds.  Values past their bounds used to escape as
@@ -25,7 +25,7 @@ CASES = [
 
 @pytest.mark.parametrize("args, option", CASES, ids=[" ".join(a[:1] + a[-2:]) for a, _ in CASES])
 def test_an_out_of_range_number_is_a_one_line_error(xt, db, args, option):
-    result = xt.fails(*(arg.format(db=db) for arg in args))
+    result = xt.usage_fails(*(arg.format(db=db) for arg in args))
     assert option in result.err
     assert "must be" in result.err
 

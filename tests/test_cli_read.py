@@ -63,10 +63,38 @@ def test_ls_column_values_unique_and_by_run(xt, db):
     rows = xt.ok("ls", db, "name").table()
     assert [row["name"] for row in rows] == ["item0", "item1", "item2", "item3", "item4",
                                              "item4", "item6"]
-    unique = [row["name"] for row in xt.ok("ls", db, "name", "--unique").table()]
-    assert unique == ["item0", "item1", "item2", "item3", "item4", "item6"]
     run_b = xt.ok("ls", db, "n", "--track-id", "run-b", "--json").json()
     assert run_b == [{"n": 4}, {"n": 5}, {"n": 6}]
+
+
+def test_ls_unique_prints_a_list_not_a_table(xt, db):
+    """A list of distinct values prints one per line (nothing else), or as a JSON list."""
+    unique = xt.ok("ls", db, "name", "--unique").out
+    assert unique == "item0\nitem1\nitem2\nitem3\nitem4\nitem6\n"
+    assert xt.ok("ls", db, "name", "--unique", "--json").json() == [
+        "item0", "item1", "item2", "item3", "item4", "item6"]
+    assert xt.ok("ls", db, "model", "--unique", "--track-id", "run-b").out == "beta\n"
+    # Numbers print in full (a %g cell could show two distinct values alike) and stay
+    # numbers in JSON.
+    assert xt.ok("ls", db, "acc", "--unique").out.splitlines()[1:3] == ["0.1", "0.2"]
+    assert xt.ok("ls", db, "n", "--unique", "--json").json() == [0, 1, 2, 3, 4, 5, 6]
+    assert xt.ok("ls", db, "name", "--unique", "--track-id", "nobody").out == ""
+
+
+def test_head_and_tail_columns(xt, db):
+    rows = xt.ok("head", db, "--columns", "n,track_id", "--n", "2").table()
+    assert rows == [{"n": "0", "track_id": "run-a"}, {"n": "1", "track_id": "run-a"}]
+    records = xt.ok("tail", db, "--columns", " acc , n,acc", "--n", "1", "--json").json()
+    assert records == [{"acc": 0.6, "n": 6}]
+
+
+def test_head_columns_unknown_is_a_usage_error(xt, db):
+    result = xt.usage_fails("head", db, "--columns", "n,accuracy")
+    assert "no column 'accuracy'" in result.err
+    assert "columns: track_id, timestamp, model, n, acc, name" in result.err
+    assert "see xt head --help" in result.err
+    assert "xt tail:" in xt.usage_fails("tail", db, "--columns", "nope").err
+    assert result.out == ""
 
 
 def test_sql_count_and_json(xt, db):
@@ -161,6 +189,21 @@ def test_bad_sql(xt, db, query, expected):
     assert expected in xt.fails("sql", db, query).err
 
 
+@pytest.mark.parametrize("query,table", [("SELECT * FROM default", "default"),
+                                         ("SELECT count(*) FROM Default WHERE n > 1", "default"),
+                                         ("SELECT * FROM other AS order", None),
+                                         ("SELEC * FROM other", None)])
+def test_syntax_error_near_a_table_name_says_to_quote_it(xt, db, query, table):
+    """`default` is an SQL keyword: FROM default does not parse, and the error says how
+    to write it; other syntax errors get no such advice."""
+    err = xt.fails("sql", db, query).err
+    assert "syntax error" in err
+    if table:
+        assert err.strip().endswith(f"to use the table '{table}', quote its name: \"{table}\"")
+    else:
+        assert "quote its name" not in err
+
+
 def test_not_a_database_and_directory(xt, tmp_path):
     bad = tmp_path / "bad.db"
     bad.write_bytes(b"not a database" * 100)
@@ -173,13 +216,31 @@ def test_not_a_database_and_directory(xt, tmp_path):
     (("head", "x.db", "--n", "-3"), ">= 0"), (("nosuch",), "invalid choice"),
     (("head", "x.db", "--engine", "postgres"), "invalid choice"), (("stats",), "required"),
 ])
-def test_usage_errors_are_one_line_with_status_1(xt, args, expected):
-    assert expected in xt.fails(*args).err
+def test_usage_errors_are_one_line_with_status_2(xt, args, expected):
+    assert expected in xt.usage_fails(*args).err
+
+
+@pytest.mark.parametrize("args,message", [
+    (("head", "{db}", "--tabel", "steps"),
+     "xt head: unknown option --tabel (did you mean --table?); see xt head --help"),
+    (("tail", "{db}", "--tabel=steps"),
+     "xt tail: unknown option --tabel (did you mean --table?); see xt tail --help"),
+    (("ls", "{db}", "name", "--uniqe"),
+     "xt ls: unknown option --uniqe (did you mean --unique?); see xt ls --help"),
+    (("stats", "top", "{db}", "n", "--jsn"),
+     "xt stats top: unknown option --jsn (did you mean --json?); see xt stats top --help"),
+    (("head", "{db}", "--frobnicate"), "xt head: unknown option --frobnicate; see xt head --help"),
+    (("head", "{db}", "more.db"), "xt head: unexpected argument 'more.db'; see xt head --help"),
+])
+def test_unknown_option_points_to_the_command_help(xt, db, args, message):
+    result = xt.usage_fails(*[arg.format(db=db) for arg in args])
+    assert result.err.strip() == message
+    assert result.out == ""
 
 
 @pytest.mark.parametrize("args", [
     ("head", "{db}"), ("head", "{db}", "--json"), ("tail", "{db}"), ("columns", "{db}"),
-    ("ls", "{db}"), ("ls", "{db}", "name", "--unique"), ("sql", "{db}", "SELECT count(*) FROM \"default\""),
+    ("ls", "{db}"), ("ls", "{db}", "name", "--unique"), ("head", "{db}", "--columns", "n"), ("sql", "{db}", "SELECT count(*) FROM \"default\""),
     ("delete", "{db}", "run-b"), ("set", "{db}", "note", "x"), ("stats", "top", "{db}", "n"),
     ("runs", "{db}", "--table", "default"), ("head", "{missing}"),
 ])

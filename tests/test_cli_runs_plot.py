@@ -119,4 +119,4 @@ def test_terminal_plot_when_matplotlib_is_missing(xt, db, tmp_path):
 def test_plot_errors(xt, db):
     assert "non-numeric" in xt.fails("plot", "hist", db, "name", "--terminal").err
     assert "no column 'nope'" in xt.fails("plot", "scatter", db, "n", "nope").err
-    assert "--bins" in xt.fails("plot", "hist", db, "n", "--bins", "0", "--terminal").err
+    assert "--bins" in xt.usage_fails("plot", "hist", db, "n", "--bins", "0", "--terminal").err

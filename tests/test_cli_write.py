@@ -14,13 +14,59 @@ def test_delete_removes_one_run(xt, db):
     assert "Deleted 4 rows" in result.out
     assert {row["track_id"] for row in read_rows(db)} == {"run-b"}
     assert count_rows(db, "other") == 1
-    assert "Deleted 0 rows" in xt.ok("delete", db, "no-such-run").out
-    assert count_rows(db) == 3
 
 
-def test_delete_in_another_table(xt, db):
-    xt.ok("delete", db, "run-c", "--table", "other")
+def test_delete_of_a_run_that_is_not_there_fails_and_names_the_runs(xt, db):
+    result = xt.fails("delete", db, "no-such-run")
+    assert result.err.strip() == ("xt: error: no rows with track_id 'no-such-run' in table "
+                                  "'default' (runs: 'run-a', 'run-b'); nothing deleted")
+    assert result.out == "" and count_rows(db) == 7
+
+
+def test_delete_names_the_first_runs_of_many(xt, db):
+    with sqlite3.connect(db) as conn:
+        conn.executemany('INSERT INTO "default" (track_id, timestamp) VALUES (?, ?)',
+                         [(f"extra-{i:02}", f"t{i}") for i in range(10)])
+    conn.close()
+    err = xt.fails("delete", db, "extra-99").err
+    assert ("(runs: 'extra-00', 'extra-01', 'extra-02', 'extra-03', 'extra-04', \u2026 "
+            f"(12 in all; xt ls {db} track_id --unique)); nothing deleted") in err
+    xt.ok("delete", db, "run-c", "--table", "other", "--yes")
+    assert "in table 'other': it holds no runs; nothing deleted" in xt.fails(
+        "delete", db, "run-c", "--table", "other").err
+
+
+def test_deleting_every_row_of_a_table_needs_yes_without_a_terminal(xt, db):
+    result = xt.fails("delete", db, "run-c", "--table", "other")
+    assert result.err.strip() == (
+        "xt: error: not deleting 1 row of track_id 'run-c' from table 'other' without "
+        "confirmation (every row of the table): pass --yes to delete them")
+    assert count_rows(db, "other") == 1
+    assert "Deleted 1 rows" in xt.ok("delete", db, "run-c", "--table", "other", "--yes").out
     assert count_rows(db, "other") == 0 and count_rows(db) == 7
+
+
+def _add_big_run(db: str, rows: int) -> None:
+    with sqlite3.connect(db) as conn:
+        conn.executemany('INSERT INTO "default" (track_id, timestamp, n) VALUES (?, ?, ?)',
+                         [("big", f"2099-01-01 {i:06}", i) for i in range(rows)])
+    conn.close()
+
+
+def test_deleting_more_than_1000_rows_needs_yes_without_a_terminal(xt, db):
+    _add_big_run(db, 1001)
+    result = xt.fails("delete", db, "big")
+    assert "not deleting 1,001 rows of track_id 'big'" in result.err
+    assert "(more than 1,000 rows): pass --yes" in result.err
+    assert count_rows(db) == 7 + 1001
+    assert "Deleted 1001 rows" in xt.ok("delete", db, "big", "-y").out
+    assert count_rows(db) == 7
+
+
+def test_deleting_1000_rows_needs_no_confirmation(xt, db):
+    _add_big_run(db, 1000)
+    assert "Deleted 1000 rows" in xt.ok("delete", db, "big").out
+    assert count_rows(db) == 7
 
 
 def test_set_everywhere_adds_a_text_column(xt, db):

@@ -97,3 +97,31 @@ def test_analysis_walkthrough(tmp_path):
     assert "shape: (4, 4)" in out                      # the polars summary
     assert "columns: track_id, timestamp, model, template, trial, accuracy, latency_ms" in out
     assert "-> 300 rows" in out                        # the last snapshot saw every row
+
+
+EXAMPLES = os.path.join(ROOT, "examples")
+ENTRY_POINTS = sorted(os.path.relpath(os.path.join(folder, name), EXAMPLES)
+                      for folder, _, names in os.walk(EXAMPLES)
+                      for name in names if name.endswith(".py"))
+
+
+def test_entry_points_cover_the_examples():
+    assert {"quickstart.py", "llm_benchmark.py", "long_batch.py",
+            os.path.join("kfold", "orchestrate.py")} <= set(ENTRY_POINTS)
+
+
+@pytest.mark.parametrize("example", ENTRY_POINTS)
+def test_every_example_runs_without_arguments(tmp_path, example):
+    # as a new user first runs it: no argument, in an empty directory
+    proc = subprocess.run([sys.executable, os.path.join(EXAMPLES, example)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env=ENV)
+    assert proc.returncode == 0, f"{example} exited {proc.returncode}:\n{proc.stderr}"
+    databases = sorted(tmp_path.glob("*.db"))
+    assert databases, f"{example} wrote no database in its working directory"
+    rows = 0
+    for db in databases:
+        with sqlite3.connect(db) as conn:
+            tables = [name for (name,) in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")]
+            rows += sum(conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables)
+    assert rows > 0, f"{example} wrote no rows into {databases}"

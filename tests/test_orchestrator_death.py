@@ -2,7 +2,8 @@
 
 An orchestrator (a child interpreter running ``run_multiple``) is killed with SIGKILL while
 its tasks sleep for 1000 s, each having first written its pid (and its parent's: the fork
-server's, under ``launcher="forkserver"``) into a folder. Nothing it started may outlive it
+server's, under ``launcher="forkserver"``, the batch's warm server under
+``backend="process"``) into a folder. Nothing it started may outlive it
 by more than a few seconds: each recorded process must be gone from /proc or a zombie (the
 orchestrator's death hands them to init or a subreaper, which reaps them).
 """
@@ -102,6 +103,10 @@ def test_every_process_of_a_batch_dies_with_its_killed_orchestrator(tmp_path, ki
         if kind == "forkserver":
             servers = {parent for parent in started.values() if parent != proc.pid}
             assert len(servers) == TASKS, started  # one fork server per worker
+            watched |= servers
+        if kind == "process":
+            servers = set(started.values())
+            assert len(servers) == 1 and proc.pid not in servers, started  # one warm server
             watched |= servers
         while any(alive(pid) for pid in watched) and time.monotonic() < killed_at + GRACE:
             time.sleep(0.02)

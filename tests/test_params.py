@@ -11,7 +11,8 @@ import os
 import sys
 
 import pytest
-from conftest import read_rows, table_info, table_names
+from conftest import child_env, read_rows, table_info, table_names
+from xetrack_peer import find_xetrack_python, skip_reason
 
 import xetrack_c
 from xetrack_c import params
@@ -415,9 +416,9 @@ def test_bad_metrics_table_name_raises(db_path):
 
 
 def test_metrics_table_opens_in_xetrack(db_path, run_py):
-    python = "/opt/peers/bin/python"
-    if not os.path.exists(python):
-        pytest.skip("no interpreter with xetrack 0.7 at /opt/peers/bin/python")
+    python = find_xetrack_python(child_env())
+    if python is None:
+        pytest.skip(skip_reason())
     with task_context("exp-x", {}, None, db_path, None):
         xetrack_c.log_metrics({"acc": 0.5, "note": "ok"}, step=1)
     code = (
@@ -427,7 +428,5 @@ def test_metrics_table_opens_in_xetrack(db_path, run_py):
         "print(json.dumps(df[['experiment_id', 'step', 'acc', 'note']].values.tolist()))\n"
     )
     proc = run_py(code, python=python, args=[db_path], check=False, timeout=120)
-    if proc.returncode != 0 and "No module named 'xetrack'" in proc.stderr:
-        pytest.skip("xetrack 0.7 is not importable")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == [["exp-x", 1, 0.5, "ok"]]

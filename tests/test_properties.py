@@ -97,7 +97,9 @@ def stored(value: Any, decl: str = "") -> Any:
 
 
 def declared(value: Any) -> str:
-    if isinstance(value, (bool, int)):
+    if isinstance(value, bool):
+        return "BOOLEAN"
+    if isinstance(value, int):
         return "INTEGER"
     if isinstance(value, float):
         return "REAL"

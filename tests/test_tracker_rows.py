@@ -152,7 +152,7 @@ def test_numpy_scalars_are_stored_as_python_values(db_path):
     assert stored == {**stored, "ni": 42, "nf": 0.5, "nb": 1, "nd": 1.25}
     assert [typeof(db_path, c)[0] for c in ("ni", "nf", "nb", "nd")] == ["integer", "real", "integer", "real"]
     decl = table_info(db_path)
-    assert (decl["ni"], decl["nf"], decl["nb"], decl["nd"]) == ("INTEGER", "REAL", "INTEGER", "REAL")
+    assert (decl["ni"], decl["nf"], decl["nb"], decl["nd"]) == ("INTEGER", "REAL", "BOOLEAN", "REAL")
 
 
 def test_declared_column_types_follow_the_first_value(db_path):
@@ -162,7 +162,7 @@ def test_declared_column_types_follow_the_first_value(db_path):
     tracker.close()
     decl = table_info(db_path)
     assert decl == {
-        "track_id": "TEXT", "timestamp": "TEXT", "i": "INTEGER", "f": "REAL", "b": "INTEGER",
+        "track_id": "TEXT", "timestamp": "TEXT", "i": "INTEGER", "f": "REAL", "b": "BOOLEAN",
         "ba": "BLOB", "s": "TEXT", "by": "TEXT", "n": "TEXT", "l": "TEXT",
     }
 
@@ -172,7 +172,7 @@ def test_dtypes_and_columns(db_path):
     tracker.log({"i": 1, "f": 1.0, "b": False, "ba": bytearray(b"x"), "s": "x"})
     assert tracker.columns == {"track_id", "timestamp", "i", "f", "b", "ba", "s"}
     assert tracker.dtypes == {
-        "track_id": str, "timestamp": str, "i": int, "f": float, "b": int, "ba": bytearray, "s": str,
+        "track_id": str, "timestamp": str, "i": int, "f": float, "b": bool, "ba": bytearray, "s": str,
     }
 
 
@@ -527,16 +527,6 @@ def test_database_runs_in_wal_mode(db_path):
 
     Tracker(db_path).log({"x": 1})
     assert sqlite3.connect(db_path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-
-
-@pytest.mark.parametrize(
-    "option,value",
-    [("log_system_params", True), ("log_network_params", True), ("jsonl", "x.jsonl"),
-     ("logs_path", "logs"), ("logs_stdout", True)],
-)
-def test_unsupported_xetrack_options_raise(db_path, option, value):
-    with pytest.raises(NotImplementedError, match=option):
-        Tracker(db_path, **{option: value})
 
 
 def test_bogus_durability_raises(db_path):

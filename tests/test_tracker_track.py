@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import warnings
 from typing import Optional
 
@@ -110,7 +111,64 @@ def test_exception_is_logged_then_reraised(db_path):
     (stored,) = read_rows(db_path)
     assert stored["error"] == "bad input 7"
     assert stored["function_name"] == "fail"
-    assert stored["function_result"] == "None"
+    # a call that raised has no result: NULL, not the text of a function returning None
+    assert stored["function_result"] is None
+    assert stored["error_type"] == "ValueError"
+
+
+class ParseError(Exception):
+    """A project's own exception class."""
+
+
+def test_error_type_keeps_the_exception_class(db_path):
+    tracker = Tracker(db_path, raise_on_error=False)
+    tracker.track(add, args=[1])
+    caught = {}
+
+    def raising(exc):
+        caught[type(exc)] = exc
+        raise exc
+
+    for exc in (ValueError("bad"), KeyError("k"), ParseError("line 3"), json_error()):
+        assert tracker.track(raising, args=[exc]) is None
+    tracker.track(lambda: None)  # returned None: the text 'None', as xetrack writes it
+    tracker.close()
+    rows = read_rows(db_path)
+    assert [(r["error"], r["error_type"], r["function_result"]) for r in rows] == [
+        ("", None, 3),
+        ("bad", "ValueError", None),
+        (str(caught[KeyError]), "KeyError", None),
+        ("line 3", f"{__name__}.ParseError", None),
+        (str(caught[json.JSONDecodeError]), "json.decoder.JSONDecodeError", None),
+        ("", None, "None"),
+    ]
+    assert str(caught[KeyError]) == "'k'"
+    # error_type sits beside error, created by the first call that raised
+    names = list(table_info(db_path))
+    assert names.index("error_type") > names.index("error")
+
+
+def json_error() -> Exception:
+    try:
+        json.loads("{")
+    except json.JSONDecodeError as exc:
+        return exc
+    raise AssertionError("json.loads('{') parsed")
+
+
+def test_error_type_with_a_local_class_is_its_qualified_name(db_path):
+    class LocalError(RuntimeError):
+        pass
+
+    def fails():
+        raise LocalError("inner")
+
+    with Tracker(db_path, raise_on_error=False) as tracker:
+        tracker.track(fails)
+        assert tracker.latest["error_type"] == (
+            f"{__name__}.test_error_type_with_a_local_class_is_its_qualified_name."
+            "<locals>.LocalError")
+        assert tracker.latest["function_result"] is None
 
 
 def test_exception_returns_none_without_raise_on_error(db_path):

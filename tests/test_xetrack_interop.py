@@ -1,42 +1,31 @@
 """Files move both ways between xetrack_c and xetrack 0.7.
 
 The xetrack side runs in a child interpreter that can ``import xetrack``: this one if it
-can, else ``$XETRACK_PYTHON`` or ``/opt/peers/bin/python``.  Without one the tests skip.
-Run them with xetrack in the same interpreter as well:
+can, else ``$XETRACK_PYTHON`` (tests/helpers/xetrack_peer.py).  Without one the tests skip.
+Run them with xetrack in another interpreter, or in the same one:
 
-    PYTHONPATH=. /opt/peers/bin/python -m pytest tests/test_xetrack_interop.py
+    XETRACK_PYTHON=/path/to/venv/bin/python python -m pytest tests/test_xetrack_interop.py
+    PYTHONPATH=. /path/to/venv/bin/python -m pytest tests/test_xetrack_interop.py
 """
 
 from __future__ import annotations
 
 import ast
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 from conftest import child_env, integrity_check, read_rows, table_info
+from xetrack_peer import find_xetrack_python, skip_reason
 
 from xetrack_c import Tracker
-
-_CANDIDATES = [sys.executable, os.environ.get("XETRACK_PYTHON", ""), "/opt/peers/bin/python"]
-
-
-def _can_import_xetrack(python: str) -> bool:
-    if not python or not os.path.exists(python):
-        return False
-    proc = subprocess.run([python, "-c", "import xetrack, xetrack.reader"], env=child_env(),
-                          capture_output=True, timeout=120)
-    return proc.returncode == 0
 
 
 @pytest.fixture(scope="module")
 def xetrack_python() -> str:
-    for python in _CANDIDATES:
-        if _can_import_xetrack(python):
-            return python
-    pytest.skip("xetrack is not importable (set XETRACK_PYTHON to an interpreter that has it)")
+    python = find_xetrack_python(child_env())
+    if python is None:
+        pytest.skip(skip_reason())
+    return python
 
 
 # Prints a DataFrame as a literal list of dicts (NaN -> None, numpy scalars -> Python).

@@ -5,9 +5,9 @@ DataFrame backends and the seeding API load on first use, pandas and numpy only 
 DataFrame or array is asked for.
 """
 
-from importlib import import_module
-from typing import Any
+from importlib import import_module as _import_module
 
+from xetrack_c import _core  # noqa: F401  (an attribute even where a server preloaded it)
 from xetrack_c._core import CorruptDatabaseError, Error, StorageError
 from xetrack_c.tracker import Tracker
 
@@ -32,20 +32,25 @@ _LAZY = {
     "ExperimentSpec": "xetrack_c.run.types",
     "ExperimentResult": "xetrack_c.run.types",
     "worker_cache": "xetrack_c.run.workers",
+    "copy": "xetrack_c.merge",
+    "SCHEMA_PARAMS": "xetrack_c.config",
+    "TRACKER_CONSTANTS": "xetrack_c.config",
+    "df_to_dict_records": "xetrack_c._dataframe",
 }
 
 __all__ = ["Tracker", "Error", "StorageError", "CorruptDatabaseError", *_LAZY]
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'xetrack_c' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
+    value = getattr(_import_module(module), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list:
-    return sorted(set(globals()) | set(_LAZY))
+    # The documented API only (docs/reference.md): no imported helpers or submodules.
+    return sorted([*__all__, "__version__"])

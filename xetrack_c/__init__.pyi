@@ -1,6 +1,12 @@
 from os import PathLike
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, TypeVar, Union
 
+from xetrack_c._dataframe import df_to_dict_records as df_to_dict_records
+from xetrack_c.config import SCHEMA_PARAMS as SCHEMA_PARAMS
+from xetrack_c.config import TRACKER_CONSTANTS as TRACKER_CONSTANTS
+from xetrack_c.engine import TrackerEngine
+from xetrack_c.logging import Logger
+from xetrack_c.merge import copy as copy
 from xetrack_c.params import get_experiment_id as get_experiment_id
 from xetrack_c.params import get_experiment_name as get_experiment_name
 from xetrack_c.params import get_param as get_param
@@ -35,7 +41,8 @@ class Tracker:
     latest: Dict[str, Any]
     raise_on_error: bool
     warnings: bool
-    engine: str
+    engine: TrackerEngine
+    logger: Optional[Logger]
     def __init__(
         self,
         db: Union[str, PathLike[str]] = ...,
@@ -62,6 +69,9 @@ class Tracker:
         cache_key: Union[str, bytes, bool, None] = ...,
     ) -> None: ...
     cache_path: Optional[str]
+    log_system_params: bool
+    log_network_params: bool
+    measurement_interval: float
     @property
     def cache(self) -> Optional[ResultCache]: ...
     @property
@@ -76,7 +86,7 @@ class Tracker:
     def columns(self) -> set: ...
     @property
     def dtypes(self) -> Dict[str, Any]: ...
-    def log(self, data: Dict[Any, Any], /) -> Dict[str, Any]: ...
+    def log(self, data: Dict[Any, Any]) -> Dict[str, Any]: ...
     def log_batch(self, data: Iterable[Dict[Any, Any]], /) -> Dict[str, Any]: ...
     def track(
         self,
@@ -160,6 +170,10 @@ class Reader:
     def set_value(self, key: str, value: Any, track_id: Optional[str] = ...) -> None: ...
     def set_where(self, key: str, value: Any, where_key: str, where_value: Any, track_id: Optional[str] = ...) -> None: ...
     def __len__(self) -> int: ...
+    @staticmethod
+    def read_logs(path: Union[str, PathLike[str]], limit: Optional[int] = ...) -> Any: ...
+    @staticmethod
+    def read_jsonl(path: Union[str, PathLike[str]]) -> Any: ...
     @classmethod
     def read_db(cls, db: Union[str, PathLike[str]], engine: str = ..., table: str = ..., track_id: Optional[str] = ..., head: Optional[int] = ..., tail: Optional[int] = ...) -> Any: ...
     @staticmethod

@@ -11,7 +11,7 @@ The backend is process-wide (a module global, not a context variable), so
 from __future__ import annotations
 
 import importlib.util
-from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy
@@ -19,7 +19,6 @@ if TYPE_CHECKING:  # pragma: no cover
 PANDAS = "pandas"
 POLARS = "polars"
 AUTO = "auto"
-BACKENDS = (PANDAS, POLARS, AUTO)
 
 _backend: Optional[str] = None
 
@@ -63,9 +62,7 @@ def set_backend(backend: str) -> None:
         _backend = _detect_backend()
         return
     if backend not in (PANDAS, POLARS):
-        raise ValueError(
-            f"unknown DataFrame backend {backend!r}; choose one of {', '.join(map(repr, BACKENDS))}"
-        )
+        raise ValueError(f"Unknown backend: {backend!r}. Use 'polars', 'pandas', or 'auto'.")
     if importlib.util.find_spec(backend) is None:
         raise ImportError(f"backend {backend!r} is not installed: pip install {backend}")
     _backend = backend
@@ -114,7 +111,9 @@ def frame_from_columns(columns: Dict[str, Column], backend: Optional[str] = None
         A ``pandas.DataFrame`` with a fresh ``RangeIndex`` and the dtypes
         ``pandas.read_sql_query`` would infer (object columns of str become pandas' string
         dtype, as pandas itself does), or a ``polars.DataFrame`` in which NaN in float
-        columns (SQLite NULL) becomes null.
+        columns (SQLite NULL) becomes null.  A BOOLEAN column of 0/1 is ``bool`` (polars
+        ``Boolean``); with NULLs it is pandas' nullable ``boolean`` (polars ``Boolean`` with
+        nulls).
     """
     chosen = backend or get_backend()
     if chosen == PANDAS:
@@ -164,9 +163,24 @@ def _pandas_frame(columns: Dict[str, Column]) -> Any:
                 values = pd.array(_arrow_strings(values), dtype=string_dtype)
             else:
                 values = _text_objects(values)
+        elif values.dtype.kind == "O" and _holds_bools(values):
+            values = pd.array(values, dtype="boolean")
         data[name] = values
     # The arrays are fresh and owned by nobody else, so pandas may keep them as they are.
     return pd.DataFrame(data, copy=False)
+
+
+def _holds_bools(values: "numpy.ndarray") -> bool:
+    """True for an object column of True/False/None.
+
+    SQLite stores no bools, so the core builds such a column only for a BOOLEAN column with
+    NULLs, and then every value is True, False or None: the first value that is not None
+    tells.
+    """
+    import numpy as np
+
+    present = np.not_equal(values, None)
+    return bool(present.any()) and isinstance(values[int(present.argmax())], bool)
 
 
 def _polars_frame(columns: Dict[str, Column]) -> Any:
@@ -182,6 +196,8 @@ def _polars_frame(columns: Dict[str, Column]) -> Any:
         if values.dtype.kind == "f":
             # SQLite stores no NaN (it turns NaN into NULL), so NaN here always means NULL.
             series.append(pl.Series(name, values, nan_to_null=True))
+        elif values.dtype.kind == "O" and _holds_bools(values):
+            series.append(pl.Series(name, values.tolist(), dtype=pl.Boolean))
         elif values.dtype.kind == "O":
             series.append(_polars_object_series(pl, name, values))
         else:
@@ -199,3 +215,159 @@ def _polars_object_series(pl: Any, name: str, values: "numpy.ndarray") -> Any:
     except (TypeError, ValueError, pl.exceptions.PolarsError):
         # Mixed storage classes: keep the Python values (polars cannot type them).
         return pl.Series(name, values.tolist(), dtype=pl.Object)
+
+
+# ---------------------------------------------------------------------------
+# xetrack's DataFrame helpers (xetrack._dataframe): frames made with the chosen backend;
+# operations dispatch on the frame given, so a frame outlives a change of backend.
+# ---------------------------------------------------------------------------
+
+
+def _is_polars(frame: Any) -> bool:
+    return type(frame).__module__.startswith("polars")
+
+
+def cursor_to_dataframe(cursor: Any) -> Any:
+    """The rows of a DB-API cursor (or a DuckDB result) as a DataFrame."""
+    if get_backend() == POLARS:
+        import polars as pl
+
+        if hasattr(cursor, "pl"):
+            return cursor.pl()
+        names = [column[0] for column in cursor.description or ()]
+        rows = cursor.fetchall()
+        return pl.DataFrame(rows, schema=names, orient="row") if rows else pl.DataFrame(schema=names)
+    import pandas as pd
+
+    if hasattr(cursor, "df"):
+        return cursor.df()
+    names = [column[0] for column in cursor.description or ()]
+    return pd.DataFrame.from_records(cursor.fetchall(), columns=names)
+
+
+def dataframe_from_dicts(data: List[Dict[str, Any]]) -> Any:
+    """A DataFrame with one row per dict (columns: the union of the keys)."""
+    if get_backend() == POLARS:
+        import polars as pl
+
+        return pl.DataFrame(data) if data else pl.DataFrame()
+    import pandas as pd
+
+    return pd.DataFrame(data)
+
+
+def empty_dataframe(columns: Optional[List[str]] = None) -> Any:
+    """An empty DataFrame, with ``columns`` if given."""
+    if get_backend() == POLARS:
+        import polars as pl
+
+        return pl.DataFrame(schema=columns) if columns else pl.DataFrame()
+    import pandas as pd
+
+    return pd.DataFrame(columns=columns)
+
+
+def df_sort(df: Any, by: Union[str, List[str]]) -> Any:
+    """``df`` sorted by the column(s) ``by``."""
+    return df.sort(by) if _is_polars(df) else df.sort_values(by=by)
+
+
+def df_to_dict_records(df: Any) -> List[Dict[str, Any]]:
+    """The rows of ``df`` as a list of dicts."""
+    return df.to_dicts() if _is_polars(df) else df.to_dict(orient="records")
+
+
+def df_to_markdown(df: Any) -> str:
+    """``df`` (or a Series) as a Markdown table, the way ``xt`` prints tables."""
+    from xetrack_c.cli.render import markdown_table
+
+    frame = df.to_frame() if not hasattr(df, "columns") else df
+    rows = frame.rows() if _is_polars(frame) else list(frame.itertuples(index=False, name=None))
+    return markdown_table([str(name) for name in frame.columns], rows)
+
+
+def df_to_csv(df: Any, path: str) -> None:
+    """Write ``df`` to a CSV file, without the index."""
+    if _is_polars(df):
+        df.write_csv(path)
+    else:
+        df.to_csv(path, index=False)
+
+
+def df_to_parquet(df: Any, path: str) -> None:
+    """Write ``df`` to a Parquet file, without the index."""
+    if _is_polars(df):
+        df.write_parquet(path)
+    else:
+        df.to_parquet(path, index=False)
+
+
+def df_is_empty(df: Any) -> bool:
+    """True when ``df`` has no rows."""
+    return len(df) == 0
+
+
+def df_columns(df: Any) -> List[str]:
+    """The column names of ``df``."""
+    return list(df.columns)
+
+
+def df_filter_eq(df: Any, column: str, value: Any) -> Any:
+    """The rows of ``df`` where ``column == value``."""
+    if _is_polars(df):
+        import polars as pl
+
+        return df.filter(pl.col(column) == value)
+    return df[df[column] == value]
+
+
+def df_dropna_all(df: Any) -> Any:
+    """``df`` without the rows whose every value is missing."""
+    if _is_polars(df):
+        import polars as pl
+
+        return df.filter(~pl.all_horizontal(pl.all().is_null()))
+    return df.dropna(how="all")
+
+
+def df_column_is_float(df: Any, column: str) -> bool:
+    """True when ``column`` of ``df`` holds floats."""
+    if _is_polars(df):
+        return df[column].dtype.is_float()
+    from pandas.api.types import is_float_dtype
+
+    return bool(is_float_dtype(df[column]))
+
+
+def df_unique_series(df: Any, column: str) -> Any:
+    """The distinct values of ``column``, in order of first appearance, as a Series."""
+    if _is_polars(df):
+        return df[column].unique(maintain_order=True)
+    import pandas as pd
+
+    return pd.Series(df[column].unique(), name=column)
+
+
+def df_describe(df: Any) -> Any:
+    """Summary statistics of ``df``."""
+    return df.describe()
+
+
+def df_row_to_dict(df: Any, index: int) -> Dict[str, Any]:
+    """Row ``index`` (by position) of ``df`` as a dict."""
+    return df.row(index, named=True) if _is_polars(df) else df.iloc[index].to_dict()
+
+
+def df_column_max(df: Any, column: str) -> Any:
+    """The largest value of ``column``."""
+    return df[column].max()
+
+
+def df_column_min(df: Any, column: str) -> Any:
+    """The smallest value of ``column``."""
+    return df[column].min()
+
+
+def df_select_columns(df: Any, columns: List[str]) -> Any:
+    """``df`` with only ``columns``, in that order."""
+    return df.select(columns) if _is_polars(df) else df[columns]

@@ -1,12 +1,31 @@
-"""The current git commit of a repository, for ``Tracker(git_root=...)``."""
+"""The current git commit of a repository, for ``Tracker(git_root=...)``.
+
+``git_root`` may be any directory inside a work tree (its top, a subdirectory, ``'..'``),
+absolute or relative to the current directory, as in xetrack: git finds the repository
+from there. That directory alone decides which repository: the variables git uses to be
+pointed elsewhere (``GIT_DIR``, ``GIT_WORK_TREE``, ..., set inside git hooks and by some
+tools) are not passed on.
+"""
 
 from __future__ import annotations
 
+import os
 import subprocess
+from typing import Dict
+
+# Variables that make git use another repository than the one found from git_root.
+_REPOSITORY_VARIABLES = frozenset({
+    "GIT_DIR", "GIT_WORK_TREE", "GIT_COMMON_DIR", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_NAMESPACE", "GIT_PREFIX",
+})
+
+
+def _git_environment() -> Dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in _REPOSITORY_VARIABLES}
 
 
 def commit_hash(git_root: str) -> str:
-    """Return ``git rev-parse HEAD`` in ``git_root``.
+    """Return ``git rev-parse HEAD`` of the repository ``git_root`` is in.
 
     Raises:
         ValueError: ``git_root`` is not inside a git repository with a commit, or git is
@@ -14,15 +33,18 @@ def commit_hash(git_root: str) -> str:
     """
     try:
         out = subprocess.run(
-            ["git", "-C", git_root, "rev-parse", "HEAD"],
+            ["git", "-C", os.fspath(git_root), "rev-parse", "HEAD"],
             check=True,
             capture_output=True,
             text=True,
+            env=_git_environment(),
         )
     except FileNotFoundError as exc:
         raise ValueError("git_root= needs the git executable on PATH") from exc
     except subprocess.CalledProcessError as exc:
         raise ValueError(
-            f"git_root={git_root!r} is not a git repository with a commit: {exc.stderr.strip()}"
+            f"git_root={git_root!r} is not a directory inside a git repository with a commit "
+            f"({exc.stderr.strip()}); pass the repository's directory or one below it, or "
+            "leave git_root unset"
         ) from exc
     return out.stdout.strip()

@@ -45,7 +45,9 @@ def _sql_type(value: Any) -> str:
     kind = type(value)
     if kind is bytearray:
         return "BLOB"
-    if kind is int or kind is bool:
+    if kind is bool:
+        return "BOOLEAN"  # numeric affinity, as INTEGER: the file stores 0/1
+    if kind is int:
         return "INTEGER"
     if kind is float:
         return "REAL"
@@ -219,7 +221,10 @@ class Reader:
         """The rows of :meth:`to_df` as ``{column: numpy.ndarray}``, without pandas.
 
         INTEGER columns are int64 (float64 with NaN when NULLs occur), REAL float64, TEXT
-        object arrays of str/None, BLOB object arrays of bytes.
+        object arrays of str/None, BLOB object arrays of bytes.  BOOLEAN columns (created by
+        a first value that was a bool) holding only 0/1 are bool arrays, object arrays of
+        True/False/None when NULLs occur; one that also holds other numbers reads as
+        numbers.
         """
         sql, params, sort_by = self._select(track_id, head, tail)
         return self._columns(sql, params, sort_by=sort_by)
@@ -255,6 +260,28 @@ class Reader:
                 tail: Optional[int] = None) -> Any:
         """``Reader(db, engine, table).to_df(track_id, head, tail)`` in one call."""
         return cls(db, engine=engine, table=table).to_df(track_id=track_id, head=head, tail=tail)
+
+    # ----------------------------------------------------------------- logs
+
+    @staticmethod
+    def read_logs(path: PathLike, limit: Optional[int] = None) -> Any:
+        """The records of the text logs in directory ``path`` (``Tracker(logs_path=...)``,
+        by xetrack_c or xetrack) as a DataFrame, newest file first; at most ``limit``
+        files. Needs no loguru."""
+        from xetrack_c._dataframe import dataframe_from_dicts, df_dropna_all, df_is_empty
+        from xetrack_c.logging import read_logs
+
+        frame = dataframe_from_dicts(read_logs(os.fspath(path), limit=limit))
+        return frame if df_is_empty(frame) else df_dropna_all(frame)
+
+    @staticmethod
+    def read_jsonl(path: PathLike) -> Any:
+        """The records of a JSONL log (``Tracker(jsonl=...)``) as a DataFrame: ``timestamp``
+        (ISO 8601), ``level``, then the row's fields."""
+        from xetrack_c._dataframe import dataframe_from_dicts
+        from xetrack_c.logging import read_jsonl
+
+        return dataframe_from_dicts(read_jsonl(os.fspath(path)))
 
     # ----------------------------------------------------------------- result cache
 
@@ -333,7 +360,7 @@ class Reader:
         """Set column ``key`` to ``value`` in every row, or in the rows of ``track_id``.
 
         The key is sanitised as xetrack does; a missing column is added, typed from the
-        value (int/bool -> INTEGER, float -> REAL, bytearray -> BLOB, else TEXT).
+        value (bool -> BOOLEAN, int -> INTEGER, float -> REAL, bytearray -> BLOB, else TEXT).
         """
         column = _core.sanitize_key(key)
         self._ensure_column(column, value)

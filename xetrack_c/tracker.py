@@ -14,17 +14,7 @@ from xetrack_c import _core
 
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 _TABLE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
-_SQL_TYPES = {"INTEGER": int, "REAL": float, "TEXT": str, "BLOB": bytearray}
-
-# Options xetrack accepts that need machinery xetrack_c does not have yet: refuse them
-# loudly rather than ignore them.
-_NOT_YET = {
-    "log_system_params": "system metrics",
-    "log_network_params": "network metrics",
-    "logs_path": "text log files",
-    "logs_stdout": "logging rows to stdout",
-    "jsonl": "JSONL log files",
-}
+_SQL_TYPES = {"INTEGER": int, "REAL": float, "TEXT": str, "BLOB": bytearray, "BOOLEAN": bool}
 
 _open_trackers: "weakref.WeakSet[Tracker]" = weakref.WeakSet()
 _open_lock = threading.Lock()
@@ -93,6 +83,12 @@ class Tracker(_core.TrackerCore):
             ``"fsync"`` (also survives power loss) or ``"async"`` (queued, written by a
             background thread; flushed by ``flush()``, ``close()``, reads, exit, fork).
         busy_timeout: Seconds to wait for other writers before giving up.
+        logs_stdout: Also print every logged row to stdout (needs loguru:
+            ``pip install loguru``, or the `logs` extra).
+        logs_path: Also append every logged row to text logs in this directory, as
+            xetrack writes them (needs loguru); read back with ``Reader.read_logs``.
+        logs_file_format: File name of the text logs (default ``{time:YYYY-MM-DD}.log``).
+        jsonl: Also append every logged row to this JSONL file (``Reader.read_jsonl``).
         queue_size: Rows the async queue holds before ``log()`` waits.
         cache: Directory of the result cache (``<cache>/cache.db``, created if needed);
             ``track()`` then returns stored results of calls it has seen (see
@@ -133,19 +129,6 @@ class Tracker(_core.TrackerCore):
         queue_size: int = 16384,
         cache_key: Union[str, bytes, bool, None] = None,
     ) -> None:
-        requested = {
-            "log_system_params": log_system_params,
-            "log_network_params": log_network_params,
-            "logs_path": logs_path,
-            "logs_stdout": logs_stdout,
-            "jsonl": jsonl,
-        }
-        for option, value in requested.items():
-            if value:
-                raise NotImplementedError(
-                    f"Tracker({option}=...) is not supported yet: xetrack_c does not have "
-                    f"{_NOT_YET[option]}; leave {option} unset"
-                )
         if engine not in ("sqlite", "duckdb"):
             raise ValueError(f"engine={engine!r} is not supported: use 'sqlite' or 'duckdb'")
         if not isinstance(queue_size, int) or queue_size < 1:
@@ -168,6 +151,16 @@ class Tracker(_core.TrackerCore):
             parent = os.path.dirname(db)
             if parent:
                 os.makedirs(parent, exist_ok=True)
+        git_commit = None
+        if git_root:  # before the file is made: a bad git_root leaves nothing behind
+            from xetrack_c._git import commit_hash
+
+            git_commit = commit_hash(git_root)
+        sampler = None
+        if log_system_params or log_network_params:
+            from xetrack_c.system import SystemSampler
+
+            sampler = SystemSampler(measurement_interval, log_system_params, log_network_params)
         cache_store = _open_cache(cache, cache_key) if cache else None
         super().__init__(
             db,
@@ -181,7 +174,7 @@ class Tracker(_core.TrackerCore):
             skip_insert=skip_insert,
             cache=cache_store,
         )
-        self.engine = engine
+        self._engine_name = engine
         from xetrack_c.assets import AssetHook
 
         self.compress = bool(compress)
@@ -189,17 +182,28 @@ class Tracker(_core.TrackerCore):
         self.raise_on_error = bool(raise_on_error)
         self.warnings = bool(warnings)
         self.measurement_interval = measurement_interval
+        self.logs_path, self.logs_stdout, self.jsonl_path = logs_path, bool(logs_stdout), jsonl
+        self.log_system_params = bool(log_system_params)
+        self.log_network_params = bool(log_network_params)
+        if sampler is not None:
+            sampler.start()
+            self._system = sampler
+            weakref.finalize(self, sampler.stop)
         self.logs_file_format = logs_file_format
+        self.logger = None
+        if logs_stdout or logs_path or jsonl:  # logs off: log() stays the C method, untouched
+            from xetrack_c.logging import Logger, attach
+
+            attach(self, Logger(stdout=bool(logs_stdout), logs_path=logs_path,
+                                file_format=logs_file_format, jsonl=jsonl))
         self.git_root = git_root
         self.cache_path = os.fspath(cache) if cache else None
         # The opt-out travels with a pickled tracker; a key never does (see __reduce__).
         self._cache_unauthenticated = cache_store is not None and not cache_store.authenticated
         if self.params:
             self._ensure_columns(self.params)
-        if git_root:
-            from xetrack_c._git import commit_hash
-
-            self.set_param("git_commit_hash", commit_hash(git_root))
+        if git_commit is not None:
+            self.set_param("git_commit_hash", git_commit)
         with _open_lock:
             _open_trackers.add(self)
         if buffer is not None:
@@ -220,14 +224,33 @@ class Tracker(_core.TrackerCore):
             "durability": self.durability,
             "raise_on_error": self.raise_on_error,
             "warnings": self.warnings,
-            "engine": self.engine,
+            "engine": self._engine_name,
             "cache": self.cache_path,
+            "logs_path": self.logs_path,
+            "logs_stdout": self.logs_stdout,
+            "logs_file_format": self.logs_file_format,
+            "jsonl": self.jsonl_path,
+            "log_system_params": self.log_system_params,
+            "log_network_params": self.log_network_params,
+            "measurement_interval": self.measurement_interval,
             "compress": self.compress,
             # Not the key: a pickle may be written to shared storage (submitit does). The
             # clone finds the key where this process did, or in XETRACK_C_CACHE_KEY.
             "cache_key": False if self._cache_unauthenticated else None,
         }
         return (_rebuild_tracker, (settings,))
+
+    @property
+    def engine(self) -> Any:
+        """SQL on this tracker's table, as xetrack's ``tracker.engine``: ``execute_sql``,
+        ``execute``, ``table_name``, ``columns`` (see :mod:`xetrack_c.engine`); its
+        ``name`` is ``"sqlite"`` or ``"duckdb"``."""
+        engine = self.__dict__.get("_engine")
+        if engine is None:
+            from xetrack_c.engine import TrackerEngine
+
+            engine = self.__dict__["_engine"] = TrackerEngine(self, self._engine_name)
+        return engine
 
     # ------------------------------------------------------------------ assets
     @property
@@ -256,6 +279,15 @@ class Tracker(_core.TrackerCore):
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close()
+
+    def close(self) -> None:
+        """Flush queued rows, close the database and stop the system-metrics sampler."""
+        sampler = self._system
+        try:
+            super().close()
+        finally:
+            if sampler is not None:
+                sampler.stop()
 
     # ------------------------------------------------------------------ params
     def set_param(self, key: str, value: Any) -> str:

@@ -140,18 +140,38 @@ def _wait_for_rows(db: str, count: int) -> None:
     raise TimeoutError(f"{db} did not get {count} experiment rows")
 
 
+def parent_of(pid: int) -> int:
+    """The parent pid of process ``pid`` (from /proc)."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return int(f.read().rsplit(b")", 1)[1].split()[1])
+
+
+def is_warm_server(pid: int) -> bool:
+    """Whether ``pid`` is a process backend's warm server (the worker module's --server)."""
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        argv = f.read().split(b"\0")
+    return b"--server" in argv and any(b"process_worker" in arg for arg in argv)
+
+
+def orchestrator() -> int:
+    """The pid of the process that runs this worker process's batch: the parent, or the
+    parent's parent when the parent is the batch's warm server."""
+    parent = os.getppid()
+    return parent_of(parent) if is_warm_server(parent) else parent
+
+
 def record_and_maybe_die(config):
     """Appends "x pid" to config["log"]; with config["die_once"] (a marker path that does not
     exist yet) it waits until the rows of the x tasks before it are in config["db"], creates
-    the marker and kills the orchestrator with SIGKILL: the parent
-    process when config["parent"] (a worker process), else this process (a thread)."""
+    the marker and kills the orchestrator with SIGKILL: the process running the batch
+    when config["parent"] (from a worker process), else this process (a thread)."""
     append_line(config["log"], f"{config['x']} {os.getpid()}")
     marker = config.get("die_once")
     if marker and not os.path.exists(marker):
         _wait_for_rows(config["db"], config["x"])
         open(marker, "w").close()
         if config.get("parent"):
-            os.kill(os.getppid(), signal.SIGKILL)
+            os.kill(orchestrator(), signal.SIGKILL)
             return None  # the reply finds no reader; the worker then ends
         os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(60)

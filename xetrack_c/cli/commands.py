@@ -16,12 +16,20 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from xetrack_c.cli import db as db_access
 from xetrack_c.cli.db import UserError
-from xetrack_c.cli.parser import PROG, UsageError, build_parser
-from xetrack_c.cli.render import json_records, json_text, markdown_table
+from xetrack_c.cli.parser import CONFIRM_ROWS, PROG, UsageError, build_parser, unknown_arguments
+from xetrack_c.cli.render import (
+    ELLIPSIS,
+    fitted_markdown_table,
+    json_records,
+    json_text,
+    json_value,
+    markdown_table,
+    plain_value,
+)
 
 
 def _out(text: str) -> None:
@@ -32,15 +40,42 @@ def _table_or_json(names: Sequence[str], rows: Sequence[Sequence[Any]], as_json:
     return json_records(names, rows) if as_json else markdown_table(names, rows)
 
 
+def _pick_columns(args: argparse.Namespace, names: List[str],
+                  rows: db_access.Rows) -> Tuple[List[str], db_access.Rows]:
+    """The ``--columns`` of ``names`` and ``rows``, in the order given (all when empty)."""
+    wanted = list(dict.fromkeys(name.strip() for name in args.columns.split(",")
+                                if name.strip()))
+    if not wanted:
+        return names, rows
+    unknown = [name for name in wanted if name not in names]
+    if unknown:
+        prog = args.command_parser.prog
+        raise UsageError(f"{prog}: no column {unknown[0]!r} in table {args.table!r} for "
+                         f"--columns (columns: {', '.join(names)}); see {prog} --help")
+    indexes = [names.index(name) for name in wanted]
+    return wanted, [tuple(row[i] for i in indexes) for row in rows]
+
+
+def _print_rows(args: argparse.Namespace, names: List[str], rows: db_access.Rows) -> None:
+    """Rows as JSON, or as a Markdown table fitted to the terminal when stdout is one."""
+    names, rows = _pick_columns(args, names, rows)
+    if args.json:
+        _out(json_records(names, rows))
+    elif sys.stdout.isatty():
+        import shutil
+
+        _out(fitted_markdown_table(names, rows, shutil.get_terminal_size().columns))
+    else:
+        _out(markdown_table(names, rows))
+
+
 # ------------------------------------------------------------------------ commands
 def cmd_head(args: argparse.Namespace) -> None:
-    names, rows = db_access.head_rows(args.db, args.table, args.n)
-    _out(_table_or_json(names, rows, args.json))
+    _print_rows(args, *db_access.head_rows(args.db, args.table, args.n))
 
 
 def cmd_tail(args: argparse.Namespace) -> None:
-    names, rows = db_access.tail_rows(args.db, args.table, args.n)
-    _out(_table_or_json(names, rows, args.json))
+    _print_rows(args, *db_access.tail_rows(args.db, args.table, args.n))
 
 
 def cmd_columns(args: argparse.Namespace) -> None:
@@ -57,12 +92,54 @@ def cmd_ls(args: argparse.Namespace) -> None:
         _out(json_text(names) if args.json else str(names))
         return
     values = db_access.column_values(args.db, args.table, args.column, args.track_id)
-    if args.unique:
-        values = list(dict.fromkeys(values))
-    _out(_table_or_json([args.column], [(value,) for value in values], args.json))
+    if not args.unique:
+        _out(_table_or_json([args.column], [(value,) for value in values], args.json))
+        return
+    # A list of distinct values, not a table: one per line, or a JSON list.
+    values = list(dict.fromkeys(values))
+    if args.json:
+        _out(json_text([json_value(value) for value in values]))
+    elif values:
+        _out("\n".join(plain_value(value) for value in values))
+
+
+# Runs named by a failed xt delete.
+_RUNS_NAMED = 5
+
+
+def _no_such_run(args: argparse.Namespace) -> UserError:
+    """The error for an ``xt delete`` of a track_id with no rows, naming the runs there are."""
+    names, count = db_access.run_ids(args.db, args.table, _RUNS_NAMED)
+    where = f"no rows with track_id {args.track_id!r} in table {args.table!r}"
+    if not names:
+        return UserError(f"{where}: it holds no runs; nothing deleted")
+    listed = ", ".join(repr(name) for name in names)
+    if count > len(names):
+        listed = f"{listed}, {ELLIPSIS} ({count} in all; xt ls {args.db} track_id --unique)"
+    return UserError(f"{where} (runs: {listed}); nothing deleted")
+
+
+def _confirm_delete(args: argparse.Namespace, rows: int, total: int) -> None:
+    """Ask at a terminal before a deletion of more than CONFIRM_ROWS rows or of every row;
+    without a terminal, refuse it (UserError) unless --yes."""
+    if args.yes or (rows <= CONFIRM_ROWS and rows < total):
+        return
+    what = f"{rows:,} row{'s' if rows != 1 else ''} of track_id {args.track_id!r} from table {args.table!r}"
+    why = "every row of the table" if rows == total else f"more than {CONFIRM_ROWS:,} rows"
+    if not sys.stdin.isatty():
+        raise UserError(f"not deleting {what} without confirmation ({why}): pass --yes to "
+                        f"delete them")
+    sys.stderr.write(f"Delete {what} ({why})? [y/N] ")
+    sys.stderr.flush()
+    if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+        raise UserError("not confirmed; nothing deleted")
 
 
 def cmd_delete(args: argparse.Namespace) -> None:
+    rows, total = db_access.run_row_counts(args.db, args.table, args.track_id)
+    if rows == 0:
+        raise _no_such_run(args)
+    _confirm_delete(args, rows, total)
     deleted = db_access.delete_run(args.db, args.table, args.track_id)
     _out(f"Deleted {deleted} rows of track_id '{args.track_id}' from table '{args.table}'")
 
@@ -178,7 +255,10 @@ def cmd_cache_ls(args: argparse.Namespace) -> None:
         _out(f"Cache entries in {args.cache_path}:\n")
         for entry in entries:
             flag = "  (fails authentication: not trusted)" if entry["authenticated"] is False else ""
-            _out(f"  track_id: {entry['track_id'] or 'N/A'}  key: {entry['key']}{flag}")
+            created = str(entry["created"] or "N/A")[:19]  # to the second
+            _out(f"  track_id: {entry['track_id'] or 'N/A'}  "
+                 f"function: {entry['function_name'] or 'N/A'}  created: {created}  "
+                 f"key: {entry['key']}{flag}")
 
 
 def cmd_cache_delete(args: argparse.Namespace) -> None:
@@ -265,11 +345,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Run ``xt`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = build_parser(argv[0] if argv else None).parse_args(argv)
+        args, extras = build_parser(argv[0] if argv else None).parse_known_args(argv)
+        if extras:
+            raise UsageError(unknown_arguments(args.command_parser, extras))
         HANDLERS[args.command_key](args)
         sys.stdout.flush()
     except UsageError as exc:
-        return _error(str(exc))
+        _error(str(exc))
+        return 2
     except UserError as exc:
         return _error(f"{PROG}: error: {exc}")
     except SystemExit as exc:  # --help and --version

@@ -155,6 +155,23 @@ def column_values(db: str, table: str, column: str,
     return [value for (value,) in read(db, sql, params)[1]]
 
 
+def run_row_counts(db: str, table: str, track_id: str) -> Tuple[int, int]:
+    """(rows of run ``track_id``, rows of the table)."""
+    require_column(TRACK_ID, columns(db, table), table)
+    _, rows = read(db, f"SELECT coalesce(sum({quote(TRACK_ID)} = ?), 0), count(*) "
+                       f"FROM {quote(table)}", (track_id,))
+    return int(rows[0][0]), int(rows[0][1])
+
+
+def run_ids(db: str, table: str, limit: int) -> Tuple[List[str], int]:
+    """(the first ``limit`` track ids of ``table`` by name, how many there are)."""
+    column, source = quote(TRACK_ID), quote(table)
+    _, rows = read(db, f"SELECT {column} FROM {source} WHERE {column} IS NOT NULL "
+                       f"GROUP BY {column} ORDER BY {column} LIMIT ?", (limit,))
+    _, count = read(db, f"SELECT count(DISTINCT {column}) FROM {source}")
+    return [str(track_id) for (track_id,) in rows], int(count[0][0])
+
+
 def delete_run(db: str, table: str, track_id: str) -> int:
     """Delete the rows of run ``track_id``: how many went."""
     require_column(TRACK_ID, columns(db, table), table)
@@ -208,4 +225,22 @@ def run_query(db: str, query: str) -> Tuple[List[str], Rows]:
             raise UserError(f"refused {refused}: {advice}") from exc
         if "readonly database" in str(exc):
             raise UserError(f"the statement writes: {advice}") from exc
+        hint = _quote_hint(db, str(exc))
+        if hint:
+            raise UserError(f"{exc}; {hint}") from exc
         raise
+
+
+def _quote_hint(db: str, message: str) -> Optional[str]:
+    """For a syntax error near a word that names one of ``db``'s tables (``default`` is an
+    SQL keyword, so ``FROM default`` does not parse), the advice to quote that name."""
+    import re
+
+    match = re.match(r'near "([^"]+)": syntax error', message)
+    if not match:
+        return None
+    word = match.group(1)
+    for table in table_names(db):
+        if table.lower() == word.lower():
+            return f"to use the table {table!r}, quote its name: {quote(table)}"
+    return None

@@ -8,18 +8,18 @@ built for ``--help``, ``--version`` and unknown commands.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 PROG = "xt"
 ENGINES = ("sqlite", "duckdb")
 
 
 class UsageError(Exception):
-    """A command line argparse cannot parse."""
+    """A command line that is wrong in itself: ``xt`` prints one line and exits with 2."""
 
 
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors become one line and exit status 1."""
+    """An ArgumentParser whose usage errors become one line and exit status 2."""
 
     def error(self, message: str) -> Any:  # type: ignore[override]
         raise UsageError(f"{self.prog}: error: {message} (see '{self.prog} --help')")
@@ -32,6 +32,8 @@ MAX_ROWS = 2**63 - 1
 MAX_BINS = 100_000
 MAX_WIDTH = 10_000
 MAX_SIZE = 1_000
+# xt delete asks before deleting more rows than this (or every row of the table).
+CONFIRM_ROWS = 1_000
 
 
 def _whole_number(text: str, low: int, high: int) -> int:
@@ -80,7 +82,7 @@ def _command(subparsers: Any, name: str, key: str, help_text: str, db: bool = Tr
     parser = subparsers.add_parser(name, help=help_text, description=help_text)
     if db:
         parser.add_argument("db", metavar="DB", help="path to the database file")
-    parser.set_defaults(command_key=key)
+    parser.set_defaults(command_key=key, command_parser=parser)
     if db:
         _db_options(parser, table)
     return parser
@@ -89,6 +91,8 @@ def _command(subparsers: Any, name: str, key: str, help_text: str, db: bool = Tr
 def _head_or_tail(commands: Any, name: str, text: str) -> None:
     parser = _command(commands, name, name, text)
     parser.add_argument("--n", type=_count_arg, default=5, help="number of rows (default 5)")
+    parser.add_argument("--columns", default="", metavar="A,B,...",
+                        help='only these columns, in this order, e.g. "track_id,acc"')
     _json_option(parser)
 
 
@@ -133,6 +137,9 @@ def _add_runs(commands: Any) -> None:
 def _add_delete(commands: Any) -> None:
     parser = _command(commands, "delete", "delete", "Delete the rows of one run")
     parser.add_argument("track_id", metavar="TRACK_ID", help="track id of the run to delete")
+    parser.add_argument("--yes", "-y", action="store_true",
+                        help=f"delete without asking, even more than {CONFIRM_ROWS:,} rows "
+                             f"or every row of the table")
 
 
 def _add_set(commands: Any) -> None:
@@ -256,6 +263,26 @@ BUILDERS: Dict[str, Callable[[Any], None]] = {
     "copy": _add_copy, "cache": _add_cache, "assets": _add_assets, "stats": _add_stats,
     "plot": _add_plot,
 }
+
+
+def option_strings(parser: argparse.ArgumentParser) -> List[str]:
+    """Every option string ``parser`` accepts (``--table``, ``--json``, ``--no-json``, ...)."""
+    return [option for action in parser._actions for option in action.option_strings]
+
+
+def unknown_arguments(parser: argparse.ArgumentParser, extras: Sequence[str]) -> str:
+    """The one-line error for arguments ``parser`` (a command's parser) did not take: the
+    first unknown option with the closest known one, and where the command's help is."""
+    import difflib
+
+    options = [arg for arg in extras if arg.startswith("-") and arg != "-"]
+    if not options:
+        return (f"{parser.prog}: unexpected argument {extras[0]!r}; "
+                f"see {parser.prog} --help")
+    option = options[0].split("=", 1)[0]
+    close = difflib.get_close_matches(option, option_strings(parser), n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"{parser.prog}: unknown option {option}{hint}; see {parser.prog} --help"
 
 
 def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:

@@ -14,8 +14,8 @@ Public: :func:`run_multiple`, :class:`ExperimentSpec`, :class:`ExperimentResult`
 - ``child``: the child API (config, seed and ``log_metrics`` inside a task);
 - ``tasks``: calling a task's function, describing how a task ended;
 - ``accounting``: one final record per spec, attempts rows, metrics without ``db``;
-- ``process_tasks``, ``process_worker``: ``backend="process"`` (the parent's side and the
-  worker process); ``forkserver``: the warm interpreter of ``launcher="forkserver"``;
+- ``process_tasks``, ``process_worker``: ``backend="process"`` (the parent's side, and the
+  warm server and its worker processes); ``forkserver``: the warm interpreter of ``launcher="forkserver"``;
 - ``batch``: one batch on the C worker pool (``xetrack_c._core.run_tasks``);
 - ``remote_buffer``, ``remote_task``, ``remote_dask``, ``remote_submitit``, ``task_cache``,
   ``remote``: the executor path (``run_multiple(executor=...)``);

@@ -381,11 +381,14 @@ class Batch(Accounting):
         return groups if numbers else None
 
     def _worker_processes(self, tasks: List[tuple]) -> Optional[tuple]:
-        """(argv, env, init frame) of the worker processes, when there are process tasks."""
+        """(argv, env, init frame, server argv, server frame) of the worker processes, when
+        there are process tasks: forks of a warm server that loads the batch's functions."""
         if not self.process or not any(len(task) == 2 for task in tasks):
             return None
+        functions = self._payloads.functions() if self._payloads is not None else []
         return (procs.worker_command(), procs.environment(),
-                procs.init_frame(self.options.worker_init))
+                procs.init_frame(self.options.worker_init), procs.server_command(),
+                procs.server_frame(functions))
 
     def _close(self) -> None:
         if self.progress is not None:

@@ -22,11 +22,46 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
+#: The worker's launcher: loads the worker module from its file under its package name
+#: (compiled once and cached, unlike a script; without importing the package, and without
+#: putting its folder on sys.path, where run/types.py would hide the standard library's).
+_LAUNCH = ("import sys; from importlib.machinery import ModuleSpec, SourceFileLoader; "
+           "name = 'xetrack_c.run.process_worker'; loader = SourceFileLoader(name, {path!r}); "
+           "worker = type(sys)(name); worker.__file__ = {path!r}; worker.__loader__ = loader; "
+           "worker.__spec__ = ModuleSpec(name, loader, origin={path!r}); "
+           "sys.modules[name] = worker; loader.exec_module(worker); worker.main()")
+
+
 def worker_command() -> List[str]:
-    """argv of a worker process: this interpreter, without ``site`` (the init frame hands
-    it this process's ``sys.path``), running this copy of xetrack_c's worker module."""
-    return [sys.executable, "-S", os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                               "process_worker.py")]
+    """argv of a worker process started cold: this interpreter, without ``site`` (the init
+    frame hands it this process's ``sys.path``), running this copy of xetrack_c's worker
+    module."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "process_worker.py")
+    return [sys.executable, "-S", "-c", _LAUNCH.format(path=path)]
+
+
+def server_command() -> List[str]:
+    """argv of the batch's warm server: the worker module, serving forks of itself."""
+    return worker_command() + ["--server"]
+
+
+#: Bytes of pickled functions the warm server gets at most: its frame then fits in its
+#: stdin socket's buffer, so handing it over never waits for the server. Functions past
+#: it (large closures) are loaded by each worker instead.
+SERVER_FUNCTION_BYTES = 48 * 1024
+
+
+def server_frame(functions: Sequence[bytes]) -> bytes:
+    """What the warm server reads before it forks: this process's ``sys.path`` and the
+    batch's pickled functions (up to :data:`SERVER_FUNCTION_BYTES`), which it loads once
+    for all its workers."""
+    sent: List[bytes] = []
+    total = 0
+    for data in functions:
+        if total + len(data) <= SERVER_FUNCTION_BYTES:
+            sent.append(data)
+            total += len(data)
+    return pickle.dumps({"sys_path": list(sys.path), "functions": sent}, _PROTOCOL)
 
 
 def _cloudpickle(value: Any, what: str, reason: str) -> bytes:
@@ -72,6 +107,10 @@ class Payloads:
 
     def __init__(self) -> None:
         self._functions: Dict[int, Tuple[Any, bytes]] = {}
+
+    def functions(self) -> List[bytes]:
+        """Every distinct function of the batch so far, pickled."""
+        return [data for _, data in self._functions.values()]
 
     def function_bytes(self, function: Any) -> bytes:
         entry = self._functions.get(id(function))

@@ -1,11 +1,25 @@
-"""The worker process of ``run_multiple(..., backend="process")``.
+"""The worker process of ``run_multiple(..., backend="process")``, and its warm server.
 
-The C pool (``csrc/procpool.c``) starts it with ``xt_spawn`` (``csrc/spawner.c``) as
-``python -S .../xetrack_c/run/process_worker.py`` (see
-:func:`xetrack_c.run.process_tasks.worker_command`), in a process group of its own, stdin from
+A batch starts one warm server: the C pool (``csrc/procpool.c``) spawns the worker
+command (:func:`xetrack_c.run.process_tasks.worker_command`: ``python -S -c`` loading this
+module from its file, then :func:`main`) with ``--server``, with ``xt_spawn``
+(``csrc/spawner.c``: a new interpreter, never a fork of the threaded parent, SIGKILLed
+when the parent dies), its stdin a socket and fd 3 its control socket. It reads one frame
+on stdin, the pickle of ``{"sys_path": [...], "functions": [bytes, ...]}``, takes that
+``sys.path``, loads xetrack_c's C core, unpickles each of the batch's functions (importing
+their modules; one that fails is left to the workers, whose tasks then report the error;
+where they use xetrack_c, its child API is loaded too), freezes its objects out of the
+collector's reach, then serves forks in C (``csrc/procserver.c``): each worker is a fork
+of this warm interpreter, in a process group of its own, SIGKILLed when the server dies,
+with its pipes on fds 3 and 4 and the server's functions already loaded. Importing a
+function that starts threads makes the server refuse to fork; the pool then starts that
+batch's workers cold, as below.
+
+A cold worker (no server, or one that refused or died) is started by the pool with
+the same command without ``--server``, in a process group of its own, stdin from
 ``/dev/null`` and the parent's stdout and stderr, set before the exec to be SIGKILLed when
-its parent dies (nothing to do for that here). It reads frames on fd 3 and answers on fd 4;
-a frame is an 8-byte little-endian length, then that many bytes.
+its parent dies. Forked or cold, a worker reads frames on fd 3 and answers on fd 4; a
+frame is an 8-byte little-endian length, then that many bytes.
 
 * The first frame is the batch's init: the pickle of ``{"sys_path": [...],
   "worker_init": bytes or None}``. ``sys.path`` becomes the parent's (``-S`` skipped the
@@ -22,25 +36,18 @@ a frame is an 8-byte little-endian length, then that many bytes.
 It ends at the end of its input, when the batch is over (or, if its parent died, by the
 parent-death signal, even in the middle of a task).
 
-It imports nothing of xetrack_c until a task does: a worker starts in about the time of
-the interpreter plus :mod:`pickle`. The child API's context is set through
+A cold worker imports nothing of xetrack_c until a task does: it starts in about the time
+of the interpreter plus the C pickler. The child API's context is set through
 :mod:`xetrack_c.run.child` when that module is loaded; when a task imports it for the first
 time, the module takes the running task over from :data:`current_task` as it loads.
 """
 
 from __future__ import annotations
 
+# The C pickler itself: the pickle module would also import re and enum (start-up time).
+import _pickle as pickle
+import os
 import sys
-
-if __name__ == "__main__":
-    # Started as a script: its own folder is no place to import from, and the child API
-    # finds it under its package name.
-    del sys.path[0]
-    sys.modules["xetrack_c.run.process_worker"] = sys.modules[__name__]
-
-import os  # noqa: E402
-import pickle  # noqa: E402
-import struct  # noqa: E402
 
 #: (experiment_id, config, seed, db, name, metrics_table, metrics_sink) of the task
 #: running while xetrack_c.run.child is not loaded yet, else None.
@@ -48,7 +55,9 @@ current_task = None
 #: The table log_metrics appends to (task_info.DEFAULT_METRICS_TABLE, not imported here).
 _METRICS_TABLE = "metrics"
 
-_HEADER = struct.Struct("<Q")
+_HEADER_SIZE = 8  # a frame's length: 8 bytes, little-endian
+_PROTOCOL = 5  # pickle.HIGHEST_PROTOCOL of every Python this package supports
+_CONTROL_FD = 3  # the warm server's control socket (fd 3 is a worker's input after the fork)
 _IN_FD = 3
 _OUT_FD = 4
 #: Characters of traceback kept in an error reply (as the thread backend keeps).
@@ -56,16 +65,16 @@ _TAIL_CHARS = 2000
 
 
 def _read_frame(stream: object) -> bytes | None:
-    header = stream.read(_HEADER.size)
-    if len(header) < _HEADER.size:
+    header = stream.read(_HEADER_SIZE)
+    if len(header) < _HEADER_SIZE:
         return None
-    (size,) = _HEADER.unpack(header)
+    size = int.from_bytes(header, "little")
     data = stream.read(size)
     return data if len(data) == size else None
 
 
 def _write_frame(data: bytes) -> None:
-    view = memoryview(_HEADER.pack(len(data)) + data)
+    view = memoryview(len(data).to_bytes(_HEADER_SIZE, "little") + data)
     while view:
         written = os.write(_OUT_FD, view)
         view = view[written:]
@@ -87,31 +96,94 @@ def _type_names(exc: BaseException) -> list[str]:
 
 def _error_reply(exc: BaseException, metrics: list) -> bytes:
     try:
-        exception: bytes | None = pickle.dumps(exc, pickle.HIGHEST_PROTOCOL)
+        exception: bytes | None = pickle.dumps(exc, _PROTOCOL)
     except Exception:
         exception = None
     reply = ("error", exception, _type_names(exc), _describe(exc))
     try:
-        return pickle.dumps(reply + (metrics,), pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(reply + (metrics,), _PROTOCOL)
     except Exception:
-        return pickle.dumps(reply + ([],), pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(reply + ([],), _PROTOCOL)
+
+
+#: The batch's functions the warm server loaded, by their pickle: a forked worker's copy.
+_loaded: dict[bytes, object] = {}
+
+
+def _set_path(path: list) -> None:
+    """Take the parent's ``sys.path``, keeping this copy of xetrack_c importable."""
+    sys.path[:] = list(path)
+    # .../root/xetrack_c/run/process_worker.py -> .../root
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if root not in sys.path:
+        sys.path.append(root)
+
+
+def _load_core() -> object:
+    """xetrack_c's C core, loaded without the package (whose import costs more than the
+    core): the server needs only its fork loop. A worker that imports xetrack_c later
+    finds the core already loaded."""
+    from importlib.machinery import EXTENSION_SUFFIXES, ExtensionFileLoader, ModuleSpec
+
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for suffix in EXTENSION_SUFFIXES:
+        path = os.path.join(package, "_core" + suffix)
+        if os.path.exists(path):
+            loader = ExtensionFileLoader("xetrack_c._core", path)
+            spec = ModuleSpec("xetrack_c._core", loader, origin=path)
+            core = loader.create_module(spec)
+            core.__spec__, core.__loader__, core.__file__ = spec, loader, path
+            sys.modules["xetrack_c._core"] = core
+            loader.exec_module(core)
+            return core
+    raise ImportError(f"xetrack_c's C core is not in {package}")
+
+
+def _serve() -> bool:
+    """Be the batch's warm server: True in each forked worker, False in the server once
+    the batch is over (or when it cannot serve: the pool then starts workers cold)."""
+    import gc
+
+    frame = _read_frame(open(0, "rb", closefd=False))
+    if frame is None:
+        return False
+    settings = pickle.loads(frame)
+    _set_path(settings["sys_path"])
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)  # the workers' stdin, as a cold worker's
+    os.close(null)
+    try:
+        core = _load_core()
+    except ImportError:
+        return False
+    for data in settings["functions"]:
+        try:
+            _loaded[data] = pickle.loads(data)
+        except BaseException:  # noqa: BLE001 - each worker loads it again and reports why
+            pass
+    if "xetrack_c" in sys.modules:  # the functions use xetrack_c: its child API, once for all
+        import xetrack_c.run.child  # noqa: F401
+    _flush_streams()
+    gc.freeze()  # the server's objects stay out of the workers' collections (fewer page copies)
+    if not core.serve_worker_forks(_CONTROL_FD):
+        return False
+    numpy_random = sys.modules.get("numpy.random")
+    if numpy_random is not None:
+        numpy_random.seed()  # fresh entropy, as a new interpreter has (random reseeds itself)
+    return True
 
 
 class _Worker:
     """One worker process's state: its functions, and whether worker_init failed."""
 
     def __init__(self) -> None:
-        self.functions: dict[bytes, object] = {}
+        self.functions: dict[bytes, object] = dict(_loaded)
         self.init_error: str | None = None
         self.metrics: list = []  # log_metrics rows of the current task, without db
 
     def start(self, init: bytes) -> None:
         settings = pickle.loads(init)
-        sys.path[:] = list(settings["sys_path"])
-        # .../root/xetrack_c/run/process_worker.py -> .../root
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        if root not in sys.path:
-            sys.path.append(root)  # this copy of xetrack_c stays importable
+        _set_path(settings["sys_path"])
         worker_init = settings.get("worker_init")
         if worker_init is not None:
             try:
@@ -121,14 +193,14 @@ class _Worker:
 
     def run(self, frame: bytes) -> bytes:
         if self.init_error is not None:
-            return pickle.dumps(("init_error", self.init_error), pickle.HIGHEST_PROTOCOL)
+            return pickle.dumps(("init_error", self.init_error), _PROTOCOL)
         self.metrics = []
         try:
             value = self._call(frame)
         except BaseException as exc:  # the task's failure, reported to the parent
             return _error_reply(exc, self.metrics)
         try:
-            return pickle.dumps(("ok", value, self.metrics), pickle.HIGHEST_PROTOCOL)
+            return pickle.dumps(("ok", value, self.metrics), _PROTOCOL)
         except Exception as exc:
             error = TypeError(
                 f"the return value ({type(value).__name__}) or a logged metric could not be "
@@ -211,10 +283,13 @@ def _exit() -> None:
 
 
 def main() -> None:
-    """Serve tasks until the end of input."""
+    """Serve tasks until the end of input (``--server``: fork workers that do)."""
     import faulthandler
 
     faulthandler.enable()  # a crashing task leaves its traceback on stderr
+    if sys.argv[1:] == ["--server"] and not _serve():
+        _flush_streams()
+        os._exit(0)
     stream = open(_IN_FD, "rb", buffering=1 << 16, closefd=False)
     init = _read_frame(stream)
     if init is None:
@@ -233,7 +308,3 @@ def main() -> None:
         except BrokenPipeError:
             break  # the parent is gone
     _exit()
-
-
-if __name__ == "__main__":
-    main()
