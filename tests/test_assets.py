@@ -244,7 +244,7 @@ def test_missing_extra_is_a_clear_error_not_a_str(db_path: str, run_py: Any) -> 
             print("ERR", exc)
         print("ROWS", len(t))
     """)
-    assert "pip install 'xetrack_c[assets]'" in proc.stdout
+    assert "pip install cloudpickle xxhash (the `assets` extra" in proc.stdout
     assert "ROWS 1" in proc.stdout
 
 

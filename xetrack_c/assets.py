@@ -30,7 +30,7 @@ from xetrack_c import _core
 
 # sqlitedict's pickle protocol (pickle.HIGHEST_PROTOCOL on every Python we support).
 PICKLE_PROTOCOL = 5
-INSTALL_HINT = "pip install 'xetrack_c[assets]'"
+INSTALL_HINT = "pip install cloudpickle xxhash (the `assets` extra of xetrack_c; see docs/install.md)"
 _TABLES = ("assets", "keys", "counts")
 
 Rows = List[Tuple[Any, ...]]

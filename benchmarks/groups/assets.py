@@ -38,7 +38,7 @@ def _modules() -> tuple[Any, Any]:
         import cloudpickle
         import xxhash
     except ImportError as exc:
-        raise Skip(f"assets need cloudpickle and xxhash (pip install 'xetrack_c[assets]'): {exc}") from exc
+        raise Skip(f"assets need cloudpickle and xxhash (pip install cloudpickle xxhash): {exc}") from exc
     return cloudpickle, xxhash
 
 
