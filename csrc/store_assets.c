@@ -13,6 +13,7 @@
  * an int (protocols 2 to 5), never anything that would run code. */
 #include "store_internal.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -29,6 +30,9 @@ static const char create_sql[] =
     "CREATE TABLE IF NOT EXISTS \"assets\" (key TEXT PRIMARY KEY, value BLOB);"
     "CREATE TABLE IF NOT EXISTS \"keys\" (key TEXT PRIMARY KEY, value BLOB);"
     "CREATE TABLE IF NOT EXISTS \"counts\" (key TEXT PRIMARY KEY, value BLOB);";
+
+/* Blobs at least this long are written in place (write_one). */
+#define XT_BLOB_IN_PLACE (64 * 1024)
 
 /* Longest pickle of a count: PROTO, FRAME and its length, LONG1 with 8 bytes, STOP. */
 #define XT_COUNT_PICKLE 22
@@ -191,13 +195,34 @@ write_one(xt_store *s, const xt_asset *a, xt_error *err)
     sqlite3_stmt **st = s->asset_stmts;
     int rc;
 
+    /* A large blob is written in place: a zeroblob of its length, then its bytes straight
+     * into the pages (sqlite3_blob_write), so SQLite never builds a record of it in a heap
+     * buffer of that size.  Only when the row is new: an existing hash is left as it is. */
+    int in_place = a->blob.n >= XT_BLOB_IN_PLACE && a->blob.n <= INT_MAX;
     if ((rc = bind_bytes(st[ASSET_PUT], 1, a->key, 1)) != SQLITE_OK
-        || (rc = bind_bytes(st[ASSET_PUT], 2, a->blob, 0)) != SQLITE_OK) {
+        || (rc = in_place ? sqlite3_bind_zeroblob64(st[ASSET_PUT], 2, (sqlite3_uint64)a->blob.n)
+                          : bind_bytes(st[ASSET_PUT], 2, a->blob, 0))
+               != SQLITE_OK) {
         sqlite3_clear_bindings(st[ASSET_PUT]);
         return fail(s, err, rc, asset_sql[ASSET_PUT]);
     }
     if (run(s, st[ASSET_PUT], err) < 0) {
         return -1;
+    }
+    if (in_place && sqlite3_changes(s->db) == 1) {
+        sqlite3_blob *blob = NULL;
+        rc = sqlite3_blob_open(s->db, "main", "assets", "value", sqlite3_last_insert_rowid(s->db),
+                               1, &blob);
+        if (rc == SQLITE_OK) {
+            rc = sqlite3_blob_write(blob, a->blob.p, (int)a->blob.n, 0);
+        }
+        int closed = sqlite3_blob_close(blob);
+        if (rc == SQLITE_OK) {
+            rc = closed;
+        }
+        if (rc != SQLITE_OK) {
+            return fail(s, err, rc, "sqlite3_blob_write of an asset");
+        }
     }
     if ((rc = bind_bytes(st[KEY_PUT], 1, a->name_key, 1)) != SQLITE_OK
         || (rc = bind_bytes(st[KEY_PUT], 2, a->name_value, 0)) != SQLITE_OK) {

@@ -134,6 +134,33 @@ def test_plain_values_stay_plain(db_path: str) -> None:
     assert asset_tables(db_path) == []
 
 
+def _model_pickling_to(size: int) -> TinyModel:
+    model = TinyModel()
+    model.payload = b"x" * 1000
+    model.payload = b"x" * (1000 + size - len(cloudpickle.dumps(model)))
+    assert len(cloudpickle.dumps(model)) == size
+    return model
+
+
+@pytest.mark.parametrize("durability", ["commit", "async"])
+def test_large_objects_are_stored_whole(db_path: str, durability: str) -> None:
+    # Pickles of 64 KiB and more are written into their pages in place: every byte, the
+    # dedup of a second copy, and sizes around that threshold.
+    big = np.random.default_rng(1).random(200_000)
+    edges = {f"m{size}": _model_pickling_to(size) for size in (65_535, 65_536, 65_537)}
+    tracker = Tracker(db_path, durability=durability)
+    first = tracker.log({"big": big, **edges})
+    tracker.log({"big": big.copy()})
+    tracker.flush()
+    for key, value in [("big", big), *edges.items()]:
+        stored = raw(db_path, 'SELECT value FROM "assets" WHERE key = ?',
+                     (asset_key(first[key]),))
+        assert stored == [(cloudpickle.dumps(value),)], key
+    assert count_of(db_path, first["big"]) == 2 and blobs(db_path) == 4
+    assert np.array_equal(Reader(db_path).assets.get(first["big"]), big)
+    tracker.close()
+
+
 # ------------------------------------------------------------------------ counts
 def test_the_same_object_twice_is_one_blob_with_count_two(db_path: str) -> None:
     tracker = Tracker(db_path)
@@ -340,6 +367,8 @@ def test_a_failing_row_leaves_no_asset(db_path: str) -> None:
     _refuse_inserts(db_path, "default")
     with pytest.raises(StorageError, match="refused by test"):
         tracker.log({"obj": Fraction(5, 6)})
+    with pytest.raises(StorageError, match="refused by test"):
+        tracker.log({"big": np.ones(100_000)})  # a large one, written in place
     assert asset_tables(db_path) == []  # even the tables' creation was rolled back
     assert raw(db_path, 'SELECT count(*) FROM "default"') == [(1,)]
 

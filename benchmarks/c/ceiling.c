@@ -8,7 +8,7 @@
  *   ceiling scan DB                               read every column of every row once
  *   ceiling blobs DB NROWS BYTES [each|batch]
  *        what logging a row that holds an asset writes: a distinct BYTES-long blob into
- *        "assets" (INSERT OR IGNORE), the key's hash into "keys", the hash's count into
+ *        "assets" (INSERT OR IGNORE of a zeroblob, then sqlite3_blob_write), the key's hash into "keys", the hash's count into
  *        "counts" (read, then written back), and the row (step INTEGER, vec TEXT holding
  *        the 16-digit hash) into "default"; one transaction per row ("each", the default)
  *        or one for all ("batch"); synchronous=NORMAL, WAL
@@ -288,7 +288,7 @@ static int run_blobs(const char *path, long long nrows, long long nbytes, int pe
                                  sizeof prefix);
         if (per_row && exec_sql(db, "BEGIN IMMEDIATE")) return fail(db, "begin");
         sqlite3_bind_text(st[1], 1, hash, 16, SQLITE_STATIC);
-        sqlite3_bind_blob64(st[1], 2, blob, (sqlite3_uint64)nbytes, SQLITE_STATIC);
+        sqlite3_bind_zeroblob64(st[1], 2, (sqlite3_uint64)nbytes); /* then written in place */
         sqlite3_bind_blob(st[2], 1, hash, 16, SQLITE_STATIC);
         sqlite3_bind_text(st[3], 1, hash, 16, SQLITE_STATIC);
         sqlite3_bind_text(st[4], 1, hash, 16, SQLITE_STATIC);
@@ -296,7 +296,14 @@ static int run_blobs(const char *path, long long nrows, long long nbytes, int pe
         sqlite3_bind_text(st[5], 2, ts, n, SQLITE_STATIC);
         sqlite3_bind_int64(st[5], 3, r);
         sqlite3_bind_text(st[5], 4, hash, 16, SQLITE_STATIC);
-        if (step_reset(db, st[1], SQLITE_DONE) || step_reset(db, st[2], SQLITE_DONE)
+        if (step_reset(db, st[1], SQLITE_DONE)) return 1;
+        sqlite3_blob *handle = NULL;
+        if (sqlite3_blob_open(db, "main", "assets", "value", sqlite3_last_insert_rowid(db), 1,
+                              &handle) != SQLITE_OK
+            || sqlite3_blob_write(handle, blob, (int)nbytes, 0) != SQLITE_OK
+            || sqlite3_blob_close(handle) != SQLITE_OK)
+            return fail(db, "blob write");
+        if (step_reset(db, st[2], SQLITE_DONE)
             || step_reset(db, st[3], SQLITE_ROW) || step_reset(db, st[4], SQLITE_DONE)
             || step_reset(db, st[5], SQLITE_DONE))
             return 1;
