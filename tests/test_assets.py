@@ -122,6 +122,13 @@ def test_a_dict_round_trips_through_the_manager_and_is_text_in_a_row(db_path: st
     assert blobs(db_path) == 1
 
 
+def test_skip_insert_shows_objects_as_text() -> None:
+    # A tracker that stores nothing has no asset to point a hash at.
+    obj = Tripwire("s")
+    row = Tracker(Tracker.SKIP_INSERT).log({"obj": obj})
+    assert row["obj"] == str(obj)
+
+
 def test_plain_values_stay_plain(db_path: str) -> None:
     import datetime as dt
 

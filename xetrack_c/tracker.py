@@ -178,7 +178,9 @@ class Tracker(_core.TrackerCore):
         from xetrack_c.assets import AssetHook
 
         self.compress = bool(compress)
-        self._asset_hook = AssetHook(self.compress)  # objects logged go to the assets tables
+        # Objects logged go to the assets tables; a tracker that stores nothing shows them
+        # as their text instead of the hash of a pickle kept nowhere.
+        self._asset_hook = None if skip_insert else AssetHook(self.compress)
         self.raise_on_error = bool(raise_on_error)
         self.warnings = bool(warnings)
         self.measurement_interval = measurement_interval
