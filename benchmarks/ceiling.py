@@ -43,6 +43,12 @@ class Ceiling:
         mode = "each" if per_row_commit else "batch"
         return float(self._run("insert", str(db), str(rows), str(cols), synchronous, mode)["seconds"])
 
+    def blobs(self, db: Path, rows: int, nbytes: int, per_row_commit: bool = True) -> float:
+        """Seconds to write ``rows`` rows that each hold a distinct ``nbytes``-byte asset
+        (blob, key, count and row) into a fresh ``db``: one transaction per row, or one."""
+        mode = "each" if per_row_commit else "batch"
+        return float(self._run("blobs", str(db), str(rows), str(nbytes), mode)["seconds"])
+
     def scan(self, db: Path) -> float:
         """Seconds to read every column of every row of ``db``."""
         return float(self._run("scan", str(db))["seconds"])

@@ -17,6 +17,13 @@ typedef struct {
     xt_pair stack[XT_STACK_PAIRS];
     uint64_t seen[(XT_REGISTRY_SIZE + 63) / 64];
     size_t bytes; /* text and blob bytes to copy */
+    /* Values stored as assets: the column and the hook's 5-tuple (new reference). */
+    struct {
+        int col;
+        PyObject *parts;
+    } *assets;
+    int n_assets, cap_assets;
+    size_t asset_bytes;
     /* Every key is its own column name and every value is shown as given: the row dict
      * is then params | data, built by copying instead of inserting key by key. */
     int copyable;
@@ -31,7 +38,8 @@ typedef struct {
  * (DESIGN.md section 2): None -> NULL; bool -> INTEGER 0/1 (a new column is BOOLEAN);
  * int -> INTEGER (beyond 64 bits: OverflowError); float -> REAL; str -> TEXT; bytes and
  * memoryview -> BLOB in a TEXT column (as xetrack declares them); bytearray -> BLOB; numpy
- * scalars -> their Python value; anything else -> str(value). */
+ * scalars -> their Python value; anything else -> str(value) (encoder_add stores objects
+ * as assets first when the tracker has an asset hook). */
 int
 xt_classify(xt_state *st, PyObject *value, xt_pair *pair, int depth)
 {
@@ -132,6 +140,176 @@ xt_classify(xt_state *st, PyObject *value, xt_pair *pair, int depth)
     pair->type = XT_TEXT;
     pair->value = text;
     return XT_TEXT;
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Assets                                                                             */
+/* ---------------------------------------------------------------------------------- */
+
+/* Values xetrack 0.7 stores as assets: everything but None, its primitives (bool, int,
+ * float, str, bytes, bytearray) and the containers it logs as text (dict, list, tuple).
+ * Values this package stores as plain values are kept as they are: memoryviews (a blob),
+ * numpy scalars (their Python value) and dates and times (their text). */
+static int
+is_asset(PyObject *value)
+{
+    if (value == Py_None || PyBool_Check(value) || PyLong_Check(value) || PyFloat_Check(value)
+        || PyUnicode_Check(value) || PyBytes_Check(value) || PyByteArray_Check(value)
+        || PyMemoryView_Check(value) || PyDict_Check(value) || PyList_Check(value)
+        || PyTuple_Check(value)) {
+        return 0;
+    }
+    const char *name = Py_TYPE(value)->tp_name;
+    if (strncmp(name, "numpy.", 6) == 0 && strcmp(name, "numpy.ndarray") != 0) {
+        return 0;
+    }
+    for (PyTypeObject *t = Py_TYPE(value); t != NULL; t = t->tp_base) {
+        if (strncmp(t->tp_name, "datetime.", 9) == 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Item `i` of the hook's answer: str or bytes as `want_text` says; its bytes in *out. */
+static int
+asset_part(PyObject *parts, Py_ssize_t i, int want_text, xt_bytes *out)
+{
+    PyObject *item = PyTuple_GET_ITEM(parts, i);
+    Py_ssize_t n;
+    if (want_text && PyUnicode_Check(item)) {
+        out->p = PyUnicode_AsUTF8AndSize(item, &n);
+        if (out->p == NULL) {
+            return -1;
+        }
+    }
+    else if (!want_text && PyBytes_Check(item)) {
+        out->p = PyBytes_AS_STRING(item);
+        n = PyBytes_GET_SIZE(item);
+    }
+    else {
+        PyErr_Format(PyExc_TypeError, "the asset hook's item %zd must be %s, not %.100s", i,
+                     want_text ? "str" : "bytes", Py_TYPE(item)->tp_name);
+        return -1;
+    }
+    out->n = n;
+    return 0;
+}
+
+/* The 5 parts of an asset, in xt_asset's order: hash, key, blob, name_key, name_value. */
+static const int asset_part_text[5] = {1, 1, 0, 1, 0};
+
+static int
+asset_parts(PyObject *parts, xt_bytes out[5])
+{
+    for (Py_ssize_t i = 0; i < 5; i++) {
+        if (asset_part(parts, i, asset_part_text[i], &out[i]) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Store `value` of column `col` as an asset: the hook pickles and hashes it; the pair
+ * holds the hash text, the encoder the hook's answer.  0 or -1 with an exception set. */
+static int
+encode_asset(TrackerCore *self, xt_encoder *enc, int col, PyObject *value, xt_pair *pair)
+{
+    PyObject *parts = PyObject_CallFunctionObjArgs(
+        self->asset_hook, PyList_GET_ITEM(self->col_names, col), value, NULL);
+    if (parts == NULL) {
+        return -1;
+    }
+    xt_bytes b[5];
+    if (!PyTuple_CheckExact(parts) || PyTuple_GET_SIZE(parts) != 5) {
+        PyErr_Format(PyExc_TypeError, "the asset hook must return a 5-tuple, not %.100s",
+                     Py_TYPE(parts)->tp_name);
+        goto fail;
+    }
+    if (asset_parts(parts, b) < 0) {
+        goto fail;
+    }
+    if (enc->n_assets == enc->cap_assets) {
+        int cap = enc->cap_assets ? enc->cap_assets * 2 : 4;
+        void *grown = PyMem_Realloc(enc->assets, sizeof(*enc->assets) * (size_t)cap);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        enc->assets = grown;
+        enc->cap_assets = cap;
+    }
+    pair->type = XT_TEXT;
+    pair->p = b[0].p;
+    pair->n = (Py_ssize_t)b[0].n;
+    pair->value = Py_NewRef(PyTuple_GET_ITEM(parts, 0));
+    for (int i = 1; i < 5; i++) {
+        enc->asset_bytes += (size_t)b[i].n;
+    }
+    enc->asset_bytes += (size_t)b[0].n;
+    enc->assets[enc->n_assets].col = col;
+    enc->assets[enc->n_assets].parts = parts;
+    enc->n_assets++;
+    return 0;
+fail:
+    Py_DECREF(parts);
+    return -1;
+}
+
+/* A later value for `col` replaces an asset logged for it earlier in the same row. */
+static void
+drop_asset(xt_encoder *enc, int col)
+{
+    for (int i = 0; i < enc->n_assets; i++) {
+        if (enc->assets[i].col == col) {
+            xt_bytes b[5];
+            if (asset_parts(enc->assets[i].parts, b) == 0) {
+                for (int k = 0; k < 5; k++) {
+                    enc->asset_bytes -= (size_t)b[k].n;
+                }
+            }
+            PyErr_Clear(); /* read before without error: cannot fail */
+            Py_DECREF(enc->assets[i].parts);
+            enc->assets[i] = enc->assets[--enc->n_assets];
+            return;
+        }
+    }
+}
+
+int
+xt_encode_assets(PyObject *parts, xt_row **row_out)
+{
+    if (!PyList_CheckExact(parts)) {
+        PyErr_SetString(PyExc_TypeError, "assets must be a list of the asset hook's 5-tuples");
+        return -1;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(parts);
+    size_t size = sizeof(xt_row) + sizeof(xt_asset) * (size_t)(n ? n : 1);
+    xt_row *row = calloc(1, size);
+    if (row == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    row->size = size;
+    row->n_assets = (int)n;
+    row->assets = (xt_asset *)&row->vals[0];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(parts, i);
+        xt_bytes b[5];
+        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 5) {
+            PyErr_Format(PyExc_TypeError, "asset %zd must be a 5-tuple, not %.100s", i,
+                         Py_TYPE(item)->tp_name);
+            free(row);
+            return -1;
+        }
+        if (asset_parts(item, b) < 0) {
+            free(row);
+            return -1;
+        }
+        row->assets[i] = (xt_asset){b[0], b[1], b[2], b[3], b[4]};
+    }
+    *row_out = row;
+    return 0;
 }
 
 /* The exception for a failed bind of `n` bytes to parameter `index`; returns -1.  SQLite
@@ -339,6 +517,9 @@ encoder_init(xt_encoder *enc)
     memset(enc->seen, 0, sizeof(enc->seen));
     enc->bytes = 0;
     enc->copyable = 1;
+    enc->assets = NULL;
+    enc->n_assets = enc->cap_assets = 0;
+    enc->asset_bytes = 0;
 }
 
 static void
@@ -350,6 +531,10 @@ encoder_clear(xt_encoder *enc)
     if (enc->pairs != enc->stack) {
         PyMem_Free(enc->pairs);
     }
+    for (int i = 0; i < enc->n_assets; i++) {
+        Py_DECREF(enc->assets[i].parts);
+    }
+    PyMem_Free(enc->assets);
 }
 
 /* Add one key/value; a later value for the same column replaces the earlier one in
@@ -358,14 +543,32 @@ static int
 encoder_add(TrackerCore *self, xt_state *st, xt_encoder *enc, PyObject *key, PyObject *value)
 {
     xt_pair pair = {0};
-    int decl = xt_classify(st, value, &pair, 0);
-    if (decl < 0) {
-        return -1;
+    int col, asset = self->asset_hook != NULL && self->asset_hook != Py_None && is_asset(value);
+    if (asset) {
+        col = xt_column_for_key(self, key, XT_TEXT);
+        if (col < 0) {
+            return -1;
+        }
+        if (enc->seen[col >> 6] & ((uint64_t)1 << (col & 63))) {
+            drop_asset(enc, col);
+        }
+        if (encode_asset(self, enc, col, value, &pair) < 0) {
+            return -1;
+        }
     }
-    int col = xt_column_for_key(self, key, decl);
-    if (col < 0) {
-        Py_XDECREF(pair.value);
-        return -1;
+    else {
+        int decl = xt_classify(st, value, &pair, 0);
+        if (decl < 0) {
+            return -1;
+        }
+        col = xt_column_for_key(self, key, decl);
+        if (col < 0) {
+            Py_XDECREF(pair.value);
+            return -1;
+        }
+        if (enc->seen[col >> 6] & ((uint64_t)1 << (col & 63))) {
+            drop_asset(enc, col);
+        }
     }
     pair.col = col;
     if (enc->copyable
@@ -454,6 +657,21 @@ check_lengths(TrackerCore *self, const xt_encoder *enc)
             return -1;
         }
     }
+    for (int i = 0; i < enc->n_assets; i++) {
+        xt_bytes b[5];
+        if (asset_parts(enc->assets[i].parts, b) < 0) {
+            return -1;
+        }
+        if ((size_t)b[2].n > limit) {
+            PyErr_Format(PyExc_ValueError,
+                         "the pickled value of %R is %lld bytes, more than the %zu bytes "
+                         "SQLite stores in one value (SQLITE_LIMIT_LENGTH); nothing was "
+                         "logged: save the object to a file and log its path",
+                         PyList_GET_ITEM(self->col_names, enc->assets[i].col),
+                         (long long)b[2].n, limit);
+            return -1;
+        }
+    }
     if (enc->bytes > limit) {
         PyErr_Format(PyExc_ValueError,
                      "the row's text and blob values add up to %zu bytes, more than the %zu "
@@ -499,8 +717,8 @@ next_timestamp(TrackerCore *self, char out[XT_TS_SIZE])
 /* Encode params + data (+ timestamp, track_id).  On success *row_out is a malloc'd row
  * owned by the caller and *dict_out the row dict to return. */
 int
-xt_encode_row(TrackerCore *self, xt_state *st, PyObject *data, xt_row **row_out,
-              PyObject **dict_out)
+xt_encode_row(TrackerCore *self, xt_state *st, PyObject *data, PyObject *keep,
+              xt_row **row_out, PyObject **dict_out)
 {
     xt_encoder enc;
     xt_row *row = NULL;
@@ -548,7 +766,9 @@ xt_encode_row(TrackerCore *self, xt_state *st, PyObject *data, xt_row **row_out,
         goto done;
     }
 
-    size_t size = sizeof(xt_row) + sizeof(xt_value) * (size_t)enc.n + enc.bytes;
+    size_t size = sizeof(xt_row) + sizeof(xt_value) * (size_t)enc.n
+                  + sizeof(xt_asset) * (size_t)enc.n_assets + enc.bytes
+                  + (keep == NULL ? enc.asset_bytes : 0);
     row = malloc(size);
     if (enc.copyable) {
         dict = PyDict_Copy(self->params);
@@ -572,9 +792,31 @@ xt_encode_row(TrackerCore *self, xt_state *st, PyObject *data, xt_row **row_out,
     }
     row->next = NULL;
     row->ts_us = ts;
+    row->size = size;
     row->n = enc.n;
+    row->n_assets = enc.n_assets;
+    row->assets = enc.n_assets ? (xt_asset *)&row->vals[enc.n] : NULL;
     memcpy(row->ts_text, ts_text, sizeof(ts_text));
-    char *arena = (char *)&row->vals[enc.n];
+    char *arena = (char *)&row->vals[enc.n] + sizeof(xt_asset) * (size_t)enc.n_assets;
+    for (int i = 0; i < enc.n_assets; i++) {
+        xt_bytes b[5];
+        if (asset_parts(enc.assets[i].parts, b) < 0) {
+            goto done;
+        }
+        if (keep != NULL) {
+            if (PyList_Append(keep, enc.assets[i].parts) < 0) {
+                goto done;
+            }
+        }
+        else {
+            for (int k = 0; k < 5; k++) {
+                memcpy(arena, b[k].p, (size_t)b[k].n);
+                b[k].p = arena;
+                arena += b[k].n;
+            }
+        }
+        row->assets[i] = (xt_asset){b[0], b[1], b[2], b[3], b[4]};
+    }
     for (int i = 0; i < enc.n; i++) {
         xt_pair *p = &enc.pairs[i];
         xt_value *v = &row->vals[i];

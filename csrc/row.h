@@ -29,9 +29,17 @@ int xt_column_for_key(TrackerCore *self, PyObject *key, int decl_type);
 /* Encode the tracker's params + data (+ timestamp, track_id).  0 on success, with
  * *row_out a malloc'd row owned by the caller and *dict_out the row dict to return;
  * -1 with an exception set.  A text or blob value longer than the store's length limit
- * (SQLITE_LIMIT_LENGTH), or a row whose values add up to more, raises ValueError. */
-int xt_encode_row(TrackerCore *self, xt_state *st, PyObject *data, xt_row **row_out,
-                  PyObject **dict_out);
+ * (SQLITE_LIMIT_LENGTH), or a row whose values add up to more, raises ValueError.
+ * Assets are copied into the row, unless `keep` is a list: their bytes then stay in the
+ * Python objects the list receives, which the caller keeps until the row is written (a
+ * row written at once needs no copy of a large blob; a queued row must own its bytes). */
+int xt_encode_row(TrackerCore *self, xt_state *st, PyObject *data, PyObject *keep,
+                  xt_row **row_out, PyObject **dict_out);
+
+/* A row of no values carrying the assets in `parts` (a list of the asset hook's
+ * 5-tuples), their bytes borrowed: `parts` must outlive the row.  0, or -1 with an
+ * exception set. */
+int xt_encode_assets(PyObject *parts, xt_row **row_out);
 
 /* Bind a Python value to parameter `index` (1-based) of `stmt`: None, bool, int, float,
  * str, bytes, bytearray, memoryview (its tobytes()); anything else as str(value).  0 on

@@ -490,6 +490,7 @@ drop_statements(xt_store *s)
         clear_entry(&s->stmts[i]);
     }
     s->last_stmt = 0;
+    xt_store_forget_assets(s);
 }
 
 /* Bind the row's values.  SQLite leaves a parameter it refuses NULL: a value longer than
@@ -601,7 +602,9 @@ write_rows_locked(xt_store *s, xt_row **rows, size_t n, xt_error *err)
         return -1;
     }
     for (size_t i = 0; i < n; i++) {
-        if (insert_row(s, rows[i], err) < 0) {
+        /* Assets first: a row that fails then takes its assets' writes with it. */
+        if (xt_store_write_assets(s, rows[i], err) < 0
+            || (rows[i]->n > 0 && insert_row(s, rows[i], err) < 0)) {
             rollback(s);
             return -1;
         }
@@ -718,9 +721,11 @@ xt_store_write_locked(xt_store *s, xt_row **rows, size_t n, xt_error *err)
 {
     take_turn(s);
     int64_t started = monotonic_us(), waited = s->turn_waited_us;
-    /* One row into known columns: a lone INSERT is its own transaction, taking the same
-     * write lock (with the same busy waiting) as BEGIN IMMEDIATE, in fewer steps. */
-    int rc = (n == 1 && columns_known(s, rows[0])) ? insert_row(s, rows[0], err)
+    /* One row into known columns, without assets: a lone INSERT is its own transaction,
+     * taking the same write lock (with the same busy waiting) as BEGIN IMMEDIATE, in
+     * fewer steps. */
+    int rc = (n == 1 && rows[0]->n_assets == 0 && columns_known(s, rows[0]))
+                 ? insert_row(s, rows[0], err)
                                                    : write_rows_locked(s, rows, n, err);
     if (rc != 0 && schema_changed(err)) {
         rc = retry_after_schema_change(s, rows, n, err);
@@ -968,6 +973,7 @@ xt_store_reopen_after_fork(xt_store *s, xt_error *err)
     }
     s->qhead = s->qtail = NULL;
     s->qlen = 0;
+    s->qbytes = 0;
     s->writer_busy = s->stopping = s->thread_started = s->closing = 0;
     s->queued = s->written = 0;
     pthread_mutex_init(&s->lock, NULL);

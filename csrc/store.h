@@ -73,12 +73,33 @@ typedef struct {
     } v;
 } xt_value;
 
-/* One encoded row: header, `n` values, then the bytes of its text and blob values, in
- * one allocation owned by whoever holds the row. */
+/* Bytes of a row's allocation. */
+typedef struct {
+    const char *p;
+    int64_t n;
+} xt_bytes;
+
+/* An object a row refers to by its hash, stored as xetrack stores assets: a blob in the
+ * "assets" table (written once per hash), the column's latest hash in "keys" and a
+ * reference count in "counts" (store_assets.c).  Keys and values are encoded by the
+ * caller, except the count, which the store reads and writes. */
+typedef struct {
+    xt_bytes hash;       /* the hash text: the row's value and the key of "counts" */
+    xt_bytes key;        /* key of "assets" */
+    xt_bytes blob;       /* value of "assets": the pickled (maybe compressed) object */
+    xt_bytes name_key;   /* key of "keys": the column */
+    xt_bytes name_value; /* value of "keys": the hash */
+} xt_asset;
+
+/* One encoded row: header, `n` values, `n_assets` assets, then the bytes of its text and
+ * blob values and of its assets, in one allocation owned by whoever holds the row. */
 typedef struct xt_row {
     struct xt_row *next;
     int64_t ts_us;          /* timestamp, microseconds since the epoch */
     int n;
+    int n_assets;
+    xt_asset *assets; /* inside the row's allocation, after vals; NULL when none */
+    size_t size;      /* bytes of the allocation: the async queue is bounded by them too */
     char ts_text[XT_TS_SIZE]; /* the timestamp value points here, so it can be bumped */
     xt_value vals[];
 } xt_row;
@@ -101,8 +122,9 @@ int64_t xt_now_us(void);
 xt_store *xt_store_new(void);
 int xt_store_open(xt_store *s, const char *path, const char *table, int durability, int reset,
                   int busy_timeout_ms, int queue_rows, xt_error *err);
-/* Write rows (sync modes) in one BEGIN IMMEDIATE transaction; creates missing columns.
- * Rows stay owned by the caller; a primary-key collision bumps the row's timestamp. */
+/* Write rows (sync modes) in one BEGIN IMMEDIATE transaction, with their assets (a row
+ * of no values writes only its assets); creates missing columns.  Rows stay owned by the caller; a primary-key collision bumps
+ * the row's timestamp. */
 int xt_store_write(xt_store *s, xt_row **rows, size_t n, xt_error *err);
 /* Async mode: queue a row.  Returns 0 when queued (ownership passes to the store); -1 if
  * the store is closed or closing (the caller keeps the row); with may_block == 0, 1

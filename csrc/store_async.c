@@ -1,8 +1,8 @@
 /* Store, async writer (durability="async"): log() appends rows to a bounded queue that one
  * writer thread per store drains in transactions sized to about XT_ASYNC_TXN_US of writing
- * (at most XT_ASYNC_BATCH rows); a full queue holds producers back; flush waits only for
- * the rows queued before it and reports the writer's first failure with the count of rows
- * lost.  The thread starts with the first queued row; xt_store_close (store.c) stops it
+ * (at most XT_ASYNC_BATCH rows); a full queue (queue_size rows, or XT_ASYNC_MAX_BYTES of
+ * them) holds producers back; flush waits only for the rows queued before it and reports
+ * the writer's first failure with the count of rows lost.  The thread starts with the first queued row; xt_store_close (store.c) stops it
  * once it has written what is queued. */
 #include "store_internal.h"
 
@@ -109,6 +109,7 @@ writer_main(void *arg)
         size_t taken = s->qlen;
         s->qhead = s->qtail = NULL;
         s->qlen = 0;
+        s->qbytes = 0;
         s->writer_busy = 1;
         pthread_cond_broadcast(&s->q_space);
         pthread_mutex_unlock(&s->qlock);
@@ -123,12 +124,20 @@ writer_main(void *arg)
     return NULL;
 }
 
+/* The queue has no room for `row`: queue_size rows, or XT_ASYNC_MAX_BYTES of them (a
+ * larger row still goes into an empty queue).  s->qlock held. */
+static int
+queue_full(const xt_store *s, const xt_row *row)
+{
+    return s->qlen >= s->qcap || (s->qlen > 0 && s->qbytes + row->size > XT_ASYNC_MAX_BYTES);
+}
+
 int
 xt_store_enqueue(xt_store *s, xt_row *row, int may_block)
 {
     if (may_block) {
         pthread_mutex_lock(&s->qlock);
-        while (s->qlen >= s->qcap && s->thread_started && !s->closing) {
+        while (queue_full(s, row) && s->thread_started && !s->closing) {
             pthread_cond_wait(&s->q_space, &s->qlock);
         }
     }
@@ -136,7 +145,7 @@ xt_store_enqueue(xt_store *s, xt_row *row, int may_block)
         if (pthread_mutex_trylock(&s->qlock) != 0) {
             return 1;
         }
-        if (s->qlen >= s->qcap && s->thread_started && !s->closing) {
+        if (queue_full(s, row) && s->thread_started && !s->closing) {
             pthread_mutex_unlock(&s->qlock);
             return 1;
         }
@@ -174,6 +183,7 @@ xt_store_enqueue(xt_store *s, xt_row *row, int may_block)
     }
     s->qtail = row;
     s->qlen++;
+    s->qbytes += row->size;
     s->queued++;
     if (s->qlen == 1) {
         pthread_cond_signal(&s->q_nonempty);

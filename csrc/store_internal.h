@@ -5,7 +5,8 @@
  *   store.c        connections, busy waits and turns, statement cache, transactions,
  *                  schema changes, opening, closing, fork
  *   store_async.c  the async writer: bounded queue, writer thread, flush, transaction sizing
- *   store_ckpt.c   the checkpointer: WAL checkpoints off the write path */
+ *   store_ckpt.c   the checkpointer: WAL checkpoints off the write path
+ *   store_assets.c the assets rows carry: xetrack's assets, keys and counts tables */
 #ifndef XT_STORE_INTERNAL_H
 #define XT_STORE_INTERNAL_H
 
@@ -25,6 +26,13 @@
 #define XT_ASYNC_BATCH 16384
 #define XT_ASYNC_MIN_BATCH 256
 #define XT_ASYNC_TXN_US 20000
+
+/* Bytes of rows the async queue holds before log() waits (a row larger than this is still
+ * queued, alone): rows with large values or assets must not pile up queue_size of them. */
+#define XT_ASYNC_MAX_BYTES ((size_t)64 << 20)
+
+/* Statements of store_assets.c: blob, column's hash, count read, count write. */
+#define XT_ASSET_STMTS 4
 
 typedef struct {
     uint64_t hash;
@@ -50,6 +58,10 @@ struct xt_store {
     int last_stmt;
     uint64_t stmt_clock;
     sqlite3_stmt *begin_stmt, *commit_stmt, *rollback_stmt;
+    /* store_assets.c: its statements, prepared on first use, and whether its tables were
+     * created on this connection. */
+    sqlite3_stmt *asset_stmts[XT_ASSET_STMTS];
+    int assets_ready;
     atomic_llong last_ts;
     atomic_int length_limit; /* the connection's SQLITE_LIMIT_LENGTH, read without a lock */
 
@@ -60,6 +72,7 @@ struct xt_store {
     pthread_cond_t q_idle;     /* flush waits here */
     xt_row *qhead, *qtail;
     size_t qlen, qcap;
+    size_t qbytes; /* the size of the queued rows */
     int writer_busy, stopping, thread_started;
     int closing;              /* set by close(): later rows are refused, not dropped */
     uint64_t queued, written; /* rows ever queued / ever processed by the writer: a flush
@@ -137,6 +150,15 @@ void xt_ckpt_reset_in_child(xt_store *s);
 void xt_ckpt_drop_in_child(void *owner);
 void xt_ckpt_init(xt_store *s);
 void xt_ckpt_destroy(xt_store *s);
+
+/* store_assets.c */
+
+/* Write `row`'s assets inside the open transaction: each blob once per hash, the column's
+ * latest hash, the hash's count plus one; creates the tables on first use.  0, or -1 with
+ * `err` set.  s->lock held. */
+int xt_store_write_assets(xt_store *s, const xt_row *row, xt_error *err);
+/* Finalise the asset statements and forget the tables (schema change, closing). */
+void xt_store_forget_assets(xt_store *s);
 
 /* store_async.c */
 

@@ -185,12 +185,17 @@ xt_tracker_log(TrackerCore *self, PyObject *data)
         }
         return PyDict_New();
     }
-    if (xt_encode_row(self, st, data, &row, &dict) < 0) {
+    /* A row written at once borrows its assets' bytes (no copy of a large blob); the
+     * objects that hold them live in `keep` until the write is done. */
+    int queued = rows_queued(self);
+    PyObject *keep = queued ? NULL : PyList_New(0);
+    if ((!queued && keep == NULL) || xt_encode_row(self, st, data, keep, &row, &dict) < 0) {
+        Py_XDECREF(keep);
         return NULL;
     }
     int64_t ts = row->ts_us;
-    int queued = rows_queued(self);
     int rc = write_rows(self, st, &row, 1);
+    Py_XDECREF(keep);
     if (rc == 0 && !queued) {
         rc = sync_timestamp(st, row, ts, dict);
     }
@@ -236,7 +241,7 @@ static PyObject *
 tracker_log_batch(TrackerCore *self, PyObject *data)
 {
     xt_state *st = tracker_state(self);
-    PyObject *seq = NULL, *last = NULL, *res = NULL;
+    PyObject *seq = NULL, *last = NULL, *res = NULL, *keep = NULL;
     xt_row **rows = NULL;
     Py_ssize_t n = 0, done_rows = 0;
 
@@ -258,15 +263,18 @@ tracker_log_batch(TrackerCore *self, PyObject *data)
         PyErr_NoMemory();
         goto done;
     }
+    int queued = rows_queued(self);
+    if (!queued && (keep = PyList_New(0)) == NULL) { /* see log(): borrowed asset bytes */
+        goto done;
+    }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *dict = NULL;
-        if (xt_encode_row(self, st, PySequence_Fast_GET_ITEM(seq, i), &rows[i], &dict) < 0) {
+        if (xt_encode_row(self, st, PySequence_Fast_GET_ITEM(seq, i), keep, &rows[i], &dict) < 0) {
             goto done;
         }
         Py_XSETREF(last, dict);
         done_rows = i + 1;
     }
-    int queued = rows_queued(self);
     int64_t last_ts = rows[n - 1]->ts_us;
     int rc = write_rows(self, st, rows, (size_t)n);
     if (queued) {
@@ -285,9 +293,42 @@ done:
         free(rows[i]);
     }
     PyMem_Free(rows);
+    Py_XDECREF(keep);
     Py_XDECREF(seq);
     Py_XDECREF(last);
     return res;
+}
+
+PyDoc_STRVAR(put_assets__doc__,
+    "_put_assets($self, assets, /)\n--\n\n"
+    "Private (AssetsManager.insert): write a list of the asset hook's 5-tuples in one\n"
+    "transaction on the tracker's connection, after the rows queued before: each blob\n"
+    "once per hash, the key's hash, the count plus one.");
+
+static PyObject *
+tracker_put_assets(TrackerCore *self, PyObject *parts)
+{
+    xt_state *st = tracker_state(self);
+    xt_row *row = NULL;
+    xt_error err = {0};
+    int rc;
+
+    assert(!PyErr_Occurred());
+    if (st == NULL || check_usable(self, st) < 0 || flush_store(self, st) < 0
+        || xt_encode_assets(parts, &row) < 0) {
+        return NULL;
+    }
+    if (!self->skip_insert && row->n_assets > 0) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = xt_store_write(self->store, &row, 1, &err);
+        Py_END_ALLOW_THREADS
+        if (rc < 0) {
+            free(row);
+            return xt_raise_store_error(st, self->store, &err);
+        }
+    }
+    free(row);
+    Py_RETURN_NONE;
 }
 
 PyDoc_STRVAR(flush__doc__,
@@ -794,6 +835,7 @@ tracker_traverse(TrackerCore *self, visitproc visit, void *arg)
     Py_VISIT(self->latest);
     Py_VISIT(self->cache);
     Py_VISIT(self->system);
+    Py_VISIT(self->asset_hook);
     return 0;
 }
 
@@ -804,6 +846,7 @@ tracker_clear(TrackerCore *self)
     Py_CLEAR(self->latest);
     Py_CLEAR(self->cache);
     Py_CLEAR(self->system);
+    Py_CLEAR(self->asset_hook);
     return 0;
 }
 
@@ -963,6 +1006,7 @@ static PyMethodDef tracker_methods[] = {
     {"track", (PyCFunction)(void (*)(void))xt_tracker_track, METH_FASTCALL | METH_KEYWORDS,
      xt_track__doc__},
     {"flush", (PyCFunction)tracker_flush, METH_NOARGS, flush__doc__},
+    {"_put_assets", (PyCFunction)tracker_put_assets, METH_O, put_assets__doc__},
     {"close", (PyCFunction)tracker_close, METH_NOARGS, close__doc__},
     {"_ensure_columns", (PyCFunction)tracker_ensure_columns, METH_O, ensure_columns__doc__},
     {"_set_length_limit", (PyCFunction)tracker_set_length_limit, METH_O, set_length_limit__doc__},
@@ -977,6 +1021,9 @@ static PyMemberDef tracker_members[] = {
     {"raise_on_error", T_BOOL, offsetof(TrackerCore, raise_on_error), 0,
      "track() re-raises the function's exception after logging it."},
     {"warnings", T_BOOL, offsetof(TrackerCore, warnings), 0, "Emit warnings."},
+    {"_asset_hook", T_OBJECT, offsetof(TrackerCore, asset_hook), 0,
+     "Private: hook(column, value) -> (hash, assets key, blob, keys key, keys value) for a\n"
+     "value stored as an asset; None stores such values as str(value)."},
     {"__weaklistoffset__", T_PYSSIZET, offsetof(TrackerCore, weakreflist), READONLY, NULL},
     {NULL},
 };

@@ -39,6 +39,9 @@ typedef struct {
      * log_network_params are off: its extend(data) adds the metric columns to every row,
      * its begin() and end(token, row) those of one track() call. */
     PyObject *system;
+    /* Called as hook(column, value) for a value stored as an asset (row.c); returns
+     * (hash, assets key, blob, keys key, keys value).  NULL: such values are str()'d. */
+    PyObject *asset_hook;
     PyObject *weakreflist;
     char *track_id_utf8;
     Py_ssize_t track_id_len;

@@ -25,7 +25,7 @@ from xetrack_c import StorageError, Tracker, _core
 
 
 class Marker:
-    """A value the core converts with str(): one more object whose references we count."""
+    """A value the core stores as an asset (pickled): one more object whose references we count."""
 
     def __str__(self) -> str:
         return "marker"

@@ -46,7 +46,8 @@ def test_every_documented_name_imports():
     top, modules = _documented()
     for name in sorted(top):
         assert getattr(xetrack_c, name) is not None, name
-    assert set(modules) == {"cache", "cache_auth", "params", "logging", "engine", "git", "config"}
+    assert set(modules) == {"cache", "cache_auth", "params", "logging", "engine", "git", "config",
+                            "assets"}
     for module, members in modules.items():
         loaded = importlib.import_module(f"xetrack_c.{module}")
         for member in members:

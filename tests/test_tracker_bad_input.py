@@ -135,20 +135,25 @@ def test_log_batch_of_non_dicts_raises_type_error_and_stores_nothing(db_path, da
     assert count_rows(db_path) == 0
 
 
-class Unprintable:
-    def __str__(self):
-        raise RuntimeError("cannot print me")
+class Unpicklable:
+    def __reduce__(self):
+        raise RuntimeError("cannot pickle me")
 
 
-def test_value_whose_str_raises_propagates_and_stores_nothing(db_path):
+def test_object_whose_pickling_raises_propagates_and_stores_nothing(db_path):
     tracker = Tracker(db_path)
     tracker.log({"i": 0})
-    with pytest.raises(RuntimeError, match="cannot print me"):
-        tracker.log({"i": 1, "bad": Unprintable()})
+    with pytest.raises(RuntimeError, match="cannot pickle me"):
+        tracker.log({"i": 1, "bad": Unpicklable()})
     tracker.log({"i": 2})
     tracker.close()
     assert [r["i"] for r in read_rows(db_path)] == [0, 2]
     assert "bad" not in table_info(db_path)
+
+
+class Unprintable:
+    def __str__(self):
+        raise RuntimeError("cannot print me")
 
 
 def test_key_whose_str_raises_propagates_and_stores_nothing(db_path):

@@ -536,11 +536,12 @@ def test_async_log_racing_close_is_either_stored_or_refused(run_py, db_path):
         tracker = Tracker({db_path!r}, durability="async")
 
         class ClosesTheTracker:
-            # runs while log() encodes the row: the same interleaving as close() on another
-            # thread landing between log()'s open check and its enqueue
-            def __str__(self):
+            # runs while log() encodes the row (pickling it as an asset): the same
+            # interleaving as close() on another thread landing between log()'s open
+            # check and its enqueue
+            def __reduce__(self):
                 tracker.close()
-                return "value"
+                return (str, ("value",))
 
         try:
             tracker.log({{"v": ClosesTheTracker()}})

@@ -114,18 +114,19 @@ def test_negative_zero_reads_back_as_zero(db_path):
     assert first["z"] == 0.0 and math.copysign(1.0, first["z"]) == 1.0
     assert second["t"] == "0.0"
 
-def test_containers_and_objects_are_stored_as_str(db_path):
+def test_containers_are_stored_as_str_and_objects_as_assets(db_path):
     tracker = Tracker(db_path)
     value_map = {"d": {"a": 1, "b": [2]}, "l": [1, "x"], "t": (1, 2), "obj": Thing()}
     row = tracker.log(value_map)
-    tracker.close()
     (stored,) = read_rows(db_path)
     assert stored["d"] == "{'a': 1, 'b': [2]}"
     assert stored["l"] == "[1, 'x']"
     assert stored["t"] == "(1, 2)"
-    assert stored["obj"] == "a thing"
-    assert row["d"] == "{'a': 1, 'b': [2]}" and row["obj"] == "a thing"
+    assert stored["obj"] == row["obj"] and len(row["obj"]) == 16  # the asset's hash
+    assert str(tracker.get(row["obj"])) == "a thing"
+    assert row["d"] == "{'a': 1, 'b': [2]}"
     assert table_info(db_path)["d"] == "TEXT"
+    tracker.close()
 
 
 def test_int_beyond_64_bits_raises_and_stores_nothing(db_path):
@@ -308,14 +309,14 @@ def test_log_batch_writes_every_row_and_returns_the_last(db_path):
 
 
 def test_log_batch_is_all_or_nothing(db_path):
-    class Unprintable:
-        def __str__(self):
-            raise RuntimeError("no str")
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("no pickle")
 
     tracker = Tracker(db_path)
     tracker.log({"i": -1})
-    with pytest.raises(RuntimeError, match="no str"):
-        tracker.log_batch([{"i": 0}, {"i": 1, "bad": Unprintable()}, {"i": 2}])
+    with pytest.raises(RuntimeError, match="no pickle"):
+        tracker.log_batch([{"i": 0}, {"i": 1, "bad": Unpicklable()}, {"i": 2}])
     tracker.close()
     assert [r["i"] for r in read_rows(db_path)] == [-1]
 
@@ -526,15 +527,6 @@ def test_database_runs_in_wal_mode(db_path):
 
     Tracker(db_path).log({"x": 1})
     assert sqlite3.connect(db_path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-
-
-@pytest.mark.parametrize(
-    "option,value",
-    [("compress", True)],
-)
-def test_unsupported_xetrack_options_raise(db_path, option, value):
-    with pytest.raises(NotImplementedError, match=option):
-        Tracker(db_path, **{option: value})
 
 
 def test_bogus_durability_raises(db_path):

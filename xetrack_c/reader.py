@@ -312,6 +312,24 @@ class Reader:
 
         return delete_cache_by_track_id(cache, track_id)
 
+    # ----------------------------------------------------------------- assets
+
+    @property
+    def assets(self) -> Any:
+        """The file's assets (objects logged by hash): an ``xetrack_c.assets.AssetsManager``.
+        Its ``get`` unpickles: only read files you trust."""
+        from xetrack_c.assets import AssetsManager
+
+        return AssetsManager(self.db)
+
+    def remove_asset(self, hash_value: str, column: Optional[str], remove_keys: bool = True) -> bool:
+        """Delete asset ``hash_value`` and, given ``column``, set that column of this table
+        to NULL where it held it; ``remove_keys`` also drops its count and column keys."""
+        from xetrack_c.assets import remove_asset
+
+        return remove_asset(self.assets, self._execute, self._table_sql, hash_value, column,
+                            remove_keys)
+
     # ----------------------------------------------------------------- writes
 
     def _execute(self, sql: str, params: Tuple[Any, ...] = ()) -> int:

@@ -16,12 +16,6 @@ TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 _TABLE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 _SQL_TYPES = {"INTEGER": int, "REAL": float, "TEXT": str, "BLOB": bytearray, "BOOLEAN": bool}
 
-# Options xetrack accepts that need machinery xetrack_c does not have yet: refuse them
-# loudly rather than ignore them.
-_NOT_YET = {
-    "compress": "compressed assets",
-}
-
 _open_trackers: "weakref.WeakSet[Tracker]" = weakref.WeakSet()
 _open_lock = threading.Lock()
 
@@ -135,15 +129,6 @@ class Tracker(_core.TrackerCore):
         queue_size: int = 16384,
         cache_key: Union[str, bytes, bool, None] = None,
     ) -> None:
-        requested = {
-            "compress": compress,
-        }
-        for option, value in requested.items():
-            if value:
-                raise NotImplementedError(
-                    f"Tracker({option}=...) is not supported yet: xetrack_c does not have "
-                    f"{_NOT_YET[option]}; leave {option} unset"
-                )
         if engine not in ("sqlite", "duckdb"):
             raise ValueError(f"engine={engine!r} is not supported: use 'sqlite' or 'duckdb'")
         if not isinstance(queue_size, int) or queue_size < 1:
@@ -190,6 +175,12 @@ class Tracker(_core.TrackerCore):
             cache=cache_store,
         )
         self._engine_name = engine
+        from xetrack_c.assets import AssetHook
+
+        self.compress = bool(compress)
+        # Objects logged go to the assets tables; a tracker that stores nothing shows them
+        # as their text instead of the hash of a pickle kept nowhere.
+        self._asset_hook = None if skip_insert else AssetHook(self.compress)
         self.raise_on_error = bool(raise_on_error)
         self.warnings = bool(warnings)
         self.measurement_interval = measurement_interval
@@ -244,6 +235,7 @@ class Tracker(_core.TrackerCore):
             "log_system_params": self.log_system_params,
             "log_network_params": self.log_network_params,
             "measurement_interval": self.measurement_interval,
+            "compress": self.compress,
             # Not the key: a pickle may be written to shared storage (submitit does). The
             # clone finds the key where this process did, or in XETRACK_C_CACHE_KEY.
             "cache_key": False if self._cache_unauthenticated else None,
@@ -261,6 +253,27 @@ class Tracker(_core.TrackerCore):
 
             engine = self.__dict__["_engine"] = TrackerEngine(self, self._engine_name)
         return engine
+
+    # ------------------------------------------------------------------ assets
+    @property
+    def assets(self) -> Any:
+        """The database's assets (objects logged by hash): an ``AssetsManager``."""
+        from xetrack_c.assets import AssetsManager
+
+        return AssetsManager(self.db, compress=self.compress, tracker=self)
+
+    def get(self, key: str) -> Any:
+        """The asset whose hash is ``key``, or the last one logged under column ``key``;
+        None when there is none.  Unpickles it: only read files you trust."""
+        return self.assets.get(key)
+
+    def remove_asset(self, hash_value: str, column: Optional[str], remove_keys: bool = True) -> bool:
+        """Delete asset ``hash_value`` and, given ``column``, set that column to NULL in the
+        rows that held it; ``remove_keys`` also drops its count and column keys."""
+        from xetrack_c.assets import remove_asset
+
+        return remove_asset(self.assets, self._execute, _quote(self.table_name), hash_value,
+                            column, remove_keys)
 
     # ------------------------------------------------------------------ context manager
     def __enter__(self) -> "Tracker":

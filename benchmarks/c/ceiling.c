@@ -6,6 +6,12 @@
  *        statement: in one transaction ("batch", the default) or one transaction per row
  *        ("each", what a per-row commit costs); synchronous=NORMAL (default) or FULL
  *   ceiling scan DB                               read every column of every row once
+ *   ceiling blobs DB NROWS BYTES [each|batch]
+ *        what logging a row that holds an asset writes: a distinct BYTES-long blob into
+ *        "assets" (INSERT OR IGNORE of a zeroblob, then sqlite3_blob_write), the key's hash into "keys", the hash's count into
+ *        "counts" (read, then written back), and the row (step INTEGER, vec TEXT holding
+ *        the 16-digit hash) into "default"; one transaction per row ("each", the default)
+ *        or one for all ("batch"); synchronous=NORMAL, WAL
  *
  * Prints one JSON object: {"op": ..., "rows": N, "seconds": S, "sqlite": "3.x.y"}.
  * Only the inserts with their BEGIN .. COMMIT, or the scan loop, are timed; creating the table
@@ -227,6 +233,92 @@ static int run_scan(const char *path) {
     return 0;
 }
 
+static int step_reset(sqlite3 *db, sqlite3_stmt *stmt, int want) {
+    int rc = sqlite3_step(stmt);
+    sqlite3_reset(stmt);
+    return rc == want || (want == SQLITE_ROW && rc == SQLITE_DONE) ? 0 : fail(db, sqlite3_sql(stmt));
+}
+
+static int run_blobs(const char *path, long long nrows, long long nbytes, int per_row) {
+    static const char *const sql[] = {
+        "CREATE TABLE \"default\" (track_id TEXT, timestamp TEXT, step INTEGER, vec TEXT, "
+        "PRIMARY KEY (track_id, timestamp));"
+        "CREATE TABLE \"assets\" (key TEXT PRIMARY KEY, value BLOB);"
+        "CREATE TABLE \"keys\" (key TEXT PRIMARY KEY, value BLOB);"
+        "CREATE TABLE \"counts\" (key TEXT PRIMARY KEY, value BLOB)",
+        "INSERT OR IGNORE INTO \"assets\" (key, value) VALUES (?, ?)",
+        "REPLACE INTO \"keys\" (key, value) VALUES ('vec', ?)",
+        "SELECT value FROM \"counts\" WHERE key = ?",
+        "REPLACE INTO \"counts\" (key, value) VALUES (?, X'80054B012E')",
+        "INSERT INTO \"default\" (track_id, timestamp, step, vec) VALUES (?, ?, ?, ?)",
+    };
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st[6] = {NULL};
+    char ts[64], prefix[48], hash[17];
+    time_t cached_sec = (time_t)-1;
+    struct timespec wall;
+
+    if (nrows < 1 || nbytes < 8) {
+        fprintf(stderr, "ceiling: need NROWS >= 1 and BYTES >= 8\n");
+        return 2;
+    }
+    unsigned char *blob = malloc((size_t)nbytes);
+    if (blob == NULL) return fail(NULL, "malloc");
+    unsigned long long x = 0x9e3779b97f4a7c15ULL; /* xorshift: bytes that do not compress */
+    for (long long i = 0; i < nbytes; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        blob[i] = (unsigned char)x;
+    }
+    if (sqlite3_open(path, &db) != SQLITE_OK) return fail(db, "open");
+    if (exec_sql(db, "PRAGMA journal_mode=WAL") || exec_sql(db, "PRAGMA synchronous=NORMAL"))
+        return fail(db, "pragma");
+    if (exec_sql(db, sql[0])) return fail(db, "create tables");
+    for (int i = 1; i < 6; i++)
+        if (sqlite3_prepare_v2(db, sql[i], -1, &st[i], NULL) != SQLITE_OK) return fail(db, sql[i]);
+    clock_gettime(CLOCK_REALTIME, &wall);
+
+    double start = now_seconds();
+    if (!per_row && exec_sql(db, "BEGIN IMMEDIATE")) return fail(db, "begin");
+    for (long long r = 0; r < nrows; r++) {
+        memcpy(blob, &r, sizeof r); /* a distinct blob, and a distinct hash, per row */
+        snprintf(hash, sizeof hash, "%016llx", (unsigned long long)r * 0x9e3779b97f4a7c15ULL);
+        int n = format_timestamp(wall.tv_sec, wall.tv_nsec / 1000 + r, ts, &cached_sec, prefix,
+                                 sizeof prefix);
+        if (per_row && exec_sql(db, "BEGIN IMMEDIATE")) return fail(db, "begin");
+        sqlite3_bind_text(st[1], 1, hash, 16, SQLITE_STATIC);
+        sqlite3_bind_zeroblob64(st[1], 2, (sqlite3_uint64)nbytes); /* then written in place */
+        sqlite3_bind_blob(st[2], 1, hash, 16, SQLITE_STATIC);
+        sqlite3_bind_text(st[3], 1, hash, 16, SQLITE_STATIC);
+        sqlite3_bind_text(st[4], 1, hash, 16, SQLITE_STATIC);
+        sqlite3_bind_text(st[5], 1, "bench-ceiling-0001", -1, SQLITE_STATIC);
+        sqlite3_bind_text(st[5], 2, ts, n, SQLITE_STATIC);
+        sqlite3_bind_int64(st[5], 3, r);
+        sqlite3_bind_text(st[5], 4, hash, 16, SQLITE_STATIC);
+        if (step_reset(db, st[1], SQLITE_DONE)) return 1;
+        sqlite3_blob *handle = NULL;
+        if (sqlite3_blob_open(db, "main", "assets", "value", sqlite3_last_insert_rowid(db), 1,
+                              &handle) != SQLITE_OK
+            || sqlite3_blob_write(handle, blob, (int)nbytes, 0) != SQLITE_OK
+            || sqlite3_blob_close(handle) != SQLITE_OK)
+            return fail(db, "blob write");
+        if (step_reset(db, st[2], SQLITE_DONE)
+            || step_reset(db, st[3], SQLITE_ROW) || step_reset(db, st[4], SQLITE_DONE)
+            || step_reset(db, st[5], SQLITE_DONE))
+            return 1;
+        if (per_row && exec_sql(db, "COMMIT")) return fail(db, "commit");
+    }
+    if (!per_row && exec_sql(db, "COMMIT")) return fail(db, "commit");
+    double seconds = now_seconds() - start;
+    for (int i = 1; i < 6; i++) sqlite3_finalize(st[i]);
+    sqlite3_close(db);
+    free(blob);
+    printf("{\"op\": \"blobs\", \"rows\": %lld, \"bytes\": %lld, \"seconds\": %.9f, "
+           "\"sqlite\": \"%s\"}\n", nrows, nbytes, seconds, sqlite3_libversion());
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 5 && argc <= 7 && strcmp(argv[1], "insert") == 0) {
         int full_sync = argc >= 6 && strcmp(argv[5], "full") == 0;
@@ -234,6 +326,9 @@ int main(int argc, char **argv) {
         return run_insert(argv[2], atoll(argv[3]), atoi(argv[4]), full_sync, per_row);
     }
     if (argc == 3 && strcmp(argv[1], "scan") == 0) return run_scan(argv[2]);
-    fprintf(stderr, "usage: ceiling insert DB NROWS NCOLS [normal|full] [batch|each] | ceiling scan DB\n");
+    if ((argc == 5 || argc == 6) && strcmp(argv[1], "blobs") == 0)
+        return run_blobs(argv[2], atoll(argv[3]), atoll(argv[4]), argc < 6 || strcmp(argv[5], "batch") != 0);
+    fprintf(stderr, "usage: ceiling insert DB NROWS NCOLS [normal|full] [batch|each] | ceiling scan DB"
+                    " | ceiling blobs DB NROWS BYTES [each|batch]\n");
     return 2;
 }

@@ -4,6 +4,7 @@ GROUPS: dict[str, str] = {
     "log": "benchmarks.groups.log",
     "writers": "benchmarks.groups.writers",
     "track": "benchmarks.groups.track",
+    "assets": "benchmarks.groups.assets",
     "system": "benchmarks.groups.system",
     "cache": "benchmarks.groups.cache",
     "read": "benchmarks.groups.read",

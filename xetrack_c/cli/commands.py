@@ -1,7 +1,8 @@
 """``xt``: look at and edit tracking databases from the shell.
 
 The commands, arguments and options are xetrack's (``head``, ``tail``, ``columns``, ``ls``,
-``delete``, ``set``, ``sql``, ``copy``, ``cache ls|delete``, ``stats describe|top|bottom``,
+``delete``, ``set``, ``sql``, ``copy``, ``cache ls|delete``, ``assets ls|export|delete``,
+``stats describe|top|bottom``,
 ``plot hist|scatter``) plus ``runs`` for the experiments table of ``run_multiple``.  Tables
 print as Markdown, ``--json`` prints JSON.  Exit status: 0 on success, 1 for a problem with
 the input (one line on stderr, no traceback), 130 when interrupted.
@@ -271,6 +272,27 @@ def cmd_cache_delete(args: argparse.Namespace) -> None:
     _out(f"Deleted {deleted} cache entries for track_id '{args.track_id}'")
 
 
+def cmd_assets_ls(args: argparse.Namespace) -> None:
+    from xetrack_c.cli.assets import column_hashes
+
+    rows = column_hashes(args.db)
+    _out(_table_or_json(["key", "hash"], rows, args.json))
+
+
+def cmd_assets_export(args: argparse.Namespace) -> None:
+    from xetrack_c.cli.assets import export
+
+    size = export(args.db, args.key, args.output)
+    _out(f"Asset {args.key} saved to {args.output} ({size} bytes)")
+
+
+def cmd_assets_delete(args: argparse.Namespace) -> None:
+    from xetrack_c.cli.assets import delete
+
+    delete(args.db, args.asset, args.column, args.table, args.remove_keys)
+    _out(f"Deleted asset {args.asset}")
+
+
 def cmd_stats_describe(args: argparse.Namespace) -> None:
     from xetrack_c.cli.stats import describe
 
@@ -306,6 +328,8 @@ HANDLERS: Dict[str, Callable[[argparse.Namespace], None]] = {
     "head": cmd_head, "tail": cmd_tail, "columns": cmd_columns, "ls": cmd_ls, "sql": cmd_sql,
     "runs": cmd_runs, "delete": cmd_delete, "set": cmd_set, "copy": cmd_copy,
     "cache ls": cmd_cache_ls, "cache delete": cmd_cache_delete,
+    "assets ls": cmd_assets_ls, "assets export": cmd_assets_export,
+    "assets delete": cmd_assets_delete,
     "stats describe": cmd_stats_describe, "stats top": cmd_stats_top,
     "stats bottom": cmd_stats_bottom, "plot hist": cmd_plot_hist,
     "plot scatter": cmd_plot_scatter,

@@ -184,6 +184,38 @@ def _add_cache(commands: Any) -> None:
     parser.add_argument("track_id", metavar="TRACK_ID", help="track id whose entries to delete")
 
 
+def _add_assets(commands: Any) -> None:
+    assets = commands.add_parser("assets", help="Assets: objects logged by hash")
+    asset_commands = assets.add_subparsers(dest="assets_command", metavar="COMMAND",
+                                           required=True)
+    parser = _command(asset_commands, "ls", "assets ls",
+                      "List the columns that hold assets and the hash each last stored",
+                      db=False)
+    parser.add_argument("db", metavar="DB", help="path to the database file")
+    parser.add_argument("--engine", default="sqlite", choices=ENGINES, help=argparse.SUPPRESS)
+    _json_option(parser)
+    parser = _command(asset_commands, "export", "assets export",
+                      "Write an asset's pickle (as cloudpickle.dump writes it) to a file",
+                      db=False)
+    parser.add_argument("db", metavar="DB", help="path to the database file")
+    parser.add_argument("key", metavar="HASH", help="the asset's hash, as its row holds it")
+    parser.add_argument("output", metavar="OUTPUT", help="file to write")
+    parser.add_argument("--engine", default="sqlite", choices=ENGINES, help=argparse.SUPPRESS)
+    parser = _command(asset_commands, "delete", "assets delete",
+                      "Delete an asset, whatever the number of rows that refer to it",
+                      db=False)
+    parser.add_argument("db", metavar="DB", help="path to the database file")
+    parser.add_argument("asset", metavar="HASH", help="the asset's hash")
+    parser.add_argument("--column", default=None,
+                        help="also set this column to NULL in the rows that held the hash")
+    parser.add_argument("--table", default="default",
+                        help="table of --column (default: default)")
+    parser.add_argument("--remove-keys", action=argparse.BooleanOptionalAction, default=True,
+                        help="also drop its count and the columns that point to it "
+                             "(default: yes)")
+    parser.add_argument("--engine", default="sqlite", choices=ENGINES, help=argparse.SUPPRESS)
+
+
 def _add_stats(commands: Any) -> None:
     stats = commands.add_parser("stats", help="Basic statistics")
     stats_commands = stats.add_subparsers(dest="stats_command", metavar="COMMAND", required=True)
@@ -228,7 +260,8 @@ def _add_plot(commands: Any) -> None:
 BUILDERS: Dict[str, Callable[[Any], None]] = {
     "head": _add_head, "tail": _add_tail, "columns": _add_columns, "ls": _add_ls,
     "sql": _add_sql, "runs": _add_runs, "delete": _add_delete, "set": _add_set,
-    "copy": _add_copy, "cache": _add_cache, "stats": _add_stats, "plot": _add_plot,
+    "copy": _add_copy, "cache": _add_cache, "assets": _add_assets, "stats": _add_stats,
+    "plot": _add_plot,
 }
 
 

@@ -178,6 +178,9 @@ class ExperimentTable:
                 from xetrack_c.tracker import Tracker
 
                 tracker = Tracker(self.db, table=self.table)
+                # Config columns hold str(value) of other objects (docs/run_multiple.md),
+                # not assets: a config that cannot be pickled must not fail its record.
+                tracker._asset_hook = None
                 tracker._ensure_columns(_COLUMN_SAMPLES)
                 self._tracker = tracker
             return self._tracker

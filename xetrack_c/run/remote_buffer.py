@@ -57,8 +57,10 @@ class RemoteBuffer:
 
     def adopt(self, tracker: Any, destination: str = BATCH) -> None:
         """Ship ``tracker``'s rows with the task's result (also if the task closes it:
-        its rows are read just before)."""
+        its rows are read just before).  Objects logged as assets are refused: only the
+        rows travel back, and a hash without its asset would be a lost value."""
         self._trackers.append((destination, tracker))
+        tracker._asset_hook = _refuse_asset
         close = tracker.close
         harvested = self._harvested
 
@@ -93,6 +95,15 @@ class RemoteBuffer:
             self._trackers.clear()
         self._metrics.clear()
         return chunks
+
+
+def _refuse_asset(column: str, value: Any) -> Any:
+    """The asset hook of a tracker inside a remote task: a clear error, never a lost value."""
+    raise ValueError(
+        f"cannot log {column!r} (a {type(value).__name__}) inside a task run on an executor: "
+        "objects are stored as assets, which do not travel back with the task's rows yet; "
+        "save the object to a file and log its path, or log it from the driver"
+    )
 
 
 def _read_chunks(tracker: Any, destination: str) -> List[Chunk]:
