@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import _thread
 import atexit
 import os
 import sys
-import threading
 import warnings as _warnings
 import weakref
-from typing import Any, Callable, Dict, Iterable, List, Optional, Union
+# Annotations only: `typing` (with the re, collections and contextlib it loads) stays out of
+# `import xetrack_c` (docs/design.md, "Import cost"; tests/test_import_cost.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 from xetrack_c import _core
 
@@ -23,7 +27,7 @@ _NOT_YET = {
 }
 
 _open_trackers: "weakref.WeakSet[Tracker]" = weakref.WeakSet()
-_open_lock = threading.Lock()
+_open_lock = _thread.allocate_lock()  # threading.Lock, without threading's imports
 
 
 def _flush_all() -> None:
