@@ -45,8 +45,9 @@ def importtime_series(python: str, no_site: bool) -> Callable[[], Callable[[Path
         if no_site:  # -S drops site-packages: point PYTHONPATH at the package's directory
             root = str(Path(spec.origin).resolve().parent.parent)
             env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
-        command = [python, *(["-S"] if no_site else []), "-X", "importtime", "-c",
-                   "import xetrack_c"]
+        # Without site, os is not loaded yet; every interpreter with site has it.
+        code = "import os; import xetrack_c" if no_site else "import xetrack_c"
+        command = [python, *(["-S"] if no_site else []), "-X", "importtime", "-c", code]
 
         def run(workdir: Path) -> float:
             out = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True,
