@@ -1165,7 +1165,9 @@ xt_read_columns_hinted(xt_state *st, sqlite3 *db, const char *filename, const ch
     if (rows_hint_sql != NULL) {
         scan.rows_hint = rows_hint(db, rows_hint_sql);
     }
-    scan_rows(&scan);
+    if (!watch.raised) { /* Ctrl-C during the hint: the handler ran on this thread */
+        scan_rows(&scan);
+    }
     if (scan.rc == SQLITE_DONE && !scan.out_of_memory && sort_by != NULL) {
         sort_scan(&scan);
     }

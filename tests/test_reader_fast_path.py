@@ -177,3 +177,18 @@ def test_table_growing_while_read(tmp_path: Path) -> None:
         stop.set()
         thread.join()
     assert sizes[-1] > sizes[0], sizes  # the table did grow between the reads
+
+
+def test_views_and_quoted_table_names(tmp_path: Path) -> None:
+    path = make_db(tmp_path / "names.db", [("v", "TEXT")],
+                   [("run", ts(i), f"v{i % 4}") for i in range(3_000)])
+    con = sqlite3.connect(path)
+    con.execute('CREATE TABLE "it\'s ""x""" AS SELECT * FROM "default"')
+    con.execute('CREATE VIEW "view\'s" AS SELECT * FROM "default" WHERE v != \'v1\'')
+    con.commit()
+    con.close()
+    want = pandas_frame(path, ALL + " ORDER BY timestamp")
+    pdt.assert_frame_equal(Reader(path, table='it\'s "x"').to_df(), want)
+    view = pandas_frame(path, ALL + " WHERE v != 'v1' ORDER BY timestamp")
+    pdt.assert_frame_equal(Reader(path, table="view's").to_df(), view)
+    assert len(view) == 2_250

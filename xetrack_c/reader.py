@@ -177,12 +177,15 @@ class Reader:
 
     def _columns(self, sql: str, params: Tuple[Any, ...] = (), text_buffers: bool = False,
                  sort_by: Optional[str] = None, whole_table: bool = False) -> Dict[str, Any]:
-        # Reading the whole table: its rowid span (two index lookups, bounded by what the
-        # file could hold) sizes the read buffers once; a wrong guess costs only speed.
-        hint = (f"SELECT min((SELECT max(rowid) FROM {self._table_sql}) - "
+        # Reading the whole of a table (not a view, which would be computed to find out):
+        # its rowid span (two b-tree lookups, bounded by what the file could hold) sizes
+        # the read buffers once; a wrong guess costs only speed.
+        name = "'" + self.table_name.replace("'", "''") + "'"
+        hint = (f"SELECT CASE WHEN (SELECT type FROM sqlite_master WHERE name = {name}) = "
+                f"'table' THEN min((SELECT max(rowid) FROM {self._table_sql}) - "
                 f"(SELECT min(rowid) FROM {self._table_sql}) + 1, "
                 "(SELECT page_count FROM pragma_page_count()) * "
-                "(SELECT page_size FROM pragma_page_size()) / 16)") if whole_table else None
+                "(SELECT page_size FROM pragma_page_size()) / 16) END") if whole_table else None
         try:
             return _core.read_columns(self.db, sql, params, text_buffers=text_buffers,
                                       sort_by=sort_by, rows_hint_sql=hint)
