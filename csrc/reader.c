@@ -347,10 +347,11 @@ class_rank(uint8_t tag)
     }
 }
 
+/* Rows a and b of `col` in ORDER BY order (<0, 0, >0); la and lb are their byte lengths
+ * (used for TEXT/BLOB only). */
 static int
-compare_rows(const xt_sort_key *key, size_t a, size_t b)
+compare_values(const xt_column_buf *col, size_t a, size_t la, size_t b, size_t lb)
 {
-    const xt_column_buf *col = key->col;
     uint8_t ta = col->tags[a], tb = col->tags[b];
     int ra = class_rank(ta), rb = class_rank(tb);
     if (ra != rb) {
@@ -368,12 +369,44 @@ compare_rows(const xt_sort_key *key, size_t a, size_t b)
         double y = tb == SQLITE_INTEGER ? (double)col->cells[b].i : col->cells[b].d;
         return (x > y) - (x < y);
     }
-    size_t la = key->lens[a], lb = key->lens[b];
     int c = memcmp(col->arena + col->cells[a].i, col->arena + col->cells[b].i, la < lb ? la : lb);
     if (c != 0) {
         return c;
     }
     return (la > lb) - (la < lb);
+}
+
+static int
+compare_rows(const xt_sort_key *key, size_t a, size_t b)
+{
+    return compare_values(key->col, a, key->lens[a], b, key->lens[b]);
+}
+
+/* True when the n rows are in order already (the usual case: rows are appended in time
+ * order): one comparison per pair of neighbours, walking backwards so that each value's
+ * length is where the following value starts, without an array of lengths. */
+static int
+already_sorted(const xt_column_buf *col, size_t n)
+{
+    size_t next_start = col->arena_len, len_b = 0;
+    if (n < 2) {
+        return 1;
+    }
+    for (size_t b = n; b-- > 0;) {
+        uint8_t tag = col->tags[b];
+        size_t len = 0;
+        if (tag == SQLITE_TEXT || tag == SQLITE_BLOB) {
+            len = next_start - (size_t)col->cells[b].i;
+        }
+        if (tag == SQLITE_TEXT || tag == SQLITE_BLOB || tag == SQLITE_NULL) {
+            next_start = (size_t)col->cells[b].i;
+        }
+        if (b + 1 < n && compare_values(col, b, len, b + 1, len_b) > 0) {
+            return 0;
+        }
+        len_b = len;
+    }
+    return 1;
 }
 
 /* Stable bottom-up merge sort of the row numbers in `order` (n of them); `tmp` has room
@@ -482,18 +515,15 @@ sort_scan(xt_scan *scan)
         return;
     }
     xt_column_buf *col = &scan->cols[key_col];
+    if (already_sorted(col, n)) {
+        goto done;
+    }
     lens = value_lengths(col, n);
     if (lens == NULL) {
         goto oom;
     }
     xt_sort_key key = {col, lens};
-    size_t i = 1;
-    while (i < n && compare_rows(&key, i - 1, i) <= 0) {
-        i++;
-    }
-    if (i >= n) {
-        goto done; /* already in order */
-    }
+    size_t i;
     order = malloc(n * sizeof(size_t));
     tmp = malloc(n * sizeof(size_t));
     if (order == NULL || tmp == NULL) {

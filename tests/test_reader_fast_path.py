@@ -192,3 +192,44 @@ def test_views_and_quoted_table_names(tmp_path: Path) -> None:
     view = pandas_frame(path, ALL + " WHERE v != 'v1' ORDER BY timestamp")
     pdt.assert_frame_equal(Reader(path, table="view's").to_df(), view)
     assert len(view) == 2_250
+
+
+def _key_values(seed: int, n: int) -> List[Any]:
+    import random
+
+    rng = random.Random(seed)
+    pool: List[Any] = [None, 0, -3, 2.5, 7, "", "a", "ab", "abc", "b", "a\x00", b"", b"a",
+                       b"ab", "zz" * 20, "é", 1e300]
+    return [rng.choice(pool) if rng.random() < 0.7 else f"t{rng.randrange(50):03d}"
+            for _ in range(n)]
+
+
+def _sql_order(values: List[Any]) -> List[Any]:
+    con = sqlite3.connect(":memory:")
+    con.execute("CREATE TABLE t (k)")
+    con.executemany("INSERT INTO t VALUES (?)", [(v,) for v in values])
+    return [row[0] for row in con.execute("SELECT k FROM t ORDER BY k")]
+
+
+@pytest.mark.parametrize("case", ["shuffled", "in_order", "last_pair_swapped", "first_pair_swapped"])
+def test_sort_by_checks_order_without_a_length_array(tmp_path: Path, case: str) -> None:
+    values = _key_values(7, 2_000)
+    if case != "shuffled":
+        values = _sql_order(values)
+        if case == "last_pair_swapped":
+            values[-2], values[-1] = "zzzz", "a"
+        elif case == "first_pair_swapped":
+            values[0], values[1] = "b", "a"
+    path = str(tmp_path / "sort.db")
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE t (i INTEGER, k)")
+    con.executemany("INSERT INTO t VALUES (?, ?)", list(enumerate(values)))
+    con.commit()
+    con.close()
+    got = _core.read_columns(path, "SELECT k, i FROM t", sort_by="k")
+    assert list(got["k"]) == _sql_order(values)
+    # Equal keys keep table order.
+    pairs = list(zip(got["k"], got["i"]))
+    for (k1, i1), (k2, i2) in zip(pairs, pairs[1:]):
+        if type(k1) is type(k2) and k1 == k2:
+            assert i1 < i2
