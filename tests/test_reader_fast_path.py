@@ -229,7 +229,7 @@ def test_sort_by_checks_order_without_a_length_array(tmp_path: Path, case: str) 
     got = _core.read_columns(path, "SELECT k, i FROM t", sort_by="k")
     assert list(got["k"]) == _sql_order(values)
     # Equal keys keep table order.
-    pairs = list(zip(got["k"], got["i"]))
-    for (k1, i1), (k2, i2) in zip(pairs, pairs[1:]):
+    pairs = list(zip(got["k"], got["i"], strict=True))
+    for (k1, i1), (k2, i2) in zip(pairs, pairs[1:], strict=False):
         if type(k1) is type(k2) and k1 == k2:
             assert i1 < i2

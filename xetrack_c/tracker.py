@@ -8,13 +8,14 @@ import atexit
 import os
 import sys
 import warnings as _warnings
+
+from xetrack_c import _core
+
 # Annotations only: `typing` (with the re, collections and contextlib it loads) stays out of
 # `import xetrack_c` (docs/design.md, "Import cost"; tests/test_import_cost.py).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Dict, Iterable, List, Optional, Union
-
-from xetrack_c import _core
 
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 _TABLE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
@@ -208,6 +209,8 @@ class Tracker(_core.TrackerCore):
         self.log_system_params = bool(log_system_params)
         self.log_network_params = bool(log_network_params)
         if sampler is not None:
+            import weakref
+
             sampler.start()
             self._system = sampler
             weakref.finalize(self, sampler.stop)

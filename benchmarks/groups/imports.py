@@ -12,10 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.context import Context
+from benchmarks.env import subprocess_env
 from benchmarks.harness import measure, prepare
 from benchmarks.peers import peer_version
 from benchmarks.report import Limit, Row, Table, human_time, per_op
-from benchmarks.env import subprocess_env
 from benchmarks.subprocs import command_series
 
 GROUP = "import"
