@@ -492,7 +492,8 @@ done:
 /* Python functions                                                                     */
 
 PyDoc_STRVAR(read_columns__doc__,
-    "read_columns(path, sql, params=(), *, text_buffers=False, sort_by=None)\n--\n\n"
+    "read_columns(path, sql, params=(), *, text_buffers=False, sort_by=None,\n"
+    "             rows_hint_sql=None)\n--\n\n"
     "Run one SELECT on the SQLite file `path`, opened read-only, and return\n"
     "{column name: numpy.ndarray} in SELECT order.\n\n"
     "The file is never created or written; a missing file raises FileNotFoundError and a\n"
@@ -515,22 +516,26 @@ PyDoc_STRVAR(read_columns__doc__,
     "None), without creating a str per row; frame_from_columns() accepts them.\n\n"
     "sort_by names a result column to sort the rows by after reading, in C, as ORDER BY\n"
     "that column would (NULLs first, numbers, then text and blobs bytewise), keeping the\n"
-    "table order of equal keys; rows already in order cost one comparison each.");
+    "table order of equal keys; rows already in order cost one comparison each.\n\n"
+    "rows_hint_sql is a SELECT run first, in the same snapshot, whose first value estimates\n"
+    "the number of rows (e.g. the span of a table's rowids): the read's buffers are then\n"
+    "allocated once.  Only speed depends on it; a failing hint statement is ignored.");
 
 static PyObject *
 read_columns(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"path", "sql", "params", "text_buffers", "sort_by", NULL};
+    static char *keywords[] = {"path",    "sql",          "params", "text_buffers",
+                               "sort_by", "rows_hint_sql", NULL};
     xt_state *st = xt_get_state(module);
     PyObject *path, *params = NULL, *path_bytes = NULL, *res = NULL, *columns = NULL;
     const char *sql;
     sqlite3 *db = NULL;
-    const char *sort_by = NULL;
+    const char *sort_by = NULL, *rows_hint_sql = NULL;
     int text_buffers = 0;
     read_policy policy;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Os|O$pz:read_columns", keywords, &path,
-                                     &sql, &params, &text_buffers, &sort_by)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Os|O$pzz:read_columns", keywords, &path,
+                                     &sql, &params, &text_buffers, &sort_by, &rows_hint_sql)) {
         goto done;
     }
     if (open_existing(st, path, 0, &policy, &db, &path_bytes) < 0) {
@@ -540,8 +545,9 @@ read_columns(PyObject *module, PyObject *args, PyObject *kwargs)
     if (exec_simple(st, db, filename, "BEGIN") < 0) {
         goto done;
     }
-    columns = xt_read_columns_ex(st, db, filename, sql, params,
-                                 text_buffers ? XT_READ_TEXT_BUFFERS : 0, sort_by);
+    columns = xt_read_columns_hinted(st, db, filename, sql, params,
+                                     text_buffers ? XT_READ_TEXT_BUFFERS : 0, sort_by,
+                                     rows_hint_sql);
     if (columns == NULL) {
         explain_refusal(st, &policy, filename, sql);
         goto done;

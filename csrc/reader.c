@@ -6,10 +6,15 @@
  *   1. prepare and bind (bind with the GIL held: it reads Python values);
  *   2. scan: step through the result set once with the GIL released, appending every cell
  *      to per-column C buffers (a storage-class tag, an 8-byte number or arena offset, and
- *      an arena holding the bytes of TEXT and BLOB values);
+ *      an arena holding the bytes of TEXT and BLOB values).  With a row-count hint the
+ *      buffers are allocated once at that size, and each arena is sized from the bytes per
+ *      row of the first rows; the slack is given back when the arrays adopt the buffers;
  *   3. build: with the GIL held, choose each column's dtype from the storage classes seen
- *      and fill one NumPy array per column; str and bytes objects are created here, and a
- *      value equal to the previous one in its column reuses the previous object. */
+ *      and fill one NumPy array per column; str and bytes objects are created here: a
+ *      value equal to the one of the following row reuses its object, and in a column of
+ *      few distinct values every value is looked up in a small hash table so that each
+ *      distinct value gets one object (interning, given up when the column turns out to
+ *      hold many distinct values). */
 #include "reader.h"
 
 #include "interrupt.h"
@@ -28,8 +33,12 @@
  * `import xetrack_c` free of NumPy. */
 #include <numpy/arrayobject.h>
 
-/* Rows reserved by the first allocation of a scan; capacity doubles after that. */
+/* Rows reserved by the first allocation of a scan without a row-count hint; capacity
+ * doubles after that. */
 #define XT_FIRST_ROWS 64
+
+/* The first rows of a hinted scan whose bytes per row size a column's arena. */
+#define XT_ARENA_SAMPLE_ROWS 256
 
 #define XT_BIT(storage_class) (1u << (storage_class))
 #define XT_NUMERIC_OR_NULL (XT_BIT(SQLITE_INTEGER) | XT_BIT(SQLITE_FLOAT) | XT_BIT(SQLITE_NULL))
@@ -60,6 +69,7 @@ typedef struct {
     xt_column_buf *cols;
     size_t nrows;
     size_t cap;         /* rows the tag and cell buffers hold; always > nrows once allocated */
+    size_t rows_hint;   /* expected number of rows (0: unknown); sizes the first allocations */
     int rc;             /* SQLITE_DONE when every row was read */
     int out_of_memory;  /* a C allocation failed */
     const char *sort_by;  /* result column to sort the rows by, or NULL */
@@ -73,6 +83,9 @@ static int
 grow_rows(xt_scan *scan)
 {
     size_t cap = scan->cap ? scan->cap * 2 : XT_FIRST_ROWS;
+    if (scan->cap == 0 && scan->rows_hint >= XT_FIRST_ROWS && scan->rows_hint < SIZE_MAX / 16) {
+        cap = scan->rows_hint + 1; /* one spare cell for the closing Arrow offset */
+    }
     if (cap > SIZE_MAX / sizeof(xt_cell)) {
         return -1;
     }
@@ -93,9 +106,12 @@ grow_rows(xt_scan *scan)
     return 0;
 }
 
-/* Append the bytes of a TEXT or BLOB value to the arena; -1 when out of memory. */
+/* Append the bytes of a TEXT or BLOB value, the one of row `row` of a scan expecting
+ * `rows_hint` rows (0: unknown), to the arena; -1 when out of memory.  Past the first
+ * XT_ARENA_SAMPLE_ROWS rows of a hinted scan, a full arena grows once to the size its bytes
+ * per row so far predict for the whole scan (plus an eighth); otherwise it doubles. */
 static int
-append_bytes(xt_column_buf *col, const void *bytes, size_t len)
+append_bytes(xt_column_buf *col, const void *bytes, size_t len, size_t row, size_t rows_hint)
 {
     size_t need = col->arena_len + len;
     if (need > col->arena_cap) {
@@ -105,6 +121,14 @@ append_bytes(xt_column_buf *col, const void *bytes, size_t len)
                 return -1;
             }
             cap *= 2;
+        }
+        if (rows_hint > row && row >= XT_ARENA_SAMPLE_ROWS
+            && col->arena_len / row < SIZE_MAX / 2 / rows_hint) {
+            size_t predicted = col->arena_len / row * rows_hint;
+            predicted += predicted / 8;
+            if (predicted > cap) {
+                cap = predicted;
+            }
         }
         char *arena = realloc(col->arena, cap);
         if (arena == NULL) {
@@ -126,7 +150,7 @@ append_bytes(xt_column_buf *col, const void *bytes, size_t len)
  * reading it is safe only while no other thread uses the connection -- which holds here:
  * the connection is ours alone for the whole scan (xt_read_columns' contract). */
 static int
-store_cell(sqlite3_stmt *stmt, int c, xt_column_buf *col, size_t row)
+store_cell(sqlite3_stmt *stmt, int c, xt_column_buf *col, size_t row, size_t rows_hint)
 {
     sqlite3_value *value = sqlite3_column_value(stmt, c);
     int tag = sqlite3_value_type(value);
@@ -149,7 +173,7 @@ store_cell(sqlite3_stmt *stmt, int c, xt_column_buf *col, size_t row)
             return -1;
         }
         col->cells[row].i = (int64_t)col->arena_len;
-        if (append_bytes(col, bytes, (size_t)sqlite3_value_bytes(value)) < 0) {
+        if (append_bytes(col, bytes, (size_t)sqlite3_value_bytes(value), row, rows_hint) < 0) {
             return -1;
         }
         break;
@@ -184,7 +208,7 @@ scan_rows(xt_scan *scan)
     }
     while (rc == SQLITE_ROW) {
         for (int c = 0; c < ncols; c++) {
-            if (store_cell(stmt, c, &scan->cols[c], scan->nrows) < 0) {
+            if (store_cell(stmt, c, &scan->cols[c], scan->nrows, scan->rows_hint) < 0) {
                 scan->out_of_memory = 1;
                 goto done;
             }
@@ -323,10 +347,11 @@ class_rank(uint8_t tag)
     }
 }
 
+/* Rows a and b of `col` in ORDER BY order (<0, 0, >0); la and lb are their byte lengths
+ * (used for TEXT/BLOB only). */
 static int
-compare_rows(const xt_sort_key *key, size_t a, size_t b)
+compare_values(const xt_column_buf *col, size_t a, size_t la, size_t b, size_t lb)
 {
-    const xt_column_buf *col = key->col;
     uint8_t ta = col->tags[a], tb = col->tags[b];
     int ra = class_rank(ta), rb = class_rank(tb);
     if (ra != rb) {
@@ -344,12 +369,44 @@ compare_rows(const xt_sort_key *key, size_t a, size_t b)
         double y = tb == SQLITE_INTEGER ? (double)col->cells[b].i : col->cells[b].d;
         return (x > y) - (x < y);
     }
-    size_t la = key->lens[a], lb = key->lens[b];
     int c = memcmp(col->arena + col->cells[a].i, col->arena + col->cells[b].i, la < lb ? la : lb);
     if (c != 0) {
         return c;
     }
     return (la > lb) - (la < lb);
+}
+
+static int
+compare_rows(const xt_sort_key *key, size_t a, size_t b)
+{
+    return compare_values(key->col, a, key->lens[a], b, key->lens[b]);
+}
+
+/* True when the n rows are in order already (the usual case: rows are appended in time
+ * order): one comparison per pair of neighbours, walking backwards so that each value's
+ * length is where the following value starts, without an array of lengths. */
+static int
+already_sorted(const xt_column_buf *col, size_t n)
+{
+    size_t next_start = col->arena_len, len_b = 0;
+    if (n < 2) {
+        return 1;
+    }
+    for (size_t b = n; b-- > 0;) {
+        uint8_t tag = col->tags[b];
+        size_t len = 0;
+        if (tag == SQLITE_TEXT || tag == SQLITE_BLOB) {
+            len = next_start - (size_t)col->cells[b].i;
+        }
+        if (tag == SQLITE_TEXT || tag == SQLITE_BLOB || tag == SQLITE_NULL) {
+            next_start = (size_t)col->cells[b].i;
+        }
+        if (b + 1 < n && compare_values(col, b, len, b + 1, len_b) > 0) {
+            return 0;
+        }
+        len_b = len;
+    }
+    return 1;
 }
 
 /* Stable bottom-up merge sort of the row numbers in `order` (n of them); `tmp` has room
@@ -458,18 +515,15 @@ sort_scan(xt_scan *scan)
         return;
     }
     xt_column_buf *col = &scan->cols[key_col];
+    if (already_sorted(col, n)) {
+        goto done;
+    }
     lens = value_lengths(col, n);
     if (lens == NULL) {
         goto oom;
     }
     xt_sort_key key = {col, lens};
-    size_t i = 1;
-    while (i < n && compare_rows(&key, i - 1, i) <= 0) {
-        i++;
-    }
-    if (i >= n) {
-        goto done; /* already in order */
-    }
+    size_t i;
     order = malloc(n * sizeof(size_t));
     tmp = malloc(n * sizeof(size_t));
     if (order == NULL || tmp == NULL) {
@@ -545,9 +599,156 @@ value_object(const xt_column_buf *col, uint8_t tag, size_t start, size_t len)
     return PyBytes_FromStringAndSize(col->arena + start, (Py_ssize_t)len);
 }
 
+/* Interning: one str/bytes object per distinct value of a column of few distinct values.
+ * An open-addressing hash table from (storage class, bytes) to the object made for the
+ * first such value; the objects are borrowed from the column's array, which holds them.
+ * Once the table holds XT_INTERN_MIN values, it is given up as soon as more than half of
+ * the values looked up were new (a column of many distinct values, where a table costs
+ * time and saves nothing), and in any case at XT_INTERN_MAX values. */
+#define XT_INTERN_FIRST_SLOTS 1024
+#define XT_INTERN_MIN 4096
+#define XT_INTERN_MAX 65536
+
+typedef struct {
+    uint64_t hash;
+    size_t start;   /* the value's bytes in the arena */
+    size_t len;
+    PyObject *obj;  /* borrowed; NULL for an empty slot */
+} xt_intern_slot;
+
+typedef struct {
+    xt_intern_slot *slots;  /* NULL once given up (or before the first value) */
+    size_t mask;            /* slot count - 1, a power of two minus one */
+    size_t used;
+    size_t lookups;
+    int given_up;
+} xt_intern;
+
+static uint64_t
+hash_value(const unsigned char *bytes, size_t len, uint8_t tag)
+{
+    uint64_t h = 0x9E3779B97F4A7C15ULL ^ ((uint64_t)len * 0xFF51AFD7ED558CCDULL) ^ tag;
+    while (len >= 8) {
+        uint64_t word;
+        memcpy(&word, bytes, sizeof(word));
+        h = (h ^ word) * 0xFF51AFD7ED558CCDULL;
+        h ^= h >> 32;
+        bytes += 8;
+        len -= 8;
+    }
+    if (len > 0) {
+        uint64_t word = 0;
+        memcpy(&word, bytes, len);
+        h = (h ^ word) * 0xC4CEB9FE1A85EC53ULL;
+    }
+    h ^= h >> 33;
+    h *= 0xFF51AFD7ED558CCDULL;
+    h ^= h >> 33;
+    return h;
+}
+
+/* The slot for (hash, bytes, tag): the one holding that value, or the empty one where it
+ * goes. */
+static xt_intern_slot *
+intern_slot(const xt_intern *table, const char *arena, uint64_t hash, size_t start, size_t len,
+            uint8_t tag)
+{
+    size_t i = (size_t)hash & table->mask;
+    for (;;) {
+        xt_intern_slot *slot = &table->slots[i];
+        if (slot->obj == NULL
+            || (slot->hash == hash && slot->len == len
+                && (tag == SQLITE_TEXT) == (PyUnicode_CheckExact(slot->obj) != 0)
+                && memcmp(arena + slot->start, arena + start, len) == 0)) {
+            return slot;
+        }
+        i = (i + 1) & table->mask;
+    }
+}
+
+static void
+intern_give_up(xt_intern *table)
+{
+    PyMem_Free(table->slots);
+    table->slots = NULL;
+    table->given_up = 1;
+}
+
+/* Double the table; on failure interning is given up (it only saves memory and time). */
+static void
+intern_grow(xt_intern *table, const char *arena)
+{
+    xt_intern old = *table;
+    size_t slots = (old.mask + 1) * 2;
+    table->slots = PyMem_Calloc(slots, sizeof(xt_intern_slot));
+    if (table->slots == NULL) {
+        table->slots = old.slots;
+        intern_give_up(table);
+        return;
+    }
+    table->mask = slots - 1;
+    for (size_t i = 0; i <= old.mask; i++) {
+        xt_intern_slot *from = &old.slots[i];
+        if (from->obj != NULL) {
+            uint8_t tag = PyUnicode_CheckExact(from->obj) ? SQLITE_TEXT : SQLITE_BLOB;
+            *intern_slot(table, arena, from->hash, from->start, from->len, tag) = *from;
+        }
+    }
+    PyMem_Free(old.slots);
+}
+
+/* The interned object for the value at arena[start..start+len) of storage class `tag` (a new
+ * reference), or NULL without an exception when it has none yet: then *slot_out is where
+ * intern_add() puts it (NULL when interning is off). */
+static PyObject *
+intern_find(xt_intern *table, const char *arena, size_t start, size_t len, uint8_t tag,
+            uint64_t *hash_out, xt_intern_slot **slot_out)
+{
+    *slot_out = NULL;
+    if (table->given_up) {
+        return NULL;
+    }
+    if (table->slots == NULL) {
+        table->slots = PyMem_Calloc(XT_INTERN_FIRST_SLOTS, sizeof(xt_intern_slot));
+        if (table->slots == NULL) {
+            table->given_up = 1;
+            return NULL;
+        }
+        table->mask = XT_INTERN_FIRST_SLOTS - 1;
+    }
+    table->lookups++;
+    uint64_t hash = hash_value((const unsigned char *)arena + start, len, tag);
+    xt_intern_slot *slot = intern_slot(table, arena, hash, start, len, tag);
+    if (slot->obj != NULL) {
+        return Py_NewRef(slot->obj);
+    }
+    *hash_out = hash;
+    *slot_out = slot;
+    return NULL;
+}
+
+/* Record `obj` (borrowed: the array holds it) in the empty `slot` found by intern_find(). */
+static void
+intern_add(xt_intern *table, const char *arena, xt_intern_slot *slot, uint64_t hash,
+           size_t start, size_t len, PyObject *obj)
+{
+    slot->hash = hash;
+    slot->start = start;
+    slot->len = len;
+    slot->obj = obj;
+    table->used++;
+    if (table->used >= XT_INTERN_MAX
+        || (table->used >= XT_INTERN_MIN && table->used * 2 > table->lookups)) {
+        intern_give_up(table);
+    }
+    else if (table->used * 2 > table->mask + 1) {
+        intern_grow(table, arena);
+    }
+}
+
 /* Object array of the Python values, filled from the last row backwards: a value's length
  * is where the following value starts.  A str/bytes equal to the following row's value
- * reuses that object. */
+ * reuses that object; otherwise the intern table is asked (see xt_intern). */
 static PyObject *
 build_object_column(const xt_column_buf *col, npy_intp n)
 {
@@ -556,6 +757,7 @@ build_object_column(const xt_column_buf *col, npy_intp n)
     PyObject *next = NULL; /* borrowed from the array: the str/bytes of the following row */
     size_t next_start = col->arena_len, next_len = 0;
     uint8_t next_tag = 0;
+    xt_intern interned = {NULL, 0, 0, 0, 0};
 
     if (arr == NULL) {
         goto done;
@@ -580,7 +782,15 @@ build_object_column(const xt_column_buf *col, npy_intp n)
                 value = Py_NewRef(next);
             }
             else {
-                value = value_object(col, tag, start, len);
+                uint64_t hash = 0;
+                xt_intern_slot *slot;
+                value = intern_find(&interned, col->arena, start, len, tag, &hash, &slot);
+                if (value == NULL) {
+                    value = value_object(col, tag, start, len);
+                    if (value != NULL && slot != NULL) {
+                        intern_add(&interned, col->arena, slot, hash, start, len, value);
+                    }
+                }
                 next = value;
                 next_tag = tag;
                 next_len = len;
@@ -599,6 +809,7 @@ build_object_column(const xt_column_buf *col, npy_intp n)
     }
     res = Py_NewRef(arr);
 done:
+    PyMem_Free(interned.slots);
     Py_XDECREF(arr);
     return res;
 }
@@ -933,9 +1144,35 @@ done:
     return res;
 }
 
+/* The row count `sql` predicts: its first column of its first row when that is a positive
+ * INTEGER, else 0 (no hint).  Called with the GIL released; a failing statement is no hint. */
+static size_t
+rows_hint(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *stmt = NULL;
+    size_t hint = 0;
+    if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) == SQLITE_OK && stmt != NULL
+        && sqlite3_step(stmt) == SQLITE_ROW && sqlite3_column_type(stmt, 0) == SQLITE_INTEGER) {
+        sqlite3_int64 value = sqlite3_column_int64(stmt, 0);
+        if (value > 0 && (sqlite3_uint64)value < SIZE_MAX / 16) {
+            hint = (size_t)value;
+        }
+    }
+    sqlite3_finalize(stmt);
+    return hint;
+}
+
 PyObject *
 xt_read_columns_ex(xt_state *st, sqlite3 *db, const char *filename, const char *sql,
                    PyObject *params, int flags, const char *sort_by)
+{
+    return xt_read_columns_hinted(st, db, filename, sql, params, flags, sort_by, NULL);
+}
+
+PyObject *
+xt_read_columns_hinted(xt_state *st, sqlite3 *db, const char *filename, const char *sql,
+                       PyObject *params, int flags, const char *sort_by,
+                       const char *rows_hint_sql)
 {
     assert(!PyErr_Occurred());
     PyObject *res = NULL;
@@ -955,7 +1192,12 @@ xt_read_columns_ex(xt_state *st, sqlite3 *db, const char *filename, const char *
     xt_interrupt_watch watch;
     xt_watch_interrupts(db, &watch);
     Py_BEGIN_ALLOW_THREADS
-    scan_rows(&scan);
+    if (rows_hint_sql != NULL) {
+        scan.rows_hint = rows_hint(db, rows_hint_sql);
+    }
+    if (!watch.raised) { /* Ctrl-C during the hint: the handler ran on this thread */
+        scan_rows(&scan);
+    }
     if (scan.rc == SQLITE_DONE && !scan.out_of_memory && sort_by != NULL) {
         sort_scan(&scan);
     }

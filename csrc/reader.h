@@ -61,6 +61,16 @@ enum {
 PyObject *xt_read_columns_ex(xt_state *st, sqlite3 *db, const char *filename, const char *sql,
                              PyObject *params, int flags, const char *sort_by);
 
+/* xt_read_columns_ex() with `rows_hint_sql`: NULL, or a statement run first on `db` (in the
+ * caller's transaction, so in the same snapshot) whose first value estimates the number of
+ * rows `sql` returns, e.g. the span of the table's rowids.  The scan's buffers are then
+ * allocated once at that size instead of growing from 64 rows; a wrong estimate costs only
+ * memory or growth (more rows than hinted grow the buffers as without a hint, slack is given
+ * back), and a statement that fails or returns no positive INTEGER means no hint. */
+PyObject *xt_read_columns_hinted(xt_state *st, sqlite3 *db, const char *filename,
+                                 const char *sql, PyObject *params, int flags,
+                                 const char *sort_by, const char *rows_hint_sql);
+
 /* Prepare exactly one statement of `sql` on `db` (the GIL is released while SQLite
  * prepares) and set *stmt_out; 0 on success, -1 with an exception set.  Trailing
  * whitespace, ';' and comments are allowed; an empty `sql` or a second statement raises

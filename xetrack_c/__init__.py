@@ -5,6 +5,8 @@ DataFrame backends and the seeding API load on first use, pandas and numpy only 
 DataFrame or array is asked for.
 """
 
+from __future__ import annotations
+
 from importlib import import_module as _import_module
 
 from xetrack_c import _core  # noqa: F401  (an attribute even where a server preloaded it)

@@ -176,10 +176,19 @@ class Reader:
             raise self._translate(exc) from exc
 
     def _columns(self, sql: str, params: Tuple[Any, ...] = (), text_buffers: bool = False,
-                 sort_by: Optional[str] = None) -> Dict[str, Any]:
+                 sort_by: Optional[str] = None, whole_table: bool = False) -> Dict[str, Any]:
+        # Reading the whole of a table (not a view, which would be computed to find out):
+        # its rowid span (two b-tree lookups, bounded by what the file could hold) sizes
+        # the read buffers once; a wrong guess costs only speed.
+        name = "'" + self.table_name.replace("'", "''") + "'"
+        hint = (f"SELECT CASE WHEN (SELECT type FROM sqlite_master WHERE name = {name}) = "
+                f"'table' THEN min((SELECT max(rowid) FROM {self._table_sql}) - "
+                f"(SELECT min(rowid) FROM {self._table_sql}) + 1, "
+                "(SELECT page_count FROM pragma_page_count()) * "
+                "(SELECT page_size FROM pragma_page_size()) / 16) END") if whole_table else None
         try:
             return _core.read_columns(self.db, sql, params, text_buffers=text_buffers,
-                                      sort_by=sort_by)
+                                      sort_by=sort_by, rows_hint_sql=hint)
         except StorageError as exc:
             raise self._translate(exc) from exc
 
@@ -227,7 +236,8 @@ class Reader:
         numbers.
         """
         sql, params, sort_by = self._select(track_id, head, tail)
-        return self._columns(sql, params, sort_by=sort_by)
+        whole = track_id is None and head is None and tail is None
+        return self._columns(sql, params, sort_by=sort_by, whole_table=whole)
 
     def to_df(self, track_id: Optional[str] = None, head: Optional[int] = None,
               tail: Optional[int] = None) -> Any:
@@ -242,7 +252,9 @@ class Reader:
             A pandas or polars DataFrame (see ``set_backend``) with a fresh RangeIndex.
         """
         sql, params, sort_by = self._select(track_id, head, tail)
-        return frame_from_columns(self._columns(sql, params, text_buffers_usable(), sort_by))
+        whole = track_id is None and head is None and tail is None
+        return frame_from_columns(self._columns(sql, params, text_buffers_usable(), sort_by,
+                                                whole))
 
     def latest(self) -> Any:
         """The rows of the most recent run (the run of the row with the latest timestamp),

@@ -2,28 +2,40 @@
 
 from __future__ import annotations
 
+import _thread
+import _weakref
 import atexit
 import os
 import sys
-import threading
 import warnings as _warnings
-import weakref
-from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 from xetrack_c import _core
+
+# Annotations only: `typing` (with the re, collections and contextlib it loads) stays out of
+# `import xetrack_c` (docs/design.md, "Import cost"; tests/test_import_cost.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 _TABLE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 _SQL_TYPES = {"INTEGER": int, "REAL": float, "TEXT": str, "BLOB": bytearray, "BOOLEAN": bool}
 
-_open_trackers: "weakref.WeakSet[Tracker]" = weakref.WeakSet()
-_open_lock = threading.Lock()
+# The trackers alive, id -> weak reference (a weakref.WeakSet without weakref's imports).
+_open_trackers: "Dict[int, Any]" = {}
+_open_lock = _thread.allocate_lock()  # threading.Lock, without threading's imports
+
+
+def _forget_tracker(key: int) -> Callable[[Any], None]:
+    """The callback that drops a dead tracker's entry (runs as it is freed, before its id
+    can be reused; dict.pop needs no lock under the GIL)."""
+    return lambda _ref: _open_trackers.pop(key, None)
 
 
 def _flush_all() -> None:
     """Flush every async tracker (at exit and before fork), so queued rows are written."""
     with _open_lock:
-        trackers = list(_open_trackers)
+        trackers = [t for t in (ref() for ref in list(_open_trackers.values())) if t is not None]
     for tracker in trackers:
         if tracker.durability == "async" and not tracker.closed:
             try:
@@ -188,6 +200,8 @@ class Tracker(_core.TrackerCore):
         self.log_system_params = bool(log_system_params)
         self.log_network_params = bool(log_network_params)
         if sampler is not None:
+            import weakref
+
             sampler.start()
             self._system = sampler
             weakref.finalize(self, sampler.stop)
@@ -207,7 +221,7 @@ class Tracker(_core.TrackerCore):
         if git_commit is not None:
             self.set_param("git_commit_hash", git_commit)
         with _open_lock:
-            _open_trackers.add(self)
+            _open_trackers[id(self)] = _weakref.ref(self, _forget_tracker(id(self)))
         if buffer is not None:
             buffer.adopt(self)
 
