@@ -74,7 +74,11 @@ def _finite(value: Any) -> Any:
 
 def _plain(value: Any) -> Any:
     """JSON fallback for values json cannot write: numpy scalars as their Python value,
-    bytes and everything else as ``str``."""
+    dates and times in ISO 8601 (as orjson writes them), bytes and everything else as
+    ``str``."""
+    isoformat = getattr(value, "isoformat", None)
+    if callable(isoformat) and not isinstance(value, type):
+        return isoformat()
     item = getattr(value, "item", None)
     if callable(item):
         try:

@@ -1,6 +1,6 @@
 """``copy(source, target)``: merge tracking tables of one database file into another.
 
-The Python face of ``xt copy`` (same code: :func:`xetrack_c.cli.copy.copy_databases`), with
+The Python face of ``xt copy`` (same code: :func:`xetrack_c.cli.merge_db.copy_databases`), with
 xetrack's signature and return value. For each table, the target gets the table if it lacks
 it, the columns it lacks (with the source's SQL types), and every source row whose
 ``(track_id, timestamp)`` it does not hold yet; rows already there are skipped, so copying
@@ -9,7 +9,7 @@ leaves the target as it was. The source is only read.
 
 Asset tables (``assets``, ``keys``, ``counts``, shared by all tables of a file) come along
 when the source has them and ``assets=True``: new objects and their counts are added, key
-mappings are taken from the source (see ``_merge_assets`` in :mod:`xetrack_c.cli.copy`).
+mappings are taken from the source (see ``_merge_assets`` in :mod:`xetrack_c.cli.merge_db`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def copy(source: PathLike, target: PathLike, assets: bool = True,
         ValueError: a table is missing from ``source`` or is not a tracking table, the two
             paths are the same file, or SQLite failed (the message says which).
     """
-    from xetrack_c.cli.copy import copy_databases
+    from xetrack_c.cli.merge_db import copy_databases
     from xetrack_c.cli.db import UserError
 
     source, target = os.fspath(source), os.fspath(target)

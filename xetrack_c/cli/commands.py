@@ -165,7 +165,7 @@ def cmd_runs(args: argparse.Namespace) -> None:
 
 
 def cmd_copy(args: argparse.Namespace) -> None:
-    from xetrack_c.cli.copy import copy_databases
+    from xetrack_c.cli.merge_db import copy_databases
 
     tables = args.table or ["default"]
     report = copy_databases(args.source, args.target, tables, args.assets)
