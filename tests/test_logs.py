@@ -11,6 +11,8 @@ import re
 import sys
 from datetime import date, datetime
 
+import weakref
+
 import pytest
 from conftest import read_rows
 
@@ -89,7 +91,9 @@ def test_logs_off_leaves_the_c_methods_in_place(db_path):
     for name in ("log", "log_batch", "track"):
         assert type(getattr(plain, name)).__name__ == "builtin_function_or_method"
     logged = Tracker(Tracker.IN_MEMORY, jsonl=db_path + ".jsonl")
-    assert {"log", "log_batch", "track", "close"} <= set(vars(logged))
+    assert isinstance(logged, Tracker) and type(logged).__name__ == "Tracker"
+    for name in ("log", "log_batch", "track", "close"):
+        assert name not in vars(logged) and getattr(type(logged), name) is not getattr(Tracker, name)
 
 
 def test_jsonl_records_have_xetracks_fields(tmp_path):
@@ -345,13 +349,19 @@ def test_sinks_stay_apart_on_a_loguru_without_its_constructor(tmp_path, monkeypa
     assert read_logs(str(tmp_path / "b")) == [{"who": 2}]
 
 
-def test_bad_records_and_orphaned_methods_are_named(tmp_path):
+def test_bad_records_are_named_and_kept_methods_keep_their_tracker(tmp_path):
     logger = Logger(stdout=False, jsonl=str(tmp_path / "rows.jsonl"))
     with pytest.raises(TypeError, match="a dict, a list of dicts or a DataFrame, not int"):
         logger.monitor(3)
-    log = Tracker(Tracker.IN_MEMORY, jsonl=str(tmp_path / "other.jsonl")).log
+    # as with any method, a bound log() keeps its tracker (xetrack's tests chain
+    # Tracker(..., logs_path=...).log(...)); dropping both frees and closes it
+    jsonl = str(tmp_path / "other.jsonl")
+    log = Tracker(Tracker.IN_MEMORY, jsonl=jsonl, track_id="kept").log
     import gc
 
     gc.collect()
-    with pytest.raises(ValueError, match="keep the Tracker"):
-        log({"a": 1})
+    assert log({"a": 1})["a"] == 1
+    freed = weakref.ref(log.__self__)
+    del log
+    assert freed() is None  # no reference cycle: freed without the collector
+    assert [record["a"] for record in read_jsonl(jsonl)] == [1]

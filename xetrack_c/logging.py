@@ -408,66 +408,78 @@ def _stored_value(value: Any) -> Any:
     return str(value) if isinstance(value, (dict, list, tuple)) else value
 
 
-def attach(tracker: Any, logger: Logger) -> None:
-    """Make ``tracker``'s ``log``, ``log_batch``, ``track`` and ``close`` also write to
-    ``logger``, and set ``tracker.logger``.
+# tracker class -> its subclass whose log, log_batch, track and close also write the logs
+_LOGGED_CLASSES: Dict[type, type] = {}
 
-    The logged versions are set on the instance, so a tracker without logs keeps the class's
-    methods and pays nothing. They hold the tracker weakly: it is still freed (and closed)
-    as soon as the program drops it.
-    """
+
+def _logged_class(cls: type) -> type:
+    """``cls`` with ``log``, ``log_batch``, ``track`` and ``close`` that also write to the
+    instance's ``logger`` (made once per class; same name, so reprs do not change)."""
+    logged = _LOGGED_CLASSES.get(cls)
+    if logged is not None:
+        return logged
     from xetrack_c._core import sanitize_key
 
-    cls = type(tracker)
-    tracker_ref = weakref.ref(tracker)
-
-    def ref() -> Any:
-        alive = tracker_ref()
-        if alive is None:  # a method kept after its tracker was dropped
-            raise ValueError("this tracker has been freed: keep the Tracker, not only its methods")
-        return alive
-
-    def record_of(data: Dict[Any, Any], row: Dict[str, Any]) -> Dict[str, Any]:
+    def record_of(self: Any, data: Dict[Any, Any], row: Dict[str, Any]) -> Dict[str, Any]:
         # As xetrack: a SKIP_INSERT tracker logs the keys given, track_id and timestamp.
-        if not ref().skip_insert:
+        if not self.skip_insert:
             return row
         keys = {sanitize_key(str(key)) for key in data} | {"timestamp", "track_id"}
         return {key: value for key, value in row.items() if key in keys}
 
-    def log(data: Dict[Any, Any]) -> Dict[str, Any]:
-        row = cls.log(ref(), data)
+    def log(self: Any, data: Dict[Any, Any]) -> Dict[str, Any]:
+        row = cls.log(self, data)
         if row:
-            logger.track(record_of(data, row))
+            self.logger.track(record_of(self, data, row))
         return row
 
-    def log_batch(data: List[Dict[Any, Any]]) -> Dict[str, Any]:
-        tracker_now = ref()
-        last = cls.log_batch(tracker_now, data)
+    def log_batch(self: Any, data: List[Dict[Any, Any]]) -> Dict[str, Any]:
+        last = cls.log_batch(self, data)
         if last:
             stamp = {"timestamp": last["timestamp"], "track_id": last["track_id"]}
-            params = {} if tracker_now.skip_insert else dict(tracker_now.params)
+            params = {} if self.skip_insert else dict(self.params)
             for event in data:
                 fields = {sanitize_key(str(key)): _stored_value(value) for key, value in event.items()}
-                logger.track({**params, **fields, **stamp})
+                self.logger.track({**params, **fields, **stamp})
         return last
 
-    def track(func: Any, params: Optional[Dict[str, Any]] = None, args: Optional[List[Any]] = None,
-              kwargs: Optional[Dict[str, Any]] = None, cache_force: bool = False) -> Any:
-        tracker_now = ref()
-        logger.debug(f"Running {getattr(func, '__name__', repr(func))} with {args} and {kwargs}")
-        before = tracker_now.latest
+    def track(self: Any, func: Any, params: Optional[Dict[str, Any]] = None,
+              args: Optional[List[Any]] = None, kwargs: Optional[Dict[str, Any]] = None,
+              cache_force: bool = False) -> Any:
+        self.logger.debug(f"Running {getattr(func, '__name__', repr(func))} with {args} and {kwargs}")
+        before = self.latest
         try:
-            return cls.track(tracker_now, func, params, args, kwargs, cache_force)
+            return cls.track(self, func, params, args, kwargs, cache_force)
         finally:
-            row = tracker_now.latest
+            row = self.latest
             if row is not before and row:
-                logger.track(row)
+                self.logger.track(row)
 
-    def close() -> None:
+    def close(self: Any) -> None:
         try:
-            cls.close(ref())
+            cls.close(self)
         finally:
-            logger.close()
+            self.logger.close()
 
+    methods = {"log": log, "log_batch": log_batch, "track": track, "close": close}
+    for name, method in methods.items():
+        method.__qualname__ = f"{cls.__qualname__}.{name}"
+        method.__doc__ = getattr(cls, name).__doc__
+    logged = type(cls.__name__, (cls,), {**methods, "__module__": cls.__module__,
+                                          "__qualname__": cls.__qualname__,
+                                          "__doc__": cls.__doc__})
+    _LOGGED_CLASSES[cls] = logged
+    return logged
+
+
+def attach(tracker: Any, logger: Logger) -> None:
+    """Make ``tracker``'s ``log``, ``log_batch``, ``track`` and ``close`` also write to
+    ``logger``, and set ``tracker.logger``.
+
+    The tracker's class becomes a subclass of its class (made once per class) whose methods
+    call the class's and then write the records, so a tracker without logs keeps the C
+    methods and pays nothing, and a logged tracker's bound methods keep it alive as any
+    method does (``Tracker(..., jsonl=...).log(row)`` works) without a reference cycle.
+    """
     tracker.logger = logger
-    tracker.log, tracker.log_batch, tracker.track, tracker.close = log, log_batch, track, close
+    tracker.__class__ = _logged_class(type(tracker))
