@@ -741,8 +741,9 @@ PyDoc_STRVAR(run_tasks__doc__,
 "process group of its own, env a list of 'NAME=value', stdout and stderr written to\n"
 "the two files -- or (payload, timeout): the bytes sent to the\n"
 "worker's own worker process (started from procs = (argv, env, init_frame[,\n"
-"server_argv, server_init]): with a server, a fork of the batch's warm server started\n"
-"from server_argv), whose reply bytes are the value.  A worker process that dies, times\n"
+"server_argv, server_init]): with a server, a fork of this process's warm server,\n"
+"started from server_argv by the first batch and kept for later ones, which loads each\n"
+"batch's server_init), whose reply bytes are the value.  A worker process that dies, times\n"
 "out or is cancelled is killed with its process group and replaced for the next task;\n"
 "the value is then its\n"
 "exit code (negative: killed by that signal).  timeout <= 0 means none.  A script\n"
@@ -852,8 +853,8 @@ run_tasks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (timeout > 0) {
         deadline = xt_monotonic_now() + timeout;
     }
-    /* Started here, not by a worker thread: it must outlive all of them (it dies with the
-     * thread that started it), and they all ask it for their worker processes. */
+    /* This process's warm server (started by the first batch, kept for later ones) gets
+     * the batch's functions before any worker thread asks it for a worker process. */
     Py_BEGIN_ALLOW_THREADS
     xt_proc_server_start(&pool->procs);
     Py_END_ALLOW_THREADS
@@ -918,7 +919,7 @@ run_tasks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             pthread_join(pool->workers[k].thread, NULL);
         }
     }
-    xt_proc_server_stop(&pool->procs);
+    xt_proc_server_release(&pool->procs);
     if (top_level) {
         limit_batch_end();
     }
