@@ -289,13 +289,17 @@ reset_outputs(xt_task *task)
 }
 
 /* Send the process tasks of w->chunk to w's worker process, then take their replies in
- * order, reporting each as it arrives.  When the worker ends early (a task crashed it, or
- * the batch stopped), the tasks behind the one it was running go back to the queue. */
+ * order, reporting each as it arrives; before each wait for a reply, more queued tasks
+ * are sent (xt_take_more_locked), so that the worker process finds its next task waiting
+ * and never idles for a round trip.  w->chunk is the ring of tasks sent and not answered
+ * yet.  When the worker ends early (a task crashed it, or the batch stopped), the tasks
+ * behind the one it was running go back to the queue, never counted as attempts. */
 static void
 run_process_chunk(xt_pool *pool, xt_worker *w, int count)
 {
     xt_proc_result out;
-    int sent = 0, k = 0;
+    int head = 0, sent = 0, more;
+    size_t bytes = 0;
     double mark;
 
     for (int i = 0; i < count; i++) {
@@ -307,28 +311,63 @@ run_process_chunk(xt_pool *pool, xt_worker *w, int count)
                          &out) != 0) {
             break;
         }
+        bytes += task->payload_len;
     }
     mark = xt_monotonic_now();
     if (sent == 0) {
+        /* No worker process took the first task (it could not start): that is its
+         * outcome; the others go back to the queue. */
         finish_process_task(pool, &pool->tasks[w->chunk[0]], &out, 0.0);
         xt_post_done(pool, w, w->chunk[0]);
-        k = 1;
+        for (int i = 1; i < count; i++) {
+            xt_requeue_unstarted(pool, w->chunk[i]);
+        }
+        return;
     }
-    for (; k < sent; k++) {
-        xt_task *task = &pool->tasks[w->chunk[k]];
+    for (int i = sent; i < count; i++) {
+        xt_requeue_unstarted(pool, w->chunk[i]);
+    }
+    more = sent == count;
+    while (sent > 0) {
+        Py_ssize_t index;
+        xt_task *task;
         double now;
+        while (more) {
+            pthread_mutex_lock(&pool->mu);
+            index = xt_take_more_locked(pool, w, sent, bytes);
+            pthread_mutex_unlock(&pool->mu);
+            if (index < 0) {
+                break;
+            }
+            task = &pool->tasks[index];
+            reset_outputs(task);
+            if (xt_proc_send(&w->proc, &pool->procs, task->payload_data, task->payload_len,
+                             0.0, &out) != 0) {
+                /* Frames are still pending (the ring is not empty), so the worker was not
+                 * ended: their replies say what happened; this task never reached it. */
+                xt_requeue_unstarted(pool, index);
+                more = 0;
+                break;
+            }
+            w->chunk[(head + sent) % XT_CHUNK_MAX] = index;
+            sent++;
+            bytes += task->payload_len;
+        }
+        index = w->chunk[head];
+        task = &pool->tasks[index];
         (void)xt_proc_receive(&w->proc, &pool->procs, 0.0, &out);
         now = xt_monotonic_now();
         finish_process_task(pool, task, &out, now - mark);
         mark = now;
-        xt_post_done(pool, w, w->chunk[k]);
+        head = (head + 1) % XT_CHUNK_MAX;
+        sent--;
+        bytes -= task->payload_len;
+        xt_post_done(pool, w, index);
         if (out.outcome != XT_PROC_REPLIED) {
-            k++;
-            break;
+            for (; sent > 0; sent--, head = (head + 1) % XT_CHUNK_MAX) {
+                xt_requeue_unstarted(pool, w->chunk[head]);
+            }
         }
-    }
-    for (; k < count; k++) {
-        xt_requeue_unstarted(pool, w->chunk[k]);
     }
 }
 
