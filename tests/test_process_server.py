@@ -413,6 +413,7 @@ def test_the_server_dies_with_its_sigkilled_parent(tmp_path, on_thread):
     assert not alive(server)
 
 
+@pytest.mark.no_sanitizer  # os.fork() of an interpreter that ran a batch's threads
 def test_a_fork_of_the_parent_starts_a_server_of_its_own(run_py):
     out = run_py(f"""
         import os, sys
