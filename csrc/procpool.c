@@ -262,12 +262,15 @@ server_send_locked(int32_t command, int32_t argument, const int *fds, int nfds)
     int32_t message[3] = {command, argument, ++server.seq};
     struct iovec iov = {message, sizeof(message)};
     union {
-        char buf[CMSG_SPACE(2 * sizeof(int))];
+        char buf[CMSG_SPACE(3 * sizeof(int))];
         struct cmsghdr align;
     } control;
     struct msghdr header;
     ssize_t n;
 
+    if (nfds > 3) {
+        return -1;
+    }
     memset(&header, 0, sizeof(header));
     header.msg_iov = &iov;
     header.msg_iovlen = 1;
@@ -426,8 +429,9 @@ server_spawn_locked(const xt_proc_setup *setup)
     close_fd(&sv[0]);
 }
 
-/* Hand the server the batch's frame (setup->server_init) in a memory file (memfd),
- * without waiting: its answer is skipped by the next request, which the server answers
+/* Hand the server the batch's frame (setup->server_init) in a memory file (memfd), and
+ * this process's stdout and stderr as they are now (a worker prints where a new
+ * interpreter started now would), without waiting: its answer is skipped by the next request, which the server answers
  * only once it has loaded the frame.  A frame that cannot be handed over is left out:
  * the workers then load the batch's functions themselves.  Under server.mu. */
 static void
@@ -453,7 +457,8 @@ server_load_locked(const xt_proc_setup *setup)
         left -= (size_t)n;
     }
     if (lseek(fd, 0, SEEK_SET) == 0) {
-        (void)server_send_locked(XT_SERVER_LOAD, 0, &fd, 1);
+        const int fds[3] = {fd, STDOUT_FILENO, STDERR_FILENO};
+        (void)server_send_locked(XT_SERVER_LOAD, 0, fds, 3);
     }
     close_fd(&fd);
 }

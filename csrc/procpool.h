@@ -47,8 +47,9 @@ typedef struct {
  * process group of its own.  XT_SERVER_REAP's argument is the pid of a worker that has
  * ended or been SIGKILLed: the server leaves every worker a zombie until then, so its pid
  * and process group cannot be reused while the pool may still signal them.
- * XT_SERVER_LOAD carries one descriptor, a memory file holding a batch's frame (the pickle
- * process_tasks.server_frame makes): the server answers at once, then loads it before it
+ * XT_SERVER_LOAD carries three descriptors: a memory file holding a batch's frame (the
+ * pickle process_tasks.server_frame makes), and the pool's stdout and stderr, which the
+ * server puts on its fds 1 and 2 for its forks: the server answers at once, then loads it before it
  * reads the next request. */
 enum { XT_SERVER_FORK = 1, XT_SERVER_REAP = 2, XT_SERVER_LOAD = 3 };
 

@@ -5,7 +5,8 @@
  * here, which answers the pool's requests on its control socket, forking one worker per
  * XT_SERVER_FORK request and reaping one per XT_SERVER_REAP request, and returns to Python
  * with the memory file of each XT_SERVER_LOAD request (a batch's frame: its functions to
- * import, sys.path, working directory and environment), until the socket ends.  The fork goes through PyOS_BeforeFork/PyOS_AfterFork_*, as os.fork()
+ * import, sys.path, working directory and environment; the request also carries the
+ * parent's stdout and stderr, put on fds 1 and 2), until the socket ends.  The fork goes through PyOS_BeforeFork/PyOS_AfterFork_*, as os.fork()
  * does: the interpreter's at-fork hooks run (random reseeds itself in the child, fork.c
  * quiesces and drops SQLite connections), and the child goes on as a Python process.
  *
@@ -30,6 +31,7 @@
 
 #define WORKER_IN_FD 3  /* as procpool.c's CHILD_IN_FD */
 #define WORKER_OUT_FD 4 /* as procpool.c's CHILD_OUT_FD */
+#define REQUEST_FDS 3   /* descriptors a request carries at most (XT_SERVER_LOAD's) */
 
 /* Threads of this process (entries of /proc/self/task), or -1 when that cannot be read. */
 static int
@@ -50,14 +52,14 @@ thread_count(void)
     return count;
 }
 
-/* One request: its three ints and, for XT_SERVER_FORK, the two descriptors it carried
- * (-1 where none came).  The message size, 0 at the end of the socket, or -1. */
+/* One request: its three ints and the descriptors it carried (-1 where none came).  The
+ * message size, 0 at the end of the socket, or -1. */
 static ssize_t
-receive_request(int control, int32_t message[3], int fds[2])
+receive_request(int control, int32_t message[3], int fds[REQUEST_FDS])
 {
     struct iovec iov = {message, 3 * sizeof(int32_t)};
     union {
-        char buf[CMSG_SPACE(2 * sizeof(int))];
+        char buf[CMSG_SPACE(REQUEST_FDS * sizeof(int))];
         struct cmsghdr align;
     } space;
     struct msghdr header;
@@ -68,7 +70,9 @@ receive_request(int control, int32_t message[3], int fds[2])
     header.msg_iovlen = 1;
     header.msg_control = space.buf;
     header.msg_controllen = sizeof(space.buf);
-    fds[0] = fds[1] = -1;
+    for (int i = 0; i < REQUEST_FDS; i++) {
+        fds[i] = -1;
+    }
     do {
         n = recvmsg(control, &header, MSG_CMSG_CLOEXEC);
     } while (n < 0 && errno == EINTR);
@@ -76,9 +80,9 @@ receive_request(int control, int32_t message[3], int fds[2])
          c = CMSG_NXTHDR(&header, c)) {
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
             size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            int got[2] = {-1, -1};
-            memcpy(got, CMSG_DATA(c), (count < 2 ? count : 2) * sizeof(int));
-            for (size_t i = 0; i < 2 && i < count; i++) {
+            int got[REQUEST_FDS] = {-1, -1, -1};
+            memcpy(got, CMSG_DATA(c), (count < REQUEST_FDS ? count : REQUEST_FDS) * sizeof(int));
+            for (size_t i = 0; i < REQUEST_FDS && i < count; i++) {
                 if (fds[i] >= 0) {
                     (void)close(fds[i]);
                 }
@@ -196,7 +200,7 @@ serve_worker_forks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     for (;;) {
         int32_t message[3] = {0, 0, 0}, answer[2] = {0, -EINVAL};
-        int fds[2], is_child = 0, status = 0;
+        int fds[REQUEST_FDS], is_child = 0, status = 0;
         ssize_t n;
         pid_t reaped = -1;
 
@@ -204,7 +208,7 @@ serve_worker_forks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         n = receive_request((int)control, message, fds);
         Py_END_ALLOW_THREADS
         if (n != (ssize_t)(3 * sizeof(int32_t))) {
-            for (int i = 0; i < 2; i++) {
+            for (int i = 0; i < REQUEST_FDS; i++) {
                 if (fds[i] >= 0) {
                     (void)close(fds[i]);
                 }
@@ -215,8 +219,12 @@ serve_worker_forks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             int frame = fds[0];
             answer[0] = message[2];
             answer[1] = 0;
-            if (fds[1] >= 0) {
-                (void)close(fds[1]);
+            /* The parent's stdout and stderr as they are now: the forks write there. */
+            for (int i = 1; i < REQUEST_FDS; i++) {
+                if (fds[i] >= 0) {
+                    (void)dup2(fds[i], i);
+                    (void)close(fds[i]);
+                }
             }
             do {
                 n = send((int)control, answer, sizeof(answer), MSG_NOSIGNAL);
@@ -242,7 +250,7 @@ serve_worker_forks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             Py_END_ALLOW_THREADS
             answer[1] = reaped == (pid_t)message[1] ? (int32_t)status : -ECHILD;
         }
-        for (int i = 0; i < 2; i++) {
+        for (int i = 0; i < REQUEST_FDS; i++) {
             if (fds[i] >= 0) {
                 (void)close(fds[i]);
             }

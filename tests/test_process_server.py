@@ -296,6 +296,19 @@ def test_ctrl_c_stops_the_batch_and_leaves_no_worker_or_server(tmp_path):
     assert not any(alive(pid) for pid in set(started) | servers)
 
 
+def test_workers_print_where_this_process_prints_now(capfd):
+    # The server was started by an earlier batch, when fds 1 and 2 pointed elsewhere
+    # (another test's capture): each batch hands it this process's current ones.
+    run_multiple(specs_of(warm_tasks.where, 1), parallel=1, backend="process")
+    capfd.readouterr()
+    results = run_multiple(specs_of(warm_tasks.shout, 3), parallel=2, backend="process")
+    assert all(r.result["parent_is_server"] for r in results)
+    out, err = capfd.readouterr()
+    assert sorted(out.split("\n")[:-1]) == ["out 0", "out 1", "out 2"]
+    assert sorted(line for line in err.split("\n") if line.startswith("err ")) == \
+        ["err 0", "err 1", "err 2"]
+
+
 def test_an_edited_task_module_runs_as_edited(tmp_path, monkeypatch):
     # The server imported the module for the first batch; once its file changes, a batch
     # must not run the old code from the server's forks.
