@@ -211,20 +211,20 @@ def _load(fd: int) -> bool:
     if dict(os.environ) != environ:
         os.environ.clear()
         os.environ.update(environ)
-    for data in settings["functions"]:
-        if data in _loaded:
-            _loaded[data] = _loaded.pop(data)  # the most recently used, last
+    for function_bytes in settings["functions"]:
+        if function_bytes in _loaded:
+            _loaded[function_bytes] = _loaded.pop(function_bytes)  # the most recent, last
             continue
         try:
-            _loaded[data] = pickle.loads(data)
+            _loaded[function_bytes] = pickle.loads(function_bytes)
         except BaseException:  # noqa: BLE001 - each worker loads it again and reports why
             pass
-    total = sum(len(data) for data in _loaded)
-    for data in list(_loaded):
+    total = sum(len(kept) for kept in _loaded)
+    for kept in list(_loaded):
         if total <= _KEPT_FUNCTION_BYTES:
             break
-        total -= len(data)
-        del _loaded[data]
+        total -= len(kept)
+        del _loaded[kept]
     if "xetrack_c" in sys.modules:  # the functions use xetrack_c: its child API, once for all
         import xetrack_c.run.child  # noqa: F401
     _note_modules()
