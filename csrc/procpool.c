@@ -232,7 +232,7 @@ static struct {
     pthread_mutex_t mu; /* one request and its answer at a time; guards every field */
     pid_t owner;        /* getpid() of the process that started it */
     pid_t pid;          /* 0: none; else this process's child (reaped here) */
-    int fd;             /* control socket; -1: none, or given up (it then exits) */
+    int fd;             /* control socket; -1: none */
     int32_t seq;        /* sequence number of the last request */
     unsigned long gen;  /* servers started so far */
     int users;          /* batches running with it */
@@ -294,7 +294,7 @@ server_send_locked(int32_t command, int32_t argument, const int *fds, int nfds)
     return 0;
 }
 
-/* Send one request to the batch's server and wait for its answer, one request at a time.
+/* Send one request to the server the batch uses and wait for its answer, one at a time.
  * IO_READY with *answer set.  IO_TIMEOUT or IO_CANCELLED when the deadline passed or the
  * batch stopped first: the server is kept (its workers run on) and its late answer, which
  * carries an older sequence number, is skipped by the next request (a late worker finds

@@ -93,7 +93,7 @@ int xt_proc_receive(xt_proc **proc, xt_proc_setup *setup, double deadline,
 double xt_proc_now(void);
 
 /* Make sure this process's warm server runs (started from `setup->server_argv` on the
- * first batch, replaced when it died or was given up since) and hand it the batch's
+ * first batch, replaced when it died or was retired since) and hand it the batch's
  * frame; the batch then uses that server.  Nothing to do without server_argv; a server
  * that cannot start leaves every worker to start cold. */
 void xt_proc_server_start(xt_proc_setup *setup);

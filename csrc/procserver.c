@@ -13,7 +13,7 @@
  * A fork copies only the calling thread.  The server is a fresh interpreter, started by
  * xt_spawn (an exec: none of the parent's threads or connections), and stays single
  * threaded unless importing a batch's function started threads: it then refuses to fork
- * (EDEADLK), the pool gives it up (it exits at the end of its socket) and starts that
+ * (EDEADLK), the pool retires it (ended once no batch uses it) and starts that
  * batch's workers as new interpreters; the next batch starts a new server. */
 #include "module.h"
 #include "procpool.h"

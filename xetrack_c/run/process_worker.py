@@ -14,11 +14,10 @@ forks workers for the batch: each is a fork of this warm interpreter, in a proce
 of its own, SIGKILLed when the server dies, with its pipes on fds 3 and 4 and the
 server's functions already loaded. A server whose imported modules changed on disk
 since (an edited task module) refuses to fork; the pool retires it and the next batch
-starts a new one, so workers never run code older than a new interpreter would. The
-server exits at the end of its control socket,
-which comes when the parent closes it (at its interpreter's exit, or when it gives the
-server up) or dies. Importing a function that starts threads makes the server refuse to
-fork; the pool then gives it up and starts that batch's workers cold, as below.
+starts a new one, so workers run the code on disk when the batch started. The server
+exits at the end of its control socket, which comes when the parent dies; the parent
+SIGKILLs it at its interpreter's exit, and once no batch uses it after retiring it. Importing a function that starts threads makes the server refuse to
+fork; the pool then retires it and starts that batch's workers cold, as below.
 
 A cold worker (no server, or one that refused or died) is started by the pool with
 the same command without ``--server``, in a process group of its own, stdin from
