@@ -289,13 +289,17 @@ reset_outputs(xt_task *task)
 }
 
 /* Send the process tasks of w->chunk to w's worker process, then take their replies in
- * order, reporting each as it arrives.  When the worker ends early (a task crashed it, or
- * the batch stopped), the tasks behind the one it was running go back to the queue. */
+ * order, reporting each as it arrives; before each wait for a reply, more queued tasks
+ * are sent (xt_take_more_locked), so that the worker process finds its next task waiting
+ * and never idles for a round trip.  w->chunk is the ring of tasks sent and not answered
+ * yet.  When the worker ends early (a task crashed it, or the batch stopped), the tasks
+ * behind the one it was running go back to the queue, never counted as attempts. */
 static void
 run_process_chunk(xt_pool *pool, xt_worker *w, int count)
 {
     xt_proc_result out;
-    int sent = 0, k = 0;
+    int head = 0, sent = 0, more;
+    size_t bytes = 0;
     double mark;
 
     for (int i = 0; i < count; i++) {
@@ -307,28 +311,63 @@ run_process_chunk(xt_pool *pool, xt_worker *w, int count)
                          &out) != 0) {
             break;
         }
+        bytes += task->payload_len;
     }
     mark = xt_monotonic_now();
     if (sent == 0) {
+        /* No worker process took the first task (it could not start): that is its
+         * outcome; the others go back to the queue. */
         finish_process_task(pool, &pool->tasks[w->chunk[0]], &out, 0.0);
         xt_post_done(pool, w, w->chunk[0]);
-        k = 1;
+        for (int i = 1; i < count; i++) {
+            xt_requeue_unstarted(pool, w->chunk[i]);
+        }
+        return;
     }
-    for (; k < sent; k++) {
-        xt_task *task = &pool->tasks[w->chunk[k]];
+    for (int i = sent; i < count; i++) {
+        xt_requeue_unstarted(pool, w->chunk[i]);
+    }
+    more = sent == count;
+    while (sent > 0) {
+        Py_ssize_t index;
+        xt_task *task;
         double now;
+        while (more) {
+            pthread_mutex_lock(&pool->mu);
+            index = xt_take_more_locked(pool, w, sent, bytes);
+            pthread_mutex_unlock(&pool->mu);
+            if (index < 0) {
+                break;
+            }
+            task = &pool->tasks[index];
+            reset_outputs(task);
+            if (xt_proc_send(&w->proc, &pool->procs, task->payload_data, task->payload_len,
+                             0.0, &out) != 0) {
+                /* Frames are still pending (the ring is not empty), so the worker was not
+                 * ended: their replies say what happened; this task never reached it. */
+                xt_requeue_unstarted(pool, index);
+                more = 0;
+                break;
+            }
+            w->chunk[(head + sent) % XT_CHUNK_MAX] = index;
+            sent++;
+            bytes += task->payload_len;
+        }
+        index = w->chunk[head];
+        task = &pool->tasks[index];
         (void)xt_proc_receive(&w->proc, &pool->procs, 0.0, &out);
         now = xt_monotonic_now();
         finish_process_task(pool, task, &out, now - mark);
         mark = now;
-        xt_post_done(pool, w, w->chunk[k]);
+        head = (head + 1) % XT_CHUNK_MAX;
+        sent--;
+        bytes -= task->payload_len;
+        xt_post_done(pool, w, index);
         if (out.outcome != XT_PROC_REPLIED) {
-            k++;
-            break;
+            for (; sent > 0; sent--, head = (head + 1) % XT_CHUNK_MAX) {
+                xt_requeue_unstarted(pool, w->chunk[head]);
+            }
         }
-    }
-    for (; k < count; k++) {
-        xt_requeue_unstarted(pool, w->chunk[k]);
     }
 }
 
@@ -741,8 +780,9 @@ PyDoc_STRVAR(run_tasks__doc__,
 "process group of its own, env a list of 'NAME=value', stdout and stderr written to\n"
 "the two files -- or (payload, timeout): the bytes sent to the\n"
 "worker's own worker process (started from procs = (argv, env, init_frame[,\n"
-"server_argv, server_init]): with a server, a fork of the batch's warm server started\n"
-"from server_argv), whose reply bytes are the value.  A worker process that dies, times\n"
+"server_argv, server_init]): with a server, a fork of this process's warm server,\n"
+"started from server_argv by the first batch and kept for later ones, which loads each\n"
+"batch's server_init), whose reply bytes are the value.  A worker process that dies, times\n"
 "out or is cancelled is killed with its process group and replaced for the next task;\n"
 "the value is then its\n"
 "exit code (negative: killed by that signal).  timeout <= 0 means none.  A script\n"
@@ -852,8 +892,8 @@ run_tasks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (timeout > 0) {
         deadline = xt_monotonic_now() + timeout;
     }
-    /* Started here, not by a worker thread: it must outlive all of them (it dies with the
-     * thread that started it), and they all ask it for their worker processes. */
+    /* This process's warm server (started by the first batch, kept for later ones) gets
+     * the batch's functions before any worker thread asks it for a worker process. */
     Py_BEGIN_ALLOW_THREADS
     xt_proc_server_start(&pool->procs);
     Py_END_ALLOW_THREADS
@@ -918,7 +958,7 @@ run_tasks_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             pthread_join(pool->workers[k].thread, NULL);
         }
     }
-    xt_proc_server_stop(&pool->procs);
+    xt_proc_server_release(&pool->procs);
     if (top_level) {
         limit_batch_end();
     }

@@ -164,7 +164,7 @@ spawn_script(xt_task *task, pid_t *pid)
         {1, -1, task->out_path, O_WRONLY | O_CREAT | O_TRUNC},
         {2, -1, task->err_path, O_WRONLY | O_CREAT | O_TRUNC},
     };
-    const xt_spawn_args args = {task->argv, task->envp, fds, 3, task->cwd, 1};
+    const xt_spawn_args args = {task->argv, task->envp, fds, 3, task->cwd, 1, 0};
     return xt_spawn(&args, pid);
 }
 
@@ -307,7 +307,7 @@ forkserver_start(xt_pool *pool, xt_worker *w)
     }
     /* Its own process group: a Ctrl-C at the terminal is this process's to handle. */
     const xt_spawn_fd fds[] = {{0, to_server[0], NULL, 0}, {1, from_server[1], NULL, 0}};
-    const xt_spawn_args args = {pool->fs_argv, pool->fs_envp, fds, 2, NULL, 0};
+    const xt_spawn_args args = {pool->fs_argv, pool->fs_envp, fds, 2, NULL, 0, 0};
     rc = xt_spawn(&args, &pid);
     (void)close(to_server[0]);
     (void)close(from_server[1]);

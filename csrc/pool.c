@@ -191,7 +191,6 @@ xt_pool_release(xt_pool *pool)
     if (pool->procs.server_argv != NULL) {
         free_string_list(pool->procs.server_argv);
         free(pool->procs.server_init);
-        pthread_mutex_destroy(&pool->procs.server_mu);
     }
     if (pool->wake_fds[0] >= 0) {
         (void)close(pool->wake_fds[0]);
@@ -367,8 +366,6 @@ set_procs(xt_pool *pool, PyObject *procs)
     }
     pool->procs.grace = pool->grace;
     pool->procs.cancel_fd = pool->wake_fds[0];
-    pool->procs.server_fd = -1;
-    pool->procs.server_pidfd = -1;
     pool->have_procs = 1;
     if (server_argv == Py_None) {
         return 0;
@@ -389,7 +386,6 @@ set_procs(xt_pool *pool, PyObject *procs)
         free_string_list(argv);
         return -1;
     }
-    pthread_mutex_init(&pool->procs.server_mu, NULL);
     pool->procs.server_argv = argv;
     return 0;
 }

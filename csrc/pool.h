@@ -161,6 +161,9 @@ Py_ssize_t xt_take_task_locked(xt_pool *pool, xt_worker *w, double *wait_until);
 void xt_wait_for_work_locked(xt_pool *pool, unsigned long generation, double until);
 /* Process tasks to send to w's worker process with `first` (in w->chunk); their count. */
 int xt_take_chunk_locked(xt_pool *pool, xt_worker *w, Py_ssize_t first);
+/* One more process task for w's worker process, which has `inflight` tasks (`bytes` of
+ * payload) sent and not answered yet; -1 when none should follow them now. */
+Py_ssize_t xt_take_more_locked(xt_pool *pool, xt_worker *w, int inflight, size_t bytes);
 /* Queue a task taken but never started, for any worker. */
 void xt_requeue_unstarted(xt_pool *pool, Py_ssize_t index);
 /* Hand a finished task to the calling thread; its position in done_order. */

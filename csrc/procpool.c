@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -218,88 +219,132 @@ set_nonblocking(int fd)
 }
 
 /* ------------------------------------------------------------------ the warm server */
-/* Forget the server: later workers start cold.  Under server_mu. */
+/* The warm server, one per process, kept from the first batch that needs it to the end
+ * of the interpreter (xt_proc_server_shutdown) and shared by every batch, one request at
+ * a time.  `gen` counts the servers started: a batch uses the one it started with.  A
+ * server that refused to fork or died is retired: the batches using it go on asking it
+ * (to reap their workers; their new workers start cold), no new batch uses it, and it is
+ * ended when the last batch using it ends, so that the next batch starts a new one.  `owner` is the
+ * process that started it: a fork of that process has copies of these fields and must
+ * neither use nor stop its parent's server (xt_proc_server_forget, and the check in
+ * xt_proc_server_start). */
+static struct {
+    pthread_mutex_t mu; /* one request and its answer at a time; guards every field */
+    pid_t owner;        /* getpid() of the process that started it */
+    pid_t pid;          /* 0: none; else this process's child (reaped here) */
+    int fd;             /* control socket; -1: none */
+    int32_t seq;        /* sequence number of the last request */
+    unsigned long gen;  /* servers started so far */
+    int users;          /* batches running with it */
+    int retired;        /* it refused to fork or died: ended once no batch uses it */
+} server = {PTHREAD_MUTEX_INITIALIZER, 0, 0, -1, 0, 0, 0, 0};
+
+/* End the server (its socket closed, then SIGKILL to its group, which holds no worker:
+ * each has a group of its own) and reap it. */
 static void
-server_give_up_locked(xt_proc_setup *setup)
+server_end_locked(void)
 {
-    close_fd(&setup->server_fd);
+    close_fd(&server.fd);
+    server.retired = 0;
+    if (server.pid > 0) {
+        (void)kill(-server.pid, SIGKILL);
+        while (waitpid(server.pid, NULL, 0) < 0 && errno == EINTR) {
+        }
+    }
+    server.pid = 0;
 }
 
-/* Send one request to the server and wait for its answer, one request at a time.
- * IO_READY with *answer set.  IO_TIMEOUT or IO_CANCELLED when the deadline passed or the
- * batch stopped first: the server is kept (its workers run on) and its late answer, which
- * carries an older sequence number, is skipped by the next request (a late worker finds
- * its pipes closed and exits).  IO_DIED when the server is gone or answered nonsense: it
- * is given up, and later workers start cold.  fds: the two pipe ends of XT_SERVER_FORK,
- * or NULL. */
+/* Send one request (fds: its descriptors, nfds of them, or NULL) with the next sequence
+ * number; 0, or -1 after retiring the server. */
 static int
-server_request(xt_proc_setup *setup, int32_t command, int32_t argument, const int *fds,
-               double deadline, int cancel_fd, int32_t *answer)
+server_send_locked(int32_t command, int32_t argument, const int *fds, int nfds)
 {
-    int32_t message[3] = {command, argument, 0}, reply[2];
+    int32_t message[3] = {command, argument, ++server.seq};
     struct iovec iov = {message, sizeof(message)};
     union {
-        char buf[CMSG_SPACE(2 * sizeof(int))];
+        char buf[CMSG_SPACE(3 * sizeof(int))];
         struct cmsghdr align;
     } control;
     struct msghdr header;
     ssize_t n;
-    int io = IO_DIED;
 
-    pthread_mutex_lock(&setup->server_mu);
-    if (setup->server_fd < 0) {
-        goto done;
+    if (nfds > 3) {
+        return -1;
     }
-    message[2] = ++setup->server_seq;
     memset(&header, 0, sizeof(header));
     header.msg_iov = &iov;
     header.msg_iovlen = 1;
-    if (fds != NULL) {
+    if (fds != NULL && nfds > 0) {
         memset(&control, 0, sizeof(control));
         header.msg_control = control.buf;
-        header.msg_controllen = sizeof(control.buf);
+        header.msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int));
         struct cmsghdr *cmsg = CMSG_FIRSTHDR(&header);
         cmsg->cmsg_level = SOL_SOCKET;
         cmsg->cmsg_type = SCM_RIGHTS;
-        cmsg->cmsg_len = CMSG_LEN(2 * sizeof(int));
-        memcpy(CMSG_DATA(cmsg), fds, 2 * sizeof(int));
+        cmsg->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
+        memcpy(CMSG_DATA(cmsg), fds, (size_t)nfds * sizeof(int));
     }
     do {
-        n = sendmsg(setup->server_fd, &header, MSG_NOSIGNAL);
+        n = sendmsg(server.fd, &header, MSG_NOSIGNAL);
     } while (n < 0 && errno == EINTR);
     if (n != (ssize_t)sizeof(message)) {
-        goto give_up;
+        server.retired = 1;
+        return -1;
+    }
+    return 0;
+}
+
+/* Send one request to the server the batch uses and wait for its answer, one at a time.
+ * IO_READY with *answer set.  IO_TIMEOUT or IO_CANCELLED when the deadline passed or the
+ * batch stopped first: the server is kept (its workers run on) and its late answer, which
+ * carries an older sequence number, is skipped by the next request (a late worker finds
+ * its pipes closed and exits).  IO_DIED when the batch has no server, or it is gone or
+ * answered nonsense: it is then retired.  fds: the two pipe ends of XT_SERVER_FORK, or NULL. */
+static int
+server_request(const xt_proc_setup *setup, int32_t command, int32_t argument, const int *fds,
+               double deadline, int cancel_fd, int32_t *answer)
+{
+    int32_t reply[2];
+    ssize_t n;
+    int io = IO_DIED;
+
+    pthread_mutex_lock(&server.mu);
+    if (server.fd < 0 || setup->server_gen == 0 || server.gen != setup->server_gen
+        || server.owner != getpid()) {
+        goto done;
+    }
+    if (server_send_locked(command, argument, fds, fds != NULL ? 2 : 0) != 0) {
+        goto done;
     }
     for (;;) {
         /* Its socket end closes when it dies (no worker keeps a copy): that reads as the
          * end. */
-        io = wait_ready(setup->server_fd, POLLIN, -1, deadline, cancel_fd);
+        io = wait_ready(server.fd, POLLIN, -1, deadline, cancel_fd);
         if (io != IO_READY) {
             goto done;
         }
         do {
-            n = recv(setup->server_fd, reply, sizeof(reply), 0);
+            n = recv(server.fd, reply, sizeof(reply), 0);
         } while (n < 0 && errno == EINTR);
         if (n != (ssize_t)sizeof(reply)) {
             io = IO_DIED;
-            goto give_up;
+            server.retired = 1;
+            goto done;
         }
-        if (reply[0] == message[2]) {
+        if (reply[0] == server.seq) {
             *answer = reply[1];
             goto done;
         }
-        /* The late answer to a request that stopped waiting: skipped. */
+        /* The late answer to a request that stopped waiting (or to a load): skipped. */
     }
-give_up:
-    server_give_up_locked(setup);
 done:
-    pthread_mutex_unlock(&setup->server_mu);
+    pthread_mutex_unlock(&server.mu);
     return io;
 }
 
 /* A fork of the server on the two pipe ends: 0 with *pid set, ETIMEDOUT or ECANCELED when
  * the deadline passed or the batch stopped while the server was busy, or EAGAIN when
- * there is no server (any more) or it refused: the worker then starts cold. */
+ * there is no server, it is retired or it refused: the worker then starts cold. */
 static int
 server_fork(xt_proc_setup *setup, int child_in, int child_out, double deadline, pid_t *pid)
 {
@@ -307,7 +352,13 @@ server_fork(xt_proc_setup *setup, int child_in, int child_out, double deadline, 
     int32_t answer = 0;
     int io;
 
-    if (setup->server_argv == NULL) {
+    if (setup->server_gen == 0) {
+        return EAGAIN;
+    }
+    pthread_mutex_lock(&server.mu);
+    io = server.retired && server.gen == setup->server_gen;
+    pthread_mutex_unlock(&server.mu);
+    if (io) {
         return EAGAIN;
     }
     io = server_request(setup, XT_SERVER_FORK, 0, ends, deadline, setup->cancel_fd, &answer);
@@ -318,10 +369,13 @@ server_fork(xt_proc_setup *setup, int child_in, int child_out, double deadline, 
         return EAGAIN;
     }
     if (answer <= 0) {
-        /* It cannot fork (EDEADLK: loading the batch's functions started threads in it). */
-        pthread_mutex_lock(&setup->server_mu);
-        server_give_up_locked(setup);
-        pthread_mutex_unlock(&setup->server_mu);
+        /* It cannot fork (EDEADLK: loading a batch's functions started threads in it;
+         * ESTALE: a module it imported changed on disk since). */
+        pthread_mutex_lock(&server.mu);
+        if (server.gen == setup->server_gen) {
+            server.retired = 1;
+        }
+        pthread_mutex_unlock(&server.mu);
         return EAGAIN;
     }
     *pid = (pid_t)answer;
@@ -341,95 +395,159 @@ server_reap(xt_proc_setup *setup, pid_t pid)
     return SIGKILL; /* the raw status of a process killed by SIGKILL */
 }
 
-/* Send all of `data` on a socket; 0, or -1 (MSG_NOSIGNAL: a peer that is gone is an
- * error here, never a SIGPIPE). */
-static int
-send_all(int fd, const char *data, size_t len)
+/* Start a server (none runs): a new interpreter from setup->server_argv, stdin from
+ * /dev/null, its control socket on fd 3.  Started on the main thread, it gets SIGKILL when
+ * this process dies; started on another thread, which may end before the interpreter does,
+ * it has no parent-death signal and exits at the end of its control socket instead (which
+ * comes when this process dies: no other process keeps a copy).  Under server.mu. */
+static void
+server_spawn_locked(const xt_proc_setup *setup)
 {
-    while (len > 0) {
-        ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
+    int sv[2] = {-1, -1}, child_sv = -1;
+    pid_t pid;
+
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+        return;
+    }
+    /* The child's end above fd 3, so that dup2 onto 3 never meets itself. */
+    child_sv = fcntl(sv[1], F_DUPFD_CLOEXEC, 4);
+    close_fd(&sv[1]);
+    if (child_sv >= 0) {
+        const xt_spawn_fd fds[] = {{0, -1, "/dev/null", O_RDONLY}, {3, child_sv, NULL, 0}};
+        const int main_thread = (pid_t)syscall(SYS_gettid) == getpid();
+        const xt_spawn_args args = {setup->server_argv, setup->envp, fds, 2, NULL, 1,
+                                    !main_thread};
+        if (xt_spawn(&args, &pid) == 0) {
+            server.pid = pid;
+            server.owner = getpid();
+            server.fd = sv[0];
+            server.gen++;
+            sv[0] = -1;
+        }
+    }
+    close_fd(&child_sv);
+    close_fd(&sv[0]);
+}
+
+/* Hand the server the batch's frame (setup->server_init) in a memory file (memfd), and
+ * this process's stdout and stderr as they are now (a worker prints where a new
+ * interpreter started now would), without waiting: its answer is skipped by the next request, which the server answers
+ * only once it has loaded the frame.  A frame that cannot be handed over is left out:
+ * the workers then load the batch's functions themselves.  Under server.mu. */
+static void
+server_load_locked(const xt_proc_setup *setup)
+{
+    int fd = (int)syscall(SYS_memfd_create, "xetrack-server-frame", MFD_CLOEXEC);
+    const char *data = setup->server_init;
+    size_t left = setup->server_init_len;
+
+    if (fd < 0) {
+        return;
+    }
+    while (left > 0) {
+        ssize_t n = write(fd, data, left);
         if (n < 0 && errno == EINTR) {
             continue;
         }
         if (n <= 0) {
-            return -1;
+            close_fd(&fd);
+            return;
         }
         data += n;
-        len -= (size_t)n;
+        left -= (size_t)n;
     }
-    return 0;
+    if (lseek(fd, 0, SEEK_SET) == 0) {
+        const int fds[3] = {fd, STDOUT_FILENO, STDERR_FILENO};
+        (void)server_send_locked(XT_SERVER_LOAD, 0, fds, 3);
+    }
+    close_fd(&fd);
+}
+
+/* Drop what a fork of the server's owner inherited: the copy of its socket (so that the
+ * owner's death still ends it), and the server itself, which is the owner's child. */
+static void
+server_forget_locked(void)
+{
+    close_fd(&server.fd);
+    server.pid = 0;
+    server.owner = 0;
+    server.users = 0;
+    server.retired = 0;
 }
 
 void
 xt_proc_server_start(xt_proc_setup *setup)
 {
-    int sv[2] = {-1, -1}, init[2] = {-1, -1}, child_sv = -1, child_init = -1;
-    unsigned char header[FRAME_HEADER];
-    pid_t pid;
-
-    setup->server_fd = -1;
-    setup->server_pidfd = -1;
-    setup->server_pid = 0;
+    setup->server_gen = 0;
     if (setup->server_argv == NULL) {
         return;
     }
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0
-        || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, init) != 0) {
-        goto done;
+    pthread_mutex_lock(&server.mu);
+    if (server.owner != getpid()) {
+        server_forget_locked();
     }
-    /* The child's ends above fd 3, so that dup2 onto 0 and 3 never meets itself. */
-    child_init = fcntl(init[0], F_DUPFD_CLOEXEC, 4);
-    child_sv = fcntl(sv[1], F_DUPFD_CLOEXEC, 4);
-    if (child_init < 0 || child_sv < 0) {
-        goto done;
+    if (server.pid > 0 && server.users == 0) {
+        /* Replace a server that was retired, or died between batches. */
+        int status;
+        pid_t got;
+        do {
+            got = waitpid(server.pid, &status, WNOHANG);
+        } while (got < 0 && errno == EINTR);
+        if (got == server.pid) {
+            server.pid = 0;
+            close_fd(&server.fd);
+            server.retired = 0;
+        }
+        else if (server.retired) {
+            server_end_locked();
+        }
     }
-    const xt_spawn_fd fds[] = {{0, child_init, NULL, 0}, {3, child_sv, NULL, 0}};
-    const xt_spawn_args args = {setup->server_argv, setup->envp, fds, 2, NULL, 1};
-    if (xt_spawn(&args, &pid) != 0) {
-        goto done;
+    if (server.pid == 0) {
+        server_spawn_locked(setup);
     }
-    setup->server_pid = pid;
-    setup->server_pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    setup->server_fd = sv[0];
-    sv[0] = -1;
-    /* Its init frame on its stdin (a socket), then the end of it.  The frame is small
-     * enough for the socket's buffer (process_tasks.server_frame), so this does not wait
-     * for the server to read it; a server that dies first fails the send (EPIPE) and is
-     * given up at its first request. */
-    for (int i = 0; i < FRAME_HEADER; i++) {
-        header[i] = (unsigned char)((uint64_t)setup->server_init_len >> (8 * i));
+    if (server.fd >= 0 && !server.retired) {
+        server_load_locked(setup);
     }
-    close_fd(&init[0]);
-    close_fd(&child_init);
-    close_fd(&sv[1]);
-    close_fd(&child_sv);
-    if (send_all(init[1], (const char *)header, FRAME_HEADER) == 0) {
-        (void)send_all(init[1], setup->server_init, setup->server_init_len);
+    if (server.fd >= 0 && !server.retired) {
+        setup->server_gen = server.gen;
+        server.users++;
     }
-done:
-    close_fd(&child_init);
-    close_fd(&child_sv);
-    for (int i = 0; i < 2; i++) {
-        close_fd(&sv[i]);
-        close_fd(&init[i]);
-    }
+    pthread_mutex_unlock(&server.mu);
 }
 
 void
-xt_proc_server_stop(xt_proc_setup *setup)
+xt_proc_server_release(xt_proc_setup *setup)
 {
-    if (setup->server_pid <= 0) {
+    if (setup->server_gen == 0) {
         return;
     }
-    pthread_mutex_lock(&setup->server_mu);
-    server_give_up_locked(setup);
-    pthread_mutex_unlock(&setup->server_mu);
-    /* Every worker has been reaped: the server has nothing left to do or to save. */
-    (void)kill(-setup->server_pid, SIGKILL);
-    while (waitpid(setup->server_pid, NULL, 0) < 0 && errno == EINTR) {
+    pthread_mutex_lock(&server.mu);
+    if (server.gen == setup->server_gen && server.owner == getpid()) {
+        server.users--;
+        if (server.retired && server.users == 0) {
+            server_end_locked();
+        }
     }
-    close_fd(&setup->server_pidfd);
-    setup->server_pid = 0;
+    pthread_mutex_unlock(&server.mu);
+    setup->server_gen = 0;
+}
+
+void
+xt_proc_server_forget(void)
+{
+    pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+    server.mu = fresh; /* another thread of the parent may have held it at the fork */
+    server_forget_locked();
+}
+
+void
+xt_proc_server_shutdown(void)
+{
+    pthread_mutex_lock(&server.mu);
+    if (server.owner == getpid()) {
+        server_end_locked();
+    }
+    pthread_mutex_unlock(&server.mu);
 }
 
 /* ------------------------------------------------------------------ workers */
@@ -468,7 +586,7 @@ proc_spawn(xt_proc_setup *setup, xt_proc **out, double deadline)
             {CHILD_IN_FD, child_in, NULL, 0},
             {CHILD_OUT_FD, child_out, NULL, 0},
         };
-        const xt_spawn_args args = {setup->argv, setup->envp, fds, 3, NULL, 1};
+        const xt_spawn_args args = {setup->argv, setup->envp, fds, 3, NULL, 1, 0};
         rc = xt_spawn(&args, &pid);
     }
     close_fd(&child_in);

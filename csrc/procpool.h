@@ -1,10 +1,10 @@
 /* Persistent Python worker processes for run_multiple's process backend.
  *
- * A worker process is a fork of the batch's warm server (xt_proc_server_start): an
- * interpreter started once per batch with xt_spawn (spawner.h: never a fork of this
- * threaded process; SIGKILLed when the thread that started it ends, so when this process
- * dies) that has already imported xetrack_c and the batch's functions, and forks a worker
- * on request (procserver.c; each worker is SIGKILLed when the server dies).  Where there
+ * A worker process is a fork of this process's warm server (xt_proc_server_start): an
+ * interpreter started by the first batch that needs it with xt_spawn (spawner.h: never a
+ * fork of this threaded process), kept for the later batches until the interpreter exits,
+ * ending by itself when this process dies, that has already imported xetrack_c and each
+ * batch's functions, and forks a worker on request (procserver.c; each worker is SIGKILLed when the server dies).  Where there
  * is no server, or it refused to fork or died, a worker is a new interpreter started with
  * xt_spawn by the worker thread itself.  Either way a worker runs in a process group of
  * its own, with two pipes: it reads frames on fd 3 and writes frames on fd 4.  A frame is
@@ -31,15 +31,11 @@ typedef struct {
     size_t init_len;
     double grace;    /* seconds between SIGTERM and SIGKILL */
     int cancel_fd;   /* becomes readable when running tasks must stop */
-    /* The warm server (xt_proc_server_start), shared by the batch's worker threads. */
+    /* The warm server (xt_proc_server_start), shared by every batch of this process. */
     char **server_argv;  /* its command, NULL-terminated; NULL: no server */
-    char *server_init;   /* the frame it reads on its stdin (a socket) before it serves */
+    char *server_init;   /* the batch's frame the server loads before it forks for it */
     size_t server_init_len;
-    pid_t server_pid;    /* 0: not started */
-    int server_pidfd;    /* -1 where pidfd_open is missing */
-    int server_fd;       /* control socket; -1: none, or given up (workers start cold) */
-    int32_t server_seq;  /* sequence number of the last request */
-    pthread_mutex_t server_mu; /* one request and its answer at a time; guards server_fd */
+    unsigned long server_gen; /* the server this batch uses; 0: none (workers start cold) */
 } xt_proc_setup;
 
 /* Requests on the warm server's control socket (a SOCK_SEQPACKET socket: one message per
@@ -50,8 +46,12 @@ typedef struct {
  * end of its output) as SCM_RIGHTS; the server answers only once the worker is in a
  * process group of its own.  XT_SERVER_REAP's argument is the pid of a worker that has
  * ended or been SIGKILLed: the server leaves every worker a zombie until then, so its pid
- * and process group cannot be reused while the pool may still signal them. */
-enum { XT_SERVER_FORK = 1, XT_SERVER_REAP = 2 };
+ * and process group cannot be reused while the pool may still signal them.
+ * XT_SERVER_LOAD carries three descriptors: a memory file holding a batch's frame (the
+ * pickle process_tasks.server_frame makes), and the pool's stdout and stderr, which the
+ * server puts on its fds 1 and 2 for its forks: the server answers at once, then loads it before it
+ * reads the next request. */
+enum { XT_SERVER_FORK = 1, XT_SERVER_REAP = 2, XT_SERVER_LOAD = 3 };
 
 /* How one task ended (xt_proc_result.outcome). */
 enum {
@@ -92,14 +92,23 @@ int xt_proc_receive(xt_proc **proc, xt_proc_setup *setup, double deadline,
 /* Seconds on the clock xt_proc_send and xt_proc_receive take deadlines on. */
 double xt_proc_now(void);
 
-/* Start the batch's warm server from `setup->server_argv` on the calling thread, which
- * must outlive every worker of the batch (the server dies with it).  Nothing to do
- * without server_argv; a server that cannot start leaves every worker to start cold. */
+/* Make sure this process's warm server runs (started from `setup->server_argv` on the
+ * first batch, replaced when it died or was retired since) and hand it the batch's
+ * frame; the batch then uses that server.  Nothing to do without server_argv; a server
+ * that cannot start leaves every worker to start cold. */
 void xt_proc_server_start(xt_proc_setup *setup);
 
-/* After every worker of the batch has been closed: end the server (end of its input,
- * then SIGKILL after `grace` seconds) and reap it. */
-void xt_proc_server_stop(xt_proc_setup *setup);
+/* After every worker of the batch has been closed: the batch no longer uses the server
+ * (a retired server is ended once no batch does). */
+void xt_proc_server_release(xt_proc_setup *setup);
+
+/* End this process's warm server (at interpreter exit) and reap it; nothing in a process
+ * that did not start it. */
+void xt_proc_server_shutdown(void);
+
+/* In the child of a fork of this process: forget the parent's server without touching it
+ * (the next batch starts one of its own). */
+void xt_proc_server_forget(void);
 
 /* End an idle worker: close its input (it exits on end of input), wait up to
  * setup->grace seconds, then SIGKILL its process group and reap it.  NULL is a no-op. */

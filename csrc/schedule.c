@@ -147,6 +147,36 @@ xt_take_chunk_locked(xt_pool *pool, xt_worker *w, Py_ssize_t first)
     return count;
 }
 
+/* Under pool->mu: one more queued process task for w's worker process, which has
+ * `inflight` tasks (`bytes` of payload) sent and not answered yet, or -1.  As
+ * xt_take_chunk_locked: the window is at most a quarter of each worker's share of what
+ * is left, XT_CHUNK_MAX tasks and XT_CHUNK_BYTES; none while the batch stops or tasks
+ * wait to run again (other workers take those first). */
+Py_ssize_t
+xt_take_more_locked(xt_pool *pool, xt_worker *w, int inflight, size_t bytes)
+{
+    Py_ssize_t limit, index;
+    xt_task *next;
+
+    if (!pool->chunking || atomic_load(&pool->cancel) != CANCEL_NONE || pool->nretry > 0
+        || pool->next >= pool->n) {
+        return -1;
+    }
+    limit = (pool->n - pool->next) / ((Py_ssize_t)pool->planned * 4);
+    if (limit > XT_CHUNK_MAX) {
+        limit = XT_CHUNK_MAX;
+    }
+    next = &pool->tasks[pool->next];
+    if (inflight >= limit || next->kind != TASK_PROCESS || next->timeout > 0
+        || next->group_next >= 0 || next->follower || bytes + next->payload_len > XT_CHUNK_BYTES) {
+        return -1;
+    }
+    index = pool->next++;
+    next->state = STATE_RUNNING;
+    next->ran_on = w->index;
+    return index;
+}
+
 /* Queue a task that was taken but never reached a worker process (its worker died or the
  * batch stopped first): any worker runs it, as if it had never been taken. */
 void

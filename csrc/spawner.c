@@ -59,10 +59,10 @@ child_main(void *arg)
     struct sigaction dfl, old;
     sigset_t empty;
 
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) {
+    if (!a->no_death_signal && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) {
         goto fail;
     }
-    if (getppid() != ctx->parent) {
+    if (!a->no_death_signal && getppid() != ctx->parent) {
         _exit(127); /* the parent died before the prctl: nobody waits for this task */
     }
     if (setpgid(0, 0) != 0) {

@@ -30,10 +30,14 @@ typedef struct {
      * action even where this process ignores them; 0: ignored signals stay ignored.
      * Signals with a handler here start with the default action either way. */
     int reset_signals;
+    /* 1: no parent-death signal (a child that outlives the calling thread, such as the
+     * process backend's warm server started on a short-lived thread: it ends by itself
+     * when its control socket ends instead). */
+    int no_death_signal;
 } xt_spawn_args;
 
 /* Starts args->argv in a process group of its own that gets SIGKILL when the calling
- * thread ends; the caller must therefore wait for the child (or stop it) on the thread
+ * thread ends (unless args->no_death_signal); the caller must therefore wait for the child (or stop it) on the thread
  * that started it.  0 with *pid set, or an errno value (the child's, when it could not set
  * itself up or exec: it is then reaped). */
 int xt_spawn(const xt_spawn_args *args, pid_t *pid);

@@ -370,13 +370,17 @@ def test_worker_processes_start_without_site_but_with_our_sys_path(run_py):
 
 
 @pytest.mark.no_sanitizer  # a deliberate segfault: AddressSanitizer reports and aborts
-def test_crashes_inside_a_stream_of_small_tasks_fail_alone():
-    """Small tasks are sent to a worker process several at a time; a crash fails the task
-    it hit, and the tasks sent behind it run on the next worker process."""
+def test_crashes_inside_a_stream_of_small_tasks_fail_alone(tmp_path):
+    """Small tasks are sent to a worker process several at a time, the next ones before
+    the current reply is back; a crash fails the task it hit, and the tasks sent behind it
+    run on the next worker process, as their first attempt."""
     crash = [57, 130, 131]
     specs = [ExperimentSpec(function=proc_tasks.crash_some, config={"x": i, "crash": crash})
              for i in range(300)]
-    results = run_multiple(specs, parallel=2, backend="process")
+    db = str(tmp_path / "stream.db")
+    results = run_multiple(specs, parallel=2, backend="process", db=db)
+    rows = read_rows(db, "experiments")
+    assert len(rows) == 300 and {row["attempts"] for row in rows} == {1}
     failed = [i for i, r in enumerate(results) if r.status != "completed"]
     assert failed == crash, [(i, results[i].error_message) for i in failed]
     assert results[57].error_message.startswith("worker died: signal SIGSEGV")

@@ -1,9 +1,10 @@
-"""backend="process" starts its workers as forks of one warm server per batch.
+"""backend="process" starts its workers as forks of a warm server kept for the process.
 
-The server is an interpreter spawned once per batch that loads the batch's functions and
-forks a worker per request. These tests look at real processes: who each worker's parent
-is, where the task's module was imported, what is left running after the batch, and what
-happens when a worker or the server itself dies in the middle of a batch.
+The server is an interpreter spawned by the first process batch, reused by later ones, that
+loads each batch's functions and forks a worker per request. These tests look at real
+processes: who each worker's parent is, where the task's module was imported, what is left
+running after a batch, how long the server lives (the interpreter's life, and no longer
+than its parent), and what happens when a worker or the server itself dies.
 """
 
 from __future__ import annotations
@@ -57,9 +58,7 @@ def specs_of(function, count, **extra):
     return [ExperimentSpec(function=function, config={"x": i, **extra}) for i in range(count)]
 
 
-def test_workers_are_forks_of_one_warm_server_that_is_gone_after_the_batch():
-    before = set(children_of(os.getpid()))
-    fds = sorted(os.listdir("/proc/self/fd"))
+def test_workers_are_forks_of_one_warm_server_kept_for_the_next_batch():
     results = run_multiple(specs_of(warm_tasks.where, 8), parallel=2, backend="process")
     assert [r.status for r in results] == ["completed"] * 8
     info = [r.result for r in results]
@@ -74,11 +73,48 @@ def test_workers_are_forks_of_one_warm_server_that_is_gone_after_the_batch():
     assert all(i["pgid"] == i["pid"] for i in info)
     # Warm: the task's module was imported once, in the server, before the fork.
     assert {i["loaded_in"] for i in info} == {server}
-    # Nothing is left: not the server, not a worker, no new child of this process.
-    assert not alive(server)
+    # No worker is left; the server is: this process's child, waiting for the next batch.
     assert not any(alive(pid) for pid in workers)
-    assert set(children_of(os.getpid())) <= before
-    assert sorted(os.listdir("/proc/self/fd")) == fds  # sockets, pipes and pidfds closed
+    assert alive(server) and server in children_of(os.getpid())
+    before = set(children_of(os.getpid()))
+    fds = sorted(os.listdir("/proc/self/fd"))
+
+    again = run_multiple(specs_of(warm_tasks.where, 6), parallel=2, backend="process")
+    assert [r.status for r in again] == ["completed"] * 6
+    assert {r.result["ppid"] for r in again} == {server}  # the same server, same pid
+    assert {r.result["loaded_in"] for r in again} == {server}
+    assert not workers & {r.result["pid"] for r in again}  # new forks
+    assert not any(alive(r.result["pid"]) for r in again)
+    assert set(children_of(os.getpid())) == before
+    assert sorted(os.listdir("/proc/self/fd")) == fds  # pipes and pidfds closed
+
+
+def test_a_server_killed_between_batches_is_replaced_by_the_next_batch():
+    first = run_multiple(specs_of(warm_tasks.where, 2), parallel=1, backend="process")
+    server = first[0].result["ppid"]
+    os.kill(server, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while alive(server) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not alive(server)
+    results = run_multiple(specs_of(warm_tasks.where, 4), parallel=2, backend="process")
+    assert [r.status for r in results] == ["completed"] * 4
+    servers = {r.result["ppid"] for r in results}
+    assert len(servers) == 1 and server not in servers
+    assert all(r.result["parent_is_server"] for r in results)
+    # The dead one was reaped: no zombie of it is left as this process's child.
+    with pytest.raises(ChildProcessError):
+        os.waitpid(server, os.WNOHANG)
+
+
+def test_the_batch_functions_see_the_current_folder_and_environment(tmp_path, monkeypatch):
+    # The server was started earlier, elsewhere: each batch hands it the parent's working
+    # directory and environment, as a new interpreter started now would have.
+    run_multiple(specs_of(warm_tasks.where, 1), parallel=1, backend="process")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XT_PROC_KEEP_PROBE", "second")
+    results = run_multiple(specs_of(warm_tasks.cwd_and_env, 2), parallel=2, backend="process")
+    assert [r.result for r in results] == [(str(tmp_path), "second", True)] * 2
 
 
 def test_a_function_too_large_for_the_server_is_loaded_by_each_worker():
@@ -132,7 +168,7 @@ def test_a_dead_worker_is_replaced_by_another_fork_and_every_result_comes_back()
     assert all(len(pids) == 1 for pids in runs)
     assert len(set.union(*runs)) == 3  # each crash was followed by a new fork
     assert {i["loaded_in"] for i in info.values()} == servers
-    assert not alive(servers.pop())
+    assert alive(servers.pop())  # kept for the next batch
 
 
 def test_the_server_dying_mid_batch_fails_its_running_task_and_the_rest_run_cold():
@@ -149,6 +185,10 @@ def test_the_server_dying_mid_batch_fails_its_running_task_and_the_rest_run_cold
     # Once the server is gone, workers are new interpreters started by this process.
     assert all(i["ppid"] == os.getpid() and i["loaded_in"] == i["pid"] for i in cold)
     assert not any(alive(i["pid"]) for i in warm + cold)
+    # The next batch starts a new server.
+    after = run_multiple(specs_of(warm_tasks.where, 2), parallel=1, backend="process")
+    assert {r.result["ppid"] for r in after} != {server}
+    assert all(r.result["parent_is_server"] for r in after)
 
 
 def test_tasks_that_time_out_waiting_for_a_busy_server_leave_it_serving_the_rest():
@@ -165,7 +205,7 @@ def test_tasks_that_time_out_waiting_for_a_busy_server_leave_it_serving_the_rest
     servers = {r.result[0] for r in results[first:]}
     assert len(servers) == 1 and os.getpid() not in servers
     assert [r.result[1] for r in results[first:]] == list(range(first, 8))
-    assert not alive(servers.pop())
+    assert alive(servers.pop())  # kept for the next batch
 
 
 def test_a_function_module_that_starts_threads_gets_workers_started_cold(run_py):
@@ -254,3 +294,159 @@ def test_ctrl_c_stops_the_batch_and_leaves_no_worker_or_server(tmp_path):
     servers = set(started.values())
     assert len(servers) == 1 and proc.pid not in servers  # forks of the warm server
     assert not any(alive(pid) for pid in set(started) | servers)
+
+
+def test_workers_print_where_this_process_prints_now(capfd):
+    # The server was started by an earlier batch, when fds 1 and 2 pointed elsewhere
+    # (another test's capture): each batch hands it this process's current ones.
+    run_multiple(specs_of(warm_tasks.where, 1), parallel=1, backend="process")
+    capfd.readouterr()
+    results = run_multiple(specs_of(warm_tasks.shout, 3), parallel=2, backend="process")
+    assert all(r.result["parent_is_server"] for r in results)
+    out, err = capfd.readouterr()
+    assert sorted(out.split("\n")[:-1]) == ["out 0", "out 1", "out 2"]
+    assert sorted(line for line in err.split("\n") if line.startswith("err ")) == \
+        ["err 0", "err 1", "err 2"]
+
+
+def test_an_edited_task_module_runs_as_edited(tmp_path, monkeypatch):
+    # The server imported the module for the first batch; once its file changes, a batch
+    # must not run the old code from the server's forks.
+    module = tmp_path / "edited_task.py"
+    module.write_text("VERSION = 1\n\ndef task(config):\n    import os\n"
+                      "    return VERSION, os.getppid()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    import edited_task
+
+    def batch():
+        results = run_multiple([ExperimentSpec(function=edited_task.task, config={"x": i})
+                                for i in range(2)], parallel=2, backend="process")
+        assert [r.status for r in results] == ["completed"] * 2
+        return {r.result for r in results}
+
+    first = batch()
+    assert {version for version, _ in first} == {1}
+    module.write_text(module.read_text().replace("VERSION = 1", "VERSION = 2"))
+    stamp = os.stat(module).st_mtime + 5
+    os.utime(module, (stamp, stamp))
+    importlib.reload(edited_task)
+    assert {version for version, _ in batch()} == {2}
+    third = batch()  # a new server, warm again
+    assert {version for version, _ in third} == {2}
+    (server,) = {ppid for _, ppid in third}
+    assert server != next(iter(first))[1] and warm_tasks.server_marker(server)
+    sys.modules.pop("edited_task", None)
+
+
+def test_two_threads_running_batches_at_once_share_the_server():
+    import threading
+
+    run_multiple(specs_of(warm_tasks.where, 1), parallel=1, backend="process")  # started
+    barrier = threading.Barrier(2)
+    found: dict = {}
+
+    def batch(name):
+        barrier.wait()
+        found[name] = run_multiple(specs_of(warm_tasks.where, 12), parallel=2,
+                                   backend="process")
+
+    threads = [threading.Thread(target=batch, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for results in found.values():
+        assert [r.status for r in results] == ["completed"] * 12
+        assert [r.result["x"] for r in results] == list(range(12))
+    servers = {r.result["ppid"] for results in found.values() for r in results}
+    assert len(servers) == 1 and warm_tasks.server_marker(servers.pop())
+    pids = [r.result["pid"] for results in found.values() for r in results]
+    assert not any(alive(pid) for pid in pids)
+
+
+LIFETIME_CHILD = """
+    import os, sys, threading, time
+    sys.path.insert(0, {helpers!r})
+    import warm_tasks
+    from xetrack_c import ExperimentSpec, run_multiple
+
+    def batch():
+        results = run_multiple([ExperimentSpec(function=warm_tasks.where, config={{"x": i}})
+                                for i in range(2)], parallel=2, backend="process")
+        servers.update(r.result["ppid"] for r in results)
+
+    servers = set()
+    if {on_thread!r}:
+        thread = threading.Thread(target=batch)
+        thread.start()
+        thread.join()  # the server outlives the thread that started it
+    else:
+        batch()
+    batch()
+    assert len(servers) == 1, servers
+    print(servers.pop(), flush=True)
+    if {wait!r}:
+        time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("on_thread", [False, True])
+def test_the_server_lives_until_the_interpreter_exits(run_py, on_thread):
+    out = run_py(LIFETIME_CHILD.format(helpers=str(HELPERS), on_thread=on_thread, wait=False))
+    server = int(out.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while alive(server) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not alive(server)  # stopped at exit
+
+
+@pytest.mark.parametrize("on_thread", [False, True])
+def test_the_server_dies_with_its_sigkilled_parent(tmp_path, on_thread):
+    # Started on the main thread it has a parent-death signal; started on another thread
+    # it sees the end of its control socket.
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent(LIFETIME_CHILD.format(
+        helpers=str(HELPERS), on_thread=on_thread, wait=True)))
+    proc = subprocess.Popen([sys.executable, str(script)], env=child_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        server = int(proc.stdout.readline())
+        assert alive(server)
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    deadline = time.monotonic() + 10
+    while alive(server) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not alive(server)
+
+
+@pytest.mark.no_sanitizer  # os.fork() of an interpreter that ran a batch's threads
+def test_a_fork_of_the_parent_starts_a_server_of_its_own(run_py):
+    out = run_py(f"""
+        import os, sys
+        sys.path.insert(0, {str(HELPERS)!r})
+        import warm_tasks
+        from xetrack_c import ExperimentSpec, run_multiple
+
+        def servers():
+            results = run_multiple([ExperimentSpec(function=warm_tasks.where, config={{"x": i}})
+                                    for i in range(2)], parallel=1, backend="process")
+            assert [r.status for r in results] == ["completed"] * 2
+            return {{(r.result["ppid"], r.result["parent_is_server"]) for r in results}}
+
+        mine = servers()
+        child = os.fork()
+        if child == 0:
+            theirs = servers()
+            print("child", theirs != mine, len(theirs), all(s for _, s in theirs), flush=True)
+            os._exit(0)
+        os.waitpid(child, 0)
+        print("parent", servers() == mine, flush=True)
+    """)
+    assert out.stdout.splitlines() == ["child True 1 True", "parent True"]

@@ -12,6 +12,7 @@ import.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import os
 import pickle
@@ -19,7 +20,14 @@ import signal
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from xetrack_c import _core
+
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+# The warm server lives as long as this interpreter: it ends at exit, and a fork of this
+# process leaves its parent's server alone (its first process batch starts its own).
+atexit.register(_core.stop_process_server)
+os.register_at_fork(after_in_child=_core.forget_process_server)
 
 
 #: The worker's launcher: loads the worker module from its file under its package name
@@ -41,27 +49,29 @@ def worker_command() -> List[str]:
 
 
 def server_command() -> List[str]:
-    """argv of the batch's warm server: the worker module, serving forks of itself."""
+    """argv of this process's warm server: the worker module, serving forks of itself."""
     return worker_command() + ["--server"]
 
 
-#: Bytes of pickled functions the warm server gets at most: its frame then fits in its
-#: stdin socket's buffer, so handing it over never waits for the server. Functions past
-#: it (large closures) are loaded by each worker instead.
+#: Bytes of pickled functions of one batch the warm server gets at most (it keeps what it
+#: loaded for later batches). Functions past it (large closures) are loaded by each
+#: worker instead.
 SERVER_FUNCTION_BYTES = 48 * 1024
 
 
 def server_frame(functions: Sequence[bytes]) -> bytes:
-    """What the warm server reads before it forks: this process's ``sys.path`` and the
-    batch's pickled functions (up to :data:`SERVER_FUNCTION_BYTES`), which it loads once
-    for all its workers."""
+    """What the warm server loads before it forks for a batch: this process's
+    ``sys.path``, working directory and environment (its forks then start as a new
+    interpreter started now would) and the batch's pickled functions (up to
+    :data:`SERVER_FUNCTION_BYTES`), which it loads once for all its workers."""
     sent: List[bytes] = []
     total = 0
     for data in functions:
         if total + len(data) <= SERVER_FUNCTION_BYTES:
             sent.append(data)
             total += len(data)
-    return pickle.dumps({"sys_path": list(sys.path), "functions": sent}, _PROTOCOL)
+    return pickle.dumps({"sys_path": list(sys.path), "cwd": os.getcwd(),
+                         "environ": dict(os.environ), "functions": sent}, _PROTOCOL)
 
 
 def _cloudpickle(value: Any, what: str, reason: str) -> bytes:

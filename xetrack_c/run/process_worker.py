@@ -1,19 +1,23 @@
 """The worker process of ``run_multiple(..., backend="process")``, and its warm server.
 
-A batch starts one warm server: the C pool (``csrc/procpool.c``) spawns the worker
-command (:func:`xetrack_c.run.process_tasks.worker_command`: ``python -S -c`` loading this
-module from its file, then :func:`main`) with ``--server``, with ``xt_spawn``
-(``csrc/spawner.c``: a new interpreter, never a fork of the threaded parent, SIGKILLed
-when the parent dies), its stdin a socket and fd 3 its control socket. It reads one frame
-on stdin, the pickle of ``{"sys_path": [...], "functions": [bytes, ...]}``, takes that
-``sys.path``, loads xetrack_c's C core, unpickles each of the batch's functions (importing
-their modules; one that fails is left to the workers, whose tasks then report the error;
-where they use xetrack_c, its child API is loaded too), freezes its objects out of the
-collector's reach, then serves forks in C (``csrc/procserver.c``): each worker is a fork
-of this warm interpreter, in a process group of its own, SIGKILLed when the server dies,
-with its pipes on fds 3 and 4 and the server's functions already loaded. Importing a
-function that starts threads makes the server refuse to fork; the pool then starts that
-batch's workers cold, as below.
+A process's first process batch starts its warm server, which later batches reuse: the C
+pool (``csrc/procpool.c``) spawns the worker command
+(:func:`xetrack_c.run.process_tasks.worker_command`: ``python -S -c`` loading this module
+from its file, then :func:`main`) with ``--server``, with ``xt_spawn`` (``csrc/spawner.c``:
+a new interpreter, never a fork of the threaded parent), stdin from ``/dev/null`` and fd 3
+its control socket. It loads xetrack_c's C core and serves in C (``csrc/procserver.c``).
+Each batch first hands it a frame in a memory file, the pickle of ``{"sys_path": [...],
+"cwd": str, "environ": {...}, "functions": [bytes, ...]}``: it takes that ``sys.path``,
+working directory and environment, unpickles the batch's functions (importing their
+modules) and freezes its objects out of the collector's reach (:func:`_load`). Then it
+forks workers for the batch: each is a fork of this warm interpreter, in a process group
+of its own, SIGKILLed when the server dies, with its pipes on fds 3 and 4 and the
+server's functions already loaded. A server whose imported modules changed on disk
+since (an edited task module) refuses to fork; the pool retires it and the next batch
+starts a new one, so workers run the code on disk when the batch started. The server
+exits at the end of its control socket, which comes when the parent dies; the parent
+SIGKILLs it at its interpreter's exit, and once no batch uses it after retiring it. Importing a function that starts threads makes the server refuse to
+fork; the pool then retires it and starts that batch's workers cold, as below.
 
 A cold worker (no server, or one that refused or died) is started by the pool with
 the same command without ``--server``, in a process group of its own, stdin from
@@ -33,8 +37,8 @@ frame is an 8-byte little-endian length, then that many bytes.
   ``metrics`` are the task's ``log_metrics`` rows when ``db`` is None (no file is
   written then), else ``[]``.
 
-It ends at the end of its input, when the batch is over (or, if its parent died, by the
-parent-death signal, even in the middle of a task).
+It ends at the end of its input, when the batch is over (or, if the server or its parent
+died, by the parent-death signal, even in the middle of a task).
 
 A cold worker imports nothing of xetrack_c until a task does: it starts in about the time
 of the interpreter plus the C pickler. The child API's context is set through
@@ -139,34 +143,116 @@ def _load_core() -> object:
     raise ImportError(f"xetrack_c's C core is not in {package}")
 
 
-def _serve() -> bool:
-    """Be the batch's warm server: True in each forked worker, False in the server once
-    the batch is over (or when it cannot serve: the pool then starts workers cold)."""
+def _read_all(fd: int) -> bytes:
+    """Everything left to read on ``fd`` (a memory file), which is then closed."""
+    parts = []
+    try:
+        while True:
+            part = os.read(fd, 1 << 20)
+            if not part:
+                return b"".join(parts)
+            parts.append(part)
+    finally:
+        os.close(fd)
+
+
+#: Bytes of pickled functions the server keeps loaded across batches at most; past it,
+#: the oldest are dropped (a worker loads a function the server no longer has itself).
+_KEPT_FUNCTION_BYTES = 1 << 20
+
+
+#: The modification time (ns) of each imported module's file when the server first saw it.
+_module_times: dict[str, int] = {}
+
+
+def _note_modules() -> None:
+    """Remember the modification time of every imported module's file not seen yet."""
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if isinstance(path, str) and path not in _module_times:
+            try:
+                _module_times[path] = os.stat(path).st_mtime_ns
+            except OSError:
+                pass
+
+
+def _modules_changed() -> bool:
+    """Whether the file of a module this server imported changed since: its forks would
+    run the old code where a new interpreter would import the new."""
+    for path, seen in _module_times.items():
+        try:
+            if os.stat(path).st_mtime_ns != seen:
+                return True
+        except OSError:
+            return True
+    return False
+
+
+def _load(fd: int) -> bool:
+    """Load a batch's frame (the memory file ``fd``): take the parent's ``sys.path``,
+    working directory and environment, unpickle the batch's functions (importing their
+    modules; one that fails is left to the workers, whose tasks then report the error;
+    where they use xetrack_c, its child API is loaded too), and freeze what is loaded out
+    of the collector's reach. False, loading nothing, when a module it imported changed
+    on disk since: the server must then be replaced."""
     import gc
 
-    frame = _read_frame(open(0, "rb", closefd=False))
-    if frame is None:
+    data = _read_all(fd)
+    if _modules_changed():
         return False
-    settings = pickle.loads(frame)
+    settings = pickle.loads(data)
     _set_path(settings["sys_path"])
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)  # the workers' stdin, as a cold worker's
-    os.close(null)
+    try:
+        os.chdir(settings["cwd"])
+    except OSError:
+        pass  # a cold worker would fail the same way; the forks keep the server's folder
+    environ = settings["environ"]
+    if dict(os.environ) != environ:
+        os.environ.clear()
+        os.environ.update(environ)
+    for function_bytes in settings["functions"]:
+        if function_bytes in _loaded:
+            _loaded[function_bytes] = _loaded.pop(function_bytes)  # the most recent, last
+            continue
+        try:
+            _loaded[function_bytes] = pickle.loads(function_bytes)
+        except BaseException:  # noqa: BLE001 - each worker loads it again and reports why
+            pass
+    total = sum(len(kept) for kept in _loaded)
+    for kept in list(_loaded):
+        if total <= _KEPT_FUNCTION_BYTES:
+            break
+        total -= len(kept)
+        del _loaded[kept]
+    if "xetrack_c" in sys.modules:  # the functions use xetrack_c: its child API, once for all
+        import xetrack_c.run.child  # noqa: F401
+    _note_modules()
+    _flush_streams()
+    gc.freeze()  # the server's objects stay out of the workers' collections (fewer page copies)
+    return True
+
+
+def _serve() -> bool:
+    """Be this process's warm server: load each batch's frame, fork workers for it. True
+    in each forked worker, False in the server once its control socket ends (or when it
+    cannot serve: the pool then starts workers cold)."""
     try:
         core = _load_core()
     except ImportError:
         return False
-    for data in settings["functions"]:
-        try:
-            _loaded[data] = pickle.loads(data)
-        except BaseException:  # noqa: BLE001 - each worker loads it again and reports why
-            pass
-    if "xetrack_c" in sys.modules:  # the functions use xetrack_c: its child API, once for all
-        import xetrack_c.run.child  # noqa: F401
-    _flush_streams()
-    gc.freeze()  # the server's objects stay out of the workers' collections (fewer page copies)
-    if not core.serve_worker_forks(_CONTROL_FD):
-        return False
+    refuse = 0
+    while True:
+        answer = core.serve_worker_forks(_CONTROL_FD, refuse)
+        if answer is True:
+            break
+        if answer is False:
+            return False
+        if not refuse and not _load(answer):
+            import errno
+
+            refuse = errno.ESTALE  # the pool retires this server; the next batch starts one
+        elif refuse:
+            os.close(answer)
     numpy_random = sys.modules.get("numpy.random")
     if numpy_random is not None:
         numpy_random.seed()  # fresh entropy, as a new interpreter has (random reseeds itself)
