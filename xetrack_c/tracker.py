@@ -32,6 +32,26 @@ def _forget_tracker(key: int) -> Callable[[Any], None]:
     return lambda _ref: _open_trackers.pop(key, None)
 
 
+class _AssetHookOnFirstUse:
+    """The tracker's asset hook, loading :mod:`xetrack_c.assets` (pickle, base64, typing)
+    only when a row first holds an object, so ``Tracker(...)`` and ``log()`` of plain
+    values import nothing more."""
+
+    __slots__ = ("compress", "_hook")
+
+    def __init__(self, compress: bool) -> None:
+        self.compress = compress
+        self._hook: Any = None
+
+    def __call__(self, column: str, value: Any) -> Any:
+        hook = self._hook
+        if hook is None:
+            from xetrack_c.assets import AssetHook
+
+            hook = self._hook = AssetHook(self.compress)
+        return hook(column, value)
+
+
 def _flush_all() -> None:
     """Flush every async tracker (at exit and before fork), so queued rows are written."""
     with _open_lock:
@@ -187,12 +207,10 @@ class Tracker(_core.TrackerCore):
             cache=cache_store,
         )
         self._engine_name = engine
-        from xetrack_c.assets import AssetHook
-
         self.compress = bool(compress)
         # Objects logged go to the assets tables; a tracker that stores nothing shows them
         # as their text instead of the hash of a pickle kept nowhere.
-        self._asset_hook = None if skip_insert else AssetHook(self.compress)
+        self._asset_hook = None if skip_insert else _AssetHookOnFirstUse(self.compress)
         self.raise_on_error = bool(raise_on_error)
         self.warnings = bool(warnings)
         self.measurement_interval = measurement_interval
