@@ -75,11 +75,22 @@ def test_git_dir_in_the_environment_does_not_redirect(tmp_path, monkeypatch) -> 
         assert tracker.params["git_commit_hash"] == wanted != other
 
 
-@pytest.mark.parametrize("name", ["missing", "plain"])
-def test_not_a_repository_is_a_clear_error(tmp_path, monkeypatch, name) -> None:
+def test_a_missing_directory_is_a_clear_error(tmp_path) -> None:
+    db = tmp_path / "track.db"
+    with pytest.raises(ValueError, match="git_root='.*missing' is not a directory"):
+        Tracker(str(db), git_root=str(tmp_path / "missing"))
+    assert not db.exists()
+
+
+def test_a_directory_outside_any_repository_warns_and_records_nothing(tmp_path, monkeypatch):
+    # As xetrack (a script passing git_root='..' from a repository's top runs unchanged),
+    # but said: a warning names the directory, and no git_commit_hash column is made.
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # wherever tmp_path lives
     (tmp_path / "plain").mkdir()
     db = tmp_path / "track.db"
-    with pytest.raises(ValueError, match=f"git_root='.*{name}' is not a directory inside a git"):
-        Tracker(str(db), git_root=str(tmp_path / name))
-    assert not db.exists()
+    with pytest.warns(UserWarning, match="git_root='.*plain' is not inside a git repository"):
+        tracker = Tracker(str(db), git_root=str(tmp_path / "plain"))
+    row = tracker.log({"a": 1})
+    tracker.close()
+    assert "git_commit_hash" not in row and row["a"] == 1
+    assert [r["a"] for r in read_rows(str(db))] == [1]

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-from typing import Dict
+import warnings
+from typing import Dict, Optional
 
 # Variables that make git use another repository than the one found from git_root.
 _REPOSITORY_VARIABLES = frozenset({
@@ -24,13 +25,17 @@ def _git_environment() -> Dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in _REPOSITORY_VARIABLES}
 
 
-def commit_hash(git_root: str) -> str:
-    """Return ``git rev-parse HEAD`` of the repository ``git_root`` is in.
+def commit_hash(git_root: str) -> Optional[str]:
+    """Return ``git rev-parse HEAD`` of the repository ``git_root`` is in, or None with a
+    warning when it is not in one (or git is not installed): as xetrack, the run goes on
+    without ``git_commit_hash``, but it is not lost silently.
 
     Raises:
-        ValueError: ``git_root`` is not inside a git repository with a commit, or git is
-            not installed.
+        ValueError: ``git_root`` does not exist (a typo, most likely).
     """
+    if not os.path.isdir(os.fspath(git_root)):
+        raise ValueError(f"git_root={git_root!r} is not a directory: pass the repository's "
+                         "directory or one below it, or leave git_root unset")
     try:
         out = subprocess.run(
             ["git", "-C", os.fspath(git_root), "rev-parse", "HEAD"],
@@ -39,12 +44,14 @@ def commit_hash(git_root: str) -> str:
             text=True,
             env=_git_environment(),
         )
-    except FileNotFoundError as exc:
-        raise ValueError("git_root= needs the git executable on PATH") from exc
+    except FileNotFoundError:
+        warnings.warn("git_root= needs the git executable on PATH: git_commit_hash is not "
+                      "recorded", UserWarning, stacklevel=3)
+        return None
     except subprocess.CalledProcessError as exc:
-        raise ValueError(
-            f"git_root={git_root!r} is not a directory inside a git repository with a commit "
-            f"({exc.stderr.strip()}); pass the repository's directory or one below it, or "
-            "leave git_root unset"
-        ) from exc
+        warnings.warn(
+            f"git_root={git_root!r} is not inside a git repository with a commit "
+            f"({exc.stderr.strip()}): git_commit_hash is not recorded; pass the repository's "
+            "directory or one below it, or leave git_root unset", UserWarning, stacklevel=3)
+        return None
     return out.stdout.strip()
