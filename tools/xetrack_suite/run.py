@@ -77,6 +77,16 @@ def copy_tests(source: Optional[Path], git_dir: Optional[Path], into: Path) -> P
     return target
 
 
+def make_checkout(workdir: Path) -> None:
+    """Make ``workdir`` a git work tree with one commit: xetrack's tests run from its
+    checkout and read the commit of the directory they run in (git_test.py, git_root='.')."""
+    env = {**os.environ, "GIT_AUTHOR_NAME": "suite", "GIT_AUTHOR_EMAIL": "suite@localhost",
+           "GIT_COMMITTER_NAME": "suite", "GIT_COMMITTER_EMAIL": "suite@localhost"}
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "xetrack's tests"]):
+        subprocess.run(["git", "-C", str(workdir), *command], check=True, env=env,
+                       capture_output=True)
+
+
 def side_command(side: str, args: argparse.Namespace) -> tuple[str, Dict[str, str]]:
     """The interpreter and environment that run pytest for one side."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
@@ -181,6 +191,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         tests_dir = copy_tests(args.tests, args.git_dir, workdir)
         # An ini file of its own keeps pytest from reading any configuration above the copy.
         (workdir / "pytest.ini").write_text("[pytest]\n")
+        make_checkout(workdir)
         files = sorted(p.name for p in tests_dir.glob("*_test.py"))
         if args.files:
             files = [f for f in files if f in set(args.files)]

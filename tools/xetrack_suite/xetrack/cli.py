@@ -19,6 +19,8 @@ def _typer_app() -> Any:
     """A typer application whose only command passes its arguments to ``xt``."""
     import typer
 
+    # typer reads the command's (string) annotations in this module's namespace
+    globals()["typer"] = typer
     application = typer.Typer(add_completion=False)
 
     @application.command(
