@@ -512,6 +512,9 @@ class Tracker(_core.TrackerCore):
             return cache.key(func, args, kwargs, params, self.params)
         return _core.cache_key(func, args, kwargs, params, self.params)
 
+    # xetrack 0.7's name for it, which its scripts and tests call: the same key.
+    _generate_cache_key = cache_key
+
     def _warn(self, message: str) -> None:
         if self.warnings:
             _warnings.warn(message, stacklevel=3)
