@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 # Columns every tracker writes, and those that describe a row rather than measure something.
 _RESERVED = {"track_id", "timestamp", "error", "function_name", "args", "kwargs",
-             "experiment_id", "status", "tags", "kind", "target", "fingerprint", "name"}
+             "experiment_id", "status", "tags", "kind", "target", "fingerprint", "name",
+             "description", "script_args", "attempts", "duration"}
 # Columns a learning curve is drawn against, in order of preference.
 STEP_COLUMNS = ("step", "epoch", "iteration", "iter", "global_step", "batch")
 # Columns the environment section shows (Tracker(log_environment=True), git_root=).
@@ -137,6 +138,19 @@ def _frame(db: str, table: str) -> "pandas.DataFrame":
     return Reader(db, table=table).to_df()
 
 
+def run_key(frame: "pandas.DataFrame") -> Optional[str]:
+    """The column that names a run: ``experiment_id`` in the tables of ``run_multiple`` (its
+    experiments share the batch's track_id), else ``track_id``; None when there is neither."""
+    if "experiment_id" in frame.columns and frame["experiment_id"].notna().any():
+        return "experiment_id"
+    return "track_id" if "track_id" in frame.columns else None
+
+
+def _is_experiments(frame: "pandas.DataFrame") -> bool:
+    """Whether ``frame`` is a ``run_multiple`` experiments table (one row per attempt)."""
+    return {"experiment_id", "status"} <= set(frame.columns)
+
+
 def _step_column(frame: "pandas.DataFrame") -> Optional[str]:
     return next((name for name in STEP_COLUMNS if name in frame.columns), None)
 
@@ -146,43 +160,55 @@ def _split_columns(frame: "pandas.DataFrame") -> Tuple[List[str], List[str]]:
 
     Metrics are numeric columns that change within a run; when no column does (one row per
     run), every numeric column is one. Params are the other columns that hold one value per
-    run. Step columns, the environment and the columns every tracker writes are neither.
+    run. Step columns, the environment and the columns every tracker writes are neither. An
+    experiments table has no metrics: its rows (config and results) are shown whole.
     """
     import pandas
 
+    key = run_key(frame)
     skip = set(_RESERVED) | set(STEP_COLUMNS) | {GIT_COLUMN}
     names = [name for name in frame.columns
              if name not in skip and not str(name).startswith(ENVIRONMENT_PREFIX)]
     numeric = [name for name in names if pandas.api.types.is_numeric_dtype(frame[name])
                and not pandas.api.types.is_bool_dtype(frame[name])]
-    if "track_id" in frame.columns and len(frame):
-        varying = frame.groupby("track_id", sort=False)[numeric].nunique(dropna=True).max()
+    if _is_experiments(frame):
+        return names, []
+    if key is not None and len(frame):
+        varying = frame.groupby(key, sort=False)[numeric].nunique(dropna=True).max()
         metrics = [name for name in numeric if varying[name] > 1]
     else:
         metrics = []
     if not metrics:
         metrics = numeric
     params = [name for name in names if name not in metrics]
-    if "track_id" in frame.columns and len(frame):
-        per_run = frame.groupby("track_id", sort=False)[params].nunique(dropna=True).max()
+    if key is not None and len(frame):
+        per_run = frame.groupby(key, sort=False)[params].nunique(dropna=True).max()
         params = [name for name in params if per_run[name] <= 1]
     return params, metrics
 
 
 def _runs_table(frame: "pandas.DataFrame") -> "pandas.DataFrame":
-    """The report's own table of runs: one row per ``track_id`` with its start, end, duration
-    in seconds, row count, status and params, in order of start."""
+    """The report's own table of runs: one row per run (see :func:`run_key`) with its start,
+    end, duration in seconds, row count, status and params, in order of start. An
+    experiment's duration and status are those of its last attempt."""
     import pandas
 
     params, _ = _split_columns(frame)
+    key = run_key(frame)
     when = pandas.to_datetime(frame["timestamp"], errors="coerce")
-    grouped = frame.assign(_when=when).groupby("track_id", sort=False)
+    grouped = frame.assign(_when=when).groupby(key, sort=False)
     runs = pandas.DataFrame({
         "start": grouped["_when"].min(), "end": grouped["_when"].max(),
         "rows": grouped.size(),
     })
+    if _is_experiments(frame) and "name" in frame.columns:
+        runs.insert(0, "name", grouped["name"].last())
     runs["duration_s"] = (runs["end"] - runs["start"]).dt.total_seconds()
-    if "status" in frame.columns:
+    if _is_experiments(frame):
+        runs["status"] = grouped["status"].last()
+        if "duration" in frame.columns:
+            runs["duration_s"] = grouped["duration"].last()
+    elif "status" in frame.columns:
         runs["status"] = grouped["status"].agg(
             lambda values: ", ".join(f"{count} {status}" for status, count
                                      in values.value_counts().items()))
@@ -201,8 +227,9 @@ def _runs_table(frame: "pandas.DataFrame") -> "pandas.DataFrame":
 def _metric_summary(frame: "pandas.DataFrame", metric: str) -> "pandas.DataFrame":
     """The report's own summary of one metric: per run its last, min, max and mean value and
     how many rows set it."""
-    values = frame[["track_id", metric]].dropna()
-    grouped = values.groupby("track_id", sort=False)[metric]
+    key = run_key(frame)
+    values = frame[[key, metric]].dropna()
+    grouped = values.groupby(key, sort=False)[metric]
     summary = grouped.agg(["last", "min", "max", "mean", "count"])
     return summary.sort_values("last", ascending=False).reset_index()
 
@@ -228,12 +255,14 @@ def curve_svg(frame: "pandas.DataFrame", metric: str, step: Optional[str]) -> st
     from xetrack_c.cli.plot import draw_lines
 
     series: Dict[str, List[Tuple[float, float]]] = {}
-    for track_id, rows in frame.groupby("track_id", sort=False):
+    for run, rows in frame.groupby(run_key(frame), sort=False):
         rows = rows[rows[metric].notna()]
+        if step:
+            rows = rows[rows[step].notna()]
         xs = rows[step].tolist() if step else list(range(1, len(rows) + 1))
-        series[str(track_id)] = sorted(zip(xs, rows[metric].tolist(), strict=True))
+        series[str(run)] = sorted(zip(xs, rows[metric].tolist(), strict=True))
     figure, axes = pyplot.subplots(figsize=(6.4, 3.6))
-    draw_lines(axes, series, step or "row in run", metric, metric, "run")
+    draw_lines(axes, series, step or "row in run", metric, metric, run_key(frame) or "run")
     figure.tight_layout()
     buffer = io.StringIO()
     with matplotlib.rc_context({"svg.fonttype": "none"}):  # text as text: small files
@@ -264,15 +293,14 @@ def _tables_section(frames: Dict[str, "pandas.DataFrame"]) -> str:
     listing = pandas.DataFrame({
         "table": list(frames), "rows": [len(f) for f in frames.values()],
         "columns": [len(f.columns) for f in frames.values()],
-        "runs": [f["track_id"].nunique() if "track_id" in f.columns else None
-                 for f in frames.values()]})
+        "runs": [f[run_key(f)].nunique() if run_key(f) else None for f in frames.values()]})
     return _section("tables", "Tables", html_table(listing, "tables-list"))
 
 
 def _runs_section(frames: Dict[str, "pandas.DataFrame"]) -> str:
     parts = []
     for table, frame in frames.items():
-        if {"track_id", "timestamp"} <= set(frame.columns) and len(frame):
+        if run_key(frame) and "timestamp" in frame.columns and len(frame):
             parts.append(f"<h3>{html.escape(table)}</h3>"
                          + html_table(_runs_table(frame), f"runs-{table}"))
     return _section("runs", "Runs", "".join(parts) or '<p class="note">No runs.</p>')
@@ -281,7 +309,7 @@ def _runs_section(frames: Dict[str, "pandas.DataFrame"]) -> str:
 def _summary_section(frames: Dict[str, "pandas.DataFrame"]) -> str:
     parts = []
     for table, frame in frames.items():
-        if "track_id" not in frame.columns:
+        if run_key(frame) is None:
             continue
         for metric in _split_columns(frame)[1]:
             parts.append(f"<h3>{html.escape(table)}: {html.escape(metric)}</h3>"
@@ -297,10 +325,10 @@ def _curves_section(frames: Dict[str, "pandas.DataFrame"]) -> str:
                         "<code>pip install 'xetrack_c[report]'</code>.</p>")
     parts = []
     for table, frame in frames.items():
-        if "track_id" not in frame.columns:
+        if run_key(frame) is None:
             continue
         step = _step_column(frame)
-        counts = frame.groupby("track_id", sort=False).count()
+        counts = frame.groupby(run_key(frame), sort=False).count()
         metrics = [m for m in _split_columns(frame)[1] if counts[m].max() > 1]
         if not metrics:
             continue
