@@ -143,7 +143,7 @@ def check_document(doc: Tables) -> None:
     assert sorted(column(runs, "model")) == sorted(MODELS)
     assert set(column(runs, "rows")) == {str(EPOCHS)} and set(column(runs, "status")) == {"ok"}
     assert all(float(value) >= 0 for value in column(runs, "duration_s"))
-    assert sorted(column(doc.tables["runs-calls"], "status")) == ["failed (1 errors)"]
+    assert sorted(column(doc.tables["runs-calls"], "status")) == ["failed (1 error)"]
     experiments = doc.tables["runs-experiments"]
     assert dict(zip(column(experiments, "name"), column(experiments, "status"), strict=True)) \
         == {"lr-0.1": "completed", "lr-0.9": "failed"}

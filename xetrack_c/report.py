@@ -28,12 +28,15 @@ if TYPE_CHECKING:
 # Columns every tracker writes, and those that describe a row rather than measure something.
 _RESERVED = {"track_id", "timestamp", "error", "function_name", "args", "kwargs",
              "experiment_id", "status", "tags", "kind", "target", "fingerprint", "name",
-             "description", "script_args", "attempts", "duration"}
+             "description", "script_args", "attempts", "duration", "error_type",
+             "function_result"}
 # Columns a learning curve is drawn against, in order of preference.
 STEP_COLUMNS = ("step", "epoch", "iteration", "iter", "global_step", "batch")
 # Columns the environment section shows (Tracker(log_environment=True), git_root=).
 ENVIRONMENT_PREFIX = "env_"
 GIT_COLUMN = "git_commit_hash"
+# The tables where logged objects are kept (see docs/tracker.md), not results to report.
+ASSET_TABLES = ("assets", "keys", "counts")
 # Charts per table: past that a report is long to scroll and heavy to load.
 MAX_CHARTS = 8
 # Characters of an error shown in a cell (a traceback's end is in the database).
@@ -126,10 +129,12 @@ def repr_number(value: Any) -> str:
 
 # ---------------------------------------------------------------------- the report's data layer
 def _table_names(db: str) -> List[str]:
-    """The user tables of ``db`` in creation order (assets and cache tables left out)."""
+    """The tables of ``db`` in creation order, less the asset store's."""
     _, rows = _core.read_rows(db, "SELECT name FROM sqlite_master WHERE type = 'table' AND "
                                   "name NOT LIKE 'sqlite_%' ORDER BY rowid", ())
-    return [name for (name,) in rows if not name.startswith("_") and "assets" not in name]
+    names = [name for (name,) in rows]
+    store = set(ASSET_TABLES) if "assets" in names else set()
+    return [name for name in names if name not in store]
 
 
 def _frame(db: str, table: str) -> "pandas.DataFrame":
@@ -152,7 +157,12 @@ def _is_experiments(frame: "pandas.DataFrame") -> bool:
 
 
 def _step_column(frame: "pandas.DataFrame") -> Optional[str]:
-    return next((name for name in STEP_COLUMNS if name in frame.columns), None)
+    """The first numeric column of :data:`STEP_COLUMNS` in ``frame``, if any."""
+    import pandas
+
+    return next((name for name in STEP_COLUMNS if name in frame.columns
+                 and pandas.api.types.is_numeric_dtype(frame[name])
+                 and not pandas.api.types.is_bool_dtype(frame[name])), None)
 
 
 def _split_columns(frame: "pandas.DataFrame") -> Tuple[List[str], List[str]]:
@@ -214,7 +224,8 @@ def _runs_table(frame: "pandas.DataFrame") -> "pandas.DataFrame":
                                      in values.value_counts().items()))
     elif "error" in frame.columns:
         errors = grouped["error"].agg(lambda values: int((values.fillna("") != "").sum()))
-        runs["status"] = ["ok" if count == 0 else f"failed ({count} errors)" for count in errors]
+        runs["status"] = ["ok" if count == 0 else f"failed ({count} error{'s' * (count > 1)})"
+                          for count in errors]
     else:
         runs["status"] = "ok"
     for name in params:
@@ -260,7 +271,8 @@ def curve_svg(frame: "pandas.DataFrame", metric: str, step: Optional[str]) -> st
         if step:
             rows = rows[rows[step].notna()]
         xs = rows[step].tolist() if step else list(range(1, len(rows) + 1))
-        series[str(run)] = sorted(zip(xs, rows[metric].tolist(), strict=True))
+        series[str(run)] = sorted((float(x), float(y))
+                                  for x, y in zip(xs, rows[metric].tolist(), strict=True))
     figure, axes = pyplot.subplots(figsize=(6.4, 3.6))
     draw_lines(axes, series, step or "row in run", metric, metric, run_key(frame) or "run")
     figure.tight_layout()

@@ -260,6 +260,10 @@ def draw_lines(axes: Any, series: Dict[str, List[Tuple[float, float]]], x_name: 
                   label=name)
     axes.set(title=title, xlabel=x_name, ylabel=y_name)
     axes.grid(True, alpha=0.3)
+    if all(float(x).is_integer() for values in series.values() for x, _ in values):
+        from matplotlib.ticker import MaxNLocator
+
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, not epoch 1.5
     if len(series) <= 20:  # past that a legend hides the plot
         axes.legend(title=by, fontsize="small")
 
