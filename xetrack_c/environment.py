@@ -2,8 +2,8 @@
 
 The values become params of the run, so every row carries them (as ``git_commit_hash`` does
 with ``git_root=``) and a plain ``Reader.to_df()`` or ``xt head`` shows them: ``env_host``,
-``env_python``, ``env_xetrack_c``, ``env_numpy``, ``env_pandas`` (each package's version,
-left out when it is not installed) and ``git_commit_hash`` when the current directory is in a
+``env_python``, ``env_xetrack_c``, ``env_numpy``, ``env_pandas`` (each package's installed
+version, left out when it is not installed) and ``git_commit_hash`` when the current directory is in a
 git work tree.
 """
 
@@ -25,11 +25,7 @@ def _version(package: str) -> Optional[str]:
 
     try:
         return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        if package == "xetrack_c":  # run from a source tree, not installed
-            from xetrack_c import __version__
-
-            return str(__version__)
+    except metadata.PackageNotFoundError:  # not installed (or run from a source tree)
         return None
 
 

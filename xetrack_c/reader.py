@@ -433,7 +433,8 @@ class Reader:
         docs/report.md). Charts need matplotlib (the `report` extra). Returns ``path``."""
         from xetrack_c.report import write_report
 
-        return write_report(self.db, os.fspath(path), title=title)
+        return write_report(self.db, os.fspath(path), lambda table: Reader(
+            self.db, engine=self.engine, table=table).to_df(), title=title)
 
     def __repr__(self) -> str:
         head = f"Reader({self.db!r}, table={self.table_name!r})"

@@ -18,7 +18,7 @@ import io
 import math
 import os
 import re
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from xetrack_c import _core
 
@@ -135,12 +135,6 @@ def _table_names(db: str) -> List[str]:
     names = [name for (name,) in rows]
     store = set(ASSET_TABLES) if "assets" in names else set()
     return [name for name in names if name not in store]
-
-
-def _frame(db: str, table: str) -> "pandas.DataFrame":
-    from xetrack_c.reader import Reader
-
-    return Reader(db, table=table).to_df()
 
 
 def run_key(frame: "pandas.DataFrame") -> Optional[str]:
@@ -386,9 +380,13 @@ def _environment_section(frames: Dict[str, "pandas.DataFrame"]) -> str:
     return _section("environment", "Environment", body)
 
 
-def build_report(db: str, title: Optional[str] = None) -> str:
+# Reads one table of the file as a DataFrame (``Reader(db, table=name).to_df()``).
+ReadTable = Callable[[str], "pandas.DataFrame"]
+
+
+def build_report(db: str, read_table: ReadTable, title: Optional[str] = None) -> str:
     """The report of every table of ``db`` as one HTML document."""
-    frames = {table: _frame(db, table) for table in _table_names(db)}
+    frames = {table: read_table(table) for table in _table_names(db)}
     title = title or os.path.basename(db)
     made = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     sections = [_tables_section(frames), _runs_section(frames), _summary_section(frames),
@@ -406,9 +404,10 @@ def build_report(db: str, title: Optional[str] = None) -> str:
             f"<script>{_SCRIPT}</script></body></html>\n")
 
 
-def write_report(db: str, path: str, title: Optional[str] = None) -> str:
-    """Write the report of ``db`` to ``path`` (one self-contained HTML file); returns ``path``."""
-    text = build_report(os.fspath(db), title)
+def write_report(db: str, path: str, read_table: ReadTable, title: Optional[str] = None) -> str:
+    """Write the report of ``db`` to ``path`` (one self-contained HTML file), reading each
+    table with ``read_table``; returns ``path``."""
+    text = build_report(os.fspath(db), read_table, title)
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(text)
     return path

@@ -330,10 +330,14 @@ def cmd_plot_line(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    from xetrack_c.reader import Reader
     from xetrack_c.report import write_report
 
-    db_access.check_file(args.db)
-    _out(f"Wrote {write_report(args.db, args.output, title=args.title)}")
+    db = db_access.check_file(args.db)
+    db_access.table_names(db)  # a file that is not a database: one line, exit status 1
+    written = write_report(db, args.output, lambda table: Reader(db, table=table).to_df(),
+                           title=args.title)
+    _out(f"Wrote {written}")
 
 
 # Parser key (see parser.py) -> the function that runs the command.
