@@ -259,3 +259,23 @@ def test_click_sorts_in_chromium(report_html: Path, tmp_path: Path):
     descending = column(parse(dom).tables["summary-default-loss"], "last")
     assert descending == ["0.2", "0.133333", "0.1"]
     assert re.search(r'<th class="desc">last</th>', dom)
+
+
+def test_many_failures_and_an_empty_table(tmp_path: Path):
+    from xetrack_c import Reader, Tracker
+    from xetrack_c.report import MAX_FAILURES
+
+    path = str(tmp_path / "failing.db")
+    tracker = Tracker(path, raise_on_error=False, warnings=False)
+    for _ in range(MAX_FAILURES + 5):
+        tracker.track(fail_on, args=[3])
+    tracker.close()
+    Tracker(path, table="empty").close()
+    text = Path(Reader(path).report(tmp_path / "failing.html")).read_text(encoding="utf-8")
+    doc = parse(text)
+    assert len(doc.tables["failures-default"]["rows"]) == MAX_FAILURES
+    assert f"default: {MAX_FAILURES + 5} <span class=\"note\">(the first {MAX_FAILURES})" in text
+    counts = dict(zip(column(doc.tables["tables-list"], "table"),
+                      column(doc.tables["tables-list"], "rows"), strict=True))
+    assert counts == {"default": str(MAX_FAILURES + 5), "empty": "0"}
+    assert column(doc.tables["runs-default"], "status") == [f"failed ({MAX_FAILURES + 5} errors)"]

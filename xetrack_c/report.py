@@ -35,6 +35,8 @@ STEP_COLUMNS = ("step", "epoch", "iteration", "iter", "global_step", "batch")
 # Columns the environment section shows (Tracker(log_environment=True), git_root=).
 ENVIRONMENT_PREFIX = "env_"
 GIT_COLUMN = "git_commit_hash"
+# Failures listed per table; a batch where everything failed needs only the first few.
+MAX_FAILURES = 200
 # The tables where logged objects are kept (see docs/tracker.md), not results to report.
 ASSET_TABLES = ("assets", "keys", "counts")
 # Charts per table: past that a report is long to scroll and heavy to load.
@@ -108,7 +110,8 @@ def html_table(frame: "pandas.DataFrame", table_id: str = "") -> str:
         for name, value in zip(frame.columns, record, strict=True):
             text = format_value(value)
             if name in numeric:
-                cells.append(f'<td class="num" data-v="{html.escape(repr_number(value))}">'
+                full = format_value(value, 17)  # what the sort script compares
+                cells.append(f'<td class="num" data-v="{html.escape(full)}">'
                              f"{html.escape(text)}</td>")
             elif name in ("error", "errors") and text:
                 cells.append(f"<td><pre>{html.escape(text[:_CELL_LIMIT])}</pre></td>")
@@ -120,11 +123,6 @@ def html_table(frame: "pandas.DataFrame", table_id: str = "") -> str:
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return (f'<div class="scroll"><table class="sortable"{ident}><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table></div>")
-
-
-def repr_number(value: Any) -> str:
-    """A number in full for sorting (``data-v``); empty for NaN and None."""
-    return format_value(value, 17)
 
 
 # ---------------------------------------------------------------------- the report's data layer
@@ -360,8 +358,10 @@ def _failures_section(frames: Dict[str, "pandas.DataFrame"]) -> str:
         if len(failed):
             keep = [c for c in ("track_id", "timestamp", "experiment_id", "name", "status",
                                 "function_name", "args", "error") if c in failed.columns]
-            parts.append(f"<h3>{html.escape(table)}: {len(failed)}</h3>"
-                         + html_table(failed[keep], f"failures-{table}"))
+            shown = ("" if len(failed) <= MAX_FAILURES else
+                     f' <span class="note">(the first {MAX_FAILURES})</span>')
+            parts.append(f"<h3>{html.escape(table)}: {len(failed)}{shown}</h3>"
+                         + html_table(failed[keep].head(MAX_FAILURES), f"failures-{table}"))
     return _section("failures", "Failures", "".join(parts) or '<p class="ok">None.</p>')
 
 
