@@ -205,7 +205,7 @@ def test_xt_report_and_missing_matplotlib(report_db: str, tmp_path: Path):
     assert proc.stdout.strip() == "Wrote plain.html"
     text = (tmp_path / "plain.html").read_text(encoding="utf-8")
     assert "<title>No charts</title>" in text
-    assert "Charts need matplotlib" in text and "xetrack_c[report]" in text
+    assert "Charts need matplotlib" in text and "<code>report</code> extra" in text
     doc = parse(text)
     assert doc.svgs == 0
     for table in ("tables-list", "runs-default", "summary-default-loss", "failures-calls"):

@@ -2,7 +2,7 @@
 
 The file needs nothing at view time: the style and the table-sorting script are inline and
 every chart is an inline SVG drawn by matplotlib. Without matplotlib the report still holds
-every table and says that charts need it (``pip install 'xetrack_c[report]'``).
+every table and says that charts need it (``pip install matplotlib``, or the `report` extra).
 
 Sections: the tables and their row counts; the runs with their status and duration; a summary
 per metric (last, min, max, mean per run); learning curves; failures (rows whose ``error``
@@ -326,7 +326,8 @@ def _curves_section(frames: Dict[str, "pandas.DataFrame"]) -> str:
     if not has_matplotlib():
         return _section("curves", "Learning curves",
                         '<p class="note">Charts need matplotlib: '
-                        "<code>pip install 'xetrack_c[report]'</code>.</p>")
+                        "<code>pip install matplotlib</code> (the <code>report</code> extra of "
+                        "xetrack_c).</p>")
     parts = []
     for table, frame in frames.items():
         if run_key(frame) is None:
