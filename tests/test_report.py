@@ -162,7 +162,7 @@ def check_document(doc: Tables) -> None:
     assert len(environment["rows"]) == 3
     assert set(column(environment, "env_python")) == {
         ".".join(map(str, sys.version_info[:3]))}
-    assert doc.svgs >= 2  # loss and acc against epoch
+    assert doc.svgs == 3  # loss and acc against epoch, function_time against row order
     assert all(" sortable" in f" {t['class']}" for t in doc.tables.values())
 
 
@@ -170,7 +170,8 @@ def test_report_file(report_html: Path):
     text = report_html.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>")
     check_document(parse(text))
-    assert "against epoch" in text
+    assert "<h3>default (against epoch)</h3>" in text
+    assert "<h3>calls (against the row&#x27;s position in its run)</h3>" in text
     assert 10_000 < report_html.stat().st_size < 300_000
 
 
