@@ -18,7 +18,18 @@ import xetrack_c.cli as cli
 from xetrack_c import Tracker, _json
 from xetrack_c.cli.functions import COMMANDS, command_line
 
-XETRACK_CLI = "/tmp/xetrack-src/xetrack/cli.py"
+# xetrack 0.7's source, to check the functions against its cli.py (tools/xetrack_suite)
+XETRACK_CLI = os.path.join(os.environ.get("XETRACK_SRC", "/tmp/xetrack-src"), "xetrack", "cli.py")
+# xetrack 0.7's command functions and their positional parameters (its cli.py)
+XETRACK_COMMANDS = {
+    "head": ("db",), "tail": ("db",), "columns": ("db",), "copy": ("source", "target"),
+    "delete": ("db", "track_id"), "set": ("db", "key", "value"), "ls": ("db", "column"),
+    "sql": ("db", "query"), "cache_delete": ("cache_path", "track_id"),
+    "cache_ls": ("cache_path",), "export": ("db", "key", "output"),
+    "assets_delete": ("db", "asset"), "assets_ls": ("db",), "hist": ("db", "column"),
+    "scatter": ("db", "x", "y"), "describe": ("db",), "top": ("db", "column"),
+    "bottom": ("db", "column"),
+}
 
 
 @pytest.fixture
@@ -82,9 +93,15 @@ def test_options_become_flags():
         "assets", "export", "db", "k", "out"]
 
 
-@pytest.mark.skipif(not os.path.exists(XETRACK_CLI),
-                    reason="needs xetrack 0.7's source in /tmp/xetrack-src")
 def test_every_xetrack_command_function_exists_with_its_arguments():
+    assert {name: positional for name, (_, positional) in COMMANDS.items()} == XETRACK_COMMANDS
+    for name in XETRACK_COMMANDS:
+        assert callable(getattr(cli, name)) and name in cli.__all__
+
+
+@pytest.mark.skipif(not os.path.exists(XETRACK_CLI),
+                    reason="needs xetrack 0.7's source: set XETRACK_SRC to a checkout of xetrack")
+def test_the_list_matches_xetracks_own_cli():
     tree = ast.parse(open(XETRACK_CLI, encoding="utf-8").read())
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):
