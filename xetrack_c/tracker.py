@@ -194,6 +194,9 @@ class Tracker(_core.TrackerCore):
 
             sampler = SystemSampler(measurement_interval, log_system_params, log_network_params)
         cache_store = _open_cache(cache, cache_key) if cache else None
+        experiment_id = _task_experiment_id()
+        if experiment_id is not None and "experiment_id" not in (params or {}):
+            params = {**(params or {}), "experiment_id": experiment_id}
         super().__init__(
             db,
             table,
@@ -236,6 +239,7 @@ class Tracker(_core.TrackerCore):
         self._cache_unauthenticated = cache_store is not None and not cache_store.authenticated
         if self.params:
             self._ensure_columns(self.params)
+            self._record_params(list(self.params))
         if git_commit is not None:
             self.set_param("git_commit_hash", git_commit)
         with _open_lock:
@@ -328,7 +332,28 @@ class Tracker(_core.TrackerCore):
         """Add ``key: value`` to every later row (the column is created now)."""
         self.params[key] = value
         self._ensure_columns({key: value})
+        self._record_params([key])
         return key
+
+    def _record_params(self, keys: List[str]) -> None:
+        """Note ``keys`` as this run's params in the file's params table (see
+        docs/tracker.md), so readers tell params from metrics."""
+        if self.db == self.IN_MEMORY:
+            return
+        from xetrack_c.summary import ID_COLUMNS, record_params_sql
+
+        create, insert = record_params_sql()
+        names = [_core.sanitize_key(key) for key in keys]
+        for name in names:
+            if name in ID_COLUMNS:
+                continue
+            try:
+                self._execute(insert, (self.table_name, self.track_id, name))
+            except _core.Error as exc:
+                if "no such table" not in str(exc):
+                    raise
+                self._execute(create)
+                self._execute(insert, (self.table_name, self.track_id, name))
 
     def set_params(self, params: Dict[str, Any]) -> None:
         """Add several params at once."""
@@ -515,6 +540,17 @@ class Tracker(_core.TrackerCore):
     def _warn(self, message: str) -> None:
         if self.warnings:
             _warnings.warn(message, stacklevel=3)
+
+
+def _task_experiment_id() -> Optional[str]:
+    """The id of the run_multiple experiment this code runs in (thread, process or
+    script task), else None; looks only when a task can be running."""
+    if ("xetrack_c.run.child" not in sys.modules and "xetrack_c.run.process_worker"
+            not in sys.modules and "XETRACK_C_EXPERIMENT_ID" not in os.environ):
+        return None
+    from xetrack_c.run.child import get_experiment_id
+
+    return get_experiment_id()
 
 
 def _open_cache(cache: Union[str, "os.PathLike[str]"],

@@ -1,0 +1,324 @@
+"""Comparing runs: which columns are parameters and which metrics, one row per run, metric
+summaries by group, and two runs side by side.
+
+Everything here is computed in SQL through the C read path (``_core.read_rows``): a
+summary is one ``GROUP BY`` scan plus one per metric for ``first``/``last``, so it needs
+neither pandas nor numpy and returns a few rows whatever the table's size.  The functions
+return ``(column names, rows)``; :class:`xetrack_c.Reader`'s ``runs``, ``summary`` and
+``compare`` wrap them into DataFrames, and ``xt runs|summary|compare`` print them.
+
+Parameters and metrics (:func:`classify`): a Tracker records the names of its ``params``
+(and of every ``set_param``) in the table :data:`PARAMS_TABLE`, one row per (table,
+run, name).  For a file without that record (xetrack's, or one written before),
+columns constant within every run are parameters and numeric columns that vary within a
+run are metrics; when no run has two rows, text columns are parameters and numeric ones
+metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+from xetrack_c import _core
+
+#: The table where a Tracker records which columns are its params.
+PARAMS_TABLE = "xetrack_params"
+#: Columns that identify rows rather than describe them: neither params nor metrics.
+ID_COLUMNS = ("track_id", "timestamp", "experiment_id", "step")
+#: The aggregations :func:`summary` knows.
+AGGREGATIONS = ("last", "first", "min", "max", "mean", "count", "std")
+#: Tables the C core and run_multiple keep next to tracking tables, by kind.
+INTERNAL_TABLES = {PARAMS_TABLE: "params", "assets": "assets", "keys": "assets",
+                   "counts": "assets", "experiments": "experiments", "attempts": "experiments"}
+_NUMERIC = ("INTEGER", "INT", "BIGINT", "SMALLINT", "TINYINT", "REAL", "FLOAT", "DOUBLE",
+            "DECIMAL", "NUMERIC")
+_CREATE_PARAMS = (f"CREATE TABLE IF NOT EXISTS {PARAMS_TABLE} (table_name TEXT NOT NULL, "
+                  "track_id TEXT NOT NULL, name TEXT NOT NULL, "
+                  "PRIMARY KEY (table_name, track_id, name)) WITHOUT ROWID")
+
+Rows = List[Tuple[Any, ...]]
+
+
+def _q(name: str) -> str:
+    return _core.quote_identifier(name)
+
+
+def _read(db: str, sql: str, params: Tuple[Any, ...] = ()) -> Tuple[List[str], Rows]:
+    names, rows = _core.read_rows(db, sql, params)
+    return list(names), [tuple(row) for row in rows]
+
+
+# ------------------------------------------------------------------ recording params
+
+def record_params_sql() -> Tuple[str, str]:
+    """(CREATE statement, INSERT statement) a Tracker runs to record param names; the
+    INSERT takes (table_name, track_id, name)."""
+    return _CREATE_PARAMS, (f"INSERT OR IGNORE INTO {PARAMS_TABLE} (table_name, track_id, name) "
+                            "VALUES (?, ?, ?)")
+
+
+# ------------------------------------------------------------------ tables
+
+def tables(db: str) -> List[Tuple[str, str]]:
+    """(name, kind) of every table and view of ``db`` in name order; kind is ``"tracking"``
+    for a table with a ``track_id`` column, else ``"params"``, ``"assets"``,
+    ``"experiments"`` for the internal tables, or ``"other"``."""
+    _, rows = _read(db, "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+                        "AND name NOT LIKE 'sqlite_%' ORDER BY name")
+    result = []
+    for (name,) in rows:
+        if name in INTERNAL_TABLES:
+            result.append((name, INTERNAL_TABLES[name]))
+            continue
+        _, info = _read(db, "SELECT name FROM pragma_table_info(?)", (name,))
+        result.append((name, "tracking" if any(c == "track_id" for (c,) in info) else "other"))
+    return result
+
+
+# ------------------------------------------------------------------ classify
+
+def _schema(db: str, table: str) -> List[Tuple[str, str]]:
+    _, rows = _read(db, "SELECT name, type FROM pragma_table_info(?)", (table,))
+    if not rows:
+        present = ", ".join(repr(name) for name, _ in tables(db)) or "none"
+        raise ValueError(f"no table {table!r} in {db!r} (tables: {present})")
+    return [(name, (declared or "").upper()) for name, declared in rows]
+
+
+def _recorded_params(db: str, table: str) -> Optional[List[str]]:
+    _, found = _read(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                     (PARAMS_TABLE,))
+    if not found:
+        return None
+    _, rows = _read(db, f"SELECT DISTINCT name FROM {PARAMS_TABLE} WHERE table_name = ?",
+                    (table,))
+    return [name for (name,) in rows] if rows else None
+
+
+def classify_table(db: str, table: str) -> Tuple[List[str], List[str]]:
+    """(params, metrics) of ``table``, each in table column order (see the module doc)."""
+    schema = _schema(db, table)
+    names = [name for name, _ in schema if name not in ID_COLUMNS]
+    numeric = {name for name, declared in schema if declared in _NUMERIC}
+    recorded = _recorded_params(db, table)
+    if recorded is not None:
+        chosen = set(recorded)
+        params = [name for name in names if name in chosen]
+        return params, [name for name in names if name not in chosen and name in numeric]
+    if not names:
+        return [], []
+    columns = {name for name, _ in schema}
+    if "track_id" not in columns:
+        return ([name for name in names if name not in numeric],
+                [name for name in names if name in numeric])
+    varies = ", ".join(f"max(v{i})" for i in range(len(names)))
+    inner = ", ".join(f"min({_q(name)}) IS NOT max({_q(name)}) AS v{i}"
+                      for i, name in enumerate(names))
+    _, rows = _read(db, f"SELECT max(n), {varies} FROM (SELECT count(*) AS n, {inner} "
+                        f"FROM {_q(table)} GROUP BY track_id)")
+    longest, flags = rows[0][0], rows[0][1:]
+    if not longest or longest < 2:
+        return ([name for name in names if name not in numeric],
+                [name for name in names if name in numeric])
+    params = [name for name, flag in zip(names, flags, strict=True) if not flag]
+    metrics = [name for name, flag in zip(names, flags, strict=True) if flag and name in numeric]
+    return params, metrics
+
+
+def classify(reader: Any) -> Tuple[List[str], List[str]]:
+    """(params, metrics) of the reader's table (anything with ``db`` and ``table_name``)."""
+    return classify_table(reader.db, reader.table_name)
+
+
+# ------------------------------------------------------------------ runs
+
+def _experiments_join(db: str, table: str, columns: Sequence[str]) -> Optional[str]:
+    """SQL for the latest experiments row per experiment_id, when the table can join it."""
+    if table == "experiments" or "experiment_id" not in columns:
+        return None
+    _, info = _read(db, "SELECT name FROM pragma_table_info('experiments')")
+    present = {name for (name,) in info}
+    if not {"experiment_id", "status"} <= present:
+        return None
+    order = "max(timestamp)" if "timestamp" in present else "max(rowid)"
+    return (f"(SELECT experiment_id, status, {order} AS _latest FROM experiments "
+            f"GROUP BY experiment_id)")
+
+
+def runs_table(db: str, table: str) -> Tuple[List[str], Rows]:
+    """One row per run (track_id), oldest first: ``track_id``, ``start``, ``end``, ``rows``,
+    ``experiment_id`` and ``status`` when the rows link to a run_multiple experiments table,
+    then each param (its largest value in the run: params are constant within a run)."""
+    schema = _schema(db, table)
+    columns = [name for name, _ in schema]
+    if "track_id" not in columns:
+        raise ValueError(f"table {table!r} has no track_id column: it is not a tracking table "
+                         f"(columns: {', '.join(columns)})")
+    params, _ = classify_table(db, table)
+    has_time = "timestamp" in columns
+    select = ["t.track_id AS track_id",
+              "min(t.timestamp) AS start" if has_time else "NULL AS start",
+              "max(t.timestamp) AS \"end\"" if has_time else "NULL AS \"end\"",
+              "count(*) AS rows"]
+    joined = _experiments_join(db, table, columns)
+    join = ""
+    if joined is not None:
+        select += ["max(t.experiment_id) AS experiment_id", "max(e.status) AS status"]
+        join = f" LEFT JOIN {joined} AS e ON e.experiment_id = t.experiment_id"
+    select += [f"max(t.{_q(p)}) AS {_q(p)}" for p in params]
+    order = "start, track_id" if has_time else "min(t.rowid)"
+    return _read(db, f"SELECT {', '.join(select)} FROM {_q(table)} AS t{join} "
+                     f"GROUP BY t.track_id ORDER BY {order}")
+
+
+# ------------------------------------------------------------------ summary
+
+def _check_list(what: str, given: Sequence[str], known: Sequence[str], hint: str) -> None:
+    unknown = [name for name in given if name not in known]
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown[0]!r}; {hint}: {', '.join(known) or 'none'}")
+
+
+def _as_list(value: Union[str, Sequence[str], None]) -> Optional[List[str]]:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    return list(value)
+
+
+def summary_table(db: str, table: str, metrics: Union[str, Sequence[str], None] = None,
+                  by: Union[str, Sequence[str]] = "track_id",
+                  agg: Union[str, Sequence[str]] = ("last", "max", "mean")) -> Tuple[List[str], Rows]:
+    """Each metric aggregated by each ``agg`` within each group of ``by``.
+
+    Columns: the ``by`` columns, then ``<metric>_<agg>`` for each metric and agg; one row
+    per group, in group order.  NULLs are skipped: ``last`` is the metric's value in the
+    latest row (by timestamp, else by row order) where it is not NULL, ``first`` the
+    earliest; ``std`` is the sample standard deviation (NULL for a single value); ``count``
+    counts non-NULL values.  Rows whose ``by`` columns are NULL form a group of their own.
+
+    Raises:
+        ValueError: an unknown metric, ``by`` column or aggregation; the message lists
+            those that exist.
+    """
+    schema = _schema(db, table)
+    columns = [name for name, _ in schema]
+    by_list = _as_list(by) or []
+    aggs = _as_list(agg) or []
+    if not by_list:
+        raise ValueError(f"by= names no column; pass one or more of: {', '.join(columns)}")
+    if not aggs:
+        raise ValueError(f"agg= is empty; pass one or more of: {', '.join(AGGREGATIONS)}")
+    _check_list("by column", by_list, columns, f"columns of table {table!r}")
+    _check_list("aggregation", aggs, AGGREGATIONS, "choose from")
+    wanted = _as_list(metrics)
+    if wanted is None:
+        wanted = [m for m in classify_table(db, table)[1] if m not in by_list]
+        if not wanted:
+            raise ValueError(f"table {table!r} has no metrics (numeric columns that change "
+                             f"within a run); pass metrics= with one of: {', '.join(columns)}")
+    _check_list("metric", wanted, columns, f"columns of table {table!r}")
+    groups = ", ".join(_q(name) for name in by_list)
+    select: Dict[Tuple[str, str], str] = {}
+    for metric in wanted:
+        m = _q(metric)
+        for name in aggs:
+            if name in ("min", "max", "count"):
+                select[(metric, name)] = f"{name}({m})"
+            elif name == "mean":
+                select[(metric, name)] = f"avg({m})"
+            elif name == "std":
+                select[(metric, name)] = (
+                    f"CASE WHEN count({m}) > 1 THEN sqrt(max(0.0, (sum({m} * {m}) - "
+                    f"sum({m}) * avg({m})) / (count({m}) - 1))) END")
+    key_names = list(by_list)
+    order = f" ORDER BY {groups}"
+    plain = [(key, sql) for key, sql in select.items()]
+    _, base = _read(db, f"SELECT {groups}{''.join(', ' + sql for _, sql in plain)} "
+                        f"FROM {_q(table)} GROUP BY {groups}{order}")
+    nkeys = len(key_names)
+    values: Dict[Tuple[Any, ...], Dict[Tuple[str, str], Any]] = {}
+    for row in base:
+        values[row[:nkeys]] = {key: row[nkeys + i] for i, (key, _) in enumerate(plain)}
+    time = "timestamp" if "timestamp" in columns else "rowid"
+    for name in ("first", "last"):
+        if name not in aggs:
+            continue
+        pick = "max" if name == "last" else "min"
+        for metric in wanted:
+            # SQLite takes a bare column from the row holding the group's min()/max().
+            _, picked = _read(db, f"SELECT {groups}, {pick}({_q(time)}), {_q(metric)} "
+                                  f"FROM {_q(table)} WHERE {_q(metric)} IS NOT NULL "
+                                  f"GROUP BY {groups}")
+            for row in picked:
+                values[row[:nkeys]][(metric, name)] = row[nkeys + 1]
+    names = key_names + [f"{metric}_{name}" for metric in wanted for name in aggs]
+    rows = [key + tuple(found.get((metric, name)) for metric in wanted for name in aggs)
+            for key, found in values.items()]
+    return names, rows
+
+
+# ------------------------------------------------------------------ compare
+
+@dataclass
+class Comparison:
+    """Two runs side by side: ``params`` (param, a, b, differs) and ``metrics`` (metric,
+    a_last, b_last, delta_last, a_max, b_max, delta_max; delta = b - a) DataFrames."""
+
+    run_a: str
+    run_b: str
+    params: Any
+    metrics: Any
+
+    def __repr__(self) -> str:
+        return (f"Comparison({self.run_a!r} vs {self.run_b!r})\nparams:\n{self.params}\n"
+                f"metrics:\n{self.metrics}")
+
+
+def _delta(a: Any, b: Any) -> Any:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) \
+            and not isinstance(a, bool) and not isinstance(b, bool):
+        return b - a
+    return None
+
+
+def compare_tables(db: str, table: str, run_a: str,
+                   run_b: str) -> Tuple[Tuple[List[str], Rows], Tuple[List[str], Rows]]:
+    """((param names, rows), (metric names, rows)) comparing runs ``run_a`` and ``run_b``.
+
+    Raises:
+        ValueError: a run has no rows in the table; the message lists the runs there are.
+    """
+    names, run_rows = runs_table(db, table)
+    runs = {row[0]: dict(zip(names, row, strict=True)) for row in run_rows}
+    for run in (run_a, run_b):
+        if run not in runs:
+            listed = ", ".join(repr(r) for r in list(runs)[:20]) or "none"
+            more = f" and {len(runs) - 20} more" if len(runs) > 20 else ""
+            raise ValueError(f"no run {run!r} in table {table!r} (runs: {listed}{more})")
+    params, metrics = classify_table(db, table)
+    a, b = runs[run_a], runs[run_b]
+    param_rows = [(p, a.get(p), b.get(p), a.get(p) != b.get(p)) for p in params]
+    metric_rows: Rows = []
+    if metrics:
+        _, summed = summary_table(db, table, metrics, "track_id", ("last", "max"))
+        found = {row[0]: row[1:] for row in summed}
+        for i, metric in enumerate(metrics):
+            a_last, a_max = found[run_a][2 * i:2 * i + 2]
+            b_last, b_max = found[run_b][2 * i:2 * i + 2]
+            metric_rows.append((metric, a_last, b_last, _delta(a_last, b_last),
+                                a_max, b_max, _delta(a_max, b_max)))
+    return ((["param", "a", "b", "differs"], param_rows),
+            (["metric", "a_last", "b_last", "delta_last", "a_max", "b_max", "delta_max"],
+             metric_rows))
+
+
+def frame(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> Any:
+    """A DataFrame (pandas or polars, as ``set_backend``) with columns ``names``."""
+    from xetrack_c._dataframe import dataframe_from_dicts, empty_dataframe
+
+    if not rows:
+        return empty_dataframe(list(names))
+    return dataframe_from_dicts([dict(zip(names, row, strict=True)) for row in rows])
