@@ -1,9 +1,9 @@
 """Comparing runs: which columns are parameters and which metrics, one row per run, metric
 summaries by group, and two runs side by side.
 
-Everything here is computed in SQL through the C read path (``_core.read_rows``): a
-summary is one ``GROUP BY`` scan plus one per metric for ``first``/``last``, so it needs
-neither pandas nor numpy and returns a few rows whatever the table's size.  The functions
+Runs and classification are SQL through the C read path (``_core.read_rows``); a summary
+reads the columns it needs through the C columnar reader and groups them with NumPy
+(:mod:`xetrack_c.grouping`).  None of it imports pandas.  The functions
 return ``(column names, rows)``; :class:`xetrack_c.Reader`'s ``runs``, ``summary`` and
 ``compare`` wrap them into DataFrames, and ``xt runs|summary|compare`` print them.
 
@@ -96,11 +96,29 @@ def _recorded_params(db: str, table: str) -> Optional[List[str]]:
     return [name for (name,) in rows] if rows else None
 
 
+def numeric_columns(db: str, table: str, schema: Sequence[Tuple[str, str]]) -> List[str]:
+    """Columns declared numeric, plus those of another declared type holding only numbers
+    or text that reads as a number: a column whose first value was None is typed TEXT,
+    and SQLite stores the numbers logged to it later as their text."""
+    numeric = [name for name, declared in schema if declared in _NUMERIC]
+    others = [name for name, declared in schema
+              if declared not in _NUMERIC and declared != "BOOLEAN" and name not in ID_COLUMNS]
+    if others:
+        # CAST(x AS REAL) = x holds for numbers and for text that SQLite reads as one.
+        probes = ", ".join(f"max({_q(n)} IS NOT NULL AND NOT coalesce(CAST({_q(n)} AS REAL) "
+                           f"= {_q(n)}, 0)), max({_q(n)} IS NOT NULL)" for n in others)
+        _, rows = _read(db, f"SELECT {probes} FROM {_q(table)}")
+        flags = rows[0]
+        numeric += [name for i, name in enumerate(others)
+                    if not flags[2 * i] and flags[2 * i + 1]]
+    return [name for name, _ in schema if name in set(numeric)]
+
+
 def classify_table(db: str, table: str) -> Tuple[List[str], List[str]]:
     """(params, metrics) of ``table``, each in table column order (see the module doc)."""
     schema = _schema(db, table)
     names = [name for name, _ in schema if name not in ID_COLUMNS]
-    numeric = {name for name, declared in schema if declared in _NUMERIC}
+    numeric = set(numeric_columns(db, table, schema))
     recorded = _recorded_params(db, table)
     if recorded is not None:
         chosen = set(recorded)
@@ -194,19 +212,26 @@ def summary_table(db: str, table: str, metrics: Union[str, Sequence[str], None] 
     """Each metric aggregated by each ``agg`` within each group of ``by``.
 
     Columns: the ``by`` columns, then ``<metric>_<agg>`` for each metric and agg; one row
-    per group, in group order.  NULLs are skipped: ``last`` is the metric's value in the
-    latest row (by timestamp, else by row order) where it is not NULL, ``first`` the
-    earliest; ``std`` is the sample standard deviation (NULL for a single value); ``count``
-    counts non-NULL values.  Rows whose ``by`` columns are NULL form a group of their own.
+    per group, groups in ascending order of their values, a group whose ``by`` value is
+    NULL last.  NULLs are skipped: ``last`` is the metric's value in the latest row (by
+    timestamp, rows of equal timestamps in table order) where it is not NULL, ``first``
+    the earliest; ``std`` is the sample standard deviation (NULL for a single value);
+    ``count`` counts non-NULL values.
+
+    The needed columns come through the C columnar reader in one scan and are grouped
+    with NumPy: measured on 1,000,000 rows, several times faster than SQLite's
+    ``GROUP BY`` (which sorts) and than pandas' groupby after ``to_df()``.
 
     Raises:
-        ValueError: an unknown metric, ``by`` column or aggregation; the message lists
-            those that exist.
+        ValueError: an unknown or non-numeric metric, an unknown ``by`` column or
+            aggregation; the message lists those that exist.
     """
+    from xetrack_c import grouping
+
     schema = _schema(db, table)
     columns = [name for name, _ in schema]
     by_list = _as_list(by) or []
-    aggs = _as_list(agg) or []
+    aggs = list(dict.fromkeys(_as_list(agg) or []))
     if not by_list:
         raise ValueError(f"by= names no column; pass one or more of: {', '.join(columns)}")
     if not aggs:
@@ -219,44 +244,27 @@ def summary_table(db: str, table: str, metrics: Union[str, Sequence[str], None] 
         if not wanted:
             raise ValueError(f"table {table!r} has no metrics (numeric columns that change "
                              f"within a run); pass metrics= with one of: {', '.join(columns)}")
+    wanted = list(dict.fromkeys(wanted))
     _check_list("metric", wanted, columns, f"columns of table {table!r}")
-    groups = ", ".join(_q(name) for name in by_list)
-    select: Dict[Tuple[str, str], str] = {}
-    for metric in wanted:
-        m = _q(metric)
-        for name in aggs:
-            if name in ("min", "max", "count"):
-                select[(metric, name)] = f"{name}({m})"
-            elif name == "mean":
-                select[(metric, name)] = f"avg({m})"
-            elif name == "std":
-                select[(metric, name)] = (
-                    f"CASE WHEN count({m}) > 1 THEN sqrt(max(0.0, (sum({m} * {m}) - "
-                    f"sum({m}) * avg({m})) / (count({m}) - 1))) END")
-    key_names = list(by_list)
-    order = f" ORDER BY {groups}"
-    plain = [(key, sql) for key, sql in select.items()]
-    _, base = _read(db, f"SELECT {groups}{''.join(', ' + sql for _, sql in plain)} "
-                        f"FROM {_q(table)} GROUP BY {groups}{order}")
-    nkeys = len(key_names)
-    values: Dict[Tuple[Any, ...], Dict[Tuple[str, str], Any]] = {}
-    for row in base:
-        values[row[:nkeys]] = {key: row[nkeys + i] for i, (key, _) in enumerate(plain)}
-    time = "timestamp" if "timestamp" in columns else "rowid"
-    for name in ("first", "last"):
-        if name not in aggs:
-            continue
-        pick = "max" if name == "last" else "min"
-        for metric in wanted:
-            # SQLite takes a bare column from the row holding the group's min()/max().
-            _, picked = _read(db, f"SELECT {groups}, {pick}({_q(time)}), {_q(metric)} "
-                                  f"FROM {_q(table)} WHERE {_q(metric)} IS NOT NULL "
-                                  f"GROUP BY {groups}")
-            for row in picked:
-                values[row[:nkeys]][(metric, name)] = row[nkeys + 1]
-    names = key_names + [f"{metric}_{name}" for metric in wanted for name in aggs]
-    rows = [key + tuple(found.get((metric, name)) for metric in wanted for name in aggs)
-            for key, found in values.items()]
+    timed = "timestamp" in columns and ("first" in aggs or "last" in aggs)
+    declared = dict(schema)
+    loose = [m for m in wanted if declared[m] not in _NUMERIC and m not in by_list]
+    numbers = set(numeric_columns(db, table, [(m, declared[m]) for m in loose])) if loose else set()
+    for metric in loose:
+        if metric not in numbers:
+            raise ValueError(f"metric {metric!r} holds text that is not a number: pass "
+                             f"numeric columns as metrics")
+    # A column typed TEXT by a first None holds numbers as text: read them as numbers.
+    select = {name: f"CAST({_q(name)} AS REAL)" if name in numbers else _q(name)
+              for name in by_list + wanted + (["timestamp"] if timed else [])}
+    read = _core.read_columns(db, f"SELECT {', '.join(select.values())} FROM {_q(table)}",
+                              (), text_buffers=True)
+    read = dict(zip(select, read.values(), strict=True))
+    keys, results = grouping.aggregate([read[n] for n in by_list], [read[n] for n in wanted],
+                                       wanted, aggs, read["timestamp"] if timed else None)
+    names = by_list + [f"{metric}_{name}" for metric in wanted for name in aggs]
+    rows = [key + tuple(results[(metric, name)][i] for metric in wanted for name in aggs)
+            for i, key in enumerate(keys)]
     return names, rows
 
 
