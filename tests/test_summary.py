@@ -207,3 +207,30 @@ def test_xetrack_07_reads_a_file_with_the_params_record(db_path, run_py):
     # xetrack's run has no params record: the recorded runs keep theirs
     runs = Reader(db_path).runs()
     assert len(runs) == 7 and set(runs.model) == {"a", "b", "c"}
+
+
+@pytest.mark.parametrize("long_keys", [False, True])
+def test_group_keys_of_any_length_and_empty(tmp_path, long_keys):
+    path = str(tmp_path / "keys.db")
+    rng = random.Random(3)
+    names = ["x", "yy", "zzzz", None] + (["w" * 100] if long_keys else [])
+    conn = sqlite3.connect(path)
+    conn.execute('CREATE TABLE "default" (timestamp TEXT, track_id TEXT, tag TEXT, '
+                 'size INTEGER, acc REAL)')
+    conn.executemany('INSERT INTO "default" VALUES (?, ?, ?, ?, ?)', [
+        (f"2024-01-01 00:00:{i:02d}.000000", f"r{i % 3}", rng.choice(names),
+         rng.choice([1, 2, None]), rng.random()) for i in range(60)])
+    conn.commit()
+    conn.close()
+    reader = Reader(path)
+    got = reader.summary("acc", by=["tag", "size"], agg=["last", "count", "mean"])
+    frame = reader.to_df()
+    expected = frame.groupby(["tag", "size"], dropna=False, sort=True)["acc"].agg(
+        ["last", "count", "mean"]).reset_index()
+    assert len(got) == len(expected)
+    for have, want in zip(got.to_dict("records"), expected.to_dict("records"), strict=True):
+        for key in ("tag", "size"):
+            assert (pd.isna(have[key]) and pd.isna(want[key])) or have[key] == want[key]
+        assert have["acc_last"] == pytest.approx(want["last"])
+        assert have["acc_count"] == want["count"]
+        assert have["acc_mean"] == pytest.approx(want["mean"])

@@ -98,10 +98,8 @@ def group_codes(columns: Sequence[Any]) -> Tuple[np.ndarray, List[Tuple[Any, ...
         per_column.append(uniques)
         combined = codes if combined is None else combined * len(uniques) + codes
     assert combined is not None
-    if len(per_column) == 1:
-        used, inverse = np.unique(combined, return_inverse=True)
-        keys = [(per_column[0][code],) for code in used.tolist()]
-        return inverse.reshape(-1), keys
+    if len(per_column) == 1:  # the codes are dense and in key order already
+        return combined, [(key,) for key in per_column[0]]
     used, inverse = np.unique(combined, return_inverse=True)
     sizes = [len(u) for u in per_column]
     positions = np.unravel_index(used, sizes) if len(used) else [np.empty(0, int)] * len(sizes)
@@ -145,7 +143,10 @@ def aggregate(by: Sequence[Any], metrics: Sequence[Any], names: Sequence[str],
     order = _time_order(timestamps) if timestamps is not None else None
     if order is not None:
         codes = codes[order]
-    by_group = np.argsort(codes, kind="stable")  # groups contiguous, time order within
+    # Groups contiguous, time order within; NumPy's stable sort is a radix sort for
+    # 16-bit keys, so few groups sort in linear time.
+    narrow = codes.astype(np.uint16) if len(keys) <= np.iinfo(np.uint16).max else codes
+    by_group = np.argsort(narrow, kind="stable")
     results: Dict[Tuple[str, str], List[Any]] = {}
     for name, column in zip(names, metrics, strict=True):
         values = _numeric(name, column)

@@ -192,6 +192,16 @@ def runs_table(db: str, table: str) -> Tuple[List[str], Rows]:
 
 # ------------------------------------------------------------------ summary
 
+def _rows_hint(table: str) -> str:
+    """SQL for the row count to size the read buffers once (as ``Reader.to_df`` does): the
+    table's rowid span, bounded by what the file could hold; NULL for a view."""
+    name = "'" + table.replace("'", "''") + "'"
+    return (f"SELECT CASE WHEN (SELECT type FROM sqlite_master WHERE name = {name}) = 'table' "
+            f"THEN min((SELECT max(rowid) FROM {_q(table)}) - (SELECT min(rowid) FROM "
+            f"{_q(table)}) + 1, (SELECT page_count FROM pragma_page_count()) * "
+            "(SELECT page_size FROM pragma_page_size()) / 16) END")
+
+
 def _check_list(what: str, given: Sequence[str], known: Sequence[str], hint: str) -> None:
     unknown = [name for name in given if name not in known]
     if unknown:
@@ -258,7 +268,7 @@ def summary_table(db: str, table: str, metrics: Union[str, Sequence[str], None] 
     select = {name: f"CAST({_q(name)} AS REAL)" if name in numbers else _q(name)
               for name in by_list + wanted + (["timestamp"] if timed else [])}
     read = _core.read_columns(db, f"SELECT {', '.join(select.values())} FROM {_q(table)}",
-                              (), text_buffers=True)
+                              (), text_buffers=True, rows_hint_sql=_rows_hint(table))
     read = dict(zip(select, read.values(), strict=True))
     keys, results = grouping.aggregate([read[n] for n in by_list], [read[n] for n in wanted],
                                        wanted, aggs, read["timestamp"] if timed else None)
