@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from xetrack_c import _core
+from xetrack_c.param_record import ID_COLUMNS, PARAMS_TABLE
 
-#: The table where a Tracker records which columns are its params.
-PARAMS_TABLE = "xetrack_params"
-#: Columns that identify rows rather than describe them: neither params nor metrics.
-ID_COLUMNS = ("track_id", "timestamp", "experiment_id", "step")
+__all__ = ["AGGREGATIONS", "ID_COLUMNS", "PARAMS_TABLE", "Comparison", "classify",
+           "classify_table", "compare_tables", "runs_table", "summary_table", "tables"]
+
 #: The aggregations :func:`summary` knows.
 AGGREGATIONS = ("last", "first", "min", "max", "mean", "count", "std")
 #: Tables the C core and run_multiple keep next to tracking tables, by kind.
@@ -33,10 +33,6 @@ INTERNAL_TABLES = {PARAMS_TABLE: "params", "assets": "assets", "keys": "assets",
                    "counts": "assets", "experiments": "experiments", "attempts": "experiments"}
 _NUMERIC = ("INTEGER", "INT", "BIGINT", "SMALLINT", "TINYINT", "REAL", "FLOAT", "DOUBLE",
             "DECIMAL", "NUMERIC")
-_CREATE_PARAMS = (f"CREATE TABLE IF NOT EXISTS {PARAMS_TABLE} (table_name TEXT NOT NULL, "
-                  "track_id TEXT NOT NULL, name TEXT NOT NULL, "
-                  "PRIMARY KEY (table_name, track_id, name)) WITHOUT ROWID")
-
 Rows = List[Tuple[Any, ...]]
 
 
@@ -47,15 +43,6 @@ def _q(name: str) -> str:
 def _read(db: str, sql: str, params: Tuple[Any, ...] = ()) -> Tuple[List[str], Rows]:
     names, rows = _core.read_rows(db, sql, params)
     return list(names), [tuple(row) for row in rows]
-
-
-# ------------------------------------------------------------------ recording params
-
-def record_params_sql() -> Tuple[str, str]:
-    """(CREATE statement, INSERT statement) a Tracker runs to record param names; the
-    INSERT takes (table_name, track_id, name)."""
-    return _CREATE_PARAMS, (f"INSERT OR IGNORE INTO {PARAMS_TABLE} (table_name, track_id, name) "
-                            "VALUES (?, ?, ?)")
 
 
 # ------------------------------------------------------------------ tables

@@ -340,20 +340,19 @@ class Tracker(_core.TrackerCore):
         docs/tracker.md), so readers tell params from metrics."""
         if self.db == self.IN_MEMORY:
             return
-        from xetrack_c.summary import ID_COLUMNS, record_params_sql
+        from xetrack_c.param_record import CREATE_TABLE, ID_COLUMNS, RECORD
 
-        create, insert = record_params_sql()
-        names = [_core.sanitize_key(key) for key in keys]
-        for name in names:
+        for name in (_core.sanitize_key(key) for key in keys):
             if name in ID_COLUMNS:
                 continue
+            row = (self.table_name, self.track_id, name)
             try:
-                self._execute(insert, (self.table_name, self.track_id, name))
+                self._execute(RECORD, row)
             except _core.Error as exc:
                 if "no such table" not in str(exc):
                     raise
-                self._execute(create)
-                self._execute(insert, (self.table_name, self.track_id, name))
+                self._execute(CREATE_TABLE)
+                self._execute(RECORD, row)
 
     def set_params(self, params: Dict[str, Any]) -> None:
         """Add several params at once."""
@@ -543,14 +542,21 @@ class Tracker(_core.TrackerCore):
 
 
 def _task_experiment_id() -> Optional[str]:
-    """The id of the run_multiple experiment this code runs in (thread, process or
-    script task), else None; looks only when a task can be running."""
-    if ("xetrack_c.run.child" not in sys.modules and "xetrack_c.run.process_worker"
-            not in sys.modules and "XETRACK_C_EXPERIMENT_ID" not in os.environ):
-        return None
-    from xetrack_c.run.child import get_experiment_id
+    """The id of the run_multiple experiment this code runs in, else None.
 
-    return get_experiment_id()
+    The run layer sits above the tracker, so it is asked only when loaded: the child API
+    (thread tasks, and any task that imported it), a process worker that has not loaded
+    it yet (its task's values, as the child API adopts them), or the environment a
+    script task starts with.
+    """
+    child = sys.modules.get("xetrack_c.run.child")
+    if child is not None:
+        return child.get_experiment_id()
+    worker = sys.modules.get("xetrack_c.run.process_worker")
+    task = getattr(worker, "current_task", None)
+    if task is not None:
+        return task[0]  # TaskInfo's first field
+    return os.environ.get("XETRACK_C_EXPERIMENT_ID") or None
 
 
 def _open_cache(cache: Union[str, "os.PathLike[str]"],
