@@ -70,6 +70,14 @@ def _key_codes(column: Any) -> Tuple[np.ndarray, List[Any]]:
         codes[valid] = np.fromiter((index[v] for v in present), dtype=np.int64,
                                    count=len(present))
         uniques: List[Any] = found
+    elif present.dtype.kind == "S" and present.dtype.itemsize <= 8:
+        # Up to 8 bytes: as big-endian integers, which sort as the bytes do, and faster.
+        width = present.dtype.itemsize
+        padded = np.zeros((len(present), 8), dtype=np.uint8)
+        padded[:, :width] = present.view(np.uint8).reshape(len(present), width)
+        unique, inverse = np.unique(padded.view(">u8").reshape(-1), return_inverse=True)
+        codes[valid] = inverse.reshape(-1)
+        uniques = unique.astype(">u8").view("S8").tolist()
     else:
         unique, inverse = np.unique(present, return_inverse=True)
         codes[valid] = inverse.reshape(-1)
