@@ -213,7 +213,8 @@ def test_xetrack_07_reads_a_file_with_the_params_record(db_path, run_py):
 def test_group_keys_of_any_length_and_empty(tmp_path, long_keys):
     path = str(tmp_path / "keys.db")
     rng = random.Random(3)
-    names = ["x", "yy", "zzzz", "a key of 24 characters.", None] + (["w" * 100] if long_keys else [])
+    names = ["x", "yy", "zzzz", "a key of 24 characters.", None]
+    names += ["w" * 100] if long_keys else []
     conn = sqlite3.connect(path)
     conn.execute('CREATE TABLE "default" (timestamp TEXT, track_id TEXT, tag TEXT, '
                  'size INTEGER, acc REAL)')

@@ -24,7 +24,10 @@ def _validity(validity: Optional[np.ndarray], n: int) -> np.ndarray:
     return np.unpackbits(validity, bitorder="little")[:n].astype(bool)
 
 
-def text_keys(column: Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]) -> Tuple[np.ndarray, np.ndarray]:
+TextBuffers = Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]
+
+
+def text_keys(column: TextBuffers) -> Tuple[np.ndarray, np.ndarray]:
     """(values, valid) of an Arrow string column: values a fixed-width bytes array when
     every value is short, else an object array of str; valid False where NULL."""
     offsets, data, validity = column

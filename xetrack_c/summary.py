@@ -18,7 +18,7 @@ metrics.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 from xetrack_c import _core
 from xetrack_c.param_record import ID_COLUMNS, PARAMS_TABLE
@@ -205,7 +205,8 @@ def _as_list(value: Union[str, Sequence[str], None]) -> Optional[List[str]]:
 
 def summary_table(db: str, table: str, metrics: Union[str, Sequence[str], None] = None,
                   by: Union[str, Sequence[str]] = "track_id",
-                  agg: Union[str, Sequence[str]] = ("last", "max", "mean")) -> Tuple[List[str], Rows]:
+                  agg: Union[str, Sequence[str]] = ("last", "max", "mean"),
+                  ) -> Tuple[List[str], Rows]:
     """Each metric aggregated by each ``agg`` within each group of ``by``.
 
     Columns: the ``by`` columns, then ``<metric>_<agg>`` for each metric and agg; one row
