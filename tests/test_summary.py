@@ -235,3 +235,22 @@ def test_group_keys_of_any_length_and_empty(tmp_path, long_keys):
         assert have["acc_last"] == pytest.approx(want["last"])
         assert have["acc_count"] == want["count"]
         assert have["acc_mean"] == pytest.approx(want["mean"])
+
+
+def test_tracker_in_a_script_task_records_the_experiment(tmp_path, monkeypatch):
+    db = str(tmp_path / "scripts.db")
+    script = tmp_path / "train.py"
+    script.write_text(
+        "from xetrack_c import Tracker, get_param\n"
+        f"tracker = Tracker({db!r}, params={{'lr': get_param('lr')}})\n"
+        "tracker.log({'acc': get_param('lr') * 2})\n"
+        "tracker.close()\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
+    results = run_multiple([ExperimentSpec(script_path=str(script), config={"lr": lr})
+                            for lr in (0.1, 0.2)], db=db)
+    assert [r.status for r in results] == ["completed"] * 2
+    runs = Reader(db).runs()
+    assert dict(zip(runs.experiment_id, runs.lr, strict=True)) == {
+        results[0].experiment_id: 0.1, results[1].experiment_id: 0.2}
+    assert list(runs.status) == ["completed"] * 2
