@@ -151,16 +151,19 @@ def _experiments_join(db: str, table: str, columns: Sequence[str]) -> Optional[s
             f"GROUP BY experiment_id)")
 
 
-def runs_table(db: str, table: str) -> Tuple[List[str], Rows]:
+def runs_table(db: str, table: str,
+               params: Optional[Sequence[str]] = None) -> Tuple[List[str], Rows]:
     """One row per run (track_id), oldest first: ``track_id``, ``start``, ``end``, ``rows``,
     ``experiment_id`` and ``status`` when the rows link to a run_multiple experiments table,
-    then each param (its largest value in the run: params are constant within a run)."""
+    then each param (its largest value in the run: params are constant within a run);
+    ``params`` (default: :func:`classify_table`'s) names them."""
     schema = _schema(db, table)
     columns = [name for name, _ in schema]
     if "track_id" not in columns:
         raise ValueError(f"table {table!r} has no track_id column: it is not a tracking table "
                          f"(columns: {', '.join(columns)})")
-    params, _ = classify_table(db, table)
+    if params is None:
+        params = classify_table(db, table)[0]
     has_time = "timestamp" in columns
     select = ["t.track_id AS track_id",
               "min(t.timestamp) AS start" if has_time else "NULL AS start",
@@ -297,14 +300,14 @@ def compare_tables(db: str, table: str, run_a: str,
     Raises:
         ValueError: a run has no rows in the table; the message lists the runs there are.
     """
-    names, run_rows = runs_table(db, table)
+    params, metrics = classify_table(db, table)
+    names, run_rows = runs_table(db, table, params)
     runs = {row[0]: dict(zip(names, row, strict=True)) for row in run_rows}
     for run in (run_a, run_b):
         if run not in runs:
             listed = ", ".join(repr(r) for r in list(runs)[:20]) or "none"
             more = f" and {len(runs) - 20} more" if len(runs) > 20 else ""
             raise ValueError(f"no run {run!r} in table {table!r} (runs: {listed}{more})")
-    params, metrics = classify_table(db, table)
     a, b = runs[run_a], runs[run_b]
     param_rows = [(p, a.get(p), b.get(p), a.get(p) != b.get(p)) for p in params]
     metric_rows: Rows = []

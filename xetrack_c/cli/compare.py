@@ -48,8 +48,8 @@ def tracking_runs(db: str, table: str, as_json: bool) -> str:
     """The text ``xt runs`` prints for a tracking table: one row per run with its params
     and the last and max of each metric."""
     def collect() -> Any:
-        names, rows = summaries.runs_table(db, table)
-        metrics = summaries.classify_table(db, table)[1]
+        params, metrics = summaries.classify_table(db, table)
+        names, rows = summaries.runs_table(db, table, params)
         if not metrics or not rows:
             return names, rows
         snames, srows = summaries.summary_table(db, table, metrics, "track_id",
