@@ -254,3 +254,23 @@ def test_tracker_in_a_script_task_records_the_experiment(tmp_path, monkeypatch):
     assert dict(zip(runs.experiment_id, runs.lr, strict=True)) == {
         results[0].experiment_id: 0.1, results[1].experiment_id: 0.2}
     assert list(runs.status) == ["completed"] * 2
+
+
+def test_runs_of_the_log_metrics_table(tmp_path):
+    from xetrack_c import log_metrics
+
+    def task(config):
+        for step in range(2):
+            log_metrics({"loss": config["x"] / (step + 1)}, step=step)
+
+    db = str(tmp_path / "metrics.db")
+    results = run_multiple([ExperimentSpec(function=task, config={"x": x}) for x in (1.0, 2.0)],
+                           db=db)
+    reader = Reader(db, table="metrics")
+    runs = reader.runs()  # one tracker per process: one run holding both experiments
+    assert len(runs) == 1 and runs.experiment_id.isna().all() and runs.status.isna().all()
+    summary = reader.summary("loss", by="experiment_id", agg=["first", "last"])
+    expected = {r.experiment_id: x for r, x in zip(results, (1.0, 2.0), strict=True)}
+    assert {row["experiment_id"]: (row["loss_first"], row["loss_last"])
+            for row in summary.to_dict("records")} == {
+        eid: (x, x / 2) for eid, x in expected.items()}

@@ -154,7 +154,8 @@ def _experiments_join(db: str, table: str, columns: Sequence[str]) -> Optional[s
 def runs_table(db: str, table: str,
                params: Optional[Sequence[str]] = None) -> Tuple[List[str], Rows]:
     """One row per run (track_id), oldest first: ``track_id``, ``start``, ``end``, ``rows``,
-    ``experiment_id`` and ``status`` when the rows link to a run_multiple experiments table,
+    ``experiment_id`` and ``status`` when the rows link to a run_multiple experiments table
+    (empty for a run whose rows hold several experiments),
     then each param (its largest value in the run: params are constant within a run);
     ``params`` (default: :func:`classify_table`'s) names them."""
     schema = _schema(db, table)
@@ -172,7 +173,11 @@ def runs_table(db: str, table: str,
     joined = _experiments_join(db, table, columns)
     join = ""
     if joined is not None:
-        select += ["max(t.experiment_id) AS experiment_id", "max(e.status) AS status"]
+        # A run whose rows hold several experiments (log_metrics' tracker is one per
+        # process) names none: summary(by="experiment_id") splits it.
+        single = "min(t.experiment_id) IS max(t.experiment_id)"
+        select += [f"CASE WHEN {single} THEN max(t.experiment_id) END AS experiment_id",
+                   f"CASE WHEN {single} THEN max(e.status) END AS status"]
         join = f" LEFT JOIN {joined} AS e ON e.experiment_id = t.experiment_id"
     select += [f"max(t.{_q(p)}) AS {_q(p)}" for p in params]
     order = "start, track_id" if has_time else "min(t.rowid)"
