@@ -93,6 +93,8 @@ def test_summary_bad_input_names_what_exists(db_path):
         reader.summary("acc", agg="median")
     with pytest.raises(ValueError, match=r"unknown by column 'size'.*model"):
         reader.summary("acc", by="size")
+    with pytest.raises(ValueError, match=r"metrics= is empty.*\bacc\b"):
+        reader.summary([])
     with pytest.raises(ValueError, match="'model' holds text that is not a number"):
         reader.summary("model", by="lr")
 

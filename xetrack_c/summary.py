@@ -250,6 +250,8 @@ def summary_table(db: str, table: str, metrics: Union[str, Sequence[str], None] 
         if not wanted:
             raise ValueError(f"table {table!r} has no metrics (numeric columns that change "
                              f"within a run); pass metrics= with one of: {', '.join(columns)}")
+    if not wanted:
+        raise ValueError(f"metrics= is empty; pass one or more of: {', '.join(columns)}")
     wanted = list(dict.fromkeys(wanted))
     _check_list("metric", wanted, columns, f"columns of table {table!r}")
     timed = "timestamp" in columns and ("first" in aggs or "last" in aggs)
