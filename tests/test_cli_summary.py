@@ -88,3 +88,13 @@ def test_runs_of_a_table_without_runs(xt, tmp_path: Path):
 def test_summary_needs_no_pandas(xt, db):
     assert "PANDAS_IMPORTED=False" in xt.probe("summary", db, "--metric", "acc").err
     assert "PANDAS_IMPORTED=False" in xt.probe("compare", db, "run-a", "run-b").err
+
+
+def test_the_params_record_is_not_offered_as_a_table(xt, db):
+    from xetrack_c import Reader, TableNotFoundError
+
+    err = xt.fails("head", db, "--table", "nope").err
+    assert "'default'" in err and "'other'" in err and "xetrack_params" not in err
+    with pytest.raises(TableNotFoundError) as caught:
+        Reader(db, table="nope")
+    assert "'default'" in str(caught.value) and "xetrack_params" not in str(caught.value)

@@ -146,7 +146,7 @@ class Reader:
     def _missing_table(self) -> TableNotFoundError:
         _, rows = _core.read_rows(
             self.db, "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
-            "AND name NOT LIKE 'sqlite_%' ORDER BY name")
+            "AND name NOT LIKE 'sqlite_%' AND name != 'xetrack_params' ORDER BY name")
         present = ", ".join(repr(name) for (name,) in rows) or "none"
         return TableNotFoundError(
             f"no table {self.table_name!r} in database {self.db!r} (tables present: {present}); "
