@@ -276,3 +276,19 @@ def test_runs_of_the_log_metrics_table(tmp_path):
     assert {row["experiment_id"]: (row["loss_first"], row["loss_last"])
             for row in summary.to_dict("records")} == {
         eid: (x, x / 2) for eid, x in expected.items()}
+
+
+def test_a_param_named_like_a_runs_column(db_path):
+    for status in ("ok", "bad"):
+        with Tracker(db_path, params={"status": status, "rows": 3}) as tracker:
+            tracker.log({"acc": 0.5})
+            tracker.log({"acc": 1.0 if status == "ok" else 0.0})
+    reader = Reader(db_path)
+    runs = reader.runs()
+    assert list(runs.columns) == ["track_id", "start", "end", "rows", "param_status",
+                                  "param_rows"]
+    assert list(runs["rows"]) == [2, 2] and list(runs.param_status) == ["ok", "bad"]
+    ids = list(runs.track_id)
+    params = reader.compare(*ids).params.set_index("param")
+    assert params.loc["status"].tolist() == ["ok", "bad", True]
+    assert params.loc["rows"].tolist() == [3, 3, False]

@@ -26,7 +26,7 @@ from xetrack_c.param_record import ID_COLUMNS, PARAMS_TABLE
 __all__ = ["AGGREGATIONS", "ID_COLUMNS", "PARAMS_TABLE", "Comparison", "classify",
            "classify_table", "compare_tables", "runs_table", "summary_table", "tables"]
 
-#: The aggregations :func:`summary` knows.
+#: The aggregations :func:`summary_table` knows.
 AGGREGATIONS = ("last", "first", "min", "max", "mean", "count", "std")
 #: Tables the C core and run_multiple keep next to tracking tables, by kind.
 INTERNAL_TABLES = {PARAMS_TABLE: "params", "assets": "assets", "keys": "assets",
@@ -151,12 +151,23 @@ def _experiments_join(db: str, table: str, columns: Sequence[str]) -> Optional[s
             f"GROUP BY experiment_id)")
 
 
+#: The columns of :func:`runs_table` before the params.
+RUN_COLUMNS = ("track_id", "start", "end", "rows", "experiment_id", "status")
+
+
+def param_label(name: str) -> str:
+    """The column a param gets in :func:`runs_table`: its name, or ``param_<name>`` when
+    one of :data:`RUN_COLUMNS` has that name."""
+    return f"param_{name}" if name in RUN_COLUMNS else name
+
+
 def runs_table(db: str, table: str,
                params: Optional[Sequence[str]] = None) -> Tuple[List[str], Rows]:
     """One row per run (track_id), oldest first: ``track_id``, ``start``, ``end``, ``rows``,
     ``experiment_id`` and ``status`` when the rows link to a run_multiple experiments table
     (empty for a run whose rows hold several experiments),
-    then each param (its largest value in the run: params are constant within a run);
+    then each param (its largest value in the run: params are constant within a run;
+    one named like a fixed column comes as ``param_<name>``);
     ``params`` (default: :func:`classify_table`'s) names them."""
     schema = _schema(db, table)
     columns = [name for name, _ in schema]
@@ -179,7 +190,7 @@ def runs_table(db: str, table: str,
         select += [f"CASE WHEN {single} THEN max(t.experiment_id) END AS experiment_id",
                    f"CASE WHEN {single} THEN max(e.status) END AS status"]
         join = f" LEFT JOIN {joined} AS e ON e.experiment_id = t.experiment_id"
-    select += [f"max(t.{_q(p)}) AS {_q(p)}" for p in params]
+    select += [f"max(t.{_q(p)}) AS {_q(param_label(p))}" for p in params]
     order = "start, track_id" if has_time else "min(t.rowid)"
     return _read(db, f"SELECT {', '.join(select)} FROM {_q(table)} AS t{join} "
                      f"GROUP BY t.track_id ORDER BY {order}")
@@ -316,7 +327,8 @@ def compare_tables(db: str, table: str, run_a: str,
             more = f" and {len(runs) - 20} more" if len(runs) > 20 else ""
             raise ValueError(f"no run {run!r} in table {table!r} (runs: {listed}{more})")
     a, b = runs[run_a], runs[run_b]
-    param_rows = [(p, a.get(p), b.get(p), a.get(p) != b.get(p)) for p in params]
+    param_rows = [(p, a.get(param_label(p)), b.get(param_label(p)),
+                   a.get(param_label(p)) != b.get(param_label(p))) for p in params]
     metric_rows: Rows = []
     if metrics:
         _, summed = summary_table(db, table, metrics, "track_id", ("last", "max"))
