@@ -500,3 +500,20 @@ def test_cache_off_by_default(db_path):
         tracker.track(square, args=[1])
         tracker.track(square, args=[1])
     assert CALLS == [1, 1] and "cache" not in read_rows(db_path)[0]
+
+
+def test_xetracks_private_key_name_gives_the_key_reader_finds(tmp_path):
+    # xetrack 0.7 scripts read an entry back with tracker._generate_cache_key(...)
+    from xetrack_c import Reader
+
+    tracker = Tracker(str(tmp_path / "t.db"), cache=str(tmp_path / "cache"))
+
+    def multiply(x, y):
+        return x * y
+
+    assert tracker.track(multiply, args=[5, 7]) == 35
+    key = tracker._generate_cache_key(multiply, [5, 7], {}, {})
+    assert key == tracker.cache_key(multiply, [5, 7], {}, {}) and len(key) == 32
+    entry = Reader.read_cache(str(tmp_path / "cache"), key)
+    assert entry["result"] == 35 and entry["cache"] == tracker.track_id
+    tracker.close()

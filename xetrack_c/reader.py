@@ -473,6 +473,15 @@ class Reader:
             return text
         return f"{text}, {runs:,} run{'' if runs == 1 else 's'}"
 
+    def report(self, path: PathLike, title: Optional[str] = None) -> str:
+        """Write one self-contained HTML report of every table of this file to ``path``
+        (tables, runs, metric summaries, learning curves, failures, environment; see
+        docs/report.md). Charts need matplotlib (the `report` extra). Returns ``path``."""
+        from xetrack_c.report import write_report
+
+        return write_report(self.db, os.fspath(path), lambda table: Reader(
+            self.db, engine=self.engine, table=table).to_df(), title=title)
+
     def __repr__(self) -> str:
         head = f"Reader({self.db!r}, table={self.table_name!r})"
         try:
@@ -498,21 +507,15 @@ class Reader:
         except Exception as exc:
             return (f"<p><b>Reader</b> <code>{html.escape(self.db)}</code>: "
                     f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))}</p>")
+        from xetrack_c._preview import html_preview, numeric_names, numeric_stats
+
         title = (f"<b>Reader</b> <code>{html.escape(self.db)}</code> table "
                  f"<code>{html.escape(self.table_name)}</code>")
-        return html_preview(title, summary, columns)
-
-
-def html_preview(title_html: str, summary: str, columns: Dict[str, Any]) -> str:
-    """A notebook preview: a title line with a summary, then the first rows as a table."""
-    header = "".join(f"<th>{html.escape(name)}</th>" for name in columns)
-    nrows = len(next(iter(columns.values()))) if columns else 0
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_short(values[i]))}</td>"
-                         for values in columns.values()) + "</tr>"
-        for i in range(nrows))
-    return (f"<div><p>{title_html}: {html.escape(summary)}</p>"
-            f"<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table></div>")
+        try:
+            stats = numeric_stats(self._columns, self._table_sql, numeric_names(columns))
+        except Exception:  # a repr must not raise: the rows are shown without the footer
+            stats = {}
+        return html_preview(title, summary, columns, stats)
 
 
 def _short(value: Any, limit: int = 40) -> str:

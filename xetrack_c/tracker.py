@@ -131,6 +131,9 @@ class Tracker(_core.TrackerCore):
             else the per-user key file ``~/.config/xetrack_c/cache.key`` (made on first
             use); ``False`` opts out of authentication (only for a cache directory nobody
             else can write). See "Trust" in docs/cache.md.
+        log_environment: Record the host, the Python version, the versions of xetrack_c,
+            numpy and pandas (``env_*``) and the git commit of the current directory
+            (``git_commit_hash``) as params of every row.
     """
 
     IN_MEMORY: str = ":memory:"
@@ -160,6 +163,7 @@ class Tracker(_core.TrackerCore):
         busy_timeout: float = 60.0,
         queue_size: int = 16384,
         cache_key: Union[str, bytes, bool, None] = None,
+        log_environment: bool = False,
     ) -> None:
         if engine not in ("sqlite", "duckdb"):
             raise ValueError(f"engine={engine!r} is not supported: use 'sqlite' or 'duckdb'")
@@ -188,6 +192,10 @@ class Tracker(_core.TrackerCore):
             from xetrack_c._git import commit_hash
 
             git_commit = commit_hash(git_root)
+        if log_environment:  # as params, so every row carries them (docs/tracker.md)
+            from xetrack_c.environment import environment_params
+
+            params = {**environment_params(), **(params or {})}
         sampler = None
         if log_system_params or log_network_params:
             from xetrack_c.system import SystemSampler
@@ -460,7 +468,7 @@ class Tracker(_core.TrackerCore):
         """Notebook preview: this run's first rows and a summary line."""
         import html
 
-        from xetrack_c.reader import html_preview
+        from xetrack_c._preview import html_preview, numeric_names, numeric_stats
 
         title = (
             f"<b>Tracker</b> <code>{html.escape(self.db)}</code> table "
@@ -471,7 +479,9 @@ class Tracker(_core.TrackerCore):
         sql = f"SELECT * FROM {_quote(self.table_name)} WHERE track_id = ? ORDER BY timestamp LIMIT 5"
         columns = self._read_columns(sql, (self.track_id,))
         summary = f"{self.count_run():,} rows in this run, {len(columns)} columns"
-        return html_preview(title, summary, columns)
+        stats = numeric_stats(self._read_columns, _quote(self.table_name), numeric_names(columns),
+                              " WHERE track_id = ?", (self.track_id,))
+        return html_preview(title, summary, columns, stats)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{self.durability}"
@@ -535,6 +545,9 @@ class Tracker(_core.TrackerCore):
         if cache is not None:
             return cache.key(func, args, kwargs, params, self.params)
         return _core.cache_key(func, args, kwargs, params, self.params)
+
+    # xetrack 0.7's name for it, which its scripts and tests call: the same key.
+    _generate_cache_key = cache_key
 
     def _warn(self, message: str) -> None:
         if self.warnings:

@@ -349,6 +349,23 @@ def cmd_plot_scatter(args: argparse.Namespace) -> None:
     _out(scatter(args, sys.stdout.isatty()))
 
 
+def cmd_plot_line(args: argparse.Namespace) -> None:
+    from xetrack_c.cli.plot import line
+
+    _out(line(args, sys.stdout.isatty()))
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from xetrack_c.reader import Reader
+    from xetrack_c.report import write_report
+
+    db = db_access.check_file(args.db)
+    db_access.table_names(db)  # a file that is not a database: one line, exit status 1
+    written = write_report(db, args.output, lambda table: Reader(db, table=table).to_df(),
+                           title=args.title)
+    _out(f"Wrote {written}")
+
+
 # Parser key (see parser.py) -> the function that runs the command.
 HANDLERS: Dict[str, Callable[[argparse.Namespace], None]] = {
     "head": cmd_head, "tail": cmd_tail, "columns": cmd_columns, "ls": cmd_ls, "sql": cmd_sql,
@@ -358,7 +375,7 @@ HANDLERS: Dict[str, Callable[[argparse.Namespace], None]] = {
     "assets delete": cmd_assets_delete,
     "stats describe": cmd_stats_describe, "stats top": cmd_stats_top,
     "stats bottom": cmd_stats_bottom, "plot hist": cmd_plot_hist,
-    "plot scatter": cmd_plot_scatter,
+    "plot scatter": cmd_plot_scatter, "plot line": cmd_plot_line, "report": cmd_report,
 }
 
 

@@ -271,14 +271,35 @@ def _add_plot(commands: Any) -> None:
     scatter.add_argument("x", metavar="X")
     scatter.add_argument("y", metavar="Y")
     scatter.add_argument("--size", type=_size_arg, default=20, help="point size / terminal grid size")
+    line = _command(plot_commands, "line", "plot line",
+                    "Learning curve: Y against X, one line per value of --by")
+    line.add_argument("--x", required=True, help="the step column (epoch, step, ...)")
+    line.add_argument("--y", required=True, help="the metric column")
+    line.add_argument("--by", default="track_id",
+                      help="one line per value of this column (a run or a parameter)")
+    line.add_argument("--width", type=_width_arg, help="width of the terminal plot (default 60)")
+    line.add_argument("--height", type=_width_arg, help="height of the terminal plot "
+                                                        "(default 20)")
+    line.add_argument("--pch", default="*+ox#@%&",
+                      help="marker characters of the terminal series, one per line")
     for parser in (hist, scatter):
         parser.add_argument("--pch", default="o", help="point character of terminal plots")
         parser.add_argument("--colour", default="white", help="colour of the plot")
+    for parser in (hist, scatter, line):
         parser.add_argument("--title", help="title of the plot")
         parser.add_argument("--output", "-o", help="PNG file to write (default: named after "
                                                    "the columns, in the current directory)")
         parser.add_argument("--terminal", action="store_true",
                             help="draw in the terminal even when matplotlib is installed")
+
+
+def _add_report(commands: Any) -> None:
+    report = _command(commands, "report", "report",
+                      "Write one self-contained HTML report of every table in DB", db=False)
+    report.add_argument("db", metavar="DB", help="path to the database file")
+    report.add_argument("--output", "-o", default="report.html",
+                        help="HTML file to write (default: report.html)")
+    report.add_argument("--title", help="title of the report (default: the file's name)")
 
 
 # Top-level command -> function adding its parser, in the order --help lists them.
@@ -287,7 +308,7 @@ BUILDERS: Dict[str, Callable[[Any], None]] = {
     "sql": _add_sql, "runs": _add_runs, "summary": _add_summary, "compare": _add_compare,
     "delete": _add_delete, "set": _add_set,
     "copy": _add_copy, "cache": _add_cache, "assets": _add_assets, "stats": _add_stats,
-    "plot": _add_plot,
+    "plot": _add_plot, "report": _add_report,
 }
 
 

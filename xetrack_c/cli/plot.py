@@ -1,10 +1,10 @@
-"""``xt plot hist|scatter``: a PNG through matplotlib when it is installed, else a plot drawn
+"""``xt plot hist|scatter|line``: a PNG through matplotlib when it is installed, else a plot drawn
 with characters in the terminal (``--terminal`` asks for that one explicitly)."""
 
 from __future__ import annotations
 
 import math
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from xetrack_c.cli import db as db_access
 
@@ -185,3 +185,110 @@ def scatter(args: Any, tty: bool) -> str:
     output = args.output or f"{args.x}_vs_{args.y}.png"
     png_scatter(xs, ys, args.size, args.colour, title, args.x, args.y, output)
     return f"Wrote {output} ({len(xs)} points)"
+
+
+# Marker characters of the series of a terminal line plot, in order (then they repeat).
+LINE_MARKERS = "*+ox#@%&"
+# Without --by values, a row belongs to this series.
+NO_GROUP = "(none)"
+
+
+def line_series(db: str, table: str, x: str, y: str,
+                by: str) -> Dict[str, List[Tuple[float, float]]]:
+    """(x, y) points per value of ``by``, series in order of first appearance and points in
+    timestamp order; rows where x or y is NULL are skipped."""
+    present = db_access.columns(db, table)
+    for name in (x, y, by):
+        db_access.require_column(name, present, table)
+    sql = (f"SELECT {db_access.quote(x)}, {db_access.quote(y)}, {db_access.quote(by)} "
+           f"FROM {db_access.quote(table)}")
+    if db_access.TIMESTAMP in present:
+        sql += f" ORDER BY {db_access.quote(db_access.TIMESTAMP)}"
+    series: Dict[str, List[Tuple[float, float]]] = {}
+    for x_value, y_value, group in db_access.read(db, sql)[1]:
+        if x_value is None or y_value is None:
+            continue
+        for name, value in ((x, x_value), (y, y_value)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise db_access.UserError(f"column {name!r} holds non-numeric values such as "
+                                          f"{value!r}; plot a numeric column")
+        key = NO_GROUP if group is None else str(group)
+        series.setdefault(key, []).append((float(x_value), float(y_value)))
+    for points in series.values():
+        points.sort(key=lambda point: point[0])
+    return series
+
+
+def terminal_line(series: Dict[str, List[Tuple[float, float]]], width: int, height: int,
+                  markers: str, title: str, x_name: str, y_name: str, by: str) -> str:
+    """A ``width`` x ``height`` character grid, one marker character per series, and a
+    legend naming each series with its marker, point count and last value."""
+    markers = markers or LINE_MARKERS
+    points = [point for values in series.values() for point in values]
+    x_low, x_high = min(x for x, _ in points), max(x for x, _ in points)
+    y_low, y_high = min(y for _, y in points), max(y for _, y in points)
+    x_span, y_span = (x_high - x_low) or 1.0, (y_high - y_low) or 1.0
+    width, height = max(2, width), max(2, height)
+    grid = [[" "] * width for _ in range(height)]
+    legend = []
+    for index, (name, values) in enumerate(series.items()):
+        mark = markers[index % len(markers)]
+        for x, y in values:
+            column = min(int((x - x_low) / x_span * (width - 1) + 0.5), width - 1)
+            row = height - 1 - min(int((y - y_low) / y_span * (height - 1) + 0.5), height - 1)
+            grid[row][column] = mark
+        legend.append(f"  {mark} {name}: {len(values)} points, last {y_name} = "
+                      f"{values[-1][1]:.6g}")
+    top, bottom = f"{y_high:.4g}", f"{y_low:.4g}"
+    margin = max(len(top), len(bottom))
+    lines = [title, ""]
+    for i, row in enumerate(grid):
+        label = top if i == 0 else bottom if i == height - 1 else ""
+        lines.append(f"{label.rjust(margin)} |{''.join(row)}|")
+    lines.append(" " * margin + " +" + "-" * width + "+")
+    x_axis = f"{x_low:.4g}".ljust(width - len(f"{x_high:.4g}") + 1) + f"{x_high:.4g}"
+    lines.append(" " * (margin + 2) + x_axis)
+    lines.append(f"x: {x_name}, y: {y_name}, {len(series)} series by {by}:")
+    return "\n".join(lines + legend)
+
+
+def draw_lines(axes: Any, series: Dict[str, List[Tuple[float, float]]], x_name: str,
+               y_name: str, title: str, by: str) -> None:
+    """One line with markers per series on ``axes``, labelled, with a legend."""
+    for name, values in series.items():
+        axes.plot([x for x, _ in values], [y for _, y in values], marker="o", markersize=3,
+                  label=name)
+    axes.set(title=title, xlabel=x_name, ylabel=y_name)
+    axes.grid(True, alpha=0.3)
+    if all(float(x).is_integer() for values in series.values() for x, _ in values):
+        from matplotlib.ticker import MaxNLocator
+
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, not epoch 1.5
+    if len(series) <= 20:  # past that a legend hides the plot
+        axes.legend(title=by, fontsize="small")
+
+
+def png_line(series: Dict[str, List[Tuple[float, float]]], title: str, x_name: str,
+             y_name: str, by: str, output: str) -> None:
+    pyplot = _pyplot()
+    figure, axes = pyplot.subplots(figsize=(8, 5))
+    draw_lines(axes, series, x_name, y_name, title, by)
+    figure.tight_layout()
+    figure.savefig(output, dpi=100)
+    pyplot.close(figure)
+
+
+def line(args: Any, tty: bool) -> str:
+    """The text ``xt plot line`` prints: the plot, or where the PNG went."""
+    series = line_series(args.db, args.table, args.x, args.y, args.by)
+    if not series:
+        raise db_access.UserError(f"columns {args.x!r} and {args.y!r} have no rows with both "
+                                  f"values set")
+    title = args.title or f"{args.y} by {args.x}"
+    if args.terminal or not has_matplotlib():
+        return terminal_line(series, args.width or 60, args.height or 20, args.pch, title,
+                             args.x, args.y, args.by)
+    output = args.output or f"{args.y}_by_{args.x}.png"
+    png_line(series, title, args.x, args.y, args.by, output)
+    points = sum(len(values) for values in series.values())
+    return f"Wrote {output} ({len(series)} series, {points} points)"
