@@ -292,3 +292,13 @@ def test_a_param_named_like_a_runs_column(db_path):
     params = reader.compare(*ids).params.set_index("param")
     assert params.loc["status"].tolist() == ["ok", "bad", True]
     assert params.loc["rows"].tolist() == [3, 3, False]
+
+
+def test_many_params_are_recorded(db_path):
+    params = {f"p{i}": i for i in range(300)}
+    with Tracker(db_path, params={**params, "step": 0}, track_id="wide") as tracker:
+        tracker.log({"acc": 1.0})
+    conn = sqlite3.connect(db_path)
+    names = {name for (name,) in conn.execute(f"SELECT name FROM {PARAMS_TABLE}")}
+    conn.close()
+    assert names == set(params)  # step identifies rows: never a param

@@ -10,6 +10,12 @@ ID_COLUMNS = ("track_id", "timestamp", "experiment_id", "step")
 CREATE_TABLE = (f"CREATE TABLE IF NOT EXISTS {PARAMS_TABLE} (table_name TEXT NOT NULL, "
                 "track_id TEXT NOT NULL, name TEXT NOT NULL, "
                 "PRIMARY KEY (table_name, track_id, name)) WITHOUT ROWID")
-#: Records one param name: takes (table_name, track_id, name).
-RECORD = (f"INSERT OR IGNORE INTO {PARAMS_TABLE} (table_name, track_id, name) "
-          "VALUES (?, ?, ?)")
+#: Most names recorded by one statement (3 bound values each, well under SQLite's limit).
+RECORD_BATCH = 256
+
+
+def record_sql(count: int) -> str:
+    """The statement recording ``count`` param names in one transaction: it takes
+    (table_name, track_id, name) for each."""
+    rows = ", ".join(["(?, ?, ?)"] * count)
+    return f"INSERT OR IGNORE INTO {PARAMS_TABLE} (table_name, track_id, name) VALUES {rows}"

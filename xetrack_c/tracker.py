@@ -348,19 +348,21 @@ class Tracker(_core.TrackerCore):
         docs/tracker.md), so readers tell params from metrics."""
         if self.db == self.IN_MEMORY:
             return
-        from xetrack_c.param_record import CREATE_TABLE, ID_COLUMNS, RECORD
+        from xetrack_c.param_record import CREATE_TABLE, ID_COLUMNS, RECORD_BATCH, record_sql
 
-        for name in (_core.sanitize_key(key) for key in keys):
-            if name in ID_COLUMNS:
-                continue
-            row = (self.table_name, self.track_id, name)
+        names = [name for name in dict.fromkeys(_core.sanitize_key(key) for key in keys)
+                 if name not in ID_COLUMNS]
+        for start in range(0, len(names), RECORD_BATCH):
+            chunk = names[start:start + RECORD_BATCH]
+            sql = record_sql(len(chunk))
+            values = tuple(v for name in chunk for v in (self.table_name, self.track_id, name))
             try:
-                self._execute(RECORD, row)
+                self._execute(sql, values)
             except _core.Error as exc:
                 if "no such table" not in str(exc):
                     raise
                 self._execute(CREATE_TABLE)
-                self._execute(RECORD, row)
+                self._execute(sql, values)
 
     def set_params(self, params: Dict[str, Any]) -> None:
         """Add several params at once."""
