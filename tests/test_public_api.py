@@ -47,7 +47,7 @@ def test_every_documented_name_imports():
     for name in sorted(top):
         assert getattr(xetrack_c, name) is not None, name
     assert set(modules) == {"cache", "cache_auth", "params", "logging", "engine", "git", "config",
-                            "assets"}
+                            "assets", "summary"}
     for module, members in modules.items():
         loaded = importlib.import_module(f"xetrack_c.{module}")
         for member in members:

@@ -146,7 +146,7 @@ class Reader:
     def _missing_table(self) -> TableNotFoundError:
         _, rows = _core.read_rows(
             self.db, "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
-            "AND name NOT LIKE 'sqlite_%' ORDER BY name")
+            "AND name NOT LIKE 'sqlite_%' AND name != 'xetrack_params' ORDER BY name")
         present = ", ".join(repr(name) for (name,) in rows) or "none"
         return TableNotFoundError(
             f"no table {self.table_name!r} in database {self.db!r} (tables present: {present}); "
@@ -272,6 +272,52 @@ class Reader:
                 tail: Optional[int] = None) -> Any:
         """``Reader(db, engine, table).to_df(track_id, head, tail)`` in one call."""
         return cls(db, engine=engine, table=table).to_df(track_id=track_id, head=head, tail=tail)
+
+    # ----------------------------------------------------------------- comparing runs
+
+    def tables(self) -> Any:
+        """Every table of the file as a DataFrame (``name``, ``kind``): kind is
+        ``"tracking"`` (it has a ``track_id`` column), ``"params"``, ``"assets"``,
+        ``"experiments"`` (run_multiple's) or ``"other"``."""
+        from xetrack_c import summary
+
+        return summary.frame(["name", "kind"], summary.tables(self.db))
+
+    def runs(self) -> Any:
+        """One row per run: ``track_id``, ``start``, ``end``, ``rows``, the experiment's
+        ``experiment_id`` and ``status`` when run_multiple's experiments table joins, then
+        the params (see ``xetrack_c.summary``)."""
+        from xetrack_c import summary
+
+        return summary.frame(*self._summary_call(summary.runs_table))
+
+    def summary(self, metrics: Union[str, List[str], None] = None,
+                by: Union[str, List[str]] = TRACK_ID,
+                agg: Union[str, Tuple[str, ...], List[str]] = ("last", "max", "mean")) -> Any:
+        """Each metric (default: every metric of the table) aggregated by each of ``agg``
+        (last, first, min, max, mean, count, std) within each group of ``by``: one row per
+        group, columns ``<metric>_<agg>``. Raises ValueError naming what exists for an
+        unknown metric, column or aggregation."""
+        from xetrack_c import summary
+
+        return summary.frame(*self._summary_call(summary.summary_table, metrics, by, agg))
+
+    def compare(self, run_a: str, run_b: str) -> Any:
+        """Runs ``run_a`` and ``run_b`` side by side: a ``xetrack_c.summary.Comparison``
+        with ``params`` (param, a, b, differs) and ``metrics`` (last and max of each run and
+        their deltas b - a) DataFrames."""
+        from xetrack_c import summary
+
+        (pnames, prows), (mnames, mrows) = self._summary_call(summary.compare_tables,
+                                                              run_a, run_b)
+        return summary.Comparison(run_a, run_b, summary.frame(pnames, prows),
+                                  summary.frame(mnames, mrows))
+
+    def _summary_call(self, function: Any, *args: Any) -> Any:
+        try:
+            return function(self.db, self.table_name, *args)
+        except StorageError as exc:
+            raise self._translate(exc) from exc
 
     # ----------------------------------------------------------------- logs
 

@@ -127,10 +127,13 @@ def html_table(frame: "pandas.DataFrame", table_id: str = "") -> str:
 
 # ---------------------------------------------------------------------- the report's data layer
 def _table_names(db: str) -> List[str]:
-    """The tables of ``db`` in creation order, less the asset store's."""
+    """The tables of ``db`` in creation order, less the asset store's and the params record
+    (``xetrack_c.param_record``)."""
+    from xetrack_c.param_record import PARAMS_TABLE
+
     _, rows = _core.read_rows(db, "SELECT name FROM sqlite_master WHERE type = 'table' AND "
                                   "name NOT LIKE 'sqlite_%' ORDER BY rowid", ())
-    names = [name for (name,) in rows]
+    names = [name for (name,) in rows if name != PARAMS_TABLE]
     store = set(ASSET_TABLES) if "assets" in names else set()
     return [name for name in names if name not in store]
 

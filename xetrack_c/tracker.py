@@ -202,6 +202,9 @@ class Tracker(_core.TrackerCore):
 
             sampler = SystemSampler(measurement_interval, log_system_params, log_network_params)
         cache_store = _open_cache(cache, cache_key) if cache else None
+        experiment_id = _task_experiment_id()
+        if experiment_id is not None and "experiment_id" not in (params or {}):
+            params = {**(params or {}), "experiment_id": experiment_id}
         super().__init__(
             db,
             table,
@@ -244,6 +247,7 @@ class Tracker(_core.TrackerCore):
         self._cache_unauthenticated = cache_store is not None and not cache_store.authenticated
         if self.params:
             self._ensure_columns(self.params)
+            self._record_params(list(self.params))
         if git_commit is not None:
             self.set_param("git_commit_hash", git_commit)
         with _open_lock:
@@ -336,7 +340,29 @@ class Tracker(_core.TrackerCore):
         """Add ``key: value`` to every later row (the column is created now)."""
         self.params[key] = value
         self._ensure_columns({key: value})
+        self._record_params([key])
         return key
+
+    def _record_params(self, keys: List[str]) -> None:
+        """Note ``keys`` as this run's params in the file's params table (see
+        docs/tracker.md), so readers tell params from metrics."""
+        if self.db == self.IN_MEMORY:
+            return
+        from xetrack_c.param_record import CREATE_TABLE, ID_COLUMNS, RECORD_BATCH, record_sql
+
+        names = [name for name in dict.fromkeys(_core.sanitize_key(key) for key in keys)
+                 if name not in ID_COLUMNS]
+        for start in range(0, len(names), RECORD_BATCH):
+            chunk = names[start:start + RECORD_BATCH]
+            sql = record_sql(len(chunk))
+            values = tuple(v for name in chunk for v in (self.table_name, self.track_id, name))
+            try:
+                self._execute(sql, values)
+            except _core.Error as exc:
+                if "no such table" not in str(exc):
+                    raise
+                self._execute(CREATE_TABLE)
+                self._execute(sql, values)
 
     def set_params(self, params: Dict[str, Any]) -> None:
         """Add several params at once."""
@@ -528,6 +554,24 @@ class Tracker(_core.TrackerCore):
     def _warn(self, message: str) -> None:
         if self.warnings:
             _warnings.warn(message, stacklevel=3)
+
+
+def _task_experiment_id() -> Optional[str]:
+    """The id of the run_multiple experiment this code runs in, else None.
+
+    The run layer sits above the tracker, so it is asked only when loaded: the child API
+    (thread tasks, and any task that imported it), a process worker that has not loaded
+    it yet (its task's values, as the child API adopts them), or the environment a
+    script task starts with.
+    """
+    child = sys.modules.get("xetrack_c.run.child")
+    if child is not None:
+        return child.get_experiment_id()
+    worker = sys.modules.get("xetrack_c.run.process_worker")
+    task = getattr(worker, "current_task", None)
+    if task is not None:
+        return task[0]  # TaskInfo's first field
+    return os.environ.get("XETRACK_C_EXPERIMENT_ID") or None
 
 
 def _open_cache(cache: Union[str, "os.PathLike[str]"],

@@ -8,6 +8,7 @@ GROUPS: dict[str, str] = {
     "system": "benchmarks.groups.system",
     "cache": "benchmarks.groups.cache",
     "read": "benchmarks.groups.read",
+    "summary": "benchmarks.groups.summary",
     "seed": "benchmarks.groups.seed",
     "executor": "benchmarks.groups.executor",
     "process": "benchmarks.groups.process_start",

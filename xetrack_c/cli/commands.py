@@ -3,7 +3,8 @@
 The commands, arguments and options are xetrack's (``head``, ``tail``, ``columns``, ``ls``,
 ``delete``, ``set``, ``sql``, ``copy``, ``cache ls|delete``, ``assets ls|export|delete``,
 ``stats describe|top|bottom``,
-``plot hist|scatter``) plus ``runs`` for the experiments table of ``run_multiple``.  Tables
+``plot hist|scatter``) plus ``runs`` for the experiments table of ``run_multiple`` (or the
+runs of a tracking table), ``summary`` and ``compare``.  Tables
 print as Markdown, ``--json`` prints JSON.  Exit status: 0 on success, 1 for a problem with
 the input (one line on stderr, no traceback), 130 when interrupted.
 
@@ -162,6 +163,31 @@ def cmd_runs(args: argparse.Namespace) -> None:
     from xetrack_c.cli.runs import runs
 
     _out(runs(args.db, args.table, args.json, args.full))
+
+
+def cmd_summary(args: argparse.Namespace) -> None:
+    from xetrack_c.cli.compare import names_list, summary
+
+    by = names_list([args.by])
+    agg = names_list([args.agg])
+    prog = args.command_parser.prog
+    if not by:
+        raise UsageError(f"{prog}: --by names no column; see {prog} --help")
+    if not agg:
+        raise UsageError(f"{prog}: --agg names no aggregation; see {prog} --help")
+    from xetrack_c.summary import AGGREGATIONS
+
+    unknown = [name for name in agg if name not in AGGREGATIONS]
+    if unknown:
+        raise UsageError(f"{prog}: unknown aggregation {unknown[0]!r} for --agg (choose from "
+                         f"{', '.join(AGGREGATIONS)}); see {prog} --help")
+    _out(summary(args.db, args.table, names_list(args.metric), by, agg, args.json))
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from xetrack_c.cli.compare import compare
+
+    _out(compare(args.db, args.table, args.run_a, args.run_b, args.json))
 
 
 def cmd_copy(args: argparse.Namespace) -> None:
@@ -343,7 +369,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 # Parser key (see parser.py) -> the function that runs the command.
 HANDLERS: Dict[str, Callable[[argparse.Namespace], None]] = {
     "head": cmd_head, "tail": cmd_tail, "columns": cmd_columns, "ls": cmd_ls, "sql": cmd_sql,
-    "runs": cmd_runs, "delete": cmd_delete, "set": cmd_set, "copy": cmd_copy,
+    "runs": cmd_runs, "summary": cmd_summary, "compare": cmd_compare, "delete": cmd_delete, "set": cmd_set, "copy": cmd_copy,
     "cache ls": cmd_cache_ls, "cache delete": cmd_cache_delete,
     "assets ls": cmd_assets_ls, "assets export": cmd_assets_export,
     "assets delete": cmd_assets_delete,

@@ -70,9 +70,10 @@ def quote(name: str) -> str:
 
 
 def table_names(db: str) -> List[str]:
-    """Tables and views of ``db``, sorted."""
+    """Tables and views of ``db``, sorted, without the params record (not a table to read:
+    see docs/tracker.md)."""
     _, rows = read(db, "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
-                       "AND name NOT LIKE 'sqlite_%' ORDER BY name")
+                       "AND name NOT LIKE 'sqlite_%' AND name != 'xetrack_params' ORDER BY name")
     return [name for (name,) in rows]
 
 

@@ -128,9 +128,34 @@ def _add_sql(commands: Any) -> None:
 def _add_runs(commands: Any) -> None:
     parser = _command(commands, "runs", "runs",
                       "Summarise a run_multiple experiments table: status counts, durations, "
-                      "failures", table="experiments")
+                      "failures; with --table naming a tracking table, one row per run with "
+                      "its params and the last and max of its metrics", table="experiments")
     parser.add_argument("--full", action=argparse.BooleanOptionalAction, default=False,
                         help="also print each failure's whole error text")
+    _json_option(parser)
+
+
+def _add_summary(commands: Any) -> None:
+    parser = _command(commands, "summary", "summary",
+                      "Summarise metrics per run or per group: e.g. the last, max and mean "
+                      "accuracy of each model")
+    parser.add_argument("--metric", action="append", metavar="A,B,...",
+                        help="metric column(s) to summarise (default: every metric, i.e. "
+                             "numeric column that changes within a run)")
+    parser.add_argument("--by", default="track_id", metavar="A,B,...",
+                        help="column(s) to group by (default: track_id)")
+    parser.add_argument("--agg", default="last,max,mean", metavar="A,B,...",
+                        help="aggregations among last, first, min, max, mean, count, std "
+                             "(default: last,max,mean)")
+    _json_option(parser)
+
+
+def _add_compare(commands: Any) -> None:
+    parser = _command(commands, "compare", "compare",
+                      "Compare two runs: their params side by side and the last and max of "
+                      "each metric with the differences")
+    parser.add_argument("run_a", metavar="RUN_A", help="track id of the first run")
+    parser.add_argument("run_b", metavar="RUN_B", help="track id of the second run")
     _json_option(parser)
 
 
@@ -280,7 +305,8 @@ def _add_report(commands: Any) -> None:
 # Top-level command -> function adding its parser, in the order --help lists them.
 BUILDERS: Dict[str, Callable[[Any], None]] = {
     "head": _add_head, "tail": _add_tail, "columns": _add_columns, "ls": _add_ls,
-    "sql": _add_sql, "runs": _add_runs, "delete": _add_delete, "set": _add_set,
+    "sql": _add_sql, "runs": _add_runs, "summary": _add_summary, "compare": _add_compare,
+    "delete": _add_delete, "set": _add_set,
     "copy": _add_copy, "cache": _add_cache, "assets": _add_assets, "stats": _add_stats,
     "plot": _add_plot, "report": _add_report,
 }

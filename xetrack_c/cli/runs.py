@@ -1,4 +1,6 @@
-"""``xt runs DB``: a summary of the experiments table that ``run_multiple(db=...)`` writes.
+"""``xt runs DB``: a summary of the experiments table that ``run_multiple(db=...)`` writes
+(with ``--table`` naming a tracking table instead, one row per run with its params and
+metrics: see :mod:`xetrack_c.cli.compare`).
 
 One row per experiment attempt, with ``experiment_id``, ``name``, ``status`` (completed,
 failed, cancelled, timeout, skipped), ``duration`` (seconds), ``seed``, ``error`` and the
@@ -113,6 +115,10 @@ def render(db: str, table: str, summary: Dict[str, Any], full: bool) -> str:
 def runs(db: str, table: str, as_json: bool, full: bool) -> str:
     """The text ``xt runs`` prints."""
     present = db_access.columns(db, table)
+    if "status" not in present and "track_id" in present:  # a tracking table
+        from xetrack_c.cli.compare import tracking_runs
+
+        return tracking_runs(db, table, as_json)
     db_access.require_column("status", present, table)
     names, rows = db_access.read(db, f"SELECT * FROM {db_access.quote(table)}")
     summary = summarize(latest_attempts(names, rows))

@@ -144,8 +144,8 @@ def chunks_from_file(path: str, destination: str) -> List[Chunk]:
     )
     chunks: List[Chunk] = []
     for (table,) in tables:
-        if table.startswith("sqlite_"):
-            continue
+        if table.startswith("sqlite_") or table == "xetrack_params":
+            continue  # the params record is not rows (see xetrack_c.summary)
         names, rows = _core.read_rows(
             path, f"SELECT * FROM {_core.quote_identifier(table)} ORDER BY rowid", ()
         )
