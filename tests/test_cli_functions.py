@@ -105,7 +105,7 @@ def test_the_list_matches_xetracks_own_cli():
     tree = ast.parse(open(XETRACK_CLI, encoding="utf-8").read())
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):
-            positional = tuple(arg.arg for arg, default in zip(node.args.args, node.args.defaults)
+            positional = tuple(arg.arg for arg, default in zip(node.args.args, node.args.defaults, strict=True)
                                if "Argument" in ast.unparse(default))
             assert COMMANDS[node.name][1] == positional, node.name
             assert callable(getattr(cli, node.name))

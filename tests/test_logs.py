@@ -9,9 +9,8 @@ import os
 import pickle
 import re
 import sys
-from datetime import date, datetime
-
 import weakref
+from datetime import date, datetime
 
 import pytest
 from conftest import read_rows

@@ -8,7 +8,8 @@ Built on the standard library, so it needs no extra package.
 
 from __future__ import annotations
 
-from json import JSONDecodeError, loads as _loads
+from json import JSONDecodeError
+from json import loads as _loads
 
 __all__ = ["dumps", "loads", "JSONDecodeError"]
 

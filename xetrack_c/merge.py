@@ -32,8 +32,8 @@ def copy(source: PathLike, target: PathLike, assets: bool = True,
         ValueError: a table is missing from ``source`` or is not a tracking table, the two
             paths are the same file, or SQLite failed (the message says which).
     """
-    from xetrack_c.cli.merge_db import copy_databases
     from xetrack_c.cli.db import UserError
+    from xetrack_c.cli.merge_db import copy_databases
 
     source, target = os.fspath(source), os.fspath(target)
     if isinstance(tables, str):

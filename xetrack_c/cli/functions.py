@@ -56,7 +56,7 @@ def command_line(name: str, args: "Sequence[Any]", options: "Dict[str, Any]") ->
     if len(args) > len(positional):
         raise TypeError(f"{name}() takes at most {len(positional)} positional arguments "
                         f"({', '.join(positional)}), {len(args)} given")
-    values = dict(zip(positional, args))
+    values = dict(zip(positional, args, strict=False))  # checked above: args is not longer
     for key in positional[len(args):]:
         if key in options:
             values[key] = options.pop(key)
