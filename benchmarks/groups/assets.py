@@ -162,6 +162,8 @@ def run(ctx: Context) -> None:
     size = f"{rows} rows x {nbytes / 2**20:.2f} MiB"
     table = Table(
         "assets: log() of a row holding a 1 MiB NumPy array",
+        mode="xetrack_c: WAL, the durability named in the row / xetrack 0.7: rollback journal, synchronous=FULL, commit per row",
+        description=
         "Time per row, median [min–max]; every row holds a distinct array, so each writes a new "
         "blob with its key and count. The limit is the floor of the same work in the same "
         "interleaved run: cloudpickle.dumps + xxh64 of the array (C calls) plus "

@@ -149,6 +149,8 @@ def run(ctx: Context) -> None:
     """Measure and print the process start-up table."""
     table = Table(
         f"process: start-up of a backend=\"process\" batch, {WORKERS} workers",
+        mode="xetrack_c: workers forked from its fork server / the pool: start method and chunksize named in the peer column",
+        description=
         "Whole-batch wall time of no-op function tasks, pool start-up and shut-down "
         f"included, median [min–max] of {ctx.reps} runs; every contender runs in the same "
         "interleaved loop.",
