@@ -33,6 +33,9 @@ def write_report(path: Path, ctx: Context, machine: Machine, command: str, reps:
         f"- repetitions: {reps} per series; cells show the median and [min–max]",
         f"- {'quick' if ctx.quick else 'full'} sizes; whole run {seconds / 60:.1f} min",
         "- ratio: how many times faster xetrack_c is than that peer (above 1: xetrack_c wins)",
+        "- mode: what each side pays for (durability and journal mode, batching, launcher, "
+        "chunksize); each group leads with the pairs that promise the same thing, and a row "
+        "that compares unlike modes says so",
     ]
     if load is not None:
         cores = os.cpu_count() or 1

@@ -8,12 +8,12 @@
  *        SQLite's automatic WAL checkpoint inside the commits ("ckpt", the default) or none
  *        ("nockpt": the write path alone, for a writer that checkpoints on another thread)
  *   ceiling scan DB                               read every column of every row once
- *   ceiling blobs DB NROWS BYTES [each|batch]
+ *   ceiling blobs DB NROWS BYTES [each|batch] [ckpt|nockpt]
  *        what logging a row that holds an asset writes: a distinct BYTES-long blob into
  *        "assets" (INSERT OR IGNORE of a zeroblob, then sqlite3_blob_write), the key's hash into "keys", the hash's count into
  *        "counts" (read, then written back), and the row (step INTEGER, vec TEXT holding
  *        the 16-digit hash) into "default"; one transaction per row ("each", the default)
- *        or one for all ("batch"); synchronous=NORMAL, WAL
+ *        or one for all ("batch"); synchronous=NORMAL, WAL; automatic checkpoint as for insert
  *
  * The scan touches every cell once with one API call: each column's storage class is read
  * from the first row, then every cell of it with the one accessor of that class
@@ -270,7 +270,8 @@ static int run_scan(const char *path) {
     return 0;
 }
 
-static int run_blobs(const char *path, long long nrows, long long nbytes, int per_row) {
+static int run_blobs(const char *path, long long nrows, long long nbytes, int per_row,
+                     int checkpoint) {
     static const char *const sql[] = {
         "CREATE TABLE \"default\" (track_id TEXT, timestamp TEXT, step INTEGER, vec TEXT, "
         "PRIMARY KEY (track_id, timestamp));"
@@ -305,6 +306,7 @@ static int run_blobs(const char *path, long long nrows, long long nbytes, int pe
     if (sqlite3_open(path, &db) != SQLITE_OK) return fail(db, "open");
     if (exec_sql(db, "PRAGMA journal_mode=WAL") || exec_sql(db, "PRAGMA synchronous=NORMAL"))
         return fail(db, "pragma");
+    if (!checkpoint && exec_sql(db, "PRAGMA wal_autocheckpoint=0")) return fail(db, "checkpoint");
     if (exec_sql(db, sql[0])) return fail(db, "create tables");
     for (int i = 1; i < 6; i++)
         if (sqlite3_prepare_v2(db, sql[i], -1, &st[i], NULL) != SQLITE_OK) return fail(db, sql[i]);
@@ -363,10 +365,12 @@ int main(int argc, char **argv) {
         return run_insert(argv[2], atoll(argv[3]), atoi(argv[4]), full_sync, per_row, checkpoint);
     }
     if (argc == 3 && strcmp(argv[1], "scan") == 0) return run_scan(argv[2]);
-    if ((argc == 5 || argc == 6) && strcmp(argv[1], "blobs") == 0)
-        return run_blobs(argv[2], atoll(argv[3]), atoll(argv[4]), argc < 6 || strcmp(argv[5], "batch") != 0);
+    if (argc >= 5 && argc <= 7 && strcmp(argv[1], "blobs") == 0)
+        return run_blobs(argv[2], atoll(argv[3]), atoll(argv[4]),
+                         argc < 6 || strcmp(argv[5], "batch") != 0,
+                         !(argc >= 7 && strcmp(argv[6], "nockpt") == 0));
     fprintf(stderr, "usage: ceiling insert DB NROWS NCOLS [normal|full] [batch|each] [ckpt|nockpt]"
                     " | ceiling scan DB"
-                    " | ceiling blobs DB NROWS BYTES [each|batch]\n");
+                    " | ceiling blobs DB NROWS BYTES [each|batch] [ckpt|nockpt]\n");
     return 2;
 }
