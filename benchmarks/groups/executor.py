@@ -381,6 +381,11 @@ def _scripts(ctx: Context) -> None:
                "temporary YANEX_EXPERIMENTS_DIR; its console output is discarded.",
                "Every contender runs from the same working directory: a plain temporary "
                "directory, then a one-commit git checkout (where a user's project usually "
-               "lives; yanex then also records the repository state)."],
+               "lives; yanex then also records the repository state).",
+               "The subprocess.run limit is the floor of a fresh interpreter per script: "
+               "launcher=\"spawn\" rows sit on it (within the spread of the repetitions on a "
+               "loaded machine), while launcher=\"forkserver\" rows skip the interpreter "
+               "start-up by design, so a share above 100% there is the start-up they save, "
+               "not a loose floor."],
         rows=rows,
     ))
