@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shlex
 import shutil
 import sys
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(quick=args.quick, reps=reps, workdir=workdir, ceiling=ceiling.build(workdir))
     if ctx.ceiling.binary is None:
         note(f"skip: C ceiling: {ctx.ceiling.reason}")
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     ok = True
     try:
@@ -96,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     total = time.perf_counter() - started
-    print(f"_all groups took {total:.0f} s_", flush=True)
+    load = (load_before, os.getloadavg()[0])
+    print(f"_all groups took {total:.0f} s; 1-minute load average {load[0]:.1f} at the start, "
+          f"{load[1]:.1f} at the end_", flush=True)
     plot_path = Path(args.plot) if args.plot else None
     if plot_path is not None:
         from benchmarks.plot import plot_scaling
@@ -105,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         from benchmarks.docs import write_report
 
-        write_report(Path(args.report), ctx, machine, command.strip(), reps, total, plot_path)
+        write_report(Path(args.report), ctx, machine, command.strip(), reps, total, plot_path,
+                     load)
         note(f"report written to {args.report}")
     failed = any(result_failed(table) for table in ctx.tables) or not ok
     return 1 if (args.strict and failed) else 0

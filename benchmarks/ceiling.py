@@ -38,16 +38,21 @@ class Ceiling:
         return json.loads(out.stdout)
 
     def insert(self, db: Path, rows: int, cols: int = 10, synchronous: str = "normal",
-               per_row_commit: bool = False) -> float:
-        """Seconds to insert ``rows`` rows into a fresh ``db``."""
+               per_row_commit: bool = False, checkpoint: bool = True) -> float:
+        """Seconds to insert ``rows`` rows into a fresh ``db``; ``checkpoint=False`` turns
+        SQLite's automatic WAL checkpoint off (the write path alone)."""
         mode = "each" if per_row_commit else "batch"
-        return float(self._run("insert", str(db), str(rows), str(cols), synchronous, mode)["seconds"])
+        return float(self._run("insert", str(db), str(rows), str(cols), synchronous, mode,
+                               "ckpt" if checkpoint else "nockpt")["seconds"])
 
-    def blobs(self, db: Path, rows: int, nbytes: int, per_row_commit: bool = True) -> float:
+    def blobs(self, db: Path, rows: int, nbytes: int, per_row_commit: bool = True,
+              checkpoint: bool = True) -> float:
         """Seconds to write ``rows`` rows that each hold a distinct ``nbytes``-byte asset
-        (blob, key, count and row) into a fresh ``db``: one transaction per row, or one."""
+        (blob, key, count and row) into a fresh ``db``: one transaction per row, or one;
+        ``checkpoint=False`` turns SQLite's automatic WAL checkpoint off."""
         mode = "each" if per_row_commit else "batch"
-        return float(self._run("blobs", str(db), str(rows), str(nbytes), mode)["seconds"])
+        return float(self._run("blobs", str(db), str(rows), str(nbytes), mode,
+                               "ckpt" if checkpoint else "nockpt")["seconds"])
 
     def scan(self, db: Path) -> float:
         """Seconds to read every column of every row of ``db``."""

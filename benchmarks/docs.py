@@ -11,8 +11,10 @@ from benchmarks.env import Machine
 
 
 def write_report(path: Path, ctx: Context, machine: Machine, command: str, reps: int,
-                 seconds: float, plot: Path | None = None) -> None:
-    """Write the report for this run to ``path``."""
+                 seconds: float, plot: Path | None = None,
+                 load: tuple[float, float] | None = None) -> None:
+    """Write the report for this run to ``path``; ``load`` is the 1-minute load average at
+    the start and at the end of the run."""
     lines = [
         "# Benchmarks",
         "",
@@ -31,8 +33,20 @@ def write_report(path: Path, ctx: Context, machine: Machine, command: str, reps:
         f"- repetitions: {reps} per series; cells show the median and [min–max]",
         f"- {'quick' if ctx.quick else 'full'} sizes; whole run {seconds / 60:.1f} min",
         "- ratio: how many times faster xetrack_c is than that peer (above 1: xetrack_c wins)",
-        "",
+        "- mode: what each side pays for (durability and journal mode, batching, launcher, "
+        "chunksize); each group leads with the pairs that promise the same thing, and a row "
+        "that compares unlike modes says so",
     ]
+    if load is not None:
+        cores = os.cpu_count() or 1
+        busy = load[0] > 0.5
+        lines.append(f"- machine load: 1-minute load average {load[0]:.1f} just before the run "
+                     f"(other programs) and {load[1]:.1f} at its end (this run included), on "
+                     f"{cores} cores"
+                     + ("; other programs were running, so absolute figures are lower and "
+                        "ranges wider than on a quiet machine (the interleaving spreads the "
+                        "load over all contenders alike)" if busy else ""))
+    lines.append("")
     if plot is not None and plot.exists():
         relative = os.path.relpath(plot, path.parent)
         lines += ["## Scaling", "", f"![scaling runs]({relative})", ""]

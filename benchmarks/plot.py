@@ -1,4 +1,7 @@
-"""The scaling runs as a PNG (matplotlib, optional): one panel per scaling study."""
+"""The scaling runs as a PNG (matplotlib, optional): one panel per scaling study.
+
+Panels whose name says "rows/s" show rates (rows per second over all writers, higher is
+better); the others show seconds per operation."""
 
 from __future__ import annotations
 
@@ -10,11 +13,15 @@ Y_LABELS = {
     "log: cost per row vs columns": "seconds per row",
     "read: to_df() time vs rows": "seconds per to_df()",
     "executor: cost per task vs tasks": "seconds per task",
+    "writers: rows/s in all vs threads": "rows/s, all threads together",
+    "writers: rows/s in all vs processes": "rows/s, all processes together",
 }
 X_LABELS = {
     "log: cost per row vs columns": "columns",
     "read: to_df() time vs rows": "rows",
     "executor: cost per task vs tasks": "tasks",
+    "writers: rows/s in all vs threads": "threads (one Tracker)",
+    "writers: rows/s in all vs processes": "processes (one file)",
 }
 
 
@@ -30,13 +37,21 @@ def plot_scaling(ctx: Context, path: Path) -> str:
     except ImportError:
         return "skip: plot: matplotlib is not installed (pip install matplotlib)"
     panels = list(ctx.scaling)
-    figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
-    for axis, panel in zip(axes[0], panels, strict=True):
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    figure, axes = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 4.5 * nrows), squeeze=False)
+    flat = list(axes.flat)
+    for axis in flat[len(panels):]:
+        axis.set_visible(False)
+    for axis, panel in zip(flat, panels, strict=False):
+        rate = "rows/s" in panel
         curves: dict[str, list[tuple[float, float, float, float]]] = {}
         for point in ctx.scaling[panel]:
             result = point.result
-            curves.setdefault(point.series, []).append(
-                (point.size, result.median_per_op, result.min_per_op, result.max_per_op))
+            values = (result.median_per_op, result.min_per_op, result.max_per_op)
+            if rate:  # a rate: the fastest repetition is the highest value
+                values = (1.0 / values[0], 1.0 / values[2], 1.0 / values[1])
+            curves.setdefault(point.series, []).append((point.size, *values))
         for name, values in curves.items():
             values.sort()
             xs = [v[0] for v in values]

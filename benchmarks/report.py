@@ -1,8 +1,9 @@
-"""Markdown tables: operation, size, xetrack_c, peer(s), ratio, limit.
+"""Markdown tables: operation, size, mode, xetrack_c, peer(s), ratio, limit.
 
 Every cell shows the median over the repetitions and, in brackets, the minimum and maximum.
 The ratio is how many times faster xetrack_c is than the peer (peer time / xetrack_c time per
 operation), so above 1 means xetrack_c wins. A row with several peers takes one line per peer.
+The mode column says what each side pays for: durability, journal mode, launcher, chunksize.
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ class Row:
     peers: Sequence[Result] = ()
     limit: Limit | None = None
     display: Display = field(default_factory=rows_per_second)
+    mode: str = ""
 
 
 @dataclass
@@ -117,17 +119,19 @@ class Table:
     description: str
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    mode: str = ""
 
     def markdown(self) -> str:
-        """The table as Markdown."""
+        """The table as Markdown; a row without its own mode shows the table's."""
         lines = [f"### {self.title}", ""]
         if self.description:
             lines += [self.description, ""]
         if self.rows:
-            lines.append("| operation | size | xetrack_c | peer | peer result | ratio | limit |")
-            lines.append("|---|---|---|---|---|---|---|")
+            lines.append("| operation | size | mode | xetrack_c | peer | peer result | ratio "
+                         "| limit |")
+            lines.append("|---|---|---|---|---|---|---|---|")
             for row in self.rows:
-                lines += _row_lines(row)
+                lines += _row_lines(row, row.mode or self.mode or "—")
         if self.notes:
             if self.rows:
                 lines.append("")
@@ -150,7 +154,7 @@ def _limit_cell(row: Row) -> str:
     return text
 
 
-def _row_lines(row: Row) -> list[str]:
+def _row_lines(row: Row, mode: str) -> list[str]:
     size_ops = row.subject.ops if row.subject is not None else None
     subject = row.display.cell(row.subject) if row.subject is not None else "—"
     peers = list(row.peers) or [None]
@@ -160,6 +164,7 @@ def _row_lines(row: Row) -> list[str]:
         cells = [
             row.operation if first else "",
             row.size if first else "",
+            mode if first else "",
             subject if first else "",
             peer.label if peer is not None else "—",
             row.display.cell(peer, size_ops) if peer is not None else "—",

@@ -153,3 +153,21 @@ def test_a_directory_with_a_main_module_runs(server, tmp_path):
     (package / "__main__.py").write_text("import sys\nprint('app', sys.argv[1:])\n")
     code, out, _ = server.run(package, "x")
     assert (code, out) == (0, "app ['x']\n")
+
+
+def test_batch_runs_scripts_from_a_virtual_environment(tmp_path):
+    """In a venv, ``site`` imports less than in a base interpreter, so the server's own imports
+    are the first to need ``types``: they must get the standard library's, not run/types.py."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    script = tmp_path / "script.py"
+    script.write_text("import sys, types\nprint('ran', types.__file__.endswith('types.py'))\n")
+    batch = ("import sys, xetrack_c\n"
+             "spec = xetrack_c.ExperimentSpec(script_path=sys.argv[1], config={'i': 1})\n"
+             "[result] = xetrack_c.run_multiple([spec], None, launcher='forkserver')\n"
+             "print(result.status)\n")
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", batch, str(script)], env=env,
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "completed", out.stdout + out.stderr

@@ -1,17 +1,19 @@
 /*
  * ceiling.c -- the physical limit for the xetrack_c benchmarks: SQLite from C, no Python.
  *
- *   ceiling insert DB NROWS NCOLS [normal|full] [batch|each]
+ *   ceiling insert DB NROWS NCOLS [normal|full] [batch|each] [ckpt|nockpt]
  *        create the xetrack layout and insert NROWS rows of NCOLS keys with one prepared
  *        statement: in one transaction ("batch", the default) or one transaction per row
- *        ("each", what a per-row commit costs); synchronous=NORMAL (default) or FULL
+ *        ("each", what a per-row commit costs); synchronous=NORMAL (default) or FULL;
+ *        SQLite's automatic WAL checkpoint inside the commits ("ckpt", the default) or none
+ *        ("nockpt": the write path alone, for a writer that checkpoints on another thread)
  *   ceiling scan DB                               read every column of every row once
- *   ceiling blobs DB NROWS BYTES [each|batch]
+ *   ceiling blobs DB NROWS BYTES [each|batch] [ckpt|nockpt]
  *        what logging a row that holds an asset writes: a distinct BYTES-long blob into
  *        "assets" (INSERT OR IGNORE of a zeroblob, then sqlite3_blob_write), the key's hash into "keys", the hash's count into
  *        "counts" (read, then written back), and the row (step INTEGER, vec TEXT holding
  *        the 16-digit hash) into "default"; one transaction per row ("each", the default)
- *        or one for all ("batch"); synchronous=NORMAL, WAL
+ *        or one for all ("batch"); synchronous=NORMAL, WAL; automatic checkpoint as for insert
  *
  * The scan touches every cell once with one API call: each column's storage class is read
  * from the first row, then every cell of it with the one accessor of that class
@@ -22,7 +24,9 @@
  * adds "cpu_seconds", the process CPU time of the loop (less disturbed by other programs on
  * a loaded machine than the wall time).
  * Only the inserts with their BEGIN .. COMMIT, or the scan loop, are timed; creating the table
- * and opening the file are not.
+ * and opening the file are not. The floors are kept tight: BEGIN and COMMIT are prepared once
+ * and stepped and reset (never parsed per row), every cell is bound with one call and no copy
+ * (SQLITE_STATIC buffers that live until the step), and the scan makes one call per cell.
  *
  * Rows match benchmarks/data.py exactly: key "k<c>" holds, for row r,
  *   c % 3 == 0 -> INTEGER r * 31 + c
@@ -137,11 +141,20 @@ static int format_timestamp(time_t base_sec, long long micros, char *out,
     return (int)len;
 }
 
-static int run_insert(const char *path, long long nrows, int ncols, int full_sync, int per_row) {
+static int step_reset(sqlite3 *db, sqlite3_stmt *stmt, int want) {
+    int rc = sqlite3_step(stmt);
+    sqlite3_reset(stmt);
+    return rc == want || (want == SQLITE_ROW && rc == SQLITE_DONE) ? 0 : fail(db, sqlite3_sql(stmt));
+}
+
+static int run_insert(const char *path, long long nrows, int ncols, int full_sync, int per_row,
+                      int checkpoint) {
     static char create[MAX_COLS * 32 + 256], insert[MAX_COLS * 16 + 256];
     sqlite3 *db = NULL;
-    sqlite3_stmt *stmt = NULL;
-    char ts[64], prefix[48], text[64]; /* prefix: 19 chars; text: < 30 chars */
+    sqlite3_stmt *stmt = NULL, *begin = NULL, *commit = NULL;
+    /* One text buffer per column: bound SQLITE_STATIC, so it must hold until the step. */
+    static char text[MAX_COLS][32]; /* "v<c>-<r % 1000>": < 16 chars */
+    char ts[64], prefix[48]; /* prefix: 19 chars */
     time_t cached_sec = (time_t)-1;
     struct timespec wall;
 
@@ -157,29 +170,32 @@ static int run_insert(const char *path, long long nrows, int ncols, int full_syn
     if (exec_sql(db, "PRAGMA journal_mode=WAL")) return fail(db, "journal_mode");
     if (exec_sql(db, full_sync ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL"))
         return fail(db, "synchronous");
+    if (!checkpoint && exec_sql(db, "PRAGMA wal_autocheckpoint=0")) return fail(db, "checkpoint");
     if (exec_sql(db, create)) return fail(db, "create table");
-    if (sqlite3_prepare_v2(db, insert, -1, &stmt, NULL) != SQLITE_OK) return fail(db, "prepare");
+    if (sqlite3_prepare_v2(db, insert, -1, &stmt, NULL) != SQLITE_OK
+        || sqlite3_prepare_v2(db, "BEGIN IMMEDIATE", -1, &begin, NULL) != SQLITE_OK
+        || sqlite3_prepare_v2(db, "COMMIT", -1, &commit, NULL) != SQLITE_OK)
+        return fail(db, "prepare");
     clock_gettime(CLOCK_REALTIME, &wall);
 
     double start = now_seconds();
-    if (exec_sql(db, "BEGIN IMMEDIATE")) return fail(db, "begin");
+    if (step_reset(db, begin, SQLITE_DONE)) return 1;
     for (long long r = 0; r < nrows; r++) {
         if (per_row && r > 0) {
-            if (exec_sql(db, "COMMIT")) return fail(db, "commit");
-            if (exec_sql(db, "BEGIN IMMEDIATE")) return fail(db, "begin");
+            if (step_reset(db, commit, SQLITE_DONE) || step_reset(db, begin, SQLITE_DONE)) return 1;
         }
         int n = format_timestamp(wall.tv_sec, wall.tv_nsec / 1000 + r, ts, &cached_sec, prefix,
                                  sizeof prefix);
         sqlite3_bind_text(stmt, 1, "bench-ceiling-0001", -1, SQLITE_STATIC);
-        sqlite3_bind_text(stmt, 2, ts, n, SQLITE_TRANSIENT);
+        sqlite3_bind_text(stmt, 2, ts, n, SQLITE_STATIC);
         for (int c = 0; c < ncols; c++) {
             if (c % 3 == 0) {
                 sqlite3_bind_int64(stmt, c + 3, r * 31 + c);
             } else if (c % 3 == 1) {
                 sqlite3_bind_double(stmt, c + 3, (double)r * 0.5 + (double)c / 8.0);
             } else {
-                int len = format_text(text, c, r);
-                sqlite3_bind_text(stmt, c + 3, text, len, SQLITE_TRANSIENT);
+                int len = format_text(text[c], c, r);
+                sqlite3_bind_text(stmt, c + 3, text[c], len, SQLITE_STATIC);
             }
         }
         if (sqlite3_step(stmt) != SQLITE_DONE) {
@@ -188,15 +204,17 @@ static int run_insert(const char *path, long long nrows, int ncols, int full_syn
         }
         sqlite3_reset(stmt);
     }
-    if (exec_sql(db, "COMMIT")) return fail(db, "commit");
+    if (step_reset(db, commit, SQLITE_DONE)) return 1;
     double seconds = now_seconds() - start;
 
     sqlite3_finalize(stmt);
+    sqlite3_finalize(begin);
+    sqlite3_finalize(commit);
     sqlite3_close(db);
     printf("{\"op\": \"insert\", \"rows\": %lld, \"cols\": %d, \"seconds\": %.9f, \"sqlite\": \"%s\", "
-           "\"per_row_commit\": %s, \"synchronous\": \"%s\"}\n",
+           "\"per_row_commit\": %s, \"synchronous\": \"%s\", \"checkpoint\": %s}\n",
            nrows, ncols, seconds, sqlite3_libversion(), per_row ? "true" : "false",
-           full_sync ? "full" : "normal");
+           full_sync ? "full" : "normal", checkpoint ? "true" : "false");
     return 0;
 }
 
@@ -252,13 +270,8 @@ static int run_scan(const char *path) {
     return 0;
 }
 
-static int step_reset(sqlite3 *db, sqlite3_stmt *stmt, int want) {
-    int rc = sqlite3_step(stmt);
-    sqlite3_reset(stmt);
-    return rc == want || (want == SQLITE_ROW && rc == SQLITE_DONE) ? 0 : fail(db, sqlite3_sql(stmt));
-}
-
-static int run_blobs(const char *path, long long nrows, long long nbytes, int per_row) {
+static int run_blobs(const char *path, long long nrows, long long nbytes, int per_row,
+                     int checkpoint) {
     static const char *const sql[] = {
         "CREATE TABLE \"default\" (track_id TEXT, timestamp TEXT, step INTEGER, vec TEXT, "
         "PRIMARY KEY (track_id, timestamp));"
@@ -272,7 +285,7 @@ static int run_blobs(const char *path, long long nrows, long long nbytes, int pe
         "INSERT INTO \"default\" (track_id, timestamp, step, vec) VALUES (?, ?, ?, ?)",
     };
     sqlite3 *db = NULL;
-    sqlite3_stmt *st[6] = {NULL};
+    sqlite3_stmt *st[6] = {NULL}, *begin = NULL, *commit = NULL;
     char ts[64], prefix[48], hash[17];
     time_t cached_sec = (time_t)-1;
     struct timespec wall;
@@ -293,19 +306,23 @@ static int run_blobs(const char *path, long long nrows, long long nbytes, int pe
     if (sqlite3_open(path, &db) != SQLITE_OK) return fail(db, "open");
     if (exec_sql(db, "PRAGMA journal_mode=WAL") || exec_sql(db, "PRAGMA synchronous=NORMAL"))
         return fail(db, "pragma");
+    if (!checkpoint && exec_sql(db, "PRAGMA wal_autocheckpoint=0")) return fail(db, "checkpoint");
     if (exec_sql(db, sql[0])) return fail(db, "create tables");
     for (int i = 1; i < 6; i++)
         if (sqlite3_prepare_v2(db, sql[i], -1, &st[i], NULL) != SQLITE_OK) return fail(db, sql[i]);
+    if (sqlite3_prepare_v2(db, "BEGIN IMMEDIATE", -1, &begin, NULL) != SQLITE_OK
+        || sqlite3_prepare_v2(db, "COMMIT", -1, &commit, NULL) != SQLITE_OK)
+        return fail(db, "prepare");
     clock_gettime(CLOCK_REALTIME, &wall);
 
     double start = now_seconds();
-    if (!per_row && exec_sql(db, "BEGIN IMMEDIATE")) return fail(db, "begin");
+    if (!per_row && step_reset(db, begin, SQLITE_DONE)) return 1;
     for (long long r = 0; r < nrows; r++) {
         memcpy(blob, &r, sizeof r); /* a distinct blob, and a distinct hash, per row */
         snprintf(hash, sizeof hash, "%016llx", (unsigned long long)r * 0x9e3779b97f4a7c15ULL);
         int n = format_timestamp(wall.tv_sec, wall.tv_nsec / 1000 + r, ts, &cached_sec, prefix,
                                  sizeof prefix);
-        if (per_row && exec_sql(db, "BEGIN IMMEDIATE")) return fail(db, "begin");
+        if (per_row && step_reset(db, begin, SQLITE_DONE)) return 1;
         sqlite3_bind_text(st[1], 1, hash, 16, SQLITE_STATIC);
         sqlite3_bind_zeroblob64(st[1], 2, (sqlite3_uint64)nbytes); /* then written in place */
         sqlite3_bind_blob(st[2], 1, hash, 16, SQLITE_STATIC);
@@ -326,11 +343,13 @@ static int run_blobs(const char *path, long long nrows, long long nbytes, int pe
             || step_reset(db, st[3], SQLITE_ROW) || step_reset(db, st[4], SQLITE_DONE)
             || step_reset(db, st[5], SQLITE_DONE))
             return 1;
-        if (per_row && exec_sql(db, "COMMIT")) return fail(db, "commit");
+        if (per_row && step_reset(db, commit, SQLITE_DONE)) return 1;
     }
-    if (!per_row && exec_sql(db, "COMMIT")) return fail(db, "commit");
+    if (!per_row && step_reset(db, commit, SQLITE_DONE)) return 1;
     double seconds = now_seconds() - start;
     for (int i = 1; i < 6; i++) sqlite3_finalize(st[i]);
+    sqlite3_finalize(begin);
+    sqlite3_finalize(commit);
     sqlite3_close(db);
     free(blob);
     printf("{\"op\": \"blobs\", \"rows\": %lld, \"bytes\": %lld, \"seconds\": %.9f, "
@@ -339,15 +358,19 @@ static int run_blobs(const char *path, long long nrows, long long nbytes, int pe
 }
 
 int main(int argc, char **argv) {
-    if (argc >= 5 && argc <= 7 && strcmp(argv[1], "insert") == 0) {
+    if (argc >= 5 && argc <= 8 && strcmp(argv[1], "insert") == 0) {
         int full_sync = argc >= 6 && strcmp(argv[5], "full") == 0;
         int per_row = argc >= 7 && strcmp(argv[6], "each") == 0;
-        return run_insert(argv[2], atoll(argv[3]), atoi(argv[4]), full_sync, per_row);
+        int checkpoint = !(argc >= 8 && strcmp(argv[7], "nockpt") == 0);
+        return run_insert(argv[2], atoll(argv[3]), atoi(argv[4]), full_sync, per_row, checkpoint);
     }
     if (argc == 3 && strcmp(argv[1], "scan") == 0) return run_scan(argv[2]);
-    if ((argc == 5 || argc == 6) && strcmp(argv[1], "blobs") == 0)
-        return run_blobs(argv[2], atoll(argv[3]), atoll(argv[4]), argc < 6 || strcmp(argv[5], "batch") != 0);
-    fprintf(stderr, "usage: ceiling insert DB NROWS NCOLS [normal|full] [batch|each] | ceiling scan DB"
-                    " | ceiling blobs DB NROWS BYTES [each|batch]\n");
+    if (argc >= 5 && argc <= 7 && strcmp(argv[1], "blobs") == 0)
+        return run_blobs(argv[2], atoll(argv[3]), atoll(argv[4]),
+                         argc < 6 || strcmp(argv[5], "batch") != 0,
+                         !(argc >= 7 && strcmp(argv[6], "nockpt") == 0));
+    fprintf(stderr, "usage: ceiling insert DB NROWS NCOLS [normal|full] [batch|each] [ckpt|nockpt]"
+                    " | ceiling scan DB"
+                    " | ceiling blobs DB NROWS BYTES [each|batch] [ckpt|nockpt]\n");
     return 2;
 }

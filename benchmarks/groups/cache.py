@@ -175,6 +175,8 @@ def run(ctx: Context) -> None:
     results = measure(GROUP, series, ctx.reps, ctx.group_dir(GROUP), "cache hits")
     ctx.emit(Table(
         "cache: track() cache hit, end to end",
+        mode="hit only (no cache write); xetrack_c lineage row: WAL, commit / xetrack 0.7 + diskcache: defaults",
+        description=
         "Time per hit, median [min–max]: key derivation, lookup, verifying the entry's MAC, "
         "unpickling the result and logging the lineage row (default durability for both).",
         notes=["Target: >= 50x xetrack + diskcache."],
@@ -184,6 +186,8 @@ def run(ctx: Context) -> None:
     rows, notes = _trust_rows(ctx)
     ctx.emit(Table(
         "cache: what authenticating entries costs a hit",
+        mode="CPU time of the calling thread, hit only",
+        description=
         "CPU time of the calling thread per hit (a hit does all its work on that thread, so "
         "other programs' load does not count), median [min–max], with the row going to "
         "Tracker.SKIP_INSERT: the authenticated hit verifies the entry's HMAC-SHA256 (over "

@@ -94,6 +94,8 @@ def run(ctx: Context) -> None:
             for name in commands]
     ctx.emit(Table(
         "cli: xt commands, wall time of the whole process",
+        mode="a fresh process per command, the same file for both",
+        description=
         "Median [min–max] over the repetitions; `xt sql` runs `" + COUNT_QUERY + "`.",
         notes=["Target: xt head >= 5x faster than xetrack's xt head."],
         rows=rows,

@@ -137,6 +137,8 @@ def _tasks(ctx: Context, cluster: Cluster) -> None:
         ]
     ctx.emit(Table(
         f"distributed: no-op function tasks on a Dask LocalCluster ({WORKERS} worker processes)",
+        mode="the same LocalCluster for both, cluster start-up excluded",
+        description=
         "Time per task (whole batch / tasks), median [min–max]; cluster start-up excluded, "
         "specs built before the clock starts.",
         notes=["client.map is Dask's own floor for the same calls (pure=False, as "

@@ -25,6 +25,7 @@ from typing import Any
 
 from benchmarks.context import Context
 from benchmarks.env import quiet_output, subprocess_env
+from benchmarks.groups.process_start import chunksizes
 from benchmarks.harness import Result, measure, prepare
 from benchmarks.peers import peer, peer_version, xetrack_c_attr
 from benchmarks.report import Limit, Row, Table, growth_note, per_op
@@ -61,8 +62,9 @@ def xetrack_c_functions(tasks: int, parallel: int | None, backend: str | None) -
     return build
 
 
-def pool_functions(tasks: int, pool: str) -> Build:
-    """Build a run of ``tasks`` no-op calls through a standard-library pool (or a plain loop)."""
+def pool_functions(tasks: int, pool: str, chunksize: int = 1) -> Build:
+    """Build a run of ``tasks`` no-op calls through a standard-library pool (or a plain loop);
+    ``chunksize`` is passed to ``ProcessPoolExecutor.map``."""
     def build() -> Callable[[Path], float]:
         def run(_: Path) -> float:
             configs = [{"i": i} for i in range(tasks)]
@@ -73,7 +75,7 @@ def pool_functions(tasks: int, pool: str) -> Build:
             else:
                 executor_class = ThreadPoolExecutor if pool == "thread" else ProcessPoolExecutor
                 with executor_class(max_workers=WORKERS) as executor:
-                    list(executor.map(noop_task, configs))
+                    list(executor.map(noop_task, configs, chunksize=chunksize))
             return time.perf_counter() - start
         return run
     return build
@@ -174,7 +176,7 @@ def subprocess_scripts(count: int, parallel: int | None, git: bool) -> Build:
     return build
 
 
-def cpu_batch(tasks: int, iterations: int, how: str) -> Build:
+def cpu_batch(tasks: int, iterations: int, how: str, chunksize: int = 1) -> Build:
     """Build a run of ``tasks`` CPU-bound tasks: ``how`` is "loop", "ppe", "process" (2
     workers) or "sequential" (run_multiple, one worker process)."""
     def build() -> Callable[[Path], float]:
@@ -190,7 +192,7 @@ def cpu_batch(tasks: int, iterations: int, how: str) -> Build:
                     cpu_task(config)
             elif how == "ppe":
                 with ProcessPoolExecutor(max_workers=WORKERS) as executor:
-                    list(executor.map(cpu_task, configs))
+                    list(executor.map(cpu_task, configs, chunksize=chunksize))
             else:
                 parallel = WORKERS if how == "process" else None
                 results = run_multiple(specs, parallel, backend="process")
@@ -211,9 +213,14 @@ def _cpu_bound(ctx: Context) -> None:
         "sequential": prepare("xetrack_c backend=process, sequential", tasks,
                               cpu_batch(tasks, iterations, "sequential")),
         "loop": prepare("plain loop (sequential)", tasks, cpu_batch(tasks, iterations, "loop")),
-        "ppe": prepare(f"ProcessPoolExecutor, {WORKERS} workers", tasks,
+        "ppe": prepare(f"ProcessPoolExecutor, {WORKERS} workers, chunksize=1", tasks,
                        cpu_batch(tasks, iterations, "ppe")),
     }
+    sizes = chunksizes(tasks)
+    for chunk in sizes:
+        plan[f"ppe{chunk}"] = prepare(f"ProcessPoolExecutor, {WORKERS} workers, "
+                                      f"chunksize={chunk}", tasks,
+                                      cpu_batch(tasks, iterations, "ppe", chunk))
     labels = {key: entry.label for key, entry in plan.items()}
     results = measure(GROUP, list(plan.values()), ctx.reps, ctx.group_dir(GROUP),
                       f"{tasks} CPU-bound tasks")
@@ -227,9 +234,12 @@ def _cpu_bound(ctx: Context) -> None:
                "The machine's cores are shared with other work: the speed-up is bounded by "
                "the CPU time the two workers actually get."],
         rows=[Row(f"run_multiple, backend=\"process\", parallel={WORKERS}", size, r["process"],
-                  [r["loop"], r["ppe"]], None, per_op("task")),
+                  [r["loop"], r["ppe"], *filter(None, [_best_chunksize(r, sizes)])], None,
+                  per_op("task"), mode=f"{WORKERS} worker processes each (the loop: one "
+                  "process); the pool at chunksize=1 and at its best chunksize"),
               Row("run_multiple, backend=\"process\", sequential", size, r["sequential"],
-                  [r["loop"]], None, per_op("task"))],
+                  [r["loop"]], None, per_op("task"),
+                  mode="one worker process / the loop in the calling process")],
     ))
 
 
@@ -259,20 +269,32 @@ def _functions(ctx: Context) -> None:
             "c_seq": prepare(f"xetrack_c run_multiple sequential, {tasks}", tasks,
                              xetrack_c_functions(tasks, None, None)),
             "tpe": prepare("ThreadPoolExecutor", tasks, pool_functions(tasks, "thread")),
-            "ppe": prepare("ProcessPoolExecutor", tasks, pool_functions(tasks, "process")),
+            "ppe": prepare("ProcessPoolExecutor, chunksize=1", tasks,
+                           pool_functions(tasks, "process")),
             "loop": prepare("plain loop", tasks, pool_functions(tasks, "loop")),
         }
+        sizes = chunksizes(tasks)
+        for chunk in sizes:
+            plan[f"ppe{chunk}"] = prepare(f"ProcessPoolExecutor, chunksize={chunk}, {tasks}",
+                                          tasks, pool_functions(tasks, "process", chunk))
         labels = {key: entry.label for key, entry in plan.items()}
         results = measure(GROUP, list(plan.values()), ctx.reps, ctx.group_dir(GROUP),
                           f"{tasks:,} function tasks")
         r = {key: results[label] for key, label in labels.items()}
         size = f"{tasks:,} tasks"
         loop = Limit(r["loop"], "plain loop")
+        process_peers = [r["ppe"]]
+        best = _best_chunksize(r, sizes)
+        if best is not None:
+            process_peers.append(best)
         table.rows += [
-            Row("run_multiple, threads", size, r["c_thread"], [r["tpe"]], loop, per_op("task")),
-            Row("run_multiple, backend=\"process\"", size, r["c_process"], [r["ppe"]], loop,
-                per_op("task")),
-            Row("run_multiple, sequential", size, r["c_seq"], [], loop, per_op("task")),
+            Row("run_multiple, threads", size, r["c_thread"], [r["tpe"]], loop, per_op("task"),
+                mode=f"{WORKERS} threads each"),
+            Row("run_multiple, backend=\"process\"", size, r["c_process"], process_peers, loop,
+                per_op("task"), mode=f"{WORKERS} worker processes each; the pool at "
+                "chunksize=1 and at its best chunksize"),
+            Row("run_multiple, sequential", size, r["c_seq"], [], loop, per_op("task"),
+                mode="in the calling process, one after another"),
         ]
         for key, name in (("c_thread", "xetrack_c threads"), ("c_process", "xetrack_c processes"),
                           ("tpe", "ThreadPoolExecutor"), ("ppe", "ProcessPoolExecutor")):
@@ -285,6 +307,19 @@ def _functions(ctx: Context) -> None:
     ctx.emit(table)
 
 
+def _best_chunksize(r: dict[str, Result], sizes: list[int], prefix: str = "ppe") -> Result | None:
+    """The fastest ProcessPoolExecutor series among the chunksizes tried above 1, relabelled
+    with its chunksize and the ones tried; None when none ran."""
+    tried = [(size, r[f"{prefix}{size}"]) for size in sizes if r[f"{prefix}{size}"].ok]
+    if not tried:
+        return None
+    size, best = min(tried, key=lambda pair: pair[1].median_per_op)
+    label = (f"ProcessPoolExecutor, best chunksize={size} "
+             f"(of {', '.join(str(s) for s in sizes)})")
+    return Result(label=label, ops=best.ops, seconds=list(best.seconds), status=best.status,
+                  reason=best.reason)
+
+
 def _as_batch(result: Result) -> Result:
     """The same timings seen as one batch (ops=1), so that the per-op time is the total."""
     return Result(label=result.label, ops=1, seconds=list(result.seconds), status=result.status,
@@ -294,6 +329,9 @@ def _as_batch(result: Result) -> Result:
 def _scripts(ctx: Context) -> None:
     count = ctx.pick(50, 10)
     version = peer_version("yanex")
+    fresh = f"xetrack_c: a fresh interpreter per script / yanex {version}: a fresh interpreter"
+    forked = (f"xetrack_c: forked from a warm interpreter (fork server) / yanex {version}: "
+              "a fresh interpreter")
     rows: list[Row] = []
     for git, where in ((False, "plain directory"), (True, "git checkout")):
         plan = {
@@ -320,15 +358,16 @@ def _scripts(ctx: Context) -> None:
         r = {key: results[label] for key, label in labels.items()}
         rows += [
             Row(f"run_multiple, sequential, {where}", f"{count} scripts", r["c_seq"], [r["y_seq"]],
-                Limit(r["s_seq"], "subprocess.run"), per_op("script")),
+                Limit(r["s_seq"], "subprocess.run"), per_op("script"), mode=fresh),
             Row(f"run_multiple, parallel={WORKERS}, {where}", f"{count} scripts", r["c_par"],
                 [r["y_par"]], Limit(r["s_par"], f"subprocess.run, {WORKERS} threads"),
-                per_op("script")),
+                per_op("script"), mode=fresh),
             Row(f"launcher=\"forkserver\", sequential, {where}", f"{count} scripts",
-                r["f_seq"], [r["y_seq"]], Limit(r["s_seq"], "subprocess.run"), per_op("script")),
+                r["f_seq"], [r["y_seq"]], Limit(r["s_seq"], "subprocess.run"), per_op("script"),
+                mode=forked),
             Row(f"launcher=\"forkserver\", parallel={WORKERS}, {where}", f"{count} scripts",
                 r["f_par"], [r["y_par"]], Limit(r["s_par"], f"subprocess.run, {WORKERS} threads"),
-                per_op("script")),
+                per_op("script"), mode=forked),
         ]
     ctx.emit(Table(
         f"executor: {count} trivial scripts (`import sys`)",
@@ -342,6 +381,11 @@ def _scripts(ctx: Context) -> None:
                "temporary YANEX_EXPERIMENTS_DIR; its console output is discarded.",
                "Every contender runs from the same working directory: a plain temporary "
                "directory, then a one-commit git checkout (where a user's project usually "
-               "lives; yanex then also records the repository state)."],
+               "lives; yanex then also records the repository state).",
+               "The subprocess.run limit is the floor of a fresh interpreter per script: "
+               "launcher=\"spawn\" rows sit on it (within the spread of the repetitions on a "
+               "loaded machine), while launcher=\"forkserver\" rows skip the interpreter "
+               "start-up by design, so a share above 100% there is the start-up they save, "
+               "not a loose floor."],
         rows=rows,
     ))

@@ -81,6 +81,8 @@ def run(ctx: Context) -> None:
     with_site, without_site = (results[s.label] for s in own)
     table = Table(
         "import: a fresh interpreter importing the package",
+        mode="a fresh interpreter each",
+        description=
         f"Wall time of the whole process, median [min–max] of {reps} runs.",
         notes=["Targets: import xetrack_c <= 5 ms above a bare interpreter (the -X importtime "
                "rows: the cumulative time Python reports for the xetrack_c line, which is the "

@@ -11,7 +11,11 @@ are Python str objects, as they are for xetrack and ``read_sql_query``.
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +23,7 @@ from typing import Any
 
 from benchmarks import data
 from benchmarks.context import Context
+from benchmarks.env import subprocess_env
 from benchmarks.harness import Result, Skip, derived, measure, note, prepare
 from benchmarks.peers import peer, peer_version, xetrack_c_attr
 from benchmarks.report import Limit, Row, Table, growth_note, per_op
@@ -148,6 +153,46 @@ def pyarrow_state() -> str:
     return f"with pyarrow {peer_version('pyarrow')} (xetrack_c hands text to pandas as Arrow buffers)"
 
 
+def peak_memory(who: str, db: Path) -> tuple[float, str]:
+    """MiB the process's peak rose above its resident size before one full load by ``who``
+    (benchmarks/dfprobe.py in a fresh process), or NaN and why there is no figure."""
+    command = [sys.executable, "-m", "benchmarks.dfprobe", who, str(db)]
+    if os.path.exists("/bin/sh"):
+        # As for the async-memory probe: a child forked from a small shell, so that ru_maxrss
+        # is the probe's own and not inherited from this (large) process.
+        command = ["/bin/sh", "-c", '"$0" "$@"; exit $?', *command]
+    out = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(),
+                         check=False, timeout=600)
+    if out.returncode != 0:
+        return float("nan"), (out.stderr.strip().splitlines() or ["no output"])[-1]
+    probe = json.loads(out.stdout.strip().splitlines()[-1])
+    return (probe["peak_kib"] - probe["rss_before_kib"]) / 1024.0, ""
+
+
+def _memory_table(ctx: Context, figures: dict[int, dict[str, tuple[float, str]]]) -> None:
+    """The peak-memory table of to_df, one line per size."""
+    table = Table(
+        "read: peak memory of to_df()",
+        "MiB the peak resident size rose above the size before the call, one load in a fresh "
+        "process per reader and size (ru_maxrss after it minus VmRSS before it, pandas and the "
+        "reader already imported); one measurement each, not a median.",
+        mode="one thread, the same file as above",
+    )
+    readers = [("xetrack_c", "xetrack_c Reader.to_df()"),
+               ("xetrack", f"xetrack {peer_version('xetrack')} Reader.to_df()"),
+               ("pandas", "pandas.read_sql_query")]
+    lines = ["| rows | " + " | ".join(name for _, name in readers) + " |",
+             "|---" * (len(readers) + 1) + "|"]
+    for nrows, by_who in figures.items():
+        cells = []
+        for who, _ in readers:
+            mib, why = by_who[who]
+            cells.append(f"{mib:.1f} MiB" if why == "" else f"failed: {why}")
+        lines.append(f"| {nrows:,} | " + " | ".join(cells) + " |")
+    table.description += "\n\n" + "\n".join(lines)
+    ctx.emit(table)
+
+
 def run(ctx: Context) -> None:
     """Measure and print the read table."""
     sizes = [10_000, 100_000] if ctx.quick else [10_000, 100_000, 1_000_000]
@@ -161,6 +206,7 @@ def run(ctx: Context) -> None:
                f"Run {pyarrow_state()}."],
     )
     curves: dict[str, list[tuple[float, Result]]] = {}
+    memory: dict[int, dict[str, tuple[float, str]]] = {}
     workdir = ctx.group_dir(GROUP)
     for nrows in sizes:
         db = workdir / f"rows-{nrows}.db"
@@ -183,16 +229,19 @@ def run(ctx: Context) -> None:
         r = {key: results[label] for key, label in labels.items()}
         limit = combined("C scan + DataFrame from arrays", r["scan"], r["frame"])
         table.rows.append(Row("Reader(db).to_df()", f"{nrows:,} rows", r["c"], [r["x"], r["pd"]],
-                              Limit(r["scan"], "C scan floor"), display=per_op()))
+                              Limit(r["scan"], "C scan floor"), display=per_op(),
+                              mode="one thread each, whole table, warm page cache"))
         table.rows.append(Row("  C scan floor + DataFrame from arrays", f"{nrows:,} rows", None,
-                              [limit], display=per_op()))
+                              [limit], display=per_op(), mode="C, then NumPy arrays"))
         for key, name in (("c", "xetrack_c Reader.to_df()"), ("x", "xetrack 0.7 Reader.to_df()"),
                           ("pd", "pandas.read_sql_query"), ("scan", "C scan")):
             curves.setdefault(name, []).append((nrows, r[key]))
             ctx.add_scaling("read: to_df() time vs rows", name, nrows, r[key])
+        memory[nrows] = {who: peak_memory(who, db) for who in ("xetrack_c", "xetrack", "pandas")}
         for path in workdir.glob(f"rows-{nrows}.db*"):
             path.unlink()
         table.notes.append(f"{nrows:,}-row file written by the {writer}.")
     for name, points in curves.items():
         table.notes.append(growth_note(name, points, "rows"))
     ctx.emit(table)
+    _memory_table(ctx, memory)

@@ -79,6 +79,8 @@ def run(ctx: Context) -> None:
     results = measure(GROUP, series, ctx.reps, ctx.group_dir(GROUP), "derive_seed")
     ctx.emit(Table(
         "seed: SeedPolicy().derive_seed(\"study-1\", \"cond-abc\", 1)",
+        mode="one thread, pure computation on both sides",
+        description=
         "Time per call, median [min–max]; both checked against the published seed vectors first.",
         notes=["Target: >= 5x the pure-Python reference."],
         rows=[Row("derive_seed", f"{calls:,} calls", results[series[0].label],

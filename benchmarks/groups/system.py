@@ -100,6 +100,8 @@ def run(ctx: Context) -> None:
                                 display=per_op("call")))
     ctx.emit(Table(
         "system: track(noop) and log() with log_system_params=True",
+        mode="xetrack_c: WAL, the durability named in the row / xetrack 0.7: rollback journal, synchronous=FULL, commit per row",
+        description=
         "Time per call, median [min–max], measurement_interval=1 (the default). Each 'added "
         "by' row subtracts the same call without metrics, repetition by repetition, in the "
         "same interleaved run; it includes writing the 4 to 8 extra columns.",

@@ -110,6 +110,9 @@ def run(ctx: Context) -> None:
     over_async = overhead("track() − log(), async", r["track_async"], r["log_async"])
     table = Table(
         "track: tracker.track(noop, args=[1, 2])",
+        mode="xetrack_c: WAL, the durability named in the row (commit: no sync) / xetrack 0.7: "
+        "rollback journal, synchronous=FULL, commit per row",
+        description=
         "Time per call, median [min–max]. The log() rows write the same 6-key row that track() "
         "writes, in the same interleaved run; the overhead rows subtract them repetition by "
         "repetition.",

@@ -96,6 +96,14 @@ def c_floor(ctx: Context, rows: int, synchronous: str) -> Callable[[], Callable[
     return build_run
 
 
+DURABILITY_MODES = {
+    "commit": "WAL, synchronous=NORMAL, commit per row",
+    "fsync": "WAL, synchronous=FULL, commit per row",
+    "async": "WAL, synchronous=NORMAL, background batches",
+}
+SHARING = {"threads": "one Tracker shared", "processes": "one Tracker per process, one file"}
+
+
 def run(ctx: Context) -> None:
     """Measure and print the writers tables."""
     sizes = {"commit": ctx.pick(4_000, 1_000), "fsync": ctx.pick(400, 100),
@@ -150,11 +158,12 @@ def _emit(ctx: Context, results: dict[str, Result], builds: list[tuple[str, Path
                 label = f"xetrack_c {durability} {writers} {mode}"
                 peers = [results[f"baseline {durability} {writers} {mode}"]] if baseline else []
                 table.rows.append(Row(f"log(), durability={durability}, {writers} {mode}",
-                                      f"{sizes[durability]:,} rows", results[label], peers))
+                                      f"{sizes[durability]:,} rows", results[label], peers,
+                                      mode=f"{DURABILITY_MODES[durability]}; {SHARING[mode]}"))
                 if writers > 1:
                     scaling.append(f"{writers}: {_speedup(results, label, one)}")
-                ctx.add_scaling(f"writers: {durability}, {mode}", "xetrack_c", writers,
-                                results[label])
+                ctx.add_scaling(f"writers: rows/s in all vs {mode}",
+                                f"xetrack_c {durability}", writers, results[label])
             table.notes.append(f"{durability}, {mode}: rows/s against 1 writer: "
                                + ", ".join(scaling) + ".")
     table.notes.append("Every run counts the rows in the file afterwards: 0 lost rows in every "
@@ -171,7 +180,8 @@ def _emit(ctx: Context, results: dict[str, Result], builds: list[tuple[str, Path
     floor = results["C commit per row"]
     for name, _ in builds:
         latency.rows.append(Row(f"{name}: log(), commit, rate", f"{sizes['latency']:,} rows",
-                                results[f"{name} latency"], [], Limit(floor, "C, commit per row")))
+                                results[f"{name} latency"], [], Limit(floor, "C, commit per row"),
+                                mode=DURABILITY_MODES["commit"]))
         runs = latencies[name]
         if runs:
             med = sorted(r["median"] for r in runs)
@@ -185,5 +195,5 @@ def _emit(ctx: Context, results: dict[str, Result], builds: list[tuple[str, Path
                 f"{ratios[-1]:.2f}], largest call {human_time(max(r['max'] for r in runs))} "
                 f"over {len(runs)} runs of {human(sizes['latency'])} calls.")
     latency.rows.append(Row("C floor: commit per row", f"{sizes['latency']:,} rows", floor, [],
-                            display=per_op("row")))
+                            display=per_op("row"), mode=DURABILITY_MODES["commit"]))
     ctx.emit(latency)

@@ -370,7 +370,9 @@ class Batch(Accounting):
         server = os.path.join(os.path.dirname(os.path.abspath(__file__)), "forkserver.py")
         env = [f"{key}={value}" for key, value in os.environ.items()
                if key not in _CHILD_VARIABLES]
-        return ([sys.executable, server], env)
+        # -P: the server file's folder stays off sys.path from the start, before site runs
+        # the .pth files (one that imports "types" would find run/types.py there).
+        return ([sys.executable, "-P", server], env)
 
     def _groups(self) -> Optional[List[Optional[int]]]:
         """Group number of each pool task (None: no group), or None when there are none."""
