@@ -84,6 +84,10 @@ def shout(config):
     """Prints "out <x>" on stdout and "err <x>" on stderr; returns where(config)."""
     import sys
 
-    print(f"out {config['x']}", flush=True)
-    print(f"err {config['x']}", file=sys.stderr, flush=True)
+    # one write() per line: two workers share the descriptors, and print() may write the
+    # text and its newline separately, which another worker's line can split
+    sys.stdout.write(f"out {config['x']}\n")
+    sys.stdout.flush()
+    sys.stderr.write(f"err {config['x']}\n")
+    sys.stderr.flush()
     return where(config)
