@@ -198,6 +198,16 @@ def table_names(db: str) -> List[str]:
         conn.close()
 
 
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            state = stat.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
 def integrity_check(db: str) -> str:
     conn = connect(db)
     try:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import child_env, count_rows, read_rows
+from conftest import alive, child_env, count_rows, read_rows
 
 import xetrack_c
 from xetrack_c import ExperimentResult, ExperimentSpec, run_multiple
@@ -22,16 +22,6 @@ from xetrack_c import ExperimentResult, ExperimentSpec, run_multiple
 def _children_import_this_build(monkeypatch):
     """Script tasks inherit the environment: let them import this worktree's xetrack_c."""
     monkeypatch.setenv("PYTHONPATH", child_env()["PYTHONPATH"])
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            state = stat.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state not in ("Z", "X")
 
 
 def write_script(path: Path, body: str) -> Path:

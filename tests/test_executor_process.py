@@ -13,7 +13,7 @@ import sys
 import time
 
 import pytest
-from conftest import HELPERS, child_env, read_rows
+from conftest import HELPERS, alive, child_env, read_rows
 
 from xetrack_c import ExperimentSpec, run_multiple
 
@@ -21,16 +21,6 @@ if str(HELPERS) not in sys.path:
     sys.path.insert(0, str(HELPERS))
 
 import proc_tasks  # noqa: E402
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            state = stat.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state not in ("Z", "X")
 
 
 def wait_gone(pid: int, seconds: float = 15.0) -> bool:

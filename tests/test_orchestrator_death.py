@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import HELPERS, child_env
+from conftest import HELPERS, alive, child_env
 
 from xetrack_c import ExperimentSpec, run_multiple
 
@@ -55,16 +55,6 @@ else:
              for i in range({tasks})]
 run_multiple(specs, parallel={tasks}, backend={backend!r}, launcher={launcher!r})
 """
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            state = stat.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state not in ("Z", "X")
 
 
 def recorded(folder: Path) -> dict:

@@ -17,7 +17,7 @@ import textwrap
 import time
 
 import pytest
-from conftest import HELPERS, child_env
+from conftest import HELPERS, alive, child_env
 
 from xetrack_c import ExperimentSpec, run_multiple
 
@@ -26,16 +26,6 @@ if str(HELPERS) not in sys.path:
 
 import slow_server_tasks  # noqa: E402
 import warm_tasks  # noqa: E402
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            state = stat.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state not in ("Z", "X")
 
 
 def children_of(pid: int) -> list:
