@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.context import Context
-from benchmarks.groups.track import overhead
+from benchmarks.groups.track import overhead, xetrack_calls
 from benchmarks.harness import measure, prepare
-from benchmarks.peers import peer, peer_version, xetrack_c_attr
+from benchmarks.peers import peer_version, xetrack_c_attr
 from benchmarks.report import Row, Table, per_op
 from benchmarks.workloads import noop
 
@@ -50,26 +50,6 @@ def xetrack_c_calls(metrics: str, calls: int, use_track: bool,
     return build
 
 
-def xetrack_calls(calls: int) -> Callable[[], Callable[[Path], float]]:
-    """``calls`` xetrack 0.7 track(noop) calls with log_system_params=True."""
-    def build() -> Callable[[Path], float]:
-        xetrack = peer("xetrack")
-
-        def run(workdir: Path) -> float:
-            tracker = xetrack.Tracker(db=str(workdir / "x.db"), warnings=False,
-                                      log_system_params=True)
-            try:
-                tracker.track(noop, args=[1, 2])
-                start = time.perf_counter()
-                for _ in range(calls):
-                    tracker.track(noop, args=[1, 2])
-                return time.perf_counter() - start
-            finally:
-                tracker.engine.close()
-        return run
-    return build
-
-
 def run(ctx: Context) -> None:
     """Measure and print the system-metrics table."""
     calls = ctx.pick(20_000, 3_000)
@@ -83,7 +63,7 @@ def run(ctx: Context) -> None:
                     f"xetrack_c {kind}(), {metrics}, {durability}", calls,
                     xetrack_c_calls(metrics, calls, use_track, durability))
     plan["xetrack"] = prepare(f"xetrack {version} track(), system", xetrack_n,
-                              xetrack_calls(xetrack_n))
+                              xetrack_calls(xetrack_n, log_system_params=True))
     labels = {key: entry.label for key, entry in plan.items()}
     results = measure(GROUP, list(plan.values()), ctx.reps, ctx.group_dir(GROUP), "system")
     r = {key: results[label] for key, label in labels.items()}

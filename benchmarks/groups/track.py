@@ -56,13 +56,14 @@ def xetrack_c_calls(durability: str, calls: int, use_track: bool) -> Callable[[]
     return build
 
 
-def xetrack_calls(calls: int) -> Callable[[], Callable[[Path], float]]:
-    """Build a run of ``calls`` xetrack 0.7 track(noop) calls."""
+def xetrack_calls(calls: int, **options: Any) -> Callable[[], Callable[[Path], float]]:
+    """Build a run of ``calls`` xetrack 0.7 track(noop) calls on a Tracker made with
+    ``options`` (e.g. ``log_system_params=True``)."""
     def build() -> Callable[[Path], float]:
         xetrack = peer("xetrack")
 
         def run(workdir: Path) -> float:
-            tracker = xetrack.Tracker(db=str(workdir / "x.db"), warnings=False)
+            tracker = xetrack.Tracker(db=str(workdir / "x.db"), warnings=False, **options)
             try:
                 tracker.track(noop, args=[1, 2])
                 track, args = tracker.track, [1, 2]
