@@ -94,27 +94,46 @@ def terminal_hist(values: Sequence[float], bins: Optional[int], width: Optional[
     return "\n".join(lines)
 
 
+class _Grid:
+    """A ``width`` x ``height`` character canvas over the points' range, with y labels at
+    the top and bottom, a frame and the x range below (the terminal plots share it)."""
+
+    def __init__(self, points: Sequence[Tuple[float, float]], width: int, height: int) -> None:
+        self.x_low, self.x_high = min(x for x, _ in points), max(x for x, _ in points)
+        self.y_low, self.y_high = min(y for _, y in points), max(y for _, y in points)
+        self.width, self.height = max(2, width), max(2, height)
+        self.cells = [[" "] * self.width for _ in range(self.height)]
+
+    def put(self, x: float, y: float, mark: str) -> None:
+        x_span = (self.x_high - self.x_low) or 1.0
+        y_span = (self.y_high - self.y_low) or 1.0
+        column = min(int((x - self.x_low) / x_span * (self.width - 1) + 0.5), self.width - 1)
+        row = self.height - 1 - min(int((y - self.y_low) / y_span * (self.height - 1) + 0.5),
+                                    self.height - 1)
+        self.cells[row][column] = mark
+
+    def lines(self, title: str) -> List[str]:
+        top, bottom = f"{self.y_high:.4g}", f"{self.y_low:.4g}"
+        margin = max(len(top), len(bottom))
+        lines = [title, ""]
+        for i, row in enumerate(self.cells):
+            label = top if i == 0 else bottom if i == self.height - 1 else ""
+            lines.append(f"{label.rjust(margin)} |{''.join(row)}|")
+        lines.append(" " * margin + " +" + "-" * self.width + "+")
+        right = f"{self.x_high:.4g}"
+        lines.append(" " * (margin + 2) + f"{self.x_low:.4g}".ljust(self.width - len(right) + 1)
+                     + right)
+        return lines
+
+
 def terminal_scatter(xs: Sequence[float], ys: Sequence[float], size: int, pch: str,
                      colour: str, title: str, x_name: str, y_name: str, tty: bool) -> str:
     """A ``size`` x ``size`` character grid with ``pch`` where points fall."""
-    size = max(2, size)
-    x_low, x_high, y_low, y_high = min(xs), max(xs), min(ys), max(ys)
-    x_span, y_span = (x_high - x_low) or 1.0, (y_high - y_low) or 1.0
-    grid = [[" "] * size for _ in range(size)]
+    grid = _Grid(list(zip(xs, ys, strict=False)), size, size)
     mark = _paint((pch or "o")[0], colour, tty)
     for x, y in zip(xs, ys, strict=False):
-        column = min(int((x - x_low) / x_span * (size - 1) + 0.5), size - 1)
-        row = size - 1 - min(int((y - y_low) / y_span * (size - 1) + 0.5), size - 1)
-        grid[row][column] = mark
-    top, bottom = f"{y_high:.4g}", f"{y_low:.4g}"
-    margin = max(len(top), len(bottom))
-    lines = [title, ""]
-    for i, row in enumerate(grid):
-        label = top if i == 0 else bottom if i == size - 1 else ""
-        lines.append(f"{label.rjust(margin)} |{''.join(row)}|")
-    lines.append(" " * margin + " +" + "-" * size + "+")
-    x_axis = f"{x_low:.4g}".ljust(size - len(f"{x_high:.4g}") + 1) + f"{x_high:.4g}"
-    lines.append(" " * (margin + 2) + x_axis)
+        grid.put(x, y, mark)
+    lines = grid.lines(title)
     lines.append(f"x: {x_name}, y: {y_name}, {len(xs)} points")
     return "\n".join(lines)
 
@@ -224,30 +243,15 @@ def terminal_line(series: Dict[str, List[Tuple[float, float]]], width: int, heig
     """A ``width`` x ``height`` character grid, one marker character per series, and a
     legend naming each series with its marker, point count and last value."""
     markers = markers or LINE_MARKERS
-    points = [point for values in series.values() for point in values]
-    x_low, x_high = min(x for x, _ in points), max(x for x, _ in points)
-    y_low, y_high = min(y for _, y in points), max(y for _, y in points)
-    x_span, y_span = (x_high - x_low) or 1.0, (y_high - y_low) or 1.0
-    width, height = max(2, width), max(2, height)
-    grid = [[" "] * width for _ in range(height)]
+    grid = _Grid([point for values in series.values() for point in values], width, height)
     legend = []
     for index, (name, values) in enumerate(series.items()):
         mark = markers[index % len(markers)]
         for x, y in values:
-            column = min(int((x - x_low) / x_span * (width - 1) + 0.5), width - 1)
-            row = height - 1 - min(int((y - y_low) / y_span * (height - 1) + 0.5), height - 1)
-            grid[row][column] = mark
+            grid.put(x, y, mark)
         legend.append(f"  {mark} {name}: {len(values)} points, last {y_name} = "
                       f"{values[-1][1]:.6g}")
-    top, bottom = f"{y_high:.4g}", f"{y_low:.4g}"
-    margin = max(len(top), len(bottom))
-    lines = [title, ""]
-    for i, row in enumerate(grid):
-        label = top if i == 0 else bottom if i == height - 1 else ""
-        lines.append(f"{label.rjust(margin)} |{''.join(row)}|")
-    lines.append(" " * margin + " +" + "-" * width + "+")
-    x_axis = f"{x_low:.4g}".ljust(width - len(f"{x_high:.4g}") + 1) + f"{x_high:.4g}"
-    lines.append(" " * (margin + 2) + x_axis)
+    lines = grid.lines(title)
     lines.append(f"x: {x_name}, y: {y_name}, {len(series)} series by {by}:")
     return "\n".join(lines + legend)
 
