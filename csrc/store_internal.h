@@ -102,6 +102,9 @@ struct xt_store {
     pthread_mutex_t glock;
     struct xt_group_waiter *gwait_head, *gwait_tail;
     int group_leading;
+    /* How long the last round took (µs), under glock: a caller spins for a round this
+     * short instead of sleeping (spin_for_round in store.c). */
+    int64_t group_round_us;
     xt_row **group_rows; /* the leader's only */
     size_t group_cap;
 
@@ -136,6 +139,8 @@ int xt_store_write_locked(xt_store *s, xt_row **rows, size_t n, xt_error *err);
 
 /* WAL pages (frames) past which the checkpointer runs: SQLite's default autocheckpoint. */
 #define XT_CKPT_PAGES 1000
+/* The longest round (µs) a group-commit caller spins for before it sleeps. */
+#define XT_GROUP_SPIN_MAX_US 400
 
 /* On a new writer connection: turn off SQLite's automatic checkpoint and hand WAL growth
  * to the checkpointer.  s->lock held. */
