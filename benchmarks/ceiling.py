@@ -41,9 +41,16 @@ class Ceiling:
                per_row_commit: bool = False, checkpoint: bool = True) -> float:
         """Seconds to insert ``rows`` rows into a fresh ``db``; ``checkpoint=False`` turns
         SQLite's automatic WAL checkpoint off (the write path alone)."""
+        return float(self.insert_figures(db, rows, cols, synchronous, per_row_commit,
+                                         checkpoint)["seconds"])
+
+    def insert_figures(self, db: Path, rows: int, cols: int = 10, synchronous: str = "normal",
+                       per_row_commit: bool = False, checkpoint: bool = True) -> dict[str, Any]:
+        """As ``insert``, with the program's whole report: with ``per_row_commit``, also
+        the ``median`` and ``p99`` seconds of one row (its INSERT and COMMIT)."""
         mode = "each" if per_row_commit else "batch"
-        return float(self._run("insert", str(db), str(rows), str(cols), synchronous, mode,
-                               "ckpt" if checkpoint else "nockpt")["seconds"])
+        return self._run("insert", str(db), str(rows), str(cols), synchronous, mode,
+                         "ckpt" if checkpoint else "nockpt")
 
     def blobs(self, db: Path, rows: int, nbytes: int, per_row_commit: bool = True,
               checkpoint: bool = True) -> float:

@@ -147,6 +147,11 @@ static int step_reset(sqlite3 *db, sqlite3_stmt *stmt, int want) {
     return rc == want || (want == SQLITE_ROW && rc == SQLITE_DONE) ? 0 : fail(db, sqlite3_sql(stmt));
 }
 
+static int compare_doubles(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 static int run_insert(const char *path, long long nrows, int ncols, int full_sync, int per_row,
                       int checkpoint) {
     static char create[MAX_COLS * 32 + 256], insert[MAX_COLS * 16 + 256];
@@ -177,11 +182,20 @@ static int run_insert(const char *path, long long nrows, int ncols, int full_syn
         || sqlite3_prepare_v2(db, "COMMIT", -1, &commit, NULL) != SQLITE_OK)
         return fail(db, "prepare");
     clock_gettime(CLOCK_REALTIME, &wall);
+    /* Per row commit: each row's time (its INSERT, then the COMMIT and the next BEGIN). */
+    double *took = per_row ? malloc((size_t)nrows * sizeof(double)) : NULL;
+    if (per_row && took == NULL) {
+        fprintf(stderr, "ceiling: out of memory\n");
+        return 2;
+    }
 
-    double start = now_seconds();
+    double start = now_seconds(), row_start = start;
     if (step_reset(db, begin, SQLITE_DONE)) return 1;
     for (long long r = 0; r < nrows; r++) {
         if (per_row && r > 0) {
+            double t = now_seconds();
+            took[r - 1] = t - row_start;
+            row_start = t;
             if (step_reset(db, commit, SQLITE_DONE) || step_reset(db, begin, SQLITE_DONE)) return 1;
         }
         int n = format_timestamp(wall.tv_sec, wall.tv_nsec / 1000 + r, ts, &cached_sec, prefix,
@@ -206,15 +220,24 @@ static int run_insert(const char *path, long long nrows, int ncols, int full_syn
     }
     if (step_reset(db, commit, SQLITE_DONE)) return 1;
     double seconds = now_seconds() - start;
+    double median = 0.0, p99 = 0.0;
+    if (per_row) {
+        took[nrows - 1] = now_seconds() - row_start;
+        qsort(took, (size_t)nrows, sizeof(double), compare_doubles);
+        median = took[nrows / 2];
+        p99 = took[(long long)((double)nrows * 0.99)];
+        free(took);
+    }
 
     sqlite3_finalize(stmt);
     sqlite3_finalize(begin);
     sqlite3_finalize(commit);
     sqlite3_close(db);
     printf("{\"op\": \"insert\", \"rows\": %lld, \"cols\": %d, \"seconds\": %.9f, \"sqlite\": \"%s\", "
-           "\"per_row_commit\": %s, \"synchronous\": \"%s\", \"checkpoint\": %s}\n",
+           "\"per_row_commit\": %s, \"synchronous\": \"%s\", \"checkpoint\": %s, "
+           "\"median\": %.9f, \"p99\": %.9f}\n",
            nrows, ncols, seconds, sqlite3_libversion(), per_row ? "true" : "false",
-           full_sync ? "full" : "normal", checkpoint ? "true" : "false");
+           full_sync ? "full" : "normal", checkpoint ? "true" : "false", median, p99);
     return 0;
 }
 
