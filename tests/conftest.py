@@ -214,3 +214,26 @@ def integrity_check(db: str) -> str:
         return conn.execute("PRAGMA integrity_check").fetchone()[0]
     finally:
         conn.close()
+
+
+# The C core's own test modules: the jobs that re-run the suite on another interpreter or
+# allocator (the other CPythons, the debug allocator in .ci/run) run these, with
+# -m "core and not slow and not stress and not no_sanitizer"; the full suite and the
+# sanitizer job run everything. A module that calls into csrc/ directly belongs here.
+CORE_MODULES = frozenset({
+    "test_assets", "test_bool_columns", "test_cache", "test_cache_hashable",
+    "test_cache_processes", "test_cache_trust", "test_every_spec_recorded", "test_executor",
+    "test_executor_abandon", "test_executor_process", "test_fork_safety", "test_forkserver",
+    "test_group_commit", "test_leaks", "test_leaks_cache_executor", "test_orchestrator_death",
+    "test_params", "test_process_server", "test_read_interrupt", "test_read_only_location",
+    "test_read_only_sql", "test_reader", "test_reader_fast_path", "test_results_as_data",
+    "test_seeding", "test_stress", "test_tracker_bad_input", "test_tracker_column_limit",
+    "test_tracker_concurrency", "test_tracker_rows", "test_tracker_track", "test_public_api",
+})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
+    """Mark the tests of CORE_MODULES ``core``."""
+    for item in items:
+        if item.path.stem in CORE_MODULES:
+            item.add_marker(pytest.mark.core)

@@ -221,3 +221,16 @@ if __name__ == "__main__":  # python tests/test_layout.py: print the graph and a
         print(f"{name}: {', '.join(sorted(graph[name])) or '-'}")
     print("cycles:", find_cycles(graph) or "none")
     sys.exit(1 if find_cycles(graph) else 0)
+
+
+def test_every_core_module_exists_and_holds_tests():
+    """CI's other CPythons and the debug allocator run the modules named in CORE_MODULES: a
+    renamed or removed module must not drop out of those jobs unseen."""
+    from conftest import CORE_MODULES
+
+    here = Path(__file__).resolve().parent
+    missing = sorted(name for name in CORE_MODULES if not (here / f"{name}.py").is_file())
+    assert missing == [], f"CORE_MODULES names modules that do not exist: {missing}"
+    empty = sorted(name for name in CORE_MODULES
+                   if "\ndef test_" not in (here / f"{name}.py").read_text())
+    assert empty == [], f"CORE_MODULES names modules without tests: {empty}"
