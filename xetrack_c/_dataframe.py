@@ -177,10 +177,10 @@ def _holds_bools(values: "numpy.ndarray") -> bool:
     NULLs, and then every value is True, False or None: the first value that is not None
     tells.
     """
-    import numpy as np
-
-    present = np.not_equal(values, None)
-    return bool(present.any()) and isinstance(values[int(present.argmax())], bool)
+    for value in values:  # stops at the first value: no pass over a whole text column
+        if value is not None:
+            return isinstance(value, bool)
+    return False
 
 
 def _polars_frame(columns: Dict[str, Column]) -> Any:
