@@ -489,11 +489,145 @@ done:
 }
 
 /* ------------------------------------------------------------------------------------ */
+/* The parallel read: one snapshot on several connections                              */
+
+/* Rows each thread of a parallel read gets at least; fewer threads are used otherwise. */
+#define XT_PARALLEL_MIN_ROWS 65536
+/* The most threads a read uses, and how often it tries to find one snapshot for them. */
+#define XT_PARALLEL_MAX_THREADS 16
+#define XT_PARALLEL_TRIES 3
+
+/* `sql`'s first row as two INTEGERs (0), or -1 (an error, no row, a NULL).  GIL released. */
+static int
+two_integers(sqlite3 *db, const char *sql, int64_t *a, int64_t *b)
+{
+    sqlite3_stmt *stmt = NULL;
+    int res = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) == SQLITE_OK
+        && sqlite3_step(stmt) == SQLITE_ROW && sqlite3_column_count(stmt) >= 1
+        && sqlite3_column_type(stmt, 0) == SQLITE_INTEGER
+        && (b == NULL || sqlite3_column_type(stmt, 1) == SQLITE_INTEGER)) {
+        *a = sqlite3_column_int64(stmt, 0);
+        if (b != NULL) {
+            *b = sqlite3_column_int64(stmt, 1);
+        }
+        res = 0;
+    }
+    sqlite3_finalize(stmt);
+    return res;
+}
+
+/* Put `db` (main, with its deferred BEGIN) and the others of dbs[1..k) in read transactions
+ * on one snapshot, and read the table's rowid span there with `span_sql` (min, max).  The
+ * snapshot is one when no commit happened between the first and the last connection's
+ * first read: `sentinel`, a connection of its own outside any transaction, reads
+ * PRAGMA data_version before and after, which changes when any other connection commits.
+ * Tried a few times under a steady writer.  0, or -1 (no such snapshot, or the span
+ * cannot be read: a view, a table without rowids, an empty table).  GIL released. */
+static int
+one_snapshot(sqlite3 *sentinel, sqlite3 **dbs, int k, const char *span_sql, int64_t *lo,
+             int64_t *hi)
+{
+    for (int attempt = 0; attempt < XT_PARALLEL_TRIES; attempt++) {
+        int64_t before, after, a, b;
+        int same = two_integers(sentinel, "PRAGMA data_version", &before, NULL) == 0;
+        for (int p = 0; same && p < k; p++) {
+            same = (p == 0 || sqlite3_exec(dbs[p], "BEGIN", NULL, NULL, NULL) == SQLITE_OK)
+                   && two_integers(dbs[p], span_sql, &a, &b) == 0
+                   && (p == 0 || (a == *lo && b == *hi));
+            if (same && p == 0) {
+                *lo = a;
+                *hi = b;
+            }
+        }
+        if (same && two_integers(sentinel, "PRAGMA data_version", &after, NULL) == 0
+            && after == before) {
+            return 0;
+        }
+        /* Start over: every read transaction ends, and the main connection's BEGIN is
+         * taken again (its snapshot is taken by its next read). */
+        for (int p = 0; p < k; p++) {
+            sqlite3_exec(dbs[p], "ROLLBACK", NULL, NULL, NULL);
+        }
+        if (sqlite3_exec(dbs[0], "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
+            return -1;
+        }
+    }
+    return -1;
+}
+
+/* read_columns' parallel path: `threads` connections (`db`, in its deferred BEGIN, and new
+ * ones) each scan a rowid range of one snapshot.  Returns the columns; or NULL with an
+ * exception; or NULL without one when the read is not worth splitting or cannot be (too
+ * few rows, no common snapshot, no connection to be had), and then `db` is still in its
+ * transaction, for the caller's single scan. */
+static PyObject *
+read_parallel(xt_state *st, sqlite3 *db, const char *filename, int threads,
+              const char *span_sql, const char *range_sql, int flags, const char *sort_by)
+{
+    sqlite3 *dbs[XT_PARALLEL_MAX_THREADS] = {db}, *sentinel = NULL;
+    int64_t bounds[XT_PARALLEL_MAX_THREADS + 1], lo = 0, hi = -1;
+    int opened = 1, ok = 0, k = threads < XT_PARALLEL_MAX_THREADS ? threads
+                                                                    : XT_PARALLEL_MAX_THREADS;
+    const char *pending;
+    PyObject *res = NULL;
+
+    Py_BEGIN_ALLOW_THREADS
+    /* Worth it only for a big table: its span, read outside the snapshot, is a guess. */
+    int64_t guess_lo, guess_hi;
+    if (two_integers(db, span_sql, &guess_lo, &guess_hi) == 0
+        && guess_hi - guess_lo + 1 >= 2 * (int64_t)XT_PARALLEL_MIN_ROWS) {
+        int64_t by_rows = (guess_hi - guess_lo + 1) / XT_PARALLEL_MIN_ROWS;
+        k = by_rows < k ? (int)by_rows : k;
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL); /* the guess's read ends */
+        ok = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
+        xt_fork_call_open();
+        ok = ok && open_for_reading(filename, &sentinel, &pending) == SQLITE_OK;
+        while (ok && opened < k) {
+            xt_fork_call_open();
+            ok = open_for_reading(filename, &dbs[opened], &pending) == SQLITE_OK;
+            if (ok) {
+                opened++;
+            }
+            else {
+                sqlite3_close_v2(dbs[opened]);
+                xt_fork_call_close();
+            }
+        }
+        ok = ok && one_snapshot(sentinel, dbs, k, span_sql, &lo, &hi) == 0
+             && hi - lo + 1 >= 2 * (int64_t)XT_PARALLEL_MIN_ROWS;
+        if (sentinel != NULL) {
+            sqlite3_close_v2(sentinel);
+        }
+        xt_fork_call_close();
+        if (ok) {
+            /* Equal rowid ranges; the last ends past the largest rowid. */
+            int64_t span = hi - lo + 1;
+            for (int p = 0; p < k; p++) {
+                bounds[p] = lo + span / k * p;
+            }
+            bounds[k] = hi + 1;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (ok) {
+        res = xt_read_columns_ranges(st, dbs, k, filename, range_sql, bounds, flags, sort_by);
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (int p = 1; p < opened; p++) {
+        sqlite3_close_v2(dbs[p]);
+        xt_fork_call_close();
+    }
+    Py_END_ALLOW_THREADS
+    return res;
+}
+
+/* ------------------------------------------------------------------------------------ */
 /* Python functions                                                                     */
 
 PyDoc_STRVAR(read_columns__doc__,
     "read_columns(path, sql, params=(), *, text_buffers=False, sort_by=None,\n"
-    "             rows_hint_sql=None)\n--\n\n"
+    "             rows_hint_sql=None, threads=1, span_sql=None, range_sql=None)\n--\n\n"
     "Run one SELECT on the SQLite file `path`, opened read-only, and return\n"
     "{column name: numpy.ndarray} in SELECT order.\n\n"
     "The file is never created or written; a missing file raises FileNotFoundError and a\n"
@@ -517,6 +651,11 @@ PyDoc_STRVAR(read_columns__doc__,
     "sort_by names a result column to sort the rows by after reading, in C, as ORDER BY\n"
     "that column would (NULLs first, numbers, then text and blobs bytewise), keeping the\n"
     "table order of equal keys; rows already in order cost one comparison each.\n\n"
+    "With threads > 1, span_sql (a SELECT of the table's smallest and largest rowid) and\n"
+    "range_sql (the same rows as sql, for rowids in [?1, ?2), in rowid order), a big table\n"
+    "is read by up to `threads` threads, each on a connection of its own and a range of\n"
+    "rowids, all in one snapshot; the result is the one sql gives.  Small tables, views\n"
+    "and tables without rowids are read by one thread.\n\n"
     "rows_hint_sql is a SELECT run first, in the same snapshot, whose first value estimates\n"
     "the number of rows (e.g. the span of a table's rowids): the read's buffers are then\n"
     "allocated once.  Only speed depends on it; a failing hint statement is ignored.");
@@ -524,18 +663,24 @@ PyDoc_STRVAR(read_columns__doc__,
 static PyObject *
 read_columns(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"path",    "sql",          "params", "text_buffers",
-                               "sort_by", "rows_hint_sql", NULL};
+    static char *keywords[] = {"path",    "sql",           "params",  "text_buffers",
+                               "sort_by", "rows_hint_sql", "threads", "span_sql",
+                               "range_sql", NULL};
     xt_state *st = xt_get_state(module);
     PyObject *path, *params = NULL, *path_bytes = NULL, *res = NULL, *columns = NULL;
     const char *sql;
     sqlite3 *db = NULL;
-    const char *sort_by = NULL, *rows_hint_sql = NULL;
-    int text_buffers = 0;
+    const char *sort_by = NULL, *rows_hint_sql = NULL, *span_sql = NULL, *range_sql = NULL;
+    int text_buffers = 0, threads = 1;
     read_policy policy;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Os|O$pzz:read_columns", keywords, &path,
-                                     &sql, &params, &text_buffers, &sort_by, &rows_hint_sql)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Os|O$pzzizz:read_columns", keywords,
+                                     &path, &sql, &params, &text_buffers, &sort_by,
+                                     &rows_hint_sql, &threads, &span_sql, &range_sql)) {
+        goto done;
+    }
+    if (threads < 1) {
+        PyErr_Format(PyExc_ValueError, "threads must be 1 or more, not %d", threads);
         goto done;
     }
     if (open_existing(st, path, 0, &policy, &db, &path_bytes) < 0) {
@@ -545,9 +690,14 @@ read_columns(PyObject *module, PyObject *args, PyObject *kwargs)
     if (exec_simple(st, db, filename, "BEGIN") < 0) {
         goto done;
     }
-    columns = xt_read_columns_hinted(st, db, filename, sql, params,
-                                     text_buffers ? XT_READ_TEXT_BUFFERS : 0, sort_by,
-                                     rows_hint_sql);
+    int flags = text_buffers ? XT_READ_TEXT_BUFFERS : 0;
+    if (threads > 1 && span_sql != NULL && range_sql != NULL) {
+        columns = read_parallel(st, db, filename, threads, span_sql, range_sql, flags, sort_by);
+    }
+    if (columns == NULL && !PyErr_Occurred()) {
+        columns = xt_read_columns_hinted(st, db, filename, sql, params, flags, sort_by,
+                                         rows_hint_sql);
+    }
     if (columns == NULL) {
         explain_refusal(st, &policy, filename, sql);
         goto done;
@@ -760,7 +910,22 @@ done:
     return res;
 }
 
+PyDoc_STRVAR(parallel_reads__doc__,
+    "_parallel_reads($module, /)\n--\n\n"
+    "Private (tests): (reads, parts), the parallel reads read_columns began in this process\n"
+    "and the rowid ranges they were split into, in all.");
+
+static PyObject *
+parallel_reads(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    (void)module;
+    long long reads, parts;
+    xt_parallel_stats(&reads, &parts);
+    return Py_BuildValue("(LL)", reads, parts);
+}
+
 static PyMethodDef reader_functions[] = {
+    {"_parallel_reads", parallel_reads, METH_NOARGS, parallel_reads__doc__},
     {"read_columns", (PyCFunction)(void (*)(void))read_columns, METH_VARARGS | METH_KEYWORDS,
      read_columns__doc__},
     {"read_rows", (PyCFunction)(void (*)(void))read_rows, METH_VARARGS | METH_KEYWORDS,

@@ -21,9 +21,12 @@
 #include "store.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Only this file uses NumPy's C API, so PY_ARRAY_UNIQUE_SYMBOL is left undefined and the
  * API table is the header's file-static `PyArray_API` pointer.  It is process-wide on
@@ -74,6 +77,8 @@ typedef struct {
     int out_of_memory;  /* a C allocation failed */
     const char *sort_by;  /* result column to sort the rows by, or NULL */
     int sort_missing;     /* sort_by names no result column */
+    int fixed;            /* a part of a parallel scan: its rows go to buffers it does not
+                           * own, which cannot grow (see xt_read_columns_ranges) */
 } xt_scan;
 
 /* ------------------------------------------------------------------------------------ */
@@ -82,6 +87,9 @@ typedef struct {
 static int
 grow_rows(xt_scan *scan)
 {
+    if (scan->fixed) {
+        return -1; /* more rows than rowids in its range: only a corrupt file does that */
+    }
     size_t cap = scan->cap ? scan->cap * 2 : XT_FIRST_ROWS;
     if (scan->cap == 0 && scan->rows_hint >= XT_FIRST_ROWS && scan->rows_hint < SIZE_MAX / 16) {
         cap = scan->rows_hint + 1; /* one spare cell for the closing Arrow offset */
@@ -196,15 +204,23 @@ scan_rows(xt_scan *scan)
     int rc = sqlite3_step(stmt);
     int ncols = sqlite3_column_count(stmt);
 
-    scan->cols = calloc(ncols > 0 ? (size_t)ncols : 1, sizeof(xt_column_buf));
-    if (scan->cols == NULL) {
-        scan->out_of_memory = 1;
-        goto done;
+    if (scan->fixed) { /* the columns are set up, for the column count at prepare time */
+        if (ncols != scan->ncols) {
+            rc = SQLITE_SCHEMA;
+            goto done;
+        }
     }
-    scan->ncols = ncols;
-    if (grow_rows(scan) < 0) {
-        scan->out_of_memory = 1;
-        goto done;
+    else {
+        scan->cols = calloc(ncols > 0 ? (size_t)ncols : 1, sizeof(xt_column_buf));
+        if (scan->cols == NULL) {
+            scan->out_of_memory = 1;
+            goto done;
+        }
+        scan->ncols = ncols;
+        if (grow_rows(scan) < 0) {
+            scan->out_of_memory = 1;
+            goto done;
+        }
     }
     while (rc == SQLITE_ROW) {
         for (int c = 0; c < ncols; c++) {
@@ -1231,4 +1247,295 @@ xt_read_columns(xt_state *st, sqlite3 *db, const char *filename, const char *sql
                 PyObject *params)
 {
     return xt_read_columns_ex(st, db, filename, sql, params, 0, NULL);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Parallel scan: one rowid range per connection and thread; the parts are then joined in
+ * range order into one scan, which is sorted and built as a single scan is.              */
+
+/* How often the calling thread looks at Python's signals while the parts scan. */
+#define XT_PART_CHECK_MS 50
+
+typedef struct {
+    xt_scan scan;
+    pthread_t thread;
+    int started;
+    struct xt_parts *all;
+} xt_part;
+
+/* Parallel reads begun in this process, and their parts, in all (for the tests). */
+static _Atomic long long parallel_reads, parallel_parts;
+
+void
+xt_parallel_stats(long long *reads, long long *parts)
+{
+    *reads = atomic_load(&parallel_reads);
+    *parts = atomic_load(&parallel_parts);
+}
+
+typedef struct xt_parts {
+    pthread_mutex_t lock;
+    pthread_cond_t finished;
+    int running;
+} xt_parts;
+
+static void *
+scan_part(void *arg)
+{
+    xt_part *part = arg;
+    scan_rows(&part->scan);
+    pthread_mutex_lock(&part->all->lock);
+    part->all->running--;
+    pthread_cond_signal(&part->all->finished);
+    pthread_mutex_unlock(&part->all->lock);
+    return NULL;
+}
+
+/* Give every part its place in `out`'s buffers: `out` gets, for each of `ncols` columns,
+ * tags and cells for every rowid of the whole span (plus the spare cell), and part p
+ * writes its rows from the row of its first rowid on, so that a table without gaps in its
+ * rowids needs no copy afterwards.  Each part keeps an arena of its own.  -1 when out of
+ * memory (`out` and the parts are then freed by the caller). */
+static int
+place_parts(xt_part *parts, int k, const int64_t *bounds, int ncols, xt_scan *out)
+{
+    size_t span = (size_t)(bounds[k] - bounds[0]);
+    if (span >= SIZE_MAX / sizeof(xt_cell) - 1) {
+        return -1;
+    }
+    out->cols = calloc(ncols > 0 ? (size_t)ncols : 1, sizeof(xt_column_buf));
+    if (out->cols == NULL) {
+        return -1;
+    }
+    out->ncols = ncols;
+    out->cap = span + 1;
+    for (int c = 0; c < ncols; c++) {
+        out->cols[c].tags = malloc(span + 1);
+        out->cols[c].cells = malloc((span + 1) * sizeof(xt_cell));
+        if (out->cols[c].tags == NULL || out->cols[c].cells == NULL) {
+            return -1;
+        }
+    }
+    for (int p = 0; p < k; p++) {
+        xt_scan *scan = &parts[p].scan;
+        size_t first = (size_t)(bounds[p] - bounds[0]);
+        scan->cols = calloc(ncols > 0 ? (size_t)ncols : 1, sizeof(xt_column_buf));
+        if (scan->cols == NULL) {
+            return -1;
+        }
+        scan->ncols = ncols;
+        scan->fixed = 1;
+        scan->cap = (size_t)(bounds[p + 1] - bounds[p]) + 1; /* never reached: one row per rowid */
+        for (int c = 0; c < ncols; c++) {
+            scan->cols[c].tags = out->cols[c].tags + first;
+            scan->cols[c].cells = out->cols[c].cells + first;
+        }
+    }
+    return 0;
+}
+
+/* After the parts scanned: move each part's rows down to follow the rows before (a no-op
+ * where the rowids had no gaps), join the parts' arenas, and move the arena offsets that
+ * TEXT, BLOB and NULL cells hold (see xt_column_buf) by the bytes of the parts before.
+ * Each part's arena is freed once copied.  -1 when out of memory. */
+static int
+pack_parts(xt_part *parts, int k, const int64_t *bounds, xt_scan *out)
+{
+    size_t total = 0;
+    for (int p = 0; p < k; p++) {
+        total += parts[p].scan.nrows;
+    }
+    out->nrows = total;
+    for (int c = 0; c < out->ncols; c++) {
+        xt_column_buf *dst = &out->cols[c];
+        size_t arena = 0, row = 0;
+        for (int p = 0; p < k; p++) {
+            arena += parts[p].scan.cols[c].arena_len;
+        }
+        dst->arena = malloc(arena > 0 ? arena : 1);
+        if (dst->arena == NULL) {
+            return -1;
+        }
+        dst->arena_cap = arena > 0 ? arena : 1;
+        for (int p = 0; p < k; p++) {
+            xt_column_buf *src = &parts[p].scan.cols[c];
+            size_t n = parts[p].scan.nrows, first = (size_t)(bounds[p] - bounds[0]);
+            size_t moved = dst->arena_len;
+            if (n > 0 && first != row) {
+                memmove(dst->tags + row, dst->tags + first, n);
+                memmove(dst->cells + row, dst->cells + first, n * sizeof(xt_cell));
+            }
+            if (n > 0 && moved > 0
+                && (src->seen & ~(XT_BIT(SQLITE_INTEGER) | XT_BIT(SQLITE_FLOAT))) != 0) {
+                for (size_t i = row; i < row + n; i++) {
+                    uint8_t tag = dst->tags[i];
+                    if (tag != SQLITE_INTEGER && tag != SQLITE_FLOAT) {
+                        dst->cells[i].i += (int64_t)moved;
+                    }
+                }
+            }
+            if (src->arena_len > 0) {
+                memcpy(dst->arena + moved, src->arena, src->arena_len);
+            }
+            dst->arena_len = moved + src->arena_len;
+            dst->seen |= src->seen;
+            row += n;
+            free(src->arena);
+            src->arena = NULL;
+        }
+    }
+    return 0;
+}
+
+/* A part's columns: the tags and cells are `out`'s (place_parts), the arena its own. */
+static void
+free_part(xt_scan *scan)
+{
+    for (int c = 0; c < scan->ncols; c++) {
+        if (scan->fixed) {
+            scan->cols[c].tags = NULL;
+            scan->cols[c].cells = NULL;
+        }
+        free_column_buf(&scan->cols[c]);
+    }
+    free(scan->cols);
+    scan->cols = NULL;
+    scan->ncols = 0;
+}
+
+/* Wait for the parts' threads, looking at Python's signals every XT_PART_CHECK_MS; on
+ * Ctrl-C every connection is interrupted (the parts then end with SQLITE_INTERRUPT).
+ * Called with the GIL released; returns 1 when a signal handler raised. */
+static int
+wait_for_parts(xt_parts *all, sqlite3 **dbs, int k)
+{
+    int raised = 0;
+    pthread_mutex_lock(&all->lock);
+    while (all->running > 0) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += XT_PART_CHECK_MS * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec += 1;
+            until.tv_nsec -= 1000000000L;
+        }
+        if (pthread_cond_timedwait(&all->finished, &all->lock, &until) != 0 && !raised) {
+            pthread_mutex_unlock(&all->lock);
+            PyGILState_STATE gil = PyGILState_Ensure();
+            raised = PyErr_CheckSignals() < 0;
+            PyGILState_Release(gil);
+            if (raised) {
+                for (int p = 0; p < k; p++) {
+                    sqlite3_interrupt(dbs[p]);
+                }
+            }
+            pthread_mutex_lock(&all->lock);
+        }
+    }
+    pthread_mutex_unlock(&all->lock);
+    return raised;
+}
+
+PyObject *
+xt_read_columns_ranges(xt_state *st, sqlite3 **dbs, int k, const char *filename,
+                       const char *range_sql, const int64_t *bounds, int flags,
+                       const char *sort_by)
+{
+    assert(!PyErr_Occurred() && k >= 1);
+    PyObject *res = NULL;
+    xt_scan joined;
+    xt_parts all;
+    xt_part *parts = calloc((size_t)k, sizeof(xt_part));
+    int raised = 0, failed = -1, out_of_memory = 0;
+
+    memset(&joined, 0, sizeof(joined));
+    if (parts == NULL) {
+        return PyErr_NoMemory();
+    }
+    pthread_mutex_init(&all.lock, NULL);
+    pthread_cond_init(&all.finished, NULL);
+    all.running = 0;
+    if (PyArray_ImportNumPyAPI() < 0) {
+        goto done;
+    }
+    for (int p = 0; p < k; p++) {
+        parts[p].all = &all;
+        if (xt_prepare_one(st, dbs[p], filename, range_sql, &parts[p].scan.stmt) < 0) {
+            goto done;
+        }
+        int rc = sqlite3_bind_int64(parts[p].scan.stmt, 1, bounds[p]);
+        if (rc == SQLITE_OK) {
+            rc = sqlite3_bind_int64(parts[p].scan.stmt, 2, bounds[p + 1]);
+        }
+        if (rc != SQLITE_OK) {
+            xt_raise_sqlite(st, rc, sqlite3_errmsg(dbs[p]), filename, range_sql);
+            goto done;
+        }
+        parts[p].scan.rows_hint = (size_t)(bounds[p + 1] - bounds[p]);
+    }
+    if (place_parts(parts, k, bounds, sqlite3_column_count(parts[0].scan.stmt), &joined) < 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    atomic_fetch_add(&parallel_reads, 1);
+    atomic_fetch_add(&parallel_parts, k);
+    Py_BEGIN_ALLOW_THREADS
+    for (int p = 0; p < k; p++) {
+        pthread_mutex_lock(&all.lock);
+        all.running++;
+        pthread_mutex_unlock(&all.lock);
+        parts[p].started = pthread_create(&parts[p].thread, NULL, scan_part, &parts[p]) == 0;
+        if (!parts[p].started) {
+            scan_part(&parts[p]); /* no thread to be had: this one scans the part itself */
+        }
+    }
+    raised = wait_for_parts(&all, dbs, k);
+    for (int p = 0; p < k; p++) {
+        if (parts[p].started) {
+            pthread_join(parts[p].thread, NULL);
+        }
+        out_of_memory |= parts[p].scan.out_of_memory;
+        if (failed < 0 && parts[p].scan.rc != SQLITE_DONE) {
+            failed = p;
+        }
+    }
+    if (!raised && !out_of_memory && failed < 0) {
+        out_of_memory = pack_parts(parts, k, bounds, &joined) < 0;
+        joined.stmt = parts[0].scan.stmt; /* names and declared types of the columns */
+        joined.sort_by = sort_by;
+        if (!out_of_memory && sort_by != NULL) {
+            sort_scan(&joined);
+            out_of_memory = joined.out_of_memory;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (raised) {
+        goto done; /* the KeyboardInterrupt (or the handler's exception) is set */
+    }
+    if (out_of_memory) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (failed >= 0) {
+        xt_raise_sqlite(st, parts[failed].scan.rc, sqlite3_errmsg(dbs[failed]), filename,
+                        range_sql);
+        goto done;
+    }
+    if (joined.sort_missing) {
+        PyErr_Format(PyExc_ValueError, "sort_by names no column of the result: %s", sort_by);
+        goto done;
+    }
+    res = build_columns(&joined, flags);
+done:
+    joined.stmt = NULL;
+    free_scan(&joined);
+    for (int p = 0; p < k; p++) {
+        free_part(&parts[p].scan);
+        sqlite3_finalize(parts[p].scan.stmt);
+    }
+    free(parts);
+    pthread_mutex_destroy(&all.lock);
+    pthread_cond_destroy(&all.finished);
+    assert(res != NULL || PyErr_Occurred());
+    return res;
 }

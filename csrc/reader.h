@@ -71,6 +71,22 @@ PyObject *xt_read_columns_hinted(xt_state *st, sqlite3 *db, const char *filename
                                  const char *sql, PyObject *params, int flags,
                                  const char *sort_by, const char *rows_hint_sql);
 
+/* The parallel scan: `range_sql` (a SELECT with two parameters, the first rowid and the
+ * rowid past the last of a range, returning the rows in rowid order) runs on each of the
+ * `k` connections `dbs`, each in a thread of its own, for the range
+ * [bounds[i], bounds[i + 1]); the parts are joined in that order and built as
+ * xt_read_columns_ex() builds one scan (sorted by `sort_by` when not NULL).  The caller
+ * has put every connection in a read transaction on one snapshot.  While the threads
+ * scan, the calling thread looks at Python's signals every 50 ms and interrupts every
+ * connection on Ctrl-C (KeyboardInterrupt).  A new reference, or NULL with an
+ * exception set. */
+PyObject *xt_read_columns_ranges(xt_state *st, sqlite3 **dbs, int k, const char *filename,
+                                 const char *range_sql, const int64_t *bounds, int flags,
+                                 const char *sort_by);
+
+/* How many parallel reads (xt_read_columns_ranges) this process began, and their parts. */
+void xt_parallel_stats(long long *reads, long long *parts);
+
 /* Prepare exactly one statement of `sql` on `db` (the GIL is released while SQLite
  * prepares) and set *stmt_out; 0 on success, -1 with an exception set.  Trailing
  * whitespace, ';' and comments are allowed; an empty `sql` or a second statement raises

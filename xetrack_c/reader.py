@@ -96,6 +96,21 @@ def _check_limit(name: str, value: Optional[int]) -> Optional[int]:
     return value
 
 
+def _read_threads(threads: Optional[int]) -> int:
+    """The threads a whole-table read may use: ``threads``, or the CPUs this process may run
+    on when None."""
+    if threads is None:
+        try:
+            return len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # no sched_getaffinity on this platform
+            return os.cpu_count() or 1
+    if isinstance(threads, bool) or not isinstance(threads, int):
+        raise TypeError(f"threads must be an int or None, not {type(threads).__name__}")
+    if threads < 1:
+        raise ValueError(f"threads must be 1 or more (or None for every CPU), not {threads}")
+    return threads
+
+
 class Reader:
     """Read a tracking table as a DataFrame or as NumPy columns.
 
@@ -176,7 +191,8 @@ class Reader:
             raise self._translate(exc) from exc
 
     def _columns(self, sql: str, params: Tuple[Any, ...] = (), text_buffers: bool = False,
-                 sort_by: Optional[str] = None, whole_table: bool = False) -> Dict[str, Any]:
+                 sort_by: Optional[str] = None, whole_table: bool = False,
+                 threads: Optional[int] = 1) -> Dict[str, Any]:
         # Reading the whole of a table (not a view, which would be computed to find out):
         # its rowid span (two b-tree lookups, bounded by what the file could hold) sizes
         # the read buffers once; a wrong guess costs only speed.
@@ -186,9 +202,25 @@ class Reader:
                 f"(SELECT min(rowid) FROM {self._table_sql}) + 1, "
                 "(SELECT page_count FROM pragma_page_count()) * "
                 "(SELECT page_size FROM pragma_page_size()) / 16) END") if whole_table else None
+        count = _read_threads(threads) if whole_table else 1
+        span = ranges = None
+        if count > 1:
+            # A big table is read in rowid ranges by several threads, each on a connection
+            # of its own, in one snapshot (read_columns). Only a table (a view would be
+            # computed to find its span), and _rowid_ is the rowid unless a column has that
+            # name: otherwise the span is no row and one thread reads. Each of min and max
+            # alone in its subquery: one b-tree lookup each.
+            table = self._table_sql
+            span = (f"SELECT (SELECT min(_rowid_) FROM {table}), "
+                    f"(SELECT max(_rowid_) FROM {table}) "
+                    f"WHERE (SELECT type FROM sqlite_master WHERE name = {name}) = 'table' "
+                    f"AND NOT EXISTS (SELECT 1 FROM pragma_table_info({name}) "
+                    "WHERE name = '_rowid_' COLLATE NOCASE)")
+            ranges = f"SELECT * FROM {table} WHERE _rowid_ >= ?1 AND _rowid_ < ?2"
         try:
             return _core.read_columns(self.db, sql, params, text_buffers=text_buffers,
-                                      sort_by=sort_by, rows_hint_sql=hint)
+                                      sort_by=sort_by, rows_hint_sql=hint, threads=count,
+                                      span_sql=span, range_sql=ranges)
         except StorageError as exc:
             raise self._translate(exc) from exc
 
@@ -226,27 +258,32 @@ class Reader:
         return f"SELECT * FROM {table}", (), sort_by
 
     def to_arrays(self, track_id: Optional[str] = None, head: Optional[int] = None,
-                  tail: Optional[int] = None) -> Dict[str, "numpy.ndarray"]:
+                  tail: Optional[int] = None, *,
+                  threads: Optional[int] = None) -> Dict[str, "numpy.ndarray"]:
         """The rows of :meth:`to_df` as ``{column: numpy.ndarray}``, without pandas.
 
         INTEGER columns are int64 (float64 with NaN when NULLs occur), REAL float64, TEXT
         object arrays of str/None, BLOB object arrays of bytes.  BOOLEAN columns (created by
         a first value that was a bool) holding only 0/1 are bool arrays, object arrays of
         True/False/None when NULLs occur; one that also holds other numbers reads as
-        numbers.
+        numbers.  ``threads`` is as for :meth:`to_df`.
         """
         sql, params, sort_by = self._select(track_id, head, tail)
         whole = track_id is None and head is None and tail is None
-        return self._columns(sql, params, sort_by=sort_by, whole_table=whole)
+        return self._columns(sql, params, sort_by=sort_by, whole_table=whole, threads=threads)
 
     def to_df(self, track_id: Optional[str] = None, head: Optional[int] = None,
-              tail: Optional[int] = None) -> Any:
+              tail: Optional[int] = None, *, threads: Optional[int] = None) -> Any:
         """The table as a DataFrame sorted by timestamp.
 
         Args:
             track_id: only this run's rows (takes precedence over head and tail).
             head: the first ``head`` rows written (takes precedence over tail).
             tail: the ``tail`` rows with the latest timestamps.
+            threads: the most threads that read a whole table (no track_id, head or tail)
+                of at least 131,072 rows, each a range of rows on a connection of its own,
+                all in one snapshot; None (the default) for the CPUs this process may use,
+                1 for one thread. The result is the same either way.
 
         Returns:
             A pandas or polars DataFrame (see ``set_backend``) with a fresh RangeIndex.
@@ -254,7 +291,7 @@ class Reader:
         sql, params, sort_by = self._select(track_id, head, tail)
         whole = track_id is None and head is None and tail is None
         return frame_from_columns(self._columns(sql, params, text_buffers_usable(), sort_by,
-                                                whole))
+                                                whole, threads))
 
     def latest(self) -> Any:
         """The rows of the most recent run (the run of the row with the latest timestamp),

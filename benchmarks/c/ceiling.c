@@ -7,7 +7,8 @@
  *        ("each", what a per-row commit costs); synchronous=NORMAL (default) or FULL;
  *        SQLite's automatic WAL checkpoint inside the commits ("ckpt", the default) or none
  *        ("nockpt": the write path alone, for a writer that checkpoints on another thread)
- *   ceiling scan DB                               read every column of every row once
+ *   ceiling scan DB [THREADS]                     read every column of every row once; with
+ *        THREADS > 1, in that many equal rowid ranges, a thread and a connection each
  *   ceiling blobs DB NROWS BYTES [each|batch] [ckpt|nockpt]
  *        what logging a row that holds an asset writes: a distinct BYTES-long blob into
  *        "assets" (INSERT OR IGNORE of a zeroblob, then sqlite3_blob_write), the key's hash into "keys", the hash's count into
@@ -36,6 +37,7 @@
  * apart so that the primary key never collides), PRIMARY KEY (track_id, timestamp), WAL mode.
  */
 #define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +45,7 @@
 #include <time.h>
 
 #define MAX_COLS 2000
+#define MAX_THREADS 64
 
 static double now_seconds(void) {
     struct timespec ts;
@@ -247,52 +250,116 @@ static double cpu_seconds(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static int run_scan(const char *path) {
+/* One scan: every cell of the rows of `stmt` touched once (see the header). */
+typedef struct {
+    const char *path;
+    long long lo, hi;   /* rowids [lo, hi), or lo > hi for the whole table */
+    long long rows, int_sum, text_bytes;
+    double real_sum;
+    int ncols, failed;
+} scan_part;
+
+static void *scan_range(void *arg) {
+    scan_part *part = arg;
     sqlite3 *db = NULL;
     sqlite3_stmt *stmt = NULL;
-    long long rows = 0, int_sum = 0, text_bytes = 0;
-    double real_sum = 0.0;
-    static int kind[MAX_COLS];
-
+    int kind[MAX_COLS];
+    const char *sql = part->lo > part->hi ? "SELECT * FROM \"default\""
+                                          : "SELECT * FROM \"default\" WHERE _rowid_ >= ?1 "
+                                            "AND _rowid_ < ?2";
+    part->failed = 1;
     /* NOMUTEX, as xetrack_c's reader opens its connections: a serialized connection would
      * take and release its mutex in every sqlite3_column_* call. */
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK)
-        return fail(db, "open");
-    double start = now_seconds(), cpu_start = cpu_seconds();
-    if (sqlite3_prepare_v2(db, "SELECT * FROM \"default\"", -1, &stmt, NULL) != SQLITE_OK)
-        return fail(db, "prepare");
+    int rc = sqlite3_open_v2(part->path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_busy_timeout(db, 5000);
+        rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+    }
+    if (rc != SQLITE_OK) {
+        fprintf(stderr, "ceiling: scan: %s\n", sqlite3_errmsg(db));
+        sqlite3_close(db);
+        return NULL;
+    }
+    if (part->lo <= part->hi) {
+        sqlite3_bind_int64(stmt, 1, part->lo);
+        sqlite3_bind_int64(stmt, 2, part->hi);
+    }
     int ncols = sqlite3_column_count(stmt);
-    if (ncols > MAX_COLS) return fail(db, "too many columns");
-    int rc;
+    if (ncols > MAX_COLS) ncols = MAX_COLS;
+    part->ncols = ncols;
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        if (rows == 0) {
+        if (part->rows == 0) {
             for (int c = 0; c < ncols; c++) kind[c] = sqlite3_column_type(stmt, c);
         }
         for (int c = 0; c < ncols; c++) {
             switch (kind[c]) {
-            case SQLITE_INTEGER: int_sum += sqlite3_column_int64(stmt, c); break;
-            case SQLITE_FLOAT: real_sum += sqlite3_column_double(stmt, c); break;
+            case SQLITE_INTEGER: part->int_sum += sqlite3_column_int64(stmt, c); break;
+            case SQLITE_FLOAT: part->real_sum += sqlite3_column_double(stmt, c); break;
             default: {
                 const unsigned char *text = sqlite3_column_text(stmt, c);
-                if (text) text_bytes += (long long)strlen((const char *)text);
+                if (text) part->text_bytes += (long long)strlen((const char *)text);
                 break;
             }
             }
         }
-        rows++;
+        part->rows++;
     }
-    if (rc != SQLITE_DONE) {
-        sqlite3_finalize(stmt);
-        return fail(db, "scan");
-    }
-    double seconds = now_seconds() - start, cpu = cpu_seconds() - cpu_start;
+    if (rc == SQLITE_DONE) part->failed = 0;
+    else fprintf(stderr, "ceiling: scan: %s\n", sqlite3_errmsg(db));
     sqlite3_finalize(stmt);
     sqlite3_close(db);
+    return NULL;
+}
+
+/* The whole table on one thread, or in `threads` equal rowid ranges, one thread and
+ * connection each (the floor of a parallel read). */
+static int run_scan(const char *path, int threads) {
+    static scan_part parts[MAX_THREADS];
+    static pthread_t ids[MAX_THREADS];
+    long long lo = 1, hi = 0;
+
+    if (threads < 1 || threads > MAX_THREADS) {
+        fprintf(stderr, "ceiling: need 1 <= THREADS <= %d\n", MAX_THREADS);
+        return 2;
+    }
+    if (threads > 1) {
+        sqlite3 *db = NULL;
+        sqlite3_stmt *stmt = NULL;
+        if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK
+            || sqlite3_prepare_v2(db, "SELECT min(_rowid_), max(_rowid_) FROM \"default\"", -1,
+                                  &stmt, NULL) != SQLITE_OK
+            || sqlite3_step(stmt) != SQLITE_ROW)
+            return fail(db, "span");
+        lo = sqlite3_column_int64(stmt, 0);
+        hi = sqlite3_column_int64(stmt, 1) + 1;
+        sqlite3_finalize(stmt);
+        sqlite3_close(db);
+    }
+    double start = now_seconds(), cpu_start = cpu_seconds();
+    for (int t = 0; t < threads; t++) {
+        parts[t].path = path;
+        parts[t].lo = threads > 1 ? lo + (hi - lo) / threads * t : 1;
+        parts[t].hi = threads > 1 ? (t == threads - 1 ? hi : lo + (hi - lo) / threads * (t + 1)) : 0;
+        if (pthread_create(&ids[t], NULL, scan_range, &parts[t]) != 0) {
+            fprintf(stderr, "ceiling: no thread\n");
+            return 1;
+        }
+    }
+    long long rows = 0;
+    double checksum = 0.0;
+    int ncols = 0;
+    for (int t = 0; t < threads; t++) {
+        pthread_join(ids[t], NULL);
+        if (parts[t].failed) return 1;
+        rows += parts[t].rows;
+        ncols = parts[t].ncols;
+        checksum += (double)parts[t].int_sum + parts[t].real_sum + (double)parts[t].text_bytes;
+    }
+    double seconds = now_seconds() - start, cpu = cpu_seconds() - cpu_start;
     /* The checksum keeps the loop from being optimised away. */
-    printf("{\"op\": \"scan\", \"rows\": %lld, \"cols\": %d, \"seconds\": %.9f, "
+    printf("{\"op\": \"scan\", \"rows\": %lld, \"cols\": %d, \"threads\": %d, \"seconds\": %.9f, "
            "\"cpu_seconds\": %.9f, \"sqlite\": \"%s\", \"checksum\": %.1f}\n",
-           rows, ncols, seconds, cpu, sqlite3_libversion(),
-           (double)int_sum + real_sum + (double)text_bytes);
+           rows, ncols, threads, seconds, cpu, sqlite3_libversion(), checksum);
     return 0;
 }
 
@@ -390,7 +457,8 @@ int main(int argc, char **argv) {
         int checkpoint = !(argc >= 8 && strcmp(argv[7], "nockpt") == 0);
         return run_insert(argv[2], atoll(argv[3]), atoi(argv[4]), full_sync, per_row, checkpoint);
     }
-    if (argc == 3 && strcmp(argv[1], "scan") == 0) return run_scan(argv[2]);
+    if ((argc == 3 || argc == 4) && strcmp(argv[1], "scan") == 0)
+        return run_scan(argv[2], argc == 4 ? atoi(argv[3]) : 1);
     if (argc >= 5 && argc <= 7 && strcmp(argv[1], "blobs") == 0)
         return run_blobs(argv[2], atoll(argv[3]), atoll(argv[4]),
                          argc < 6 || strcmp(argv[5], "batch") != 0,

@@ -60,14 +60,14 @@ def column_arrays(path: Path) -> dict[str, Any]:
     return arrays
 
 
-def xetrack_c_to_df(db: Path) -> Callable[[], Callable[[Path], float]]:
-    """Build a run of ``xetrack_c.Reader(db).to_df()``."""
+def xetrack_c_to_df(db: Path, threads: int = 1) -> Callable[[], Callable[[Path], float]]:
+    """Build a run of ``xetrack_c.Reader(db).to_df(threads=threads)``."""
     def build() -> Callable[[Path], float]:
         reader_class = xetrack_c_attr("Reader")
 
         def run(_: Path) -> float:
             start = time.perf_counter()
-            frame = reader_class(str(db)).to_df()
+            frame = reader_class(str(db)).to_df(threads=threads)
             elapsed = time.perf_counter() - start
             del frame
             return elapsed
@@ -112,13 +112,25 @@ def pandas_read_sql(db: Path) -> Callable[[], Callable[[Path], float]]:
     return build
 
 
-def c_scan(ctx: Context, db: Path) -> Callable[[], Callable[[Path], float]]:
-    """Build a run of the C scan."""
+def c_scan(ctx: Context, db: Path, threads: int = 1) -> Callable[[], Callable[[Path], float]]:
+    """Build a run of the C scan (on ``threads`` threads, rowid ranges)."""
     def build() -> Callable[[Path], float]:
         if ctx.ceiling.binary is None:
             raise Skip(f"C ceiling unavailable: {ctx.ceiling.reason}")
-        return lambda _: ctx.ceiling.scan(db)
+        return lambda _: ctx.ceiling.scan(db, threads)
     return build
+
+
+def cpus() -> int:
+    """The CPUs this process may run on: the threads to_df uses by default."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+# The smallest table to_df reads on several threads (two parts of 65,536 rows).
+PARALLEL_MIN_ROWS = 131_072
 
 
 def dataframe_build(arrays: dict[str, Any]) -> Callable[[], Callable[[Path], float]]:
@@ -200,7 +212,8 @@ def run(ctx: Context) -> None:
     table = Table(
         "read: to_df() of the whole table, 12 columns (10 keys, track_id, timestamp)",
         "Time per call, median [min–max]; the same file for everybody, warm page cache; "
-        "one thread.",
+        "one thread, but for the rows that say how many (a table of 131,072 rows or more "
+        "is read on every CPU by default).",
         notes=["Targets at 10^6 rows, one thread: within 1.3x of the C scan floor (the limit "
                "column: 77% or more), >= 10x xetrack, >= 3x pandas.read_sql_query.",
                f"Run {pyarrow_state()}."],
@@ -216,6 +229,8 @@ def run(ctx: Context) -> None:
         except ImportError as exc:
             note(f"skip: {GROUP}: DataFrame build limit: {exc}")
             arrays = {}
+        threads = cpus()
+        parallel = threads > 1 and nrows >= PARALLEL_MIN_ROWS
         plan = {
             "c": prepare("xetrack_c Reader.to_df()", 1, xetrack_c_to_df(db)),
             "x": prepare(f"xetrack {version} Reader.to_df()", 1, xetrack_to_df(db)),
@@ -223,6 +238,10 @@ def run(ctx: Context) -> None:
             "scan": prepare("C scan", 1, c_scan(ctx, db)),
             "frame": prepare("DataFrame from arrays", 1, dataframe_build(arrays)),
         }
+        if parallel:
+            plan["cN"] = prepare(f"xetrack_c Reader.to_df(threads={threads})", 1,
+                                 xetrack_c_to_df(db, threads))
+            plan["scanN"] = prepare(f"C scan, {threads} threads", 1, c_scan(ctx, db, threads))
         labels = {key: entry.label for key, entry in plan.items()}
         results = measure(GROUP, list(plan.values()), ctx.reps, workdir / "runs",
                           f"{nrows:,} rows")
@@ -233,6 +252,21 @@ def run(ctx: Context) -> None:
                               mode="one thread each, whole table, warm page cache"))
         table.rows.append(Row("  C scan floor + DataFrame from arrays", f"{nrows:,} rows", None,
                               [limit], display=per_op(), mode="C, then NumPy arrays"))
+        if parallel:
+            table.rows.append(Row(f"Reader(db).to_df(threads={threads})", f"{nrows:,} rows",
+                                  r["cN"], [r["c"]], Limit(r["scanN"], f"C scan floor, "
+                                                           f"{threads} threads"),
+                                  display=per_op(),
+                                  mode=f"{threads} threads, rowid ranges, one snapshot; the "
+                                       "peer is xetrack_c on one thread"))
+            if r["cN"].ok and r["c"].ok and r["scanN"].ok and r["scan"].ok:
+                table.notes.append(
+                    f"Parallel scan at {nrows:,} rows, {threads} threads: to_df "
+                    f"{r['c'].median_per_op / r['cN'].median_per_op:.2f}x its one-thread "
+                    f"time; the C floor {r['scan'].median_per_op / r['scanN'].median_per_op:.2f}x "
+                    f"its one-thread time; to_df on {threads} threads at "
+                    f"{r['cN'].median_per_op / r['scan'].median_per_op:.2f}x the one-thread "
+                    "C floor.")
         for key, name in (("c", "xetrack_c Reader.to_df()"), ("x", "xetrack 0.7 Reader.to_df()"),
                           ("pd", "pandas.read_sql_query"), ("scan", "C scan")):
             curves.setdefault(name, []).append((nrows, r[key]))
