@@ -226,7 +226,8 @@ CORE_MODULES = frozenset({
     "test_executor_abandon", "test_executor_process", "test_fork_safety", "test_forkserver",
     "test_group_commit", "test_leaks", "test_leaks_cache_executor", "test_orchestrator_death",
     "test_params", "test_process_server", "test_read_interrupt", "test_read_only_location",
-    "test_read_only_sql", "test_reader", "test_reader_fast_path", "test_results_as_data",
+    "test_read_only_sql", "test_reader", "test_reader_fast_path", "test_reader_parallel",
+    "test_results_as_data",
     "test_seeding", "test_stress", "test_tracker_bad_input", "test_tracker_column_limit",
     "test_tracker_concurrency", "test_tracker_rows", "test_tracker_track", "test_public_api",
 })
