@@ -116,7 +116,7 @@ SHARING = {"threads": "one Tracker shared", "processes": "one Tracker per proces
 
 def run(ctx: Context) -> None:
     """Measure and print the writers tables."""
-    sizes = {"commit": ctx.pick(4_000, 1_000), "fsync": ctx.pick(400, 100),
+    sizes = {"commit": ctx.pick(16_000, 1_000), "fsync": ctx.pick(800, 100),
              "async": ctx.pick(40_000, 5_000), "latency": ctx.pick(20_000, 3_000)}
     base = _baseline()
     builds: list[tuple[str, Path | None]] = [("xetrack_c", None)]
@@ -159,7 +159,9 @@ def _emit(ctx: Context, results: dict[str, Result], builds: list[tuple[str, Path
     table = Table(
         "writers: log() from several threads and processes, rows/s in all",
         "Rows/s over all writers, median of the repetitions [min–max]; threads share one "
-        "Tracker, processes have one each on the same file."
+        "Tracker, processes have one each on the same file. The clock runs from a barrier "
+        "that every writer reaches with its tracker open to the last writer's close (a "
+        "process's close folds the WAL back into the database, so each process adds one)."
         + (" The peer is the baseline build (XETRACK_C_BASELINE), run interleaved." if baseline
            else ""),
     )
