@@ -14,10 +14,12 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 /* How long a connection opened here waits for another process's lock before failing. */
 #define XT_BUSY_TIMEOUT_MS 30000
@@ -497,6 +499,12 @@ done:
 #define XT_PARALLEL_MAX_THREADS 16
 #define XT_PARALLEL_TRIES 3
 
+/* For the tests (_core._parallel_reads, _core._parallel_pause): snapshots taken again
+ * because a commit fell between them, and a pause after the first connection's snapshot
+ * that lets one fall there. */
+static _Atomic long long snapshot_retries;
+static _Atomic int snapshot_pause_us;
+
 /* `sql`'s first row as two INTEGERs (0), or -1 (an error, no row, a NULL).  GIL released. */
 static int
 two_integers(sqlite3 *db, const char *sql, int64_t *a, int64_t *b)
@@ -528,6 +536,7 @@ static int
 one_snapshot(sqlite3 *sentinel, sqlite3 **dbs, int k, const char *span_sql, int64_t *lo,
              int64_t *hi)
 {
+    int pause_us = atomic_load(&snapshot_pause_us);
     for (int attempt = 0; attempt < XT_PARALLEL_TRIES; attempt++) {
         int64_t before, after, a, b;
         int same = two_integers(sentinel, "PRAGMA data_version", &before, NULL) == 0;
@@ -538,6 +547,10 @@ one_snapshot(sqlite3 *sentinel, sqlite3 **dbs, int k, const char *span_sql, int6
             if (same && p == 0) {
                 *lo = a;
                 *hi = b;
+                if (pause_us > 0) { /* the tests' window for a commit between snapshots */
+                    struct timespec pause = {pause_us / 1000000, (pause_us % 1000000) * 1000L};
+                    nanosleep(&pause, NULL);
+                }
             }
         }
         if (same && two_integers(sentinel, "PRAGMA data_version", &after, NULL) == 0
@@ -546,6 +559,7 @@ one_snapshot(sqlite3 *sentinel, sqlite3 **dbs, int k, const char *span_sql, int6
         }
         /* Start over: every read transaction ends, and the main connection's BEGIN is
          * taken again (its snapshot is taken by its next read). */
+        atomic_fetch_add(&snapshot_retries, 1);
         for (int p = 0; p < k; p++) {
             sqlite3_exec(dbs[p], "ROLLBACK", NULL, NULL, NULL);
         }
@@ -912,8 +926,9 @@ done:
 
 PyDoc_STRVAR(parallel_reads__doc__,
     "_parallel_reads($module, /)\n--\n\n"
-    "Private (tests): (reads, parts), the parallel reads read_columns began in this process\n"
-    "and the rowid ranges they were split into, in all.");
+    "Private (tests): (reads, parts, retries), the parallel reads read_columns began in\n"
+    "this process, the rowid ranges they were split into, and the times their connections'\n"
+    "snapshots were taken again because a commit fell between them, in all.");
 
 static PyObject *
 parallel_reads(PyObject *module, PyObject *Py_UNUSED(ignored))
@@ -921,11 +936,33 @@ parallel_reads(PyObject *module, PyObject *Py_UNUSED(ignored))
     (void)module;
     long long reads, parts;
     xt_parallel_stats(&reads, &parts);
-    return Py_BuildValue("(LL)", reads, parts);
+    return Py_BuildValue("(LLL)", reads, parts, atomic_load(&snapshot_retries));
+}
+
+PyDoc_STRVAR(parallel_pause__doc__,
+    "_parallel_pause($module, microseconds, /)\n--\n\n"
+    "Private (tests): pause this long after a parallel read's first connection took its\n"
+    "snapshot and before the others take theirs (0: no pause, the default).");
+
+static PyObject *
+parallel_pause(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    long us = PyLong_AsLong(arg);
+    if (us == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (us < 0 || us > 10000000) {
+        PyErr_SetString(PyExc_ValueError, "the pause must be 0 to 10,000,000 microseconds");
+        return NULL;
+    }
+    atomic_store(&snapshot_pause_us, (int)us);
+    Py_RETURN_NONE;
 }
 
 static PyMethodDef reader_functions[] = {
     {"_parallel_reads", parallel_reads, METH_NOARGS, parallel_reads__doc__},
+    {"_parallel_pause", parallel_pause, METH_O, parallel_pause__doc__},
     {"read_columns", (PyCFunction)(void (*)(void))read_columns, METH_VARARGS | METH_KEYWORDS,
      read_columns__doc__},
     {"read_rows", (PyCFunction)(void (*)(void))read_rows, METH_VARARGS | METH_KEYWORDS,

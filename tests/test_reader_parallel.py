@@ -75,7 +75,7 @@ def test_a_parallel_read_equals_the_single_threaded_read_and_sqlite3(big_db):
     single = reader.to_arrays(threads=1)
     assert parallel_reads() == before, "threads=1 must read on one thread"
     several = reader.to_arrays(threads=3)
-    reads, parts = parallel_reads()
+    reads, parts, _ = parallel_reads()
     assert reads == before[0] + 1 and parts - before[1] == 2, \
         "140,000 rows give two parts of at least 65,536 rows"
     assert_same_arrays(single, several)
@@ -223,6 +223,50 @@ def test_the_parts_read_one_snapshot_while_another_process_rewrites_every_row(tm
         writer.wait()
 
 
+def test_a_commit_between_the_connections_snapshots_is_seen_and_never_mixed(tmp_path):
+    """With a pause after the first connection's snapshot (a test hook), the writer commits
+    between the snapshots: the sentinel sees it, the snapshots are taken again, and when
+    every try sees a commit one thread reads; no read mixes generations. Without the
+    sentinel's check the parts would read different generations here."""
+    path = str(tmp_path / "between.db")
+    with Tracker(path) as tracker:
+        tracker.log_batch([{"i": i, "gen": 0} for i in range(ROWS)])
+    writer = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sqlite3, time
+            conn = sqlite3.connect({path!r}, timeout=30, isolation_level=None)
+            deadline = time.monotonic() + 60
+            gen = 0
+            while time.monotonic() < deadline:
+                gen += 1
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute('UPDATE "default" SET gen = ?', (gen,))
+                conn.execute("COMMIT")
+                print(gen, flush=True)
+                time.sleep(0.02)
+        """)], stdout=subprocess.PIPE, text=True, env=child_env())
+    _core._parallel_pause(400_000)
+    try:
+        assert writer.stdout.readline().strip() == "1"
+        before = parallel_reads()
+        for _ in range(3):
+            out = Reader(path).to_arrays(threads=2)
+            gens = set(out["gen"].tolist())
+            assert len(gens) == 1, f"one read saw several generations: {sorted(gens)}"
+            assert out["i"].tolist() == list(range(ROWS))
+        retries = parallel_reads()[2] - before[2]
+        assert retries >= 3, f"the sentinel saw {retries} commit(s) between the snapshots"
+    finally:
+        _core._parallel_pause(0)
+        writer.kill()
+        writer.wait()
+
+
+def test_the_test_pause_is_refused_out_of_range():
+    with pytest.raises(ValueError, match="microseconds"):
+        _core._parallel_pause(-1)
+
+
 def test_ctrl_c_stops_a_parallel_read(tmp_path):
     """Rows whose generated column takes milliseconds each: the read would take many
     minutes; SIGINT ends it within seconds, with KeyboardInterrupt, on every thread."""
@@ -260,5 +304,5 @@ def test_ctrl_c_stops_a_parallel_read(tmp_path):
             child.kill()
             child.wait()
     assert child.returncode == 3, (out, err)
-    assert "interrupted (1, 2)" in out, out
+    assert "interrupted (1, 2, " in out, out  # one parallel read, in two parts
     assert took < 5, f"the read went on for {took:.1f} s after SIGINT"
