@@ -1185,6 +1185,26 @@ xt_read_columns_ex(xt_state *st, sqlite3 *db, const char *filename, const char *
     return xt_read_columns_hinted(st, db, filename, sql, params, flags, sort_by, NULL);
 }
 
+/* The arrays of a finished scan, or NULL with the exception its failure calls for: out of
+ * memory, SQLite's error on `db` running `sql`, or a sort_by naming no column. */
+static PyObject *
+scan_result(xt_state *st, xt_scan *scan, sqlite3 *db, const char *filename, const char *sql,
+            int flags)
+{
+    if (scan->out_of_memory) {
+        return PyErr_NoMemory();
+    }
+    if (scan->rc != SQLITE_DONE) {
+        return xt_raise_sqlite(st, scan->rc, sqlite3_errmsg(db), filename, sql);
+    }
+    if (scan->sort_missing) {
+        PyErr_Format(PyExc_ValueError, "sort_by names no column of the result: %s",
+                     scan->sort_by);
+        return NULL;
+    }
+    return build_columns(scan, flags);
+}
+
 PyObject *
 xt_read_columns_hinted(xt_state *st, sqlite3 *db, const char *filename, const char *sql,
                        PyObject *params, int flags, const char *sort_by,
@@ -1222,19 +1242,7 @@ xt_read_columns_hinted(xt_state *st, sqlite3 *db, const char *filename, const ch
     if (watch.raised) {
         goto done; /* Ctrl-C: the KeyboardInterrupt is set */
     }
-    if (scan.out_of_memory) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    if (scan.rc != SQLITE_DONE) {
-        xt_raise_sqlite(st, scan.rc, sqlite3_errmsg(db), filename, sql);
-        goto done;
-    }
-    if (scan.sort_missing) {
-        PyErr_Format(PyExc_ValueError, "sort_by names no column of the result: %s", sort_by);
-        goto done;
-    }
-    res = build_columns(&scan, flags);
+    res = scan_result(st, &scan, db, filename, sql, flags);
 done:
     free_scan(&scan);
     sqlite3_finalize(stmt);
@@ -1499,33 +1507,22 @@ xt_read_columns_ranges(xt_state *st, sqlite3 **dbs, int k, const char *filename,
             failed = p;
         }
     }
+    joined.stmt = parts[0].scan.stmt; /* names and declared types of the columns */
+    joined.sort_by = sort_by;
+    joined.rc = failed >= 0 ? parts[failed].scan.rc : SQLITE_DONE;
     if (!raised && !out_of_memory && failed < 0) {
         out_of_memory = pack_parts(parts, k, bounds, &joined) < 0;
-        joined.stmt = parts[0].scan.stmt; /* names and declared types of the columns */
-        joined.sort_by = sort_by;
         if (!out_of_memory && sort_by != NULL) {
             sort_scan(&joined);
             out_of_memory = joined.out_of_memory;
         }
     }
+    joined.out_of_memory = out_of_memory;
     Py_END_ALLOW_THREADS
     if (raised) {
         goto done; /* the KeyboardInterrupt (or the handler's exception) is set */
     }
-    if (out_of_memory) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    if (failed >= 0) {
-        xt_raise_sqlite(st, parts[failed].scan.rc, sqlite3_errmsg(dbs[failed]), filename,
-                        range_sql);
-        goto done;
-    }
-    if (joined.sort_missing) {
-        PyErr_Format(PyExc_ValueError, "sort_by names no column of the result: %s", sort_by);
-        goto done;
-    }
-    res = build_columns(&joined, flags);
+    res = scan_result(st, &joined, dbs[failed >= 0 ? failed : 0], filename, range_sql, flags);
 done:
     joined.stmt = NULL;
     free_scan(&joined);

@@ -185,13 +185,13 @@ def test_a_bad_threads_value_is_refused_by_name(big_db, threads, error):
         Reader(big_db).to_arrays(threads=threads)
 
 
-def test_the_parts_read_one_snapshot_while_another_process_rewrites_every_row(tmp_path):
-    """A writer sets one generation number on every row per transaction; parts read in
-    different snapshots would mix generations."""
-    path = str(tmp_path / "snapshot.db")
+def rewrite_every_row(path: str, pause: float) -> subprocess.Popen:
+    """A table of ROWS rows (i, gen=0) at `path`, and a writer process that sets gen to
+    1, 2, 3, ... on every row, one transaction each, `pause` seconds apart, printing each
+    generation once committed."""
     with Tracker(path) as tracker:
         tracker.log_batch([{"i": i, "gen": 0} for i in range(ROWS)])
-    writer = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import sqlite3, time
             conn = sqlite3.connect({path!r}, timeout=30, isolation_level=None)
@@ -203,7 +203,15 @@ def test_the_parts_read_one_snapshot_while_another_process_rewrites_every_row(tm
                 conn.execute('UPDATE "default" SET gen = ?', (gen,))
                 conn.execute("COMMIT")
                 print(gen, flush=True)
+                time.sleep({pause})
         """)], stdout=subprocess.PIPE, text=True, env=child_env())
+
+
+def test_the_parts_read_one_snapshot_while_another_process_rewrites_every_row(tmp_path):
+    """A writer sets one generation number on every row per transaction; parts read in
+    different snapshots would mix generations."""
+    path = str(tmp_path / "snapshot.db")
+    writer = rewrite_every_row(path, pause=0)
     try:
         assert writer.stdout.readline().strip() == "1"  # the writer is under way
         reader = Reader(path)
@@ -229,22 +237,7 @@ def test_a_commit_between_the_connections_snapshots_is_seen_and_never_mixed(tmp_
     every try sees a commit one thread reads; no read mixes generations. Without the
     sentinel's check the parts would read different generations here."""
     path = str(tmp_path / "between.db")
-    with Tracker(path) as tracker:
-        tracker.log_batch([{"i": i, "gen": 0} for i in range(ROWS)])
-    writer = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
-            import sqlite3, time
-            conn = sqlite3.connect({path!r}, timeout=30, isolation_level=None)
-            deadline = time.monotonic() + 60
-            gen = 0
-            while time.monotonic() < deadline:
-                gen += 1
-                conn.execute("BEGIN IMMEDIATE")
-                conn.execute('UPDATE "default" SET gen = ?', (gen,))
-                conn.execute("COMMIT")
-                print(gen, flush=True)
-                time.sleep(0.02)
-        """)], stdout=subprocess.PIPE, text=True, env=child_env())
+    writer = rewrite_every_row(path, pause=0.02)
     _core._parallel_pause(400_000)
     try:
         assert writer.stdout.readline().strip() == "1"
