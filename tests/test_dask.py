@@ -7,8 +7,11 @@ shipped by value (cloudpickle), so the workers need not import this test module.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -241,3 +244,94 @@ def test_same_sweep_locally_and_on_cluster(client, tmp_path):
     local_pids = {row["pid"] for row in read_rows(local_db, "metrics")}
     dask_pids = {row["pid"] for row in read_rows(dask_db, "metrics")}
     assert local_pids == {os.getpid()} and os.getpid() not in dask_pids
+
+
+# ------------------------------------------------------------------ gathering outcomes
+def waits_for(flag):
+    """Returns at once for config {"wait": False}; else once ``flag`` exists (30 s at most)."""
+    def task(config):
+        import time
+
+        if config["wait"]:
+            deadline = time.monotonic() + 30
+            while not os.path.exists(flag) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        else:
+            Path(flag + ".fast").write_text("done")
+        return config["i"] * 7
+    return task
+
+
+@pytest.fixture
+def slow_gather(monkeypatch):
+    """Finished outcomes wait 30 s to be gathered with the next ones (instead of 0.1 s)."""
+    from xetrack_c.run import remote
+
+    monkeypatch.setattr(remote, "GATHER_DELAY", 30.0)
+
+
+def test_finished_outcomes_are_gathered_together(client, monkeypatch, slow_gather, db_path):
+    from distributed import Client
+
+    calls = []
+    real = Client.gather
+
+    def counting(self, futures, *args, **kwargs):
+        calls.append(len(futures))
+        return real(self, futures, *args, **kwargs)
+
+    monkeypatch.setattr(Client, "gather", counting)
+    specs = [ExperimentSpec(function=counted(os.path.dirname(db_path)), config={"i": i})
+             for i in range(40)]
+    start = time.monotonic()
+    results = run_multiple(specs, executor=client, db=db_path)
+    assert [r.status for r in results] == ["completed"] * 40
+    assert [r.result for r in results] == [i * 3 for i in range(40)]
+    assert count_rows(db_path, "metrics") == 40
+    # One gather once nothing runs any more, not one per handful of finished tasks, and
+    # no wait for the gather delay once the last task is done.
+    assert calls == [40]
+    assert time.monotonic() - start < 20
+
+
+def test_a_finished_task_is_not_timed_out_while_its_outcome_waits(client, tmp_path, slow_gather):
+    flag = str(tmp_path / "release")
+    task = waits_for(flag)
+    specs = [ExperimentSpec(function=task, config={"wait": False, "i": 1}, timeout=0.5),
+             ExperimentSpec(function=task, config={"wait": True, "i": 2})]
+    timer = threading.Timer(2.0, lambda: Path(flag).write_text("go"))
+    timer.start()
+    try:
+        fast, slow = run_multiple(specs, executor=client)
+    finally:
+        timer.cancel()
+    # The first finished at once; its outcome was gathered 2 s later, with the second's,
+    # past its 0.5 s timeout, which no longer applied.
+    assert (fast.status, fast.result) == ("completed", 7)
+    assert (slow.status, slow.result) == ("completed", 14)
+
+
+def test_ctrl_c_records_the_finished_outcomes_not_yet_gathered(client, tmp_path, slow_gather):
+    flag = str(tmp_path / "release")
+    task = waits_for(flag)
+    specs = [ExperimentSpec(function=task, config={"wait": False, "i": 1}),
+             ExperimentSpec(function=task, config={"wait": True, "i": 2})]
+
+    def interrupt():
+        deadline = time.monotonic() + 30
+        while not os.path.exists(flag + ".fast") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.5)  # its outcome has reached the driver, which holds it to gather later
+        os.kill(os.getpid(), signal.SIGINT)
+
+    thread = threading.Thread(target=interrupt)
+    thread.start()
+    try:
+        with pytest.raises(KeyboardInterrupt) as stopped:
+            run_multiple(specs, executor=client)
+    finally:
+        thread.join()
+        Path(flag).write_text("go")  # let the second task end on its worker
+    fast, slow = stopped.value.results
+    assert (fast.status, fast.result) == ("completed", 7)
+    assert slow.status == "cancelled" and "Ctrl-C" in slow.error_message

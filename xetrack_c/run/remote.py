@@ -36,8 +36,15 @@ RETRY_BASE_DELAY = 0.1
 RETRY_MAX_DELAY = 30.0
 #: Seconds between two done() checks of futures that cannot call back (submitit's jobs).
 POLL_INTERVAL = 1.0
+#: On Dask, seconds between two done() checks of the futures in flight (more when many are:
+#: DASK_POLL_PER_FUTURE seconds per future, so a check takes a small share of the driver).
+DASK_POLL_INTERVAL = 0.005
+DASK_POLL_PER_FUTURE = 2e-5
 #: Extra seconds the driver waits for a script that enforces its own timeout remotely.
 SCRIPT_SLACK = GRACE_SECONDS + 3.0
+#: On Dask, seconds a finished task's outcome may wait to be gathered with those that finish
+#: after it (one client.gather for all of them, instead of one per handful of tasks).
+GATHER_DELAY = 0.1
 
 
 def run_on_executor(specs: List[ExperimentSpec], options: BatchOptions, executor: Any, *,
@@ -101,7 +108,14 @@ class RemoteBatch(CachedTasks, Batch):
         self.deadlines: List[Tuple[float, int, int]] = []
         self.retry_at: List[Tuple[float, int, int]] = []
         self.stopped: Optional[str] = None
-        self.polled: List[Tuple[int, int, Any]] = []  # futures without add_done_callback
+        self.polled: List[Tuple[int, int, Any]] = []  # futures watched through done()
+        self.poll_at: Optional[float] = None  # when to check them next
+        # Finished attempts whose outcome is not fetched yet (Dask: gathered together), and
+        # when the oldest of them must be.
+        self.finished: List[Tuple[int, _Flight, Any]] = []
+        self.fetch_by: Optional[float] = None
+        self.coalesce = self.dask and not options.fail_fast \
+            and options.max_consecutive_failures is None
         self.total = 0
         self._blobs: Dict[int, bytes] = {}
         self._cache: Any = None
@@ -187,11 +201,22 @@ class RemoteBatch(CachedTasks, Batch):
             if timeout is not None:
                 slack = SCRIPT_SLACK if self.specs[index].script_path is not None else 0.0
                 heapq.heappush(self.deadlines, (now + timeout + slack, index, attempt))
-            if callable(getattr(future, "add_done_callback", None)):
+            if not self.dask and callable(getattr(future, "add_done_callback", None)):
                 future.add_done_callback(
                     lambda done, index=index, attempt=attempt: events.put((index, attempt, done)))
-            else:  # e.g. submitit's Job: only done() says it has finished
+            else:
+                # submitit's Job: only done() says it has finished. A Dask future can call
+                # back, but each callback costs a message to the client's event loop and a
+                # hop through Dask's callback thread; checking done() of every future in
+                # flight every DASK_POLL_INTERVAL costs the driver less.
                 self.polled.append((index, attempt, future))
+        if self.polled and self.poll_at is None:
+            self.poll_at = now + self._poll_interval()
+
+    def _poll_interval(self) -> float:
+        if not self.dask:
+            return POLL_INTERVAL
+        return max(DASK_POLL_INTERVAL, len(self.polled) * DASK_POLL_PER_FUTURE)
 
     def _poll(self) -> None:
         """Queue the outcome of the watched futures that are done."""
@@ -328,6 +353,13 @@ class RemoteBatch(CachedTasks, Batch):
             why = "Ctrl-C" if isinstance(exc, KeyboardInterrupt) \
                 else f"on_progress raised {type(exc).__name__}"
             self._stop(why)
+            try:
+                self._fetch()  # finished before the stop: their outcomes count
+            except BaseException:  # noqa: BLE001 - the exception that stopped the batch is raised
+                pass
+            for index, flight, _ in self.finished:  # finished, but not fetched
+                self.flights[index] = flight
+            self.finished.clear()
             for index in list(self.flights):
                 del self.flights[index]
                 self._finish(index, "cancelled", f"cancelled while running ({why})", 0.0,
@@ -343,6 +375,7 @@ class RemoteBatch(CachedTasks, Batch):
         while True:
             now = time.monotonic()
             if batch_deadline is not None and now >= batch_deadline:
+                self._fetch()  # finished in time
                 self._batch_timeout()
                 return
             batch: List[Tuple[int, int]] = []
@@ -356,44 +389,73 @@ class RemoteBatch(CachedTasks, Batch):
                 batch.append((index, attempt))
             if batch:
                 self._submit(batch)
+            if not self.flights and self.finished:
+                self._fetch()  # nothing else to wait for; may queue retries
+                continue
             if not self.flights and not self.retry_at and (not left or self.stopped):
                 return
             wake = [when for when in (batch_deadline,
                                       self.deadlines[0][0] if self.deadlines else None,
                                       self.retry_at[0][0] if self.retry_at else None,
-                                      now + POLL_INTERVAL if self.polled else None)
+                                      self.poll_at if self.polled else None,
+                                      self.fetch_by)
                     if when is not None]
             try:
                 with self.guard.allow():
                     events = [self.events.get(timeout=max(0.0, min(wake) - now)
                                               if wake else None)]
             except queue.Empty:
-                self._expire(time.monotonic())
-                if self.polled:
+                now = time.monotonic()
+                self._expire(now)
+                if self.polled and now >= (self.poll_at or now):
                     self._poll()
+                    self.poll_at = time.monotonic() + self._poll_interval()
+                if self.fetch_by is not None and now >= self.fetch_by:
+                    self._fetch()
                 continue
             while True:  # take every outcome already there: Dask gathers them at once
                 try:
                     events.append(self.events.get_nowait())
                 except queue.Empty:
                     break
-            done = []
             for index, attempt, future in events:
                 flight = self.flights.get(index)
                 if flight is None or flight.attempt != attempt:
                     continue  # an attempt already marked timeout or cancelled
-                del self.flights[index]
-                done.append((index, flight, future))
+                del self.flights[index]  # its slot in the window is free
+                self.finished.append((index, flight, future))
+            if self.finished and self.fetch_by is None:
+                self.fetch_by = time.monotonic() + GATHER_DELAY
+            if not self.coalesce or (self.fetch_by is not None
+                                     and time.monotonic() >= self.fetch_by):
+                self._fetch()
+
+    def _fetch(self) -> None:
+        """Fetch and record the outcomes of the finished attempts, in one gather on Dask.
+
+        On Dask they wait up to GATHER_DELAY for the ones that finish after them (not with
+        fail_fast or max_consecutive_failures, which must see each failure at once): a
+        gather costs a round trip through the scheduler and the workers, whatever it
+        fetches. A finished attempt is out of ``flights``, so its deadline no longer
+        applies and its window slot is taken by the next task meanwhile.
+        """
+        done, self.finished, self.fetch_by = self.finished, [], None
+        if not done:
+            return
+        try:
             fetched = remote_dask.fetch(self.executor if self.dask else None,
-                                         [future for _, _, future in done])
-            error = None
-            for (index, flight, _), got in zip(done, fetched, strict=True):
-                try:
-                    self._outcome(index, flight, got)
-                except BaseException as exc:  # on_progress raised: record the others first
-                    error = error or exc
-            if error is not None:
-                raise error
+                                        [future for _, _, future in done])
+        except BaseException:
+            self.finished = done + self.finished  # still to record
+            raise
+        error = None
+        for (index, flight, _), got in zip(done, fetched, strict=True):
+            try:
+                self._outcome(index, flight, got)
+            except BaseException as exc:  # on_progress raised: record the others first
+                error = error or exc
+        if error is not None:
+            raise error
 
     def _batch_timeout(self) -> None:
         why = f"the batch timeout of {self.options.timeout:g}s passed"
