@@ -37,9 +37,10 @@ RETRY_MAX_DELAY = 30.0
 #: Seconds between two done() checks of futures that cannot call back (submitit's jobs).
 POLL_INTERVAL = 1.0
 #: On Dask, seconds between two done() checks of the futures in flight (more when many are:
-#: DASK_POLL_PER_FUTURE seconds per future, so a check takes a small share of the driver).
+#: DASK_POLL_PER_FUTURE seconds per future, so that a check, about 1 µs per future, takes
+#: about 1% of the driver).
 DASK_POLL_INTERVAL = 0.005
-DASK_POLL_PER_FUTURE = 2e-5
+DASK_POLL_PER_FUTURE = 1e-4
 #: Extra seconds the driver waits for a script that enforces its own timeout remotely.
 SCRIPT_SLACK = GRACE_SECONDS + 3.0
 #: On Dask, seconds a finished task's outcome may wait to be gathered with those that finish
