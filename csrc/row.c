@@ -770,7 +770,7 @@ xt_encode_row(TrackerCore *self, xt_state *st, PyObject *data, PyObject *keep,
                   + sizeof(xt_asset) * (size_t)enc.n_assets + enc.bytes
                   + (keep == NULL ? enc.asset_bytes : 0);
     row = malloc(size);
-    if (enc.copyable) {
+    if (dict_out != NULL && enc.copyable) {
         dict = PyDict_Copy(self->params);
         if (dict != NULL && PyDict_Update(dict, data) < 0) {
             Py_CLEAR(dict);
@@ -781,10 +781,10 @@ xt_encode_row(TrackerCore *self, xt_state *st, PyObject *data, PyObject *keep,
             Py_CLEAR(dict);
         }
     }
-    else {
+    else if (dict_out != NULL) {
         dict = PyDict_New();
     }
-    if (row == NULL || dict == NULL) {
+    if (row == NULL || (dict_out != NULL && dict == NULL)) {
         if (row == NULL) {
             PyErr_NoMemory();
         }
@@ -838,13 +838,15 @@ xt_encode_row(TrackerCore *self, xt_state *st, PyObject *data, PyObject *keep,
             v->v.s.n = p->n;
             arena += p->n;
         }
-        if (!enc.copyable
+        if (dict != NULL && !enc.copyable
             && PyDict_SetItem(dict, PyList_GET_ITEM(self->col_names, p->col), p->value) < 0) {
             goto done;
         }
     }
     *row_out = row;
-    *dict_out = dict;
+    if (dict_out != NULL) {
+        *dict_out = dict;
+    }
     row = NULL;
     dict = NULL;
     res = 0;

@@ -27,7 +27,8 @@ int xt_classify(xt_state *st, PyObject *value, xt_pair *pair, int depth);
 int xt_column_for_key(TrackerCore *self, PyObject *key, int decl_type);
 
 /* Encode the tracker's params + data (+ timestamp, track_id).  0 on success, with
- * *row_out a malloc'd row owned by the caller and *dict_out the row dict to return;
+ * *row_out a malloc'd row owned by the caller and *dict_out the row dict to return
+ * (dict_out NULL: no dict is built, as for all but the last row of log_batch());
  * -1 with an exception set.  A text or blob value longer than the store's length limit
  * (SQLITE_LIMIT_LENGTH), or a row whose values add up to more, raises ValueError.
  * Assets are copied into the row, unless `keep` is a list: their bytes then stay in the

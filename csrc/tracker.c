@@ -267,12 +267,12 @@ tracker_log_batch(TrackerCore *self, PyObject *data)
     if (!queued && (keep = PyList_New(0)) == NULL) { /* see log(): borrowed asset bytes */
         goto done;
     }
+    /* Only the last row's dict is returned, so only it is built. */
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *dict = NULL;
-        if (xt_encode_row(self, st, PySequence_Fast_GET_ITEM(seq, i), keep, &rows[i], &dict) < 0) {
+        if (xt_encode_row(self, st, PySequence_Fast_GET_ITEM(seq, i), keep, &rows[i],
+                          i == n - 1 ? &last : NULL) < 0) {
             goto done;
         }
-        Py_XSETREF(last, dict);
         done_rows = i + 1;
     }
     int64_t last_ts = rows[n - 1]->ts_us;
