@@ -736,6 +736,59 @@ xt_store_write_locked(xt_store *s, xt_row **rows, size_t n, xt_error *err)
     return rc == 0 ? 0 : -1;
 }
 
+/* A transaction written while its rows are still being made (store_batch.c): begin takes
+ * s->lock and opens the transaction, rows are added as they come, end commits or rolls
+ * back and lets go of the lock.  The clock of take_turn runs from begin to end. */
+int
+xt_store_stream_begin(xt_store *s, xt_error *err)
+{
+    pthread_mutex_lock(&s->lock);
+    if (xt_store_check_open(s, err) < 0) {
+        pthread_mutex_unlock(&s->lock);
+        return -1;
+    }
+    take_turn(s);
+    s->stream_started_us = monotonic_us();
+    s->stream_waited_us = s->turn_waited_us;
+    if (begin(s, err) < 0) {
+        pthread_mutex_unlock(&s->lock);
+        return -1;
+    }
+    return 0;
+}
+
+int
+xt_store_stream_rows(xt_store *s, xt_row **rows, size_t n, xt_error *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (xt_store_write_assets(s, rows[i], err) < 0
+            || (rows[i]->n > 0 && insert_row(s, rows[i], err) < 0)) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int
+xt_store_stream_end(xt_store *s, int outcome, xt_row **rows, size_t n, xt_error *err)
+{
+    int rc = -1;
+    if (outcome == XT_STREAM_COMMIT) {
+        rc = commit(s, err);
+    }
+    if (rc < 0) {
+        rollback(s);
+    }
+    if (outcome == XT_STREAM_FAILED && schema_changed(err)) {
+        rc = retry_after_schema_change(s, rows, n, err);
+    }
+    int64_t held = monotonic_us() - s->stream_started_us - (s->turn_waited_us - s->stream_waited_us);
+    s->last_write_us = held;
+    s->turn_held_us += held;
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* Opening and closing                                                                  */
 /* ------------------------------------------------------------------------------------ */

@@ -3,8 +3,9 @@
  * turns SQLite failures into Python exceptions.
  *
  * Implemented in store.c (connections, transactions, statement cache, schema changes,
- * opening, closing, fork) and store_async.c (the async writer: xt_store_enqueue,
- * xt_store_flush); what they share is in store_internal.h. */
+ * opening, closing, fork), store_async.c (the async writer: xt_store_enqueue,
+ * xt_store_flush), store_ckpt.c (the checkpointer) and store_batch.c (xt_batch); what they
+ * share is in store_internal.h. */
 #ifndef XT_STORE_H
 #define XT_STORE_H
 
@@ -126,6 +127,19 @@ int xt_store_open(xt_store *s, const char *path, const char *table, int durabili
  * of no values writes only its assets); creates missing columns.  Rows stay owned by the caller; a primary-key collision bumps
  * the row's timestamp. */
 int xt_store_write(xt_store *s, xt_row **rows, size_t n, xt_error *err);
+/* A batch written while it is encoded (store_batch.c): start a thread that opens one
+ * transaction and writes rows[0..ready) as xt_batch_feed hands them over; `rows` (all `n`
+ * slots) stays the caller's and unchanged below `ready` until xt_batch_finish, which
+ * commits (`commit` 1) or rolls back, waits for the thread and frees the batch.  finish
+ * returns 0 only when all n rows are committed, else -1 with `err` set (after a commit
+ * asked for).  Start returns NULL when no thread could be had (write the usual way).
+ * The caller must not wait for the store's lock between start and finish. */
+typedef struct xt_batch xt_batch;
+xt_batch *xt_batch_start(xt_store *s, xt_row **rows, size_t n);
+void xt_batch_feed(xt_batch *b, size_t ready);
+int xt_batch_finish(xt_batch *b, int commit, xt_error *err);
+/* Batches this process has written on a thread (for the tests). */
+long long xt_batch_count(void);
 /* Async mode: queue a row.  Returns 0 when queued (ownership passes to the store); -1 if
  * the store is closed or closing (the caller keeps the row); with may_block == 0, 1
  * without queueing if the queue is full, its lock is busy or the writer thread could not

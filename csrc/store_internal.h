@@ -6,7 +6,8 @@
  *                  schema changes, opening, closing, fork
  *   store_async.c  the async writer: bounded queue, writer thread, flush, transaction sizing
  *   store_ckpt.c   the checkpointer: WAL checkpoints off the write path
- *   store_assets.c the assets rows carry: xetrack's assets, keys and counts tables */
+ *   store_assets.c the assets rows carry: xetrack's assets, keys and counts tables
+ *   store_batch.c  a long log_batch() written on a thread while its caller encodes it */
 #ifndef XT_STORE_INTERNAL_H
 #define XT_STORE_INTERNAL_H
 
@@ -90,6 +91,9 @@ struct xt_store {
      * (next_async_batch); under `lock`. */
     int64_t last_write_us;
     size_t async_batch;
+    /* When the open stream (xt_store_stream_begin) began, and turn_waited_us then; under
+     * `lock`. */
+    int64_t stream_started_us, stream_waited_us;
 
     /* fork.c's count of fork()s when the connection was opened, and the guard through
      * which a fork from Python waits for `lock` (csrc/fork.c). */
@@ -134,6 +138,18 @@ int xt_store_check_open(xt_store *s, xt_error *err);
  * creating missing columns and retrying once after a schema change; the rows stay the
  * caller's.  0, or -1 with `err` set.  s->lock held. */
 int xt_store_write_locked(xt_store *s, xt_row **rows, size_t n, xt_error *err);
+/* A transaction whose rows are written as they are made (store_batch.c).  begin: take
+ * s->lock (taking turns with other processes) and BEGIN IMMEDIATE; on failure, -1 with
+ * `err` set and the lock let go.  rows: write rows (assets first, creating missing
+ * columns) into it; -1 with `err` set leaves the rest to end.  end: by `outcome`, COMMIT
+ * (rolled back if that fails), roll back, or roll back a transaction whose rows failed
+ * with `err` and, if they failed because the table changed, write all `n` rows again in
+ * one transaction as xt_store_write_locked would; then let go of s->lock.  0 only when
+ * the rows are committed. */
+enum { XT_STREAM_COMMIT = 0, XT_STREAM_ABORT = 1, XT_STREAM_FAILED = 2 };
+int xt_store_stream_begin(xt_store *s, xt_error *err);
+int xt_store_stream_rows(xt_store *s, xt_row **rows, size_t n, xt_error *err);
+int xt_store_stream_end(xt_store *s, int outcome, xt_row **rows, size_t n, xt_error *err);
 
 /* store_ckpt.c */
 

@@ -14,6 +14,9 @@
 #include "track.h"
 #include <structmember.h>
 
+#include <pthread.h>
+#include <sched.h>
+
 static xt_state *
 tracker_state(TrackerCore *self)
 {
@@ -38,9 +41,28 @@ tracker_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 /* Talking to the store                                                               */
 /* ---------------------------------------------------------------------------------- */
 
+/* The thread encoding a long log_batch() must not wait for the store's lock, which the
+ * batch's writer holds until the encoding ends (store_batch.c): a call on this tracker
+ * from inside the batch (a value's __str__, an asset's pickling) is refused. */
+static int
+refuse_inside_batch(TrackerCore *self)
+{
+    if (self->batch_active && pthread_equal(self->batch_caller, pthread_self())) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "this Tracker is writing a log_batch() on this thread, and a value's "
+                        "conversion (its __str__, say) called the Tracker again; convert "
+                        "such values before log_batch()");
+        return -1;
+    }
+    return 0;
+}
+
 static int
 check_usable(TrackerCore *self, xt_state *st)
 {
+    if (refuse_inside_batch(self) < 0) {
+        return -1;
+    }
     if (self->store == NULL || !xt_store_is_open(self->store)) {
         if (self->store != NULL && xt_store_forked(self->store)) {
             goto reopen;
@@ -237,13 +259,35 @@ PyDoc_STRVAR(log_batch__doc__,
     "Log a list of dicts in one transaction.  Returns the last row (an empty dict, with\n"
     "a warning left to the caller, for an empty list).");
 
+/* A log_batch() of at least this many rows is written while it is encoded (store_batch.c),
+ * handed over this many rows at a time: below it a thread costs more than it saves. */
+#define XT_BATCH_STREAM_ROWS 2048
+#define XT_BATCH_CHUNK 256
+
+/* Whether this batch is worth a writer thread: rows are written at once (not queued),
+ * there are enough of them, no system sampler adds its columns to each row (Python code
+ * with locks of its own, run while the writer holds the store) and a second CPU may run
+ * the thread. */
+static int
+stream_batch(TrackerCore *self, int queued, Py_ssize_t n)
+{
+    if (queued || self->skip_insert || n < XT_BATCH_STREAM_ROWS || self->system != NULL) {
+        return 0;
+    }
+    cpu_set_t cpus;
+    return sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && CPU_COUNT(&cpus) > 1;
+}
+
 static PyObject *
 tracker_log_batch(TrackerCore *self, PyObject *data)
 {
     xt_state *st = tracker_state(self);
     PyObject *seq = NULL, *last = NULL, *res = NULL, *keep = NULL;
     xt_row **rows = NULL;
+    xt_batch *batch = NULL;
+    xt_error err = {0};
     Py_ssize_t n = 0, done_rows = 0;
+    int rc;
 
     assert(!PyErr_Occurred());
     if (st == NULL || check_usable(self, st) < 0) {
@@ -267,6 +311,11 @@ tracker_log_batch(TrackerCore *self, PyObject *data)
     if (!queued && (keep = PyList_New(0)) == NULL) { /* see log(): borrowed asset bytes */
         goto done;
     }
+    if (stream_batch(self, queued, n)) {
+        batch = xt_batch_start(self->store, rows, (size_t)n); /* NULL: the usual way */
+        self->batch_active = batch != NULL;
+        self->batch_caller = pthread_self();
+    }
     /* Only the last row's dict is returned, so only it is built. */
     for (Py_ssize_t i = 0; i < n; i++) {
         if (xt_encode_row(self, st, PySequence_Fast_GET_ITEM(seq, i), keep, &rows[i],
@@ -274,9 +323,25 @@ tracker_log_batch(TrackerCore *self, PyObject *data)
             goto done;
         }
         done_rows = i + 1;
+        if (batch != NULL && done_rows % XT_BATCH_CHUNK == 0) {
+            xt_batch_feed(batch, (size_t)done_rows);
+        }
     }
     int64_t last_ts = rows[n - 1]->ts_us;
-    int rc = write_rows(self, st, rows, (size_t)n);
+    if (batch != NULL) {
+        xt_batch_feed(batch, (size_t)n);
+        Py_BEGIN_ALLOW_THREADS
+        rc = xt_batch_finish(batch, 1, &err);
+        Py_END_ALLOW_THREADS
+        batch = NULL;
+        self->batch_active = 0;
+        if (rc < 0) {
+            xt_raise_store_error(st, self->store, &err);
+        }
+    }
+    else {
+        rc = write_rows(self, st, rows, (size_t)n);
+    }
     if (queued) {
         done_rows = 0; /* the queue owns them; the cleanup below frees the rest */
     }
@@ -289,6 +354,13 @@ tracker_log_batch(TrackerCore *self, PyObject *data)
     Py_XSETREF(self->latest, Py_NewRef(last));
     res = Py_NewRef(last);
 done:
+    if (batch != NULL) {
+        /* Encoding failed: nothing of the batch is kept. */
+        Py_BEGIN_ALLOW_THREADS
+        xt_batch_finish(batch, 0, NULL);
+        Py_END_ALLOW_THREADS
+        self->batch_active = 0;
+    }
     for (Py_ssize_t i = 0; i < done_rows; i++) {
         free(rows[i]);
     }
@@ -348,6 +420,9 @@ tracker_flush(TrackerCore *self, PyObject *Py_UNUSED(ignored))
 static int
 close_store(TrackerCore *self, xt_state *st)
 {
+    if (refuse_inside_batch(self) < 0) {
+        return -1;
+    }
     if (self->store == NULL || !xt_store_is_open(self->store) || xt_store_forked(self->store)) {
         return 0;
     }
@@ -1053,6 +1128,23 @@ static PyType_Spec tracker_spec = {
     .slots = tracker_slots,
 };
 
+PyDoc_STRVAR(streamed_batches__doc__,
+    "_streamed_batches($module, /)\n--\n\n"
+    "Private (tests): how many log_batch() calls of this process were written on a thread\n"
+    "of their own while being encoded.");
+
+static PyObject *
+streamed_batches(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    (void)module;
+    return PyLong_FromLongLong(xt_batch_count());
+}
+
+static PyMethodDef tracker_functions[] = {
+    {"_streamed_batches", streamed_batches, METH_NOARGS, streamed_batches__doc__},
+    {NULL, NULL, 0, NULL},
+};
+
 int
 xt_tracker_exec(PyObject *module, xt_state *st)
 {
@@ -1060,5 +1152,8 @@ xt_tracker_exec(PyObject *module, xt_state *st)
     if (st->TrackerCoreType == NULL) {
         return -1;
     }
-    return PyModule_AddType(module, st->TrackerCoreType);
+    if (PyModule_AddType(module, st->TrackerCoreType) < 0) {
+        return -1;
+    }
+    return PyModule_AddFunctions(module, tracker_functions);
 }
