@@ -43,7 +43,8 @@ tracker_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 
 /* The thread encoding a long log_batch() must not wait for the store's lock, which the
  * batch's writer holds until the encoding ends (store_batch.c): a call on this tracker
- * from inside the batch (a value's __str__, an asset's pickling) is refused. */
+ * from inside a batch (a value's __str__, an asset's pickling) is refused, in a batch of
+ * any length. */
 static int
 refuse_inside_batch(TrackerCore *self)
 {
@@ -313,9 +314,10 @@ tracker_log_batch(TrackerCore *self, PyObject *data)
     }
     if (stream_batch(self, queued, n)) {
         batch = xt_batch_start(self->store, rows, (size_t)n); /* NULL: the usual way */
-        self->batch_active = batch != NULL;
-        self->batch_caller = pthread_self();
     }
+    /* Whether or not the batch is streamed, so that it does not depend on its size. */
+    self->batch_active = 1;
+    self->batch_caller = pthread_self();
     /* Only the last row's dict is returned, so only it is built. */
     for (Py_ssize_t i = 0; i < n; i++) {
         if (xt_encode_row(self, st, PySequence_Fast_GET_ITEM(seq, i), keep, &rows[i],
@@ -328,13 +330,13 @@ tracker_log_batch(TrackerCore *self, PyObject *data)
         }
     }
     int64_t last_ts = rows[n - 1]->ts_us;
+    self->batch_active = 0; /* no Python code runs from here on */
     if (batch != NULL) {
         xt_batch_feed(batch, (size_t)n);
         Py_BEGIN_ALLOW_THREADS
         rc = xt_batch_finish(batch, 1, &err);
         Py_END_ALLOW_THREADS
         batch = NULL;
-        self->batch_active = 0;
         if (rc < 0) {
             xt_raise_store_error(st, self->store, &err);
         }
@@ -354,12 +356,12 @@ tracker_log_batch(TrackerCore *self, PyObject *data)
     Py_XSETREF(self->latest, Py_NewRef(last));
     res = Py_NewRef(last);
 done:
+    self->batch_active = 0;
     if (batch != NULL) {
         /* Encoding failed: nothing of the batch is kept. */
         Py_BEGIN_ALLOW_THREADS
         xt_batch_finish(batch, 0, NULL);
         Py_END_ALLOW_THREADS
-        self->batch_active = 0;
     }
     for (Py_ssize_t i = 0; i < done_rows; i++) {
         free(rows[i]);

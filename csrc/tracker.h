@@ -46,8 +46,8 @@ typedef struct {
     char *track_id_utf8;
     Py_ssize_t track_id_len;
     int skip_insert;
-    /* A log_batch() of this tracker is being written on a thread of its own while the
-     * thread `batch_caller` encodes it (store_batch.c); under the GIL. */
+    /* The thread `batch_caller` is encoding a log_batch() of this tracker (perhaps
+     * written meanwhile on a thread of its own, store_batch.c); under the GIL. */
     int batch_active;
     pthread_t batch_caller;
     char raise_on_error; /* track(): re-raise the function's exception after logging */
