@@ -15,6 +15,10 @@
 
 #include <signal.h>
 #include <stdlib.h>
+#include <time.h>
+
+/* Rows the thread writes between two looks at what the caller asks for. */
+#define XT_BATCH_PIECE 1024
 
 /* What the caller asked for (xt_batch.finish). */
 enum { BATCH_OPEN = 0, BATCH_COMMIT, BATCH_ABORT };
@@ -37,9 +41,21 @@ struct xt_batch {
     pthread_cond_t more;
     size_t ready;         /* rows handed over so far */
     int finish;           /* BATCH_OPEN while rows may still come */
+    int committing;       /* the thread has begun the COMMIT: too late to roll back */
+    int done;             /* the thread is done with the store */
+    pthread_cond_t finished;
     int rc;               /* the thread's result, read after join */
     xt_error err;
 };
+
+static void
+batch_done(xt_batch *b)
+{
+    pthread_mutex_lock(&b->lock);
+    b->done = 1;
+    pthread_cond_broadcast(&b->finished);
+    pthread_mutex_unlock(&b->lock);
+}
 
 static void *
 batch_main(void *arg)
@@ -49,7 +65,8 @@ batch_main(void *arg)
     int failed = 0, finish = BATCH_OPEN;
 
     if (xt_store_stream_begin(b->s, &b->err) < 0) {
-        b->rc = -1; /* no transaction, no lock: the caller's finish only joins */
+        b->rc = -1; /* no transaction, no lock */
+        batch_done(b);
         return NULL;
     }
     pthread_mutex_lock(&b->lock);
@@ -59,9 +76,12 @@ batch_main(void *arg)
         }
         if (b->finish == BATCH_ABORT || (b->finish == BATCH_COMMIT && b->ready == written)) {
             finish = b->finish;
+            b->committing = finish == BATCH_COMMIT;
             break;
         }
-        size_t ready = b->ready;
+        /* At most XT_BATCH_PIECE rows between looks at `finish`, so that a roll back
+         * asked for (Ctrl-C) is not kept waiting behind a long backlog. */
+        size_t ready = b->ready - written > XT_BATCH_PIECE ? written + XT_BATCH_PIECE : b->ready;
         pthread_mutex_unlock(&b->lock);
         if (!failed && xt_store_stream_rows(b->s, b->rows + written, ready - written, &b->err) < 0) {
             failed = 1; /* later rows are taken, unwritten, until the caller finishes */
@@ -74,6 +94,7 @@ batch_main(void *arg)
                   : failed                  ? XT_STREAM_FAILED
                                             : XT_STREAM_COMMIT;
     b->rc = xt_store_stream_end(b->s, outcome, b->rows, b->n, &b->err);
+    batch_done(b);
     return NULL;
 }
 
@@ -89,6 +110,7 @@ xt_batch_start(xt_store *s, xt_row **rows, size_t n)
     b->n = n;
     pthread_mutex_init(&b->lock, NULL);
     pthread_cond_init(&b->more, NULL);
+    pthread_cond_init(&b->finished, NULL);
     /* Every signal blocked: signals are the main thread's business. */
     sigset_t all, old;
     sigfillset(&all);
@@ -96,6 +118,7 @@ xt_batch_start(xt_store *s, xt_row **rows, size_t n)
     int rc = pthread_create(&b->thread, NULL, batch_main, b);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
+        pthread_cond_destroy(&b->finished);
         pthread_cond_destroy(&b->more);
         pthread_mutex_destroy(&b->lock);
         free(b);
@@ -115,17 +138,46 @@ xt_batch_feed(xt_batch *b, size_t ready)
 }
 
 int
-xt_batch_finish(xt_batch *b, int commit, xt_error *err)
+xt_batch_end(xt_batch *b, int commit)
 {
     pthread_mutex_lock(&b->lock);
-    b->finish = commit ? BATCH_COMMIT : BATCH_ABORT;
-    pthread_cond_signal(&b->more);
+    int taken = !b->committing && !b->done;
+    if (taken) {
+        b->finish = commit ? BATCH_COMMIT : BATCH_ABORT;
+        pthread_cond_signal(&b->more);
+    }
     pthread_mutex_unlock(&b->lock);
+    return taken;
+}
+
+int
+xt_batch_wait(xt_batch *b, int ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec += 1;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&b->lock);
+    while (!b->done && pthread_cond_timedwait(&b->finished, &b->lock, &until) == 0) {
+    }
+    int done = b->done;
+    pthread_mutex_unlock(&b->lock);
+    return done;
+}
+
+int
+xt_batch_free(xt_batch *b, xt_error *err)
+{
     pthread_join(b->thread, NULL);
     int rc = b->rc;
     if (rc < 0 && err != NULL) {
         *err = b->err;
     }
+    pthread_cond_destroy(&b->finished);
     pthread_cond_destroy(&b->more);
     pthread_mutex_destroy(&b->lock);
     free(b);

@@ -264,6 +264,8 @@ PyDoc_STRVAR(log_batch__doc__,
  * handed over this many rows at a time: below it a thread costs more than it saves. */
 #define XT_BATCH_STREAM_ROWS 2048
 #define XT_BATCH_CHUNK 256
+/* How often a caller waiting for its streamed batch looks for signals (Ctrl-C). */
+#define XT_BATCH_CHECK_MS 50
 
 /* Whether this batch is worth a writer thread: rows are written at once (not queued),
  * there are enough of them, no system sampler adds its columns to each row (Python code
@@ -279,6 +281,39 @@ stream_batch(TrackerCore *self, int queued, Py_ssize_t n)
     return sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && CPU_COUNT(&cpus) > 1;
 }
 
+/* Wait for a streamed batch to be committed, with the GIL released, looking for signals
+ * every XT_BATCH_CHECK_MS: a handler that raises (Ctrl-C) before the COMMIT has begun has
+ * the batch rolled back; once it has begun, the batch is committed and the exception
+ * raised after it.  0 when committed with no exception; -1 with an exception set. */
+static int
+finish_batch(TrackerCore *self, xt_state *st, xt_batch *batch)
+{
+    xt_error err = {0};
+    int done, raised = 0;
+
+    xt_batch_end(batch, 1);
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        done = xt_batch_wait(batch, XT_BATCH_CHECK_MS);
+        Py_END_ALLOW_THREADS
+        if (done) {
+            break;
+        }
+        if (!raised && PyErr_CheckSignals() < 0) {
+            raised = 1;
+            xt_batch_end(batch, 0); /* not taken once the COMMIT has begun */
+        }
+    }
+    int rc = xt_batch_free(batch, &err); /* the thread is done: no wait */
+    if (raised) {
+        return -1;
+    }
+    if (rc < 0) {
+        xt_raise_store_error(st, self->store, &err);
+    }
+    return rc;
+}
+
 static PyObject *
 tracker_log_batch(TrackerCore *self, PyObject *data)
 {
@@ -286,7 +321,6 @@ tracker_log_batch(TrackerCore *self, PyObject *data)
     PyObject *seq = NULL, *last = NULL, *res = NULL, *keep = NULL;
     xt_row **rows = NULL;
     xt_batch *batch = NULL;
-    xt_error err = {0};
     Py_ssize_t n = 0, done_rows = 0;
     int rc;
 
@@ -325,21 +359,21 @@ tracker_log_batch(TrackerCore *self, PyObject *data)
             goto done;
         }
         done_rows = i + 1;
-        if (batch != NULL && done_rows % XT_BATCH_CHUNK == 0) {
-            xt_batch_feed(batch, (size_t)done_rows);
+        if (done_rows % XT_BATCH_CHUNK == 0) {
+            if (batch != NULL) {
+                xt_batch_feed(batch, (size_t)done_rows);
+            }
+            if (PyErr_CheckSignals() < 0) { /* Ctrl-C: nothing of the batch is written */
+                goto done;
+            }
         }
     }
     int64_t last_ts = rows[n - 1]->ts_us;
     self->batch_active = 0; /* no Python code runs from here on */
     if (batch != NULL) {
         xt_batch_feed(batch, (size_t)n);
-        Py_BEGIN_ALLOW_THREADS
-        rc = xt_batch_finish(batch, 1, &err);
-        Py_END_ALLOW_THREADS
+        rc = finish_batch(self, st, batch);
         batch = NULL;
-        if (rc < 0) {
-            xt_raise_store_error(st, self->store, &err);
-        }
     }
     else {
         rc = write_rows(self, st, rows, (size_t)n);
@@ -359,8 +393,9 @@ done:
     self->batch_active = 0;
     if (batch != NULL) {
         /* Encoding failed: nothing of the batch is kept. */
+        xt_batch_end(batch, 0);
         Py_BEGIN_ALLOW_THREADS
-        xt_batch_finish(batch, 0, NULL);
+        xt_batch_free(batch, NULL);
         Py_END_ALLOW_THREADS
     }
     for (Py_ssize_t i = 0; i < done_rows; i++) {

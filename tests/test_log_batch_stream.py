@@ -213,3 +213,61 @@ def test_short_batch_and_async_batch_are_not_streamed(db_path, tmp_path):
     assert _core._streamed_batches() == before
     assert count_rows(db_path) == 2047
     assert count_rows(str(tmp_path / "async.db")) == ROWS
+
+
+# Ctrl-C while the caller waits for its batch's writer: a trigger makes every insert slow
+# (a cross join of 200 x 200 rows), so the batch is written for seconds after it is encoded.
+INTERRUPTED = r"""
+import json, sqlite3, sys, time
+from xetrack_c import Tracker, _core
+
+tracker = Tracker(sys.argv[1])
+tracker.log({"i": -1})
+conn = sqlite3.connect(sys.argv[1])
+conn.execute("CREATE TABLE pad (x)")
+conn.executemany("INSERT INTO pad VALUES (?)", [(i,) for i in range(200)])
+conn.execute('CREATE TRIGGER slow AFTER INSERT ON "default" BEGIN '
+             "SELECT count(*) FROM pad a, pad b; END")
+conn.commit()
+conn.close()
+rows = [{"i": i} for i in range(6000)]
+before = _core._streamed_batches()
+print("ready", flush=True)
+try:
+    tracker.log_batch(rows)
+except KeyboardInterrupt:
+    outcome = "interrupted"
+else:
+    outcome = "returned"
+stopped = time.monotonic()
+tracker.log({"i": -2})
+tracker.close()
+print(json.dumps({"outcome": outcome, "stopped": stopped,
+                  "streamed": _core._streamed_batches() - before}), flush=True)
+"""
+
+
+@two_cpus
+def test_ctrl_c_while_a_long_batch_is_written_stops_it_and_writes_nothing(run_py, db_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = run_py.script(INTERRUPTED)
+    child = subprocess.Popen([sys.executable, str(script), db_path], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(0.5)  # the rows are encoded by now; their writing takes seconds
+        sent = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        out, _ = child.communicate(timeout=60)
+    finally:
+        child.kill()
+        child.wait()
+    result = json.loads(out)
+    assert result["streamed"] == 1
+    assert result["outcome"] == "interrupted"
+    assert result["stopped"] - sent < 5  # the writer stops within a piece, not at the end
+    assert [row["i"] for row in read_rows(db_path)] == [-1, -2]
