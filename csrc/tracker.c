@@ -369,7 +369,9 @@ tracker_log_batch(TrackerCore *self, PyObject *data)
         }
     }
     int64_t last_ts = rows[n - 1]->ts_us;
-    self->batch_active = 0; /* no Python code runs from here on */
+    /* Encoded: the batch's thread has every row it needs, so a call back from here on (a
+     * signal handler run while waiting) only waits for the commit, as any write does. */
+    self->batch_active = 0;
     if (batch != NULL) {
         xt_batch_feed(batch, (size_t)n);
         rc = finish_batch(self, st, batch);
