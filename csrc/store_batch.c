@@ -37,7 +37,7 @@ struct xt_batch {
     xt_row **rows;
     size_t n; /* rows in the whole batch */
     pthread_t thread;
-    pthread_mutex_t lock; /* guards ready and finish */
+    pthread_mutex_t lock; /* guards the four fields below */
     pthread_cond_t more;
     size_t ready;         /* rows handed over so far */
     int finish;           /* BATCH_OPEN while rows may still come */
