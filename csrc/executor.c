@@ -27,13 +27,13 @@
  * as it has workers, no further function task of the batch starts (XT_TASK_REFUSED).
  */
 #include "executor.h"
+#include "interrupt.h"
 #include "launcher.h"
 #include "pool.h"
 #include "procpool.h"
 
 #include <errno.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -499,20 +499,6 @@ pool_cancel(xt_pool *pool, int level, int status)
     Py_END_ALLOW_THREADS
 }
 
-/* Start w's thread with every signal blocked: handlers run on the calling thread, and
- * children get an empty mask from xt_spawn.  0, or an errno value. */
-static int
-start_worker_thread(xt_worker *w)
-{
-    sigset_t all, old;
-    int err;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    err = pthread_create(&w->thread, NULL, worker_main, w);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    return err;
-}
-
 /* Stop waiting for the call of task `index` on w, interrupted XT_ABANDON_SECONDS ago and
  * still running (GIL held): the task ends now as its interruption says, and w is marked
  * for replace_workers.  The thread's call sees `abandoned` when it returns. */
@@ -573,7 +559,7 @@ replace_worker(xt_pool *pool, xt_worker *w)
     xt_forkserver_stop(w);
     pthread_mutex_lock(&pool->mu);
     w->await_position = xt_publish_done_locked(pool, w->await_index);
-    if (start_worker_thread(w) == 0) {
+    if (xt_thread_start(&w->thread, worker_main, w) == 0) {
         w->has_thread = 1;
     }
     else {
@@ -753,7 +739,7 @@ start_workers(xt_pool *pool, int nworkers)
         pthread_mutex_lock(&pool->mu);
         pool->live++;
         pthread_mutex_unlock(&pool->mu);
-        err = start_worker_thread(w);
+        err = xt_thread_start(&w->thread, worker_main, w);
         if (err != 0) {
             pthread_mutex_lock(&pool->mu);
             pool->live--;

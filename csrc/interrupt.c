@@ -1,7 +1,7 @@
 /* Interrupt: the progress handler that lets Ctrl-C stop a long statement (interrupt.h). */
 #include "interrupt.h"
 
-#include <time.h>
+#include <signal.h>
 
 /* Virtual-machine steps between two calls of the progress handler: a few microseconds of
  * work, so the clock read the handler does is noise next to it. */
@@ -56,4 +56,29 @@ void
 xt_unwatch_interrupts(sqlite3 *db)
 {
     sqlite3_progress_handler(db, 0, NULL, NULL);
+}
+
+int
+xt_thread_start(pthread_t *thread, void *(*run)(void *), void *arg)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int err = pthread_create(thread, NULL, run, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return err;
+}
+
+struct timespec
+xt_realtime_after_ms(int ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec += 1;
+        until.tv_nsec -= 1000000000L;
+    }
+    return until;
 }

@@ -14,8 +14,10 @@
 
 #include "module.h"
 
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdint.h>
+#include <time.h>
 
 /* One watched statement at a time per connection; lives on the caller's stack. */
 typedef struct {
@@ -32,5 +34,14 @@ void xt_watch_interrupts(sqlite3 *db, xt_interrupt_watch *watch);
  * SQLITE_INTERRUPT because a signal handler raised; then the exception is set (the GIL
  * must be held to look at it) and the caller returns NULL without raising another. */
 void xt_unwatch_interrupts(sqlite3 *db);
+
+/* pthread_create with every signal blocked in the new thread: Python runs its handlers on
+ * the main thread, and a thread of ours must not take a signal meant for it (nor pass
+ * its mask to a child).  0, or an errno value. */
+int xt_thread_start(pthread_t *thread, void *(*run)(void *), void *arg);
+
+/* The CLOCK_REALTIME time `ms` milliseconds from now, for pthread_cond_timedwait: a
+ * waiter that looks at Python's signals every `ms` while it waits. */
+struct timespec xt_realtime_after_ms(int ms);
 
 #endif

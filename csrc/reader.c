@@ -1420,13 +1420,7 @@ wait_for_parts(xt_parts *all, sqlite3 **dbs, int k)
     int raised = 0;
     pthread_mutex_lock(&all->lock);
     while (all->running > 0) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += XT_PART_CHECK_MS * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec += 1;
-            until.tv_nsec -= 1000000000L;
-        }
+        struct timespec until = xt_realtime_after_ms(XT_PART_CHECK_MS);
         if (pthread_cond_timedwait(&all->finished, &all->lock, &until) != 0 && !raised) {
             pthread_mutex_unlock(&all->lock);
             PyGILState_STATE gil = PyGILState_Ensure();

@@ -596,21 +596,26 @@ insert_row(xt_store *s, xt_row *row, xt_error *err)
     }
 }
 
+int
+xt_store_stream_rows(xt_store *s, xt_row **rows, size_t n, xt_error *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        /* Assets first: a row that fails then takes its assets' writes with it. */
+        if (xt_store_write_assets(s, rows[i], err) < 0
+            || (rows[i]->n > 0 && insert_row(s, rows[i], err) < 0)) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int
 write_rows_locked(xt_store *s, xt_row **rows, size_t n, xt_error *err)
 {
     if (begin(s, err) < 0) {
         return -1;
     }
-    for (size_t i = 0; i < n; i++) {
-        /* Assets first: a row that fails then takes its assets' writes with it. */
-        if (xt_store_write_assets(s, rows[i], err) < 0
-            || (rows[i]->n > 0 && insert_row(s, rows[i], err) < 0)) {
-            rollback(s);
-            return -1;
-        }
-    }
-    if (commit(s, err) < 0) {
+    if (xt_store_stream_rows(s, rows, n, err) < 0 || commit(s, err) < 0) {
         rollback(s);
         return -1;
     }
@@ -717,6 +722,16 @@ take_turn(xt_store *s)
     s->turn_held_us = 0;
 }
 
+/* A write that held the write lock since `started` (monotonic), turn_waited_us being
+ * `waited` then: its time, less what it spent waiting for other processes, counts in
+ * take_turn's window. */
+static void
+note_write_time(xt_store *s, int64_t started, int64_t waited)
+{
+    s->last_write_us = monotonic_us() - started - (s->turn_waited_us - waited);
+    s->turn_held_us += s->last_write_us;
+}
+
 int
 xt_store_write_locked(xt_store *s, xt_row **rows, size_t n, xt_error *err)
 {
@@ -731,8 +746,7 @@ xt_store_write_locked(xt_store *s, xt_row **rows, size_t n, xt_error *err)
     if (rc != 0 && schema_changed(err)) {
         rc = retry_after_schema_change(s, rows, n, err);
     }
-    s->last_write_us = monotonic_us() - started - (s->turn_waited_us - waited);
-    s->turn_held_us += s->last_write_us;
+    note_write_time(s, started, waited);
     return rc == 0 ? 0 : -1;
 }
 
@@ -758,18 +772,6 @@ xt_store_stream_begin(xt_store *s, xt_error *err)
 }
 
 int
-xt_store_stream_rows(xt_store *s, xt_row **rows, size_t n, xt_error *err)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (xt_store_write_assets(s, rows[i], err) < 0
-            || (rows[i]->n > 0 && insert_row(s, rows[i], err) < 0)) {
-            return -1;
-        }
-    }
-    return 0;
-}
-
-int
 xt_store_stream_end(xt_store *s, int outcome, xt_row **rows, size_t n, xt_error *err)
 {
     int rc = -1;
@@ -782,9 +784,7 @@ xt_store_stream_end(xt_store *s, int outcome, xt_row **rows, size_t n, xt_error 
     if (outcome == XT_STREAM_FAILED && schema_changed(err)) {
         rc = retry_after_schema_change(s, rows, n, err);
     }
-    int64_t held = monotonic_us() - s->stream_started_us - (s->turn_waited_us - s->stream_waited_us);
-    s->last_write_us = held;
-    s->turn_held_us += held;
+    note_write_time(s, s->stream_started_us, s->stream_waited_us);
     pthread_mutex_unlock(&s->lock);
     return rc;
 }

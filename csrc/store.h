@@ -131,8 +131,8 @@ int xt_store_write(xt_store *s, xt_row **rows, size_t n, xt_error *err);
  * transaction and writes rows[0..ready) as xt_batch_feed hands them over; `rows` (all `n`
  * slots) stays the caller's and unchanged below `ready` until xt_batch_free.  Start
  * returns NULL when no thread could be had (write the usual way).  end asks the thread
- * to commit once every row handed over is written, or to roll back; it returns 0, the
- * request not taken, when the thread has already begun its COMMIT (or is done).  wait
+ * to commit once every row handed over is written, or to roll back; too late once the
+ * thread has begun its COMMIT (or is done), when the request is dropped.  wait
  * waits up to `ms` milliseconds for the thread to be done with the store (1) or not (0).
  * free waits for the thread and frees the batch: 0 only when all n rows are committed,
  * else -1 with `err` set when it is not NULL.  The caller must not wait for the store's
@@ -140,7 +140,7 @@ int xt_store_write(xt_store *s, xt_row **rows, size_t n, xt_error *err);
 typedef struct xt_batch xt_batch;
 xt_batch *xt_batch_start(xt_store *s, xt_row **rows, size_t n);
 void xt_batch_feed(xt_batch *b, size_t ready);
-int xt_batch_end(xt_batch *b, int commit);
+void xt_batch_end(xt_batch *b, int commit);
 int xt_batch_wait(xt_batch *b, int ms);
 int xt_batch_free(xt_batch *b, xt_error *err);
 /* Batches this process has written on a thread (for the tests). */

@@ -13,9 +13,9 @@
  * without the GIL. */
 #include "store_internal.h"
 
-#include <signal.h>
+#include "interrupt.h"
+
 #include <stdlib.h>
-#include <time.h>
 
 /* Rows the thread writes between two looks at what the caller asks for. */
 #define XT_BATCH_PIECE 1024
@@ -111,13 +111,7 @@ xt_batch_start(xt_store *s, xt_row **rows, size_t n)
     pthread_mutex_init(&b->lock, NULL);
     pthread_cond_init(&b->more, NULL);
     pthread_cond_init(&b->finished, NULL);
-    /* Every signal blocked: signals are the main thread's business. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(&b->thread, NULL, batch_main, b);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc != 0) {
+    if (xt_thread_start(&b->thread, batch_main, b) != 0) {
         pthread_cond_destroy(&b->finished);
         pthread_cond_destroy(&b->more);
         pthread_mutex_destroy(&b->lock);
@@ -137,30 +131,21 @@ xt_batch_feed(xt_batch *b, size_t ready)
     pthread_mutex_unlock(&b->lock);
 }
 
-int
+void
 xt_batch_end(xt_batch *b, int commit)
 {
     pthread_mutex_lock(&b->lock);
-    int taken = !b->committing && !b->done;
-    if (taken) {
+    if (!b->committing && !b->done) {
         b->finish = commit ? BATCH_COMMIT : BATCH_ABORT;
         pthread_cond_signal(&b->more);
     }
     pthread_mutex_unlock(&b->lock);
-    return taken;
 }
 
 int
 xt_batch_wait(xt_batch *b, int ms)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec += 1;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = xt_realtime_after_ms(ms);
     pthread_mutex_lock(&b->lock);
     while (!b->done && pthread_cond_timedwait(&b->finished, &b->lock, &until) == 0) {
     }

@@ -9,8 +9,9 @@
  * child, which starts its own when its WAL grows. */
 #include "store_internal.h"
 
+#include "interrupt.h"
+
 #include <errno.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -153,12 +154,7 @@ ckpt_main(void *arg)
 static int
 start_thread(xt_store *s)
 {
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(&s->ckpt_thread, NULL, ckpt_main, s);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc != 0) {
+    if (xt_thread_start(&s->ckpt_thread, ckpt_main, s) != 0) {
         return -1;
     }
     s->ckpt_started = 1;

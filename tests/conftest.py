@@ -173,6 +173,13 @@ def read_rows(db: str, table: str = "default", where: str = "", params: tuple = 
         conn.close()
 
 
+class Unpicklable:
+    """An object whose pickling (as an asset) raises RuntimeError("no pickle")."""
+
+    def __reduce__(self):
+        raise RuntimeError("no pickle")
+
+
 def count_rows(db: str, table: str = "default", where: str = "", params: tuple = ()) -> int:
     conn = connect(db)
     try:

@@ -10,7 +10,7 @@ import sqlite3
 import threading
 
 import pytest
-from conftest import count_rows, read_rows, table_info
+from conftest import Unpicklable, count_rows, read_rows, table_info
 
 from xetrack_c import StorageError, Tracker, _core
 
@@ -63,10 +63,6 @@ def test_long_batch_is_streamed_and_writes_every_row_in_order(db_path, durabilit
 
 @two_cpus
 def test_encoding_failure_late_in_a_long_batch_keeps_nothing(db_path):
-    class Unpicklable:
-        def __reduce__(self):
-            raise RuntimeError("no pickle")
-
     tracker = Tracker(db_path)
     tracker.log({"i": -1})
     rows = batch_rows()
@@ -216,7 +212,8 @@ def test_short_batch_and_async_batch_are_not_streamed(db_path, tmp_path):
 
 
 # Ctrl-C while the caller waits for its batch's writer: a trigger makes every insert slow
-# (a cross join of 200 x 200 rows), so the batch is written for seconds after it is encoded.
+# (a cross join of 200 x 200 rows, about 0.7 ms here), so the whole batch would take about
+# 20 s to write, and a piece of 1,024 rows under a second.
 INTERRUPTED = r"""
 import json, sqlite3, sys, time
 from xetrack_c import Tracker, _core
@@ -230,7 +227,7 @@ conn.execute('CREATE TRIGGER slow AFTER INSERT ON "default" BEGIN '
              "SELECT count(*) FROM pad a, pad b; END")
 conn.commit()
 conn.close()
-rows = [{"i": i} for i in range(6000)]
+rows = [{"i": i} for i in range(30000)]
 before = _core._streamed_batches()
 print("ready", flush=True)
 try:

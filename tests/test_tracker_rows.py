@@ -12,7 +12,7 @@ import subprocess
 from datetime import datetime, timedelta
 
 import pytest
-from conftest import count_rows, read_rows, table_info, table_names
+from conftest import Unpicklable, count_rows, read_rows, table_info, table_names
 
 from xetrack_c import Tracker
 
@@ -309,10 +309,6 @@ def test_log_batch_writes_every_row_and_returns_the_last(db_path):
 
 
 def test_log_batch_is_all_or_nothing(db_path):
-    class Unpicklable:
-        def __reduce__(self):
-            raise RuntimeError("no pickle")
-
     tracker = Tracker(db_path)
     tracker.log({"i": -1})
     with pytest.raises(RuntimeError, match="no pickle"):
